@@ -1,0 +1,686 @@
+//! The push decoder: bytes in, typed record batches and rejects out.
+//!
+//! # How it works, and the traps
+//!
+//! `decode(buf)` consumes whole lines. A line split across calls is carried in `partial` until its
+//! newline arrives, so callers may pass any chunking (1 byte or 64 KiB) and get identical batches;
+//! a half-written last line of a live file stays in `partial` (never emitted) until more bytes or
+//! `finish()` arrive. A line longer than `max_line_bytes` is rejected as soon as it crosses the cap,
+//! and the rest of it is skipped without buffering, so memory stays bounded whatever the input.
+//!
+//! `decode` returns early, with bytes left unconsumed, when the batch is full or when a header
+//! switched the file to another kind (a batch holds one table and one set of per-file constants).
+//! The caller then calls `flush()` and passes the rest again. `source_offset` is the absolute byte
+//! offset of each line's first byte, counted over every byte consumed (BOM, headers and `\r`
+//! included), so `(file, offset)` finds the raw line again.
+//!
+//! Row-level errors never stop the decoder: the line goes to the rejects batch with the reason.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use memchr::memchr;
+
+use crate::batch::{CapacityHints, FileConstants, RejectBuilders, TableBuilders};
+use crate::directive::{Directive, field_names, normalize_name, parse_directive};
+use crate::error::{Error, RejectReason};
+use crate::fields::{datetime::parse_datetime_ms, number::parse_i64};
+use crate::kind::{
+    LogKind, LogTypeKind, PathInfo, Table, default_fields, kind_from_field_names,
+    kind_from_log_type, kind_from_shape, path_info,
+};
+use crate::mapping::FieldMap;
+use crate::schema::{self, ColKind};
+use crate::tokenize::{Fields, Tokenizer};
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+/// Bytes of an overlong line kept in its reject.
+const OVERLONG_RAW_KEEP: usize = 64 * 1024;
+
+/// Default rows per batch.
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
+/// Default line-length cap (1 MiB): Exchange's longest real lines are a few KiB.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Builds a [`Decoder`] for one file.
+#[derive(Debug, Clone)]
+pub struct DecoderBuilder {
+    source_file: String,
+    path: PathInfo,
+    server: Option<String>,
+    default_server: Option<String>,
+    kind: Option<LogKind>,
+    batch_size: usize,
+    max_line_bytes: usize,
+}
+
+impl DecoderBuilder {
+    /// A decoder for the file at `path`; the path supplies the kind hint, the transport role and,
+    /// for per-server collections, the server name.
+    pub fn new(path: impl Into<String>) -> Self {
+        let source_file = path.into();
+        let path = path_info(&source_file);
+        DecoderBuilder {
+            source_file,
+            path,
+            server: None,
+            default_server: None,
+            kind: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+
+    /// Forces the server name for every row (the `--server` option).
+    pub fn with_server(mut self, server: Option<String>) -> Self {
+        self.server = server;
+        self
+    }
+
+    /// The server name to use when neither rows nor path name one (normally the host name).
+    pub fn with_default_server(mut self, server: impl Into<String>) -> Self {
+        self.default_server = Some(server.into());
+        self
+    }
+
+    /// Forces the log kind, overriding what the path suggests (headers still win).
+    pub fn with_kind(mut self, kind: Option<LogKind>) -> Self {
+        if kind.is_some() {
+            self.kind = kind;
+        }
+        self
+    }
+
+    /// Rows per batch (at least 1).
+    pub fn with_batch_size(mut self, rows: usize) -> Self {
+        self.batch_size = rows.max(1);
+        self
+    }
+
+    /// Longest line accepted, in bytes, excluding the newline (at least 1, at most 1 GiB).
+    pub fn with_max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = bytes.clamp(1, 1 << 30);
+        self
+    }
+
+    /// The decoder.
+    pub fn build(self) -> Decoder {
+        let hint = self.kind.or(self.path.kind);
+        let server_fixed = self.server.is_some();
+        let server: Arc<str> = self
+            .server
+            .or(self.path.server)
+            .or(self.default_server)
+            .unwrap_or_else(|| "unknown".to_string())
+            .into();
+        Decoder {
+            source_file: self.source_file.into(),
+            server,
+            server_fixed,
+            role: self.path.role,
+            hint,
+            batch_size: self.batch_size,
+            max_line_bytes: self.max_line_bytes,
+            kind: hint,
+            header_kind: None,
+            unsupported: None,
+            map: None,
+            builders: None,
+            hints: Default::default(),
+            rejects: RejectBuilders::new(),
+            tokenizer: Tokenizer::default(),
+            ints: Vec::new(),
+            partial: Vec::new(),
+            partial_start: 0,
+            skipping: false,
+            offset: 0,
+            line: 0,
+            switch_pending: false,
+            stats: DecoderStats::default(),
+            notes: Vec::new(),
+            software: None,
+            version: None,
+        }
+    }
+}
+
+/// Counters for one decoder, cumulative over its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecoderStats {
+    /// Bytes consumed (including a held-back partial line).
+    pub bytes: u64,
+    /// Complete lines seen (directive, blank, row or reject).
+    pub lines: u64,
+    /// `#` lines.
+    pub directives: u64,
+    /// Empty lines.
+    pub blank: u64,
+    /// Rows that went to a data table.
+    pub rows: u64,
+    /// Lines that went to rejects.
+    pub rejects: u64,
+    /// Rows kept with invalid UTF-8 replaced by U+FFFD.
+    pub lossy_rows: u64,
+}
+
+/// Something the decoder decided that a person should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Note {
+    /// No `#Fields` header: the documented column list of a version was assumed.
+    AssumedLayout {
+        /// Line where the assumption was made.
+        line: u64,
+        /// Which layout, e.g. "Exchange 2016/2019/SE message tracking".
+        layout: &'static str,
+        /// Its column count.
+        columns: usize,
+    },
+    /// `#Log-type` names a log mailflow does not read; its rows are rejected.
+    UnsupportedLogType {
+        /// Line of the directive.
+        line: u64,
+        /// The log type text.
+        log_type: String,
+    },
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::AssumedLayout {
+                line,
+                layout,
+                columns,
+            } => {
+                write!(
+                    f,
+                    "no #Fields header before line {line}; assumed the {layout} layout ({columns} columns)"
+                )
+            }
+            Note::UnsupportedLogType { line, log_type } => {
+                write!(
+                    f,
+                    "line {line}: log type {log_type:?} is not one mailflow reads; its rows are rejected"
+                )
+            }
+        }
+    }
+}
+
+/// One table's rows.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    /// The table the rows belong to.
+    pub table: Table,
+    /// The rows, in the table's schema.
+    pub batch: RecordBatch,
+}
+
+/// What `flush` returns: the data batch and the rejects batch, each if non-empty.
+#[derive(Debug, Clone, Default)]
+pub struct Flushed {
+    /// Rows of the current table.
+    pub data: Option<Decoded>,
+    /// Rejected lines, in the rejects schema.
+    pub rejects: Option<RecordBatch>,
+}
+
+/// Streaming decoder for one Exchange log file. See the module docs.
+#[derive(Debug)]
+pub struct Decoder {
+    source_file: Arc<str>,
+    server: Arc<str>,
+    server_fixed: bool,
+    role: Option<&'static str>,
+    hint: Option<LogKind>,
+    batch_size: usize,
+    max_line_bytes: usize,
+
+    kind: Option<LogKind>,
+    header_kind: Option<LogKind>,
+    unsupported: Option<String>,
+    map: Option<FieldMap>,
+    builders: Option<TableBuilders>,
+    hints: [CapacityHints; 5],
+    rejects: RejectBuilders,
+    tokenizer: Tokenizer,
+    ints: Vec<Option<i64>>,
+
+    partial: Vec<u8>,
+    partial_start: u64,
+    skipping: bool,
+    offset: u64,
+    line: u64,
+    switch_pending: bool,
+
+    stats: DecoderStats,
+    notes: Vec<Note>,
+    software: Option<String>,
+    version: Option<String>,
+}
+
+impl Decoder {
+    /// Consumes complete lines from `buf` and returns how many bytes it used. It uses them all
+    /// unless [`Decoder::needs_flush`] turns true first; then call [`Decoder::flush`] and pass the
+    /// rest again.
+    pub fn decode(&mut self, buf: &[u8]) -> Result<usize, Error> {
+        let mut pos = 0;
+        while pos < buf.len() && !self.needs_flush() {
+            let rest = &buf[pos..];
+            let newline = memchr(b'\n', rest);
+            if self.skipping {
+                let used = newline.map_or(rest.len(), |i| i + 1);
+                if newline.is_some() {
+                    self.skipping = false;
+                    self.end_line();
+                }
+                pos += used;
+                self.offset += used as u64;
+                continue;
+            }
+            match newline {
+                Some(i) if self.partial.is_empty() => {
+                    let start = self.offset;
+                    self.offset += i as u64 + 1;
+                    pos += i + 1;
+                    if i > self.max_line_bytes {
+                        self.reject_overlong(start, &rest[..i]);
+                        self.end_line();
+                    } else {
+                        self.line(&rest[..i], start);
+                    }
+                }
+                Some(i) => {
+                    self.offset += i as u64 + 1;
+                    pos += i + 1;
+                    if self.partial.len() + i > self.max_line_bytes {
+                        self.overlong_partial(&rest[..i]);
+                        self.end_line();
+                    } else {
+                        let mut line = std::mem::take(&mut self.partial);
+                        line.extend_from_slice(&rest[..i]);
+                        self.line(&line, self.partial_start);
+                        line.clear();
+                        self.partial = line;
+                    }
+                }
+                None => {
+                    if self.partial.is_empty() {
+                        self.partial_start = self.offset;
+                    }
+                    self.offset += rest.len() as u64;
+                    pos = buf.len();
+                    if self.partial.len() + rest.len() > self.max_line_bytes {
+                        self.overlong_partial(rest);
+                        self.skipping = true;
+                    } else {
+                        self.partial.extend_from_slice(rest);
+                    }
+                }
+            }
+        }
+        self.stats.bytes = self.offset;
+        Ok(pos)
+    }
+
+    /// End of input: an unterminated last line is parsed as a complete line. Do not call this on
+    /// a file that is still being written (its last line may be half-written); keep decoding.
+    pub fn finish(&mut self) -> Result<(), Error> {
+        if self.skipping {
+            self.skipping = false;
+            self.end_line();
+        } else if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.line(&line, self.partial_start);
+        }
+        Ok(())
+    }
+
+    /// True when a batch should be taken before decoding more: it is full, or the file switched
+    /// to another kind of log.
+    pub fn needs_flush(&self) -> bool {
+        self.switch_pending || self.pending_rows() >= self.batch_size
+    }
+
+    /// Rows (data and rejects) waiting in the current batch.
+    pub fn pending_rows(&self) -> usize {
+        self.builders.as_ref().map_or(0, |b| b.rows) + self.rejects.rows
+    }
+
+    /// Takes the rows decoded so far.
+    pub fn flush(&mut self) -> Result<Flushed, Error> {
+        self.switch_pending = false;
+        let mut out = Flushed::default();
+        if let Some(b) = self.builders.take_if(|b| b.rows > 0) {
+            let table = b.table;
+            let hints = &mut self.hints[table_index(table)];
+            out.data = Some(Decoded {
+                table,
+                batch: b.finish(hints)?,
+            });
+        }
+        if self.rejects.rows > 0 {
+            out.rejects = Some(self.rejects.finish(&self.source_file, &self.server)?);
+        }
+        Ok(out)
+    }
+
+    /// Cumulative counters.
+    pub fn stats(&self) -> DecoderStats {
+        self.stats
+    }
+
+    /// Things worth telling the user (assumed layouts, unsupported log types).
+    pub fn notes(&self) -> &[Note] {
+        &self.notes
+    }
+
+    /// The kind decided so far (from header, path or row shape).
+    pub fn kind(&self) -> Option<LogKind> {
+        self.kind
+    }
+
+    /// Offset just past the last complete line: everything before it is in a batch (flushed or
+    /// pending). A checkpoint taken after a flush resumes here.
+    pub fn complete_offset(&self) -> u64 {
+        if self.skipping {
+            self.offset
+        } else {
+            self.offset - self.partial.len() as u64
+        }
+    }
+
+    /// `#Software` and `#Version` of the last header block, when there was one.
+    pub fn software_version(&self) -> (Option<&str>, Option<&str>) {
+        (self.software.as_deref(), self.version.as_deref())
+    }
+
+    fn end_line(&mut self) {
+        self.line += 1;
+        self.stats.lines += 1;
+    }
+
+    fn line(&mut self, mut line: &[u8], start: u64) {
+        self.end_line();
+        if let [head @ .., b'\r'] = line {
+            line = head;
+        }
+        // A BOM opens every file Exchange writes, and concatenated files carry one mid-stream.
+        if line.starts_with(BOM) {
+            line = &line[BOM.len()..];
+        }
+        match line.first() {
+            None => self.stats.blank += 1,
+            Some(b'#') => self.directive(line),
+            Some(_) => self.row(line, start),
+        }
+    }
+
+    fn directive(&mut self, line: &[u8]) {
+        self.stats.directives += 1;
+        let Ok((_, directive)) = parse_directive(line) else {
+            return;
+        };
+        match directive {
+            Directive::Software(v) => {
+                // A new header block: what the last one said no longer holds.
+                self.software = Some(String::from_utf8_lossy(v).into_owned());
+                self.header_kind = None;
+                self.unsupported = None;
+                self.map = None;
+                self.set_kind(self.hint);
+            }
+            Directive::Version(v) => self.version = Some(String::from_utf8_lossy(v).into_owned()),
+            Directive::LogType(v) => match kind_from_log_type(v) {
+                LogTypeKind::Known(k) => {
+                    self.unsupported = None;
+                    self.header_kind = Some(k);
+                    self.set_kind(Some(k.refine(self.hint)));
+                }
+                LogTypeKind::Unsupported(name) => {
+                    self.notes.push(Note::UnsupportedLogType {
+                        line: self.line,
+                        log_type: name.clone(),
+                    });
+                    self.unsupported = Some(name);
+                }
+            },
+            Directive::Fields(list) => {
+                let names: Vec<&[u8]> = field_names(list).collect();
+                let kind = self.header_kind.map(|k| k.refine(self.hint)).or_else(|| {
+                    let normalized: Vec<String> = names.iter().map(|n| normalize_name(n)).collect();
+                    kind_from_field_names(&normalized)
+                        .map(|k| k.refine(self.hint))
+                        .or(self.hint)
+                });
+                self.set_kind(kind);
+                self.map = kind.map(|k| FieldMap::new(k.table(), names));
+            }
+            Directive::Date(_) | Directive::Other(_) => {}
+        }
+    }
+
+    /// Changes the current kind; a batch holding rows of another table or other per-file values
+    /// must be flushed first.
+    fn set_kind(&mut self, kind: Option<LogKind>) {
+        if kind != self.kind {
+            self.map = None;
+        }
+        self.kind = kind;
+        let Some(b) = &self.builders else { return };
+        let same = kind.is_some_and(|k| {
+            let c = b.constants();
+            b.table == k.table() && c.direction == k.direction() && c.protocol == k.protocol()
+        });
+        if !same {
+            if b.rows > 0 {
+                self.switch_pending = true;
+            } else {
+                self.builders = None;
+            }
+        }
+    }
+
+    fn row(&mut self, line: &[u8], start: u64) {
+        if let Some(name) = &self.unsupported {
+            let reason = RejectReason::UnsupportedLogType(name.clone());
+            self.reject(start, line, None, &reason);
+            return;
+        }
+        let mut tokenizer = std::mem::take(&mut self.tokenizer);
+        match tokenizer.tokenize(line) {
+            Ok(fields) => {
+                if let Err(reason) = self.append(&fields, start) {
+                    let ts = fields.get(0).and_then(parse_datetime_ms);
+                    self.reject(start, line, ts, &reason);
+                }
+            }
+            Err(e) => self.reject(
+                start,
+                line,
+                None,
+                &RejectReason::UnterminatedQuote { at: e.at },
+            ),
+        }
+        self.tokenizer = tokenizer;
+    }
+
+    fn append(&mut self, fields: &Fields<'_>, start: u64) -> Result<(), RejectReason> {
+        if self.map.is_none() {
+            self.assume_layout(fields)?;
+        }
+        let (Some(map), Some(kind)) = (&self.map, self.kind) else {
+            return Err(RejectReason::UnknownLayout {
+                fields: fields.len(),
+            });
+        };
+        if fields.len() != map.width {
+            return Err(RejectReason::FieldCount {
+                expected: map.width,
+                found: fields.len(),
+            });
+        }
+        let ts_field = map
+            .timestamp
+            .and_then(|i| fields.get(i))
+            .unwrap_or_default();
+        let Some(ts) = parse_datetime_ms(ts_field) else {
+            return Err(bad_value(
+                map.timestamp_name,
+                "an ISO 8601 UTC timestamp",
+                ts_field,
+            ));
+        };
+        let table = kind.table();
+        let defs = schema::columns(table);
+        self.ints.clear();
+        for (def, srcs) in defs.iter().zip(&map.sources) {
+            let field = srcs
+                .first()
+                .and_then(|&i| fields.get(i))
+                .filter(|f| !f.is_empty());
+            let value = match (def.kind, field) {
+                (ColKind::Int64 | ColKind::Int32, Some(f)) => {
+                    let v = parse_i64(f)
+                        .filter(|v| def.kind == ColKind::Int64 || i32::try_from(*v).is_ok());
+                    Some(v.ok_or_else(|| bad_value(def.sources[0], "an integer", f))?)
+                }
+                _ => None,
+            };
+            self.ints.push(value);
+        }
+        let builders = match &mut self.builders {
+            Some(b) => b,
+            None => {
+                let constants = FileConstants {
+                    source_file: Arc::clone(&self.source_file),
+                    server: Arc::clone(&self.server),
+                    server_from_rows: table == Table::MessageTracking && !self.server_fixed,
+                    direction: kind.direction(),
+                    protocol: kind.protocol(),
+                    role: self.role,
+                };
+                let hints = &self.hints[table_index(table)];
+                self.builders
+                    .insert(TableBuilders::new(table, constants, hints, self.batch_size))
+            }
+        };
+        if builders.append_row(ts, start, fields, map, &self.ints) {
+            self.stats.lossy_rows += 1;
+        }
+        self.stats.rows += 1;
+        Ok(())
+    }
+
+    /// A row arrived before any `#Fields` header: use the documented layout of the kind the
+    /// log type, path or row shape suggests, and say so.
+    fn assume_layout(&mut self, fields: &Fields<'_>) -> Result<(), RejectReason> {
+        let kind = match self.kind {
+            Some(k) => k,
+            None => kind_from_shape(fields).ok_or(RejectReason::UnknownLayout {
+                fields: fields.len(),
+            })?,
+        };
+        let (layout, names) =
+            default_fields(kind, fields.len()).ok_or(RejectReason::UnknownLayout {
+                fields: fields.len(),
+            })?;
+        self.notes.push(Note::AssumedLayout {
+            line: self.line,
+            layout,
+            columns: names.len(),
+        });
+        self.set_kind(Some(kind));
+        self.map = Some(FieldMap::new(
+            kind.table(),
+            names.iter().map(|n| n.as_bytes()),
+        ));
+        Ok(())
+    }
+
+    fn reject(&mut self, start: u64, raw: &[u8], ts: Option<i64>, reason: &RejectReason) {
+        let table = self.kind.map(LogKind::table);
+        self.rejects.append(
+            ts,
+            start,
+            self.line,
+            table,
+            reason.code(),
+            &reason.to_string(),
+            raw,
+        );
+        self.stats.rejects += 1;
+    }
+
+    fn reject_overlong(&mut self, start: u64, head: &[u8]) {
+        let keep = &head[..head.len().min(OVERLONG_RAW_KEEP)];
+        let ts = parse_datetime_ms(keep.get(..24).unwrap_or(keep));
+        let reason = RejectReason::LineTooLong {
+            limit: self.max_line_bytes,
+        };
+        let line = self.line;
+        self.line += 1;
+        self.reject(start, keep, ts, &reason);
+        self.line = line;
+    }
+
+    /// The line in `partial` plus `more` crossed the cap: reject it with its first bytes.
+    fn overlong_partial(&mut self, more: &[u8]) {
+        let mut head = std::mem::take(&mut self.partial);
+        let room = OVERLONG_RAW_KEEP.saturating_sub(head.len());
+        head.extend_from_slice(&more[..more.len().min(room)]);
+        self.reject_overlong(self.partial_start, &head);
+        head.clear();
+        self.partial = head;
+    }
+
+    /// Decodes everything `reader` yields, in chunks of `chunk_bytes`, handing each batch to
+    /// `sink`, then finishes the input. The reference driver for the push API.
+    pub fn decode_reader<R: std::io::Read>(
+        &mut self,
+        mut reader: R,
+        chunk_bytes: usize,
+        mut sink: impl FnMut(Flushed),
+    ) -> Result<(), Error> {
+        let mut buf = vec![0u8; chunk_bytes.max(1)];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut chunk = &buf[..n];
+            while !chunk.is_empty() {
+                let used = self.decode(chunk)?;
+                chunk = &chunk[used..];
+                if self.needs_flush() {
+                    sink(self.flush()?);
+                }
+            }
+        }
+        if self.needs_flush() {
+            sink(self.flush()?);
+        }
+        self.finish()?;
+        let last = self.flush()?;
+        if last.data.is_some() || last.rejects.is_some() {
+            sink(last);
+        }
+        Ok(())
+    }
+}
+
+fn bad_value(column: &'static str, expected: &'static str, value: &[u8]) -> RejectReason {
+    let shown = &value[..value.len().min(200)];
+    RejectReason::BadValue {
+        column,
+        expected,
+        value: String::from_utf8_lossy(shown).into_owned(),
+    }
+}
+
+fn table_index(t: Table) -> usize {
+    Table::ALL.iter().position(|&x| x == t).unwrap_or_default()
+}

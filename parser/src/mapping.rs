@@ -1,0 +1,98 @@
+//! `#Fields` header → column slots. Built once per header (not per row), so mapping by name
+//! instead of by position costs nothing on the hot path, and a header that changes mid-file only
+//! means building a new map.
+
+use crate::directive::normalize_name;
+use crate::kind::Table;
+use crate::schema::{self, TIMESTAMP_SOURCES};
+
+/// Where each output column of a table reads from, for one header.
+#[derive(Debug, Clone)]
+pub(crate) struct FieldMap {
+    /// Number of fields a row must have.
+    pub(crate) width: usize,
+    /// Header index of the event time.
+    pub(crate) timestamp: Option<usize>,
+    /// Header name of the event time, for reject messages.
+    pub(crate) timestamp_name: &'static str,
+    /// Header index of tracking `server-hostname`, which names the logging server per row.
+    pub(crate) server_hostname: Option<usize>,
+    /// Per output column (schema order, excluding lineage and extra): header indexes in priority
+    /// order. Empty when the header lacks the column (then the column is null).
+    pub(crate) sources: Vec<Vec<usize>>,
+    /// Header columns no output column reads: index and name as written, kept in `extra`.
+    pub(crate) extra: Vec<(usize, String)>,
+}
+
+impl FieldMap {
+    pub(crate) fn new<'a>(table: Table, names: impl IntoIterator<Item = &'a [u8]>) -> FieldMap {
+        let names: Vec<(String, String)> = names
+            .into_iter()
+            .map(|n| (normalize_name(n), String::from_utf8_lossy(n).into_owned()))
+            .collect();
+        let defs = schema::columns(table);
+        let mut used = vec![false; names.len()];
+        let first = |wanted: &str, used: &mut Vec<bool>| {
+            let i = names.iter().position(|(n, _)| n == wanted)?;
+            used[i] = true;
+            Some(i)
+        };
+        let timestamp = TIMESTAMP_SOURCES.iter().find_map(|s| first(s, &mut used));
+        let server_hostname = if table == Table::MessageTracking {
+            names.iter().position(|(n, _)| n == "serverhostname")
+        } else {
+            None
+        };
+        let sources = defs
+            .iter()
+            .map(|d| {
+                d.sources
+                    .iter()
+                    .filter_map(|s| first(s, &mut used))
+                    .collect()
+            })
+            .collect();
+        let extra = names
+            .iter()
+            .enumerate()
+            .filter(|(i, (norm, _))| !used[*i] && !norm.is_empty())
+            .map(|(i, (_, raw))| (i, raw.clone()))
+            .collect();
+        FieldMap {
+            width: names.len(),
+            timestamp,
+            timestamp_name: "date-time",
+            server_hostname,
+            sources,
+            extra,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_by_name_not_position() {
+        let names: Vec<&[u8]> = vec![
+            b"event",
+            b"date-time",
+            b"session-id",
+            b"X-New-Column",
+            b"data",
+        ];
+        let map = FieldMap::new(Table::SmtpProtocol, names);
+        assert_eq!(map.width, 5);
+        assert_eq!(map.timestamp, Some(1));
+        let defs = schema::columns(Table::SmtpProtocol);
+        let slot = |name: &str| &map.sources[defs.iter().position(|d| d.name == name).unwrap()];
+        assert_eq!(slot("event"), &vec![0]);
+        assert_eq!(slot("session_id"), &vec![2]);
+        assert_eq!(slot("connector_id"), &Vec::<usize>::new());
+        // `data` feeds both the data column and the reply split.
+        assert_eq!(slot("data"), &vec![4]);
+        assert_eq!(slot("reply"), &vec![4]);
+        assert_eq!(map.extra, vec![(3, "X-New-Column".to_string())]);
+    }
+}
