@@ -1,1 +1,8 @@
-//! x
+//! # mailflow
+//!
+//! The runtime and command line of mailflow: Exchange transport logs in, typed and diagnosed
+//! tables out. The parsing lives in `mailflow-parser`, diagnosis in `mailflow-enrich`, outputs in
+//! `mailflow-sinks`; this crate wires them into commands (`ingest`, `schema`, `generate`).
+
+pub mod generate;
+pub mod ingest;

@@ -1,1 +1,234 @@
-fn main() {}
+//! The `mailflow` command.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use mailflow::generate::{GenKind, generate_dir};
+use mailflow::ingest::{IngestOptions, ingest};
+use mailflow_parser::{Table, rejects_schema, schema};
+use mailflow_sinks::parquet::ParquetOptions;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "mailflow",
+    version,
+    about = "Exchange transport logs to typed, queryable data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse log files and folders (recursively, any mix of kinds) into Parquet, one file per table.
+    Ingest {
+        /// Log files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Output folder for the Parquet files.
+        #[arg(long)]
+        parquet: PathBuf,
+        /// Server name for every row (default: from the rows, the folder, else this host).
+        #[arg(long)]
+        server: Option<String>,
+        /// Parse workers (default: the number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Rows per record batch.
+        #[arg(long, default_value_t = mailflow_parser::DEFAULT_BATCH_SIZE)]
+        batch_size: usize,
+        /// Longest line accepted; longer ones go to rejects.
+        #[arg(long, default_value_t = mailflow_parser::DEFAULT_MAX_LINE_BYTES)]
+        max_line_bytes: usize,
+        /// zstd level of the Parquet files (1-22).
+        #[arg(long, default_value_t = 3)]
+        zstd_level: i32,
+        /// Also write the closing summary as JSON to this file.
+        #[arg(long)]
+        summary_json: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Print the Arrow schema of a table (all tables when none is named).
+    Schema {
+        /// message_tracking, smtp_protocol, connectivity, pop_imap_protocol, agent_log or rejects.
+        table: Option<String>,
+    },
+    /// Write seeded, realistic Exchange logs for benchmarks and load tests.
+    Generate {
+        /// Which logs.
+        #[arg(long, value_enum, default_value_t = GenKind::Mixed)]
+        kind: GenKind,
+        /// About how many bytes in all (suffixes K, M, G accepted).
+        #[arg(long, value_parser = parse_size)]
+        bytes: u64,
+        /// Seed: the same seed writes the same bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How many servers' folders to spread the logs over.
+        #[arg(long, default_value_t = 1)]
+        servers: usize,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let mult = match s[i..].to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                other => return Err(format!("unknown size suffix {other:?} (use K, M or G)")),
+            };
+            (&s[..i], mult)
+        }
+        None => (s, 1),
+    };
+    num.trim()
+        .parse::<u64>()
+        .map(|n| n * mult)
+        .map_err(|e| format!("{s:?} is not a size: {e}"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAILFLOW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mailflow: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Ingest {
+            paths,
+            parquet,
+            server,
+            threads,
+            batch_size,
+            max_line_bytes,
+            zstd_level,
+            summary_json,
+            quiet,
+        } => {
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+            let opts = IngestOptions {
+                paths,
+                parquet,
+                server,
+                threads,
+                batch_size,
+                max_line_bytes,
+                parquet_options: ParquetOptions {
+                    zstd_level,
+                    ..Default::default()
+                },
+                progress: !quiet,
+            };
+            let summary = ingest(&opts)?;
+            print!("{}", summary.render());
+            if let Some(path) = summary_json {
+                let json = serde_json::to_vec_pretty(&summary)?;
+                std::fs::write(&path, json)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(if summary.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Schema { table } => {
+            let mut out = std::io::stdout().lock();
+            let tables: Vec<(&str, arrow_schema::SchemaRef)> = match table.as_deref() {
+                None => Table::ALL
+                    .iter()
+                    .map(|t| (t.name(), schema(*t)))
+                    .chain([(schema::REJECTS, rejects_schema())])
+                    .collect(),
+                Some(name) if name == schema::REJECTS => vec![(name, rejects_schema())],
+                Some(name) => {
+                    let t = Table::from_name(name).with_context(|| {
+                        let known: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+                        format!(
+                            "no table {name:?}; tables are {}, rejects",
+                            known.join(", ")
+                        )
+                    })?;
+                    vec![(t.name(), schema(t))]
+                }
+            };
+            for (name, s) in tables {
+                writeln!(out, "{name}")?;
+                for f in s.fields() {
+                    writeln!(
+                        out,
+                        "  {:<28} {}{}",
+                        f.name(),
+                        f.data_type(),
+                        if f.is_nullable() { "" } else { " NOT NULL" }
+                    )?;
+                }
+                writeln!(out)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate {
+            kind,
+            bytes,
+            seed,
+            servers,
+            out,
+        } => {
+            let files = generate_dir(kind, bytes, seed, servers, &out)?;
+            let total: u64 = files
+                .iter()
+                .filter_map(|f| std::fs::metadata(f).ok())
+                .map(|m| m.len())
+                .sum();
+            println!(
+                "wrote {} files, {:.1} MB, under {}",
+                files.len(),
+                total as f64 / 1e6,
+                out.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2MB"), Ok(2 << 20));
+        assert!(parse_size("3X").is_err());
+    }
+}

@@ -527,7 +527,7 @@ impl Decoder {
             .unwrap_or_default();
         let Some(ts) = parse_datetime_ms(ts_field) else {
             return Err(bad_value(
-                map.timestamp_name,
+                map.name(map.timestamp),
                 "an ISO 8601 UTC timestamp",
                 ts_field,
             ));
@@ -544,7 +544,9 @@ impl Decoder {
                 (ColKind::Int64 | ColKind::Int32, Some(f)) => {
                     let v = parse_i64(f)
                         .filter(|v| def.kind == ColKind::Int64 || i32::try_from(*v).is_ok());
-                    Some(v.ok_or_else(|| bad_value(def.sources[0], "an integer", f))?)
+                    Some(v.ok_or_else(|| {
+                        bad_value(map.name(srcs.first().copied()), "an integer", f)
+                    })?)
                 }
                 _ => None,
             };
@@ -672,7 +674,7 @@ impl Decoder {
     }
 }
 
-fn bad_value(column: &'static str, expected: &'static str, value: &[u8]) -> RejectReason {
+fn bad_value(column: String, expected: &'static str, value: &[u8]) -> RejectReason {
     let shown = &value[..value.len().min(200)];
     RejectReason::BadValue {
         column,

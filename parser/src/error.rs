@@ -21,8 +21,8 @@ pub enum RejectReason {
     /// A typed column holds text that is not of its type.
     #[error("{column}: {value:?} is not {expected}")]
     BadValue {
-        /// Header name of the column.
-        column: &'static str,
+        /// Header name of the column, as the log writes it.
+        column: String,
         /// What the column must hold.
         expected: &'static str,
         /// The offending text (lossily decoded).

@@ -13,8 +13,8 @@ pub(crate) struct FieldMap {
     pub(crate) width: usize,
     /// Header index of the event time.
     pub(crate) timestamp: Option<usize>,
-    /// Header name of the event time, for reject messages.
-    pub(crate) timestamp_name: &'static str,
+    /// Header names as the log writes them, for reject messages.
+    pub(crate) names: Vec<String>,
     /// Header index of tracking `server-hostname`, which names the logging server per row.
     pub(crate) server_hostname: Option<usize>,
     /// Per output column (schema order, excluding lineage and extra): header indexes in priority
@@ -58,14 +58,25 @@ impl FieldMap {
             .filter(|(i, (norm, _))| !used[*i] && !norm.is_empty())
             .map(|(i, (_, raw))| (i, raw.clone()))
             .collect();
+
+        let names: Vec<String> = names.into_iter().map(|(_, raw)| raw).collect();
         FieldMap {
             width: names.len(),
             timestamp,
-            timestamp_name: "date-time",
+            names,
             server_hostname,
             sources,
             extra,
         }
+    }
+}
+
+impl FieldMap {
+    /// The header's name for field `i` (for messages); `date-time` when the header lacks one.
+    pub(crate) fn name(&self, i: Option<usize>) -> String {
+        i.and_then(|i| self.names.get(i))
+            .cloned()
+            .unwrap_or_else(|| "date-time".to_string())
     }
 }
 

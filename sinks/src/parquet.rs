@@ -1,0 +1,317 @@
+//! One Parquet file, written so that a reader never sees it half-done.
+//!
+//! The file is written under a hidden temporary name (`.name.parquet.tmp-<pid>`, which DuckDB and
+//! Spark ignore), then closed, fsynced, renamed to its final name and the directory fsynced: after
+//! [`ParquetFile::commit`] returns, the file is complete and durable; before, it does not exist
+//! under its final name. A crash leaves only a temporary, which [`remove_temporaries`] clears.
+
+use std::fs::{self, File};
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+
+/// Errors writing a Parquet file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// File system error, with the path it concerns.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Parquet encoding error.
+    #[error("{path}: writing Parquet failed: {source}")]
+    Parquet {
+        /// The file being written.
+        path: PathBuf,
+        /// What went wrong.
+        source: parquet::errors::ParquetError,
+    },
+    /// A setting is out of range.
+    #[error("invalid Parquet option {key}: {reason}")]
+    Option {
+        /// The option.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// How files are encoded.
+#[derive(Debug, Clone)]
+pub struct ParquetOptions {
+    /// zstd level, 1 (fast) to 22 (small).
+    pub zstd_level: i32,
+    /// Rows per row group at most.
+    pub row_group_rows: usize,
+    /// A row group is closed once its buffered, encoded size passes this many bytes.
+    pub row_group_bytes: usize,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        // Level 3 is zstd's own default: most of the ratio for a fraction of the CPU of 9+.
+        ParquetOptions {
+            zstd_level: 3,
+            row_group_rows: 1 << 20,
+            row_group_bytes: 128 << 20,
+        }
+    }
+}
+
+impl ParquetOptions {
+    fn properties(&self) -> Result<WriterProperties, Error> {
+        let level = ZstdLevel::try_new(self.zstd_level).map_err(|e| Error::Option {
+            key: "zstd_level",
+            reason: e.to_string(),
+        })?;
+        Ok(WriterProperties::builder()
+            .set_writer_version(WriterVersion::PARQUET_1_0)
+            .set_compression(Compression::ZSTD(level))
+            .set_dictionary_enabled(true)
+            .set_statistics_enabled(EnabledStatistics::Chunk)
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
+            .set_max_row_group_bytes(Some(self.row_group_bytes.max(1)))
+            .set_created_by(format!("mailflow {}", env!("CARGO_PKG_VERSION")))
+            .build())
+    }
+}
+
+/// A Parquet file being written; see the module docs.
+#[derive(Debug)]
+pub struct ParquetFile {
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    writer: ArrowWriter<BufWriter<File>>,
+    rows: u64,
+}
+
+/// What a committed file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Final path.
+    pub path: PathBuf,
+    /// Rows written.
+    pub rows: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+}
+
+fn temp_name(final_path: &Path) -> PathBuf {
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    final_path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+}
+
+impl ParquetFile {
+    /// Starts a file that will appear at `final_path` on commit. Parent folders are created.
+    pub fn create(
+        final_path: impl Into<PathBuf>,
+        schema: SchemaRef,
+        options: &ParquetOptions,
+    ) -> Result<Self, Error> {
+        let final_path = final_path.into();
+        let temp_path = temp_name(&final_path);
+        if let Some(dir) = final_path.parent() {
+            fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let file = File::create(&temp_path).map_err(|source| Error::Io {
+            path: temp_path.clone(),
+            source,
+        })?;
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            schema,
+            Some(options.properties()?),
+        )
+        .map_err(|source| Error::Parquet {
+            path: temp_path.clone(),
+            source,
+        })?;
+        Ok(ParquetFile {
+            final_path,
+            temp_path,
+            writer,
+            rows: 0,
+        })
+    }
+
+    /// Appends a batch (its schema must be the file's).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        self.writer.write(batch).map_err(|source| Error::Parquet {
+            path: self.temp_path.clone(),
+            source,
+        })?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Bytes written so far plus the row group in progress (an estimate of the final size).
+    pub fn bytes(&self) -> usize {
+        self.writer.bytes_written() + self.writer.in_progress_size()
+    }
+
+    /// Adds key-value metadata to the footer (e.g. the source ranges the file covers).
+    pub fn append_metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.writer
+            .append_key_value_metadata(KeyValue::new(key.into(), value.into()));
+    }
+
+    /// Closes, fsyncs and renames the file into place; durable when this returns.
+    pub fn commit(self) -> Result<Committed, Error> {
+        let ParquetFile {
+            final_path,
+            temp_path,
+            writer,
+            rows,
+            ..
+        } = self;
+        let buffered = writer.into_inner().map_err(|source| Error::Parquet {
+            path: temp_path.clone(),
+            source,
+        })?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let file = buffered.into_inner().map_err(|e| Error::Io {
+            path: temp_path.clone(),
+            source: e.into_error(),
+        })?;
+        file.sync_all().map_err(io(&temp_path))?;
+        let bytes = file.metadata().map_err(io(&temp_path))?.len();
+        drop(file);
+        fs::rename(&temp_path, &final_path).map_err(io(&final_path))?;
+        if let Some(dir) = final_path.parent() {
+            // The rename is durable only once the directory entry is.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+        }
+        Ok(Committed {
+            path: final_path,
+            rows,
+            bytes,
+        })
+    }
+
+    /// Drops the file without committing it.
+    pub fn abort(self) {
+        let temp = self.temp_path.clone();
+        drop(self);
+        let _ = fs::remove_file(temp);
+    }
+}
+
+/// Removes temporaries a crashed writer left under `dir` (recursively). Returns how many.
+pub fn remove_temporaries(dir: &Path) -> Result<usize, Error> {
+    let mut removed = 0;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    for entry in entries {
+        let entry = entry.map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if path.is_dir() {
+            removed += remove_temporaries(&path)?;
+        } else if name.starts_with('.') && name.contains(".parquet.tmp-") {
+            fs::remove_file(&path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int64Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap()
+    }
+
+    #[test]
+    fn invisible_until_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t/x.parquet");
+        let mut f =
+            ParquetFile::create(&path, batch().schema(), &ParquetOptions::default()).unwrap();
+        f.write(&batch()).unwrap();
+        f.append_metadata("mailflow.test", "1");
+        assert!(!path.exists());
+        let committed = f.commit().unwrap();
+        assert!(path.exists());
+        assert_eq!(committed.rows, 3);
+        let names: Vec<_> = fs::read_dir(dir.path().join("t"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("x.parquet")]);
+    }
+
+    #[test]
+    fn abort_and_cleanup_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = ParquetFile::create(
+            dir.path().join("a.parquet"),
+            batch().schema(),
+            &ParquetOptions::default(),
+        )
+        .unwrap();
+        f.abort();
+        let _left = ParquetFile::create(
+            dir.path().join("b.parquet"),
+            batch().schema(),
+            &ParquetOptions::default(),
+        )
+        .unwrap();
+        std::mem::forget(_left); // as if the process died mid-write
+        assert_eq!(remove_temporaries(dir.path()).unwrap(), 1);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn bad_level_names_the_option() {
+        let opts = ParquetOptions {
+            zstd_level: 99,
+            ..Default::default()
+        };
+        let err = ParquetFile::create(
+            std::env::temp_dir().join("never.parquet"),
+            batch().schema(),
+            &opts,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("zstd_level"), "{err}");
+    }
+}

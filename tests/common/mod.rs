@@ -1,0 +1,137 @@
+//! Helpers shared by the end-to-end tests: decode a file through the push API with any chunking,
+//! and render batches as stable text for golden files.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use mailflow_parser::{Decoder, DecoderBuilder, DecoderStats, Note, Table};
+
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+}
+
+pub fn files_in(sub: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data_dir().join(sub))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Output {
+    pub data: BTreeMap<Table, Vec<RecordBatch>>,
+    pub rejects: Vec<RecordBatch>,
+    pub stats: DecoderStats,
+    pub notes: Vec<Note>,
+}
+
+impl Output {
+    pub fn rows(&self, table: Table) -> usize {
+        self.data
+            .get(&table)
+            .map_or(0, |b| b.iter().map(RecordBatch::num_rows).sum())
+    }
+
+    pub fn reject_count(&self) -> usize {
+        self.rejects.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// (reason code, source_offset) of every reject, in order.
+    pub fn reject_reasons(&self) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        for b in &self.rejects {
+            let reason = column_strings(b, "reason");
+            let offset = column_strings(b, "source_offset");
+            for (r, o) in reason.into_iter().zip(offset) {
+                out.push((r, o.parse().unwrap()));
+            }
+        }
+        out
+    }
+}
+
+pub fn builder(path: &Path) -> DecoderBuilder {
+    // Server names in golden files must not depend on the machine running the tests.
+    DecoderBuilder::new(path.file_name().unwrap().to_string_lossy()).with_default_server("testhost")
+}
+
+/// Decodes `bytes` in chunks of `chunk`, taking a batch whenever the decoder asks.
+pub fn decode_with(mut decoder: Decoder, bytes: &[u8], chunk: usize) -> Output {
+    let mut out = Output::default();
+    let collect = |f: mailflow_parser::Flushed, out: &mut Output| {
+        if let Some(d) = f.data {
+            out.data.entry(d.table).or_default().push(d.batch);
+        }
+        if let Some(r) = f.rejects {
+            out.rejects.push(r);
+        }
+    };
+    for piece in bytes.chunks(chunk.max(1)) {
+        let mut rest = piece;
+        while !rest.is_empty() {
+            let used = decoder.decode(rest).unwrap();
+            rest = &rest[used..];
+            if decoder.needs_flush() {
+                collect(decoder.flush().unwrap(), &mut out);
+            }
+        }
+    }
+    if decoder.needs_flush() {
+        collect(decoder.flush().unwrap(), &mut out);
+    }
+    decoder.finish().unwrap();
+    collect(decoder.flush().unwrap(), &mut out);
+    out.stats = decoder.stats();
+    out.notes = decoder.notes().to_vec();
+    out
+}
+
+pub fn decode_file(path: &Path, chunk: usize, batch_size: usize) -> Output {
+    let bytes = std::fs::read(path).unwrap();
+    decode_with(
+        builder(path).with_batch_size(batch_size).build(),
+        &bytes,
+        chunk,
+    )
+}
+
+pub fn column_strings(batch: &RecordBatch, name: &str) -> Vec<String> {
+    let col = batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let fmt = ArrayFormatter::try_new(col.as_ref(), &FormatOptions::default().with_null("<null>"))
+        .unwrap();
+    (0..batch.num_rows())
+        .map(|i| fmt.value(i).to_string())
+        .collect()
+}
+
+/// One `column: value` line per non-null value, rows separated by a heading: diffable golden text.
+pub fn render(batches: &[RecordBatch]) -> String {
+    let mut s = String::new();
+    let mut row = 0;
+    for b in batches {
+        let schema = b.schema();
+        let fmts: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &FormatOptions::default()).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            s += &format!("--- row {row}\n");
+            for (f, (field, col)) in fmts.iter().zip(schema.fields().iter().zip(b.columns())) {
+                if col.is_valid(i) {
+                    s += &format!("{}: {}\n", field.name(), f.value(i));
+                }
+            }
+            row += 1;
+        }
+    }
+    s
+}
