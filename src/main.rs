@@ -79,6 +79,11 @@ enum Command {
     },
 }
 
+// Builders hand their memory to each batch; glibc returns those large blocks to the kernel and
+// faults them back in for the next batch (13% of parse time in perf). mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {

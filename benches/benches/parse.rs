@@ -1,1 +1,73 @@
-fn main() {}
+//! Parse throughput: mailflow's typed decode against arrow-csv reading the same bytes into
+//! all-Utf8 batches (the baseline; compare the two within one run, not across runs).
+//!
+//! `cargo bench -p mailflow-benches --bench parse`
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mailflow::generate::LogFile;
+
+// The allocator `mailflow` itself runs with; arrow-csv shares it in the same process.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use mailflow_benches::{arrow_csv_parse, generated, mailflow_parse, strip_bom};
+use std::hint::black_box;
+use std::time::Duration;
+
+const INPUT_BYTES: usize = 16 << 20;
+
+fn parse(c: &mut Criterion) {
+    for (kind, name, file_name, columns) in [
+        (
+            LogFile::MessageTracking,
+            "message_tracking",
+            "MSGTRK2024012500-1.LOG",
+            30,
+        ),
+        (
+            LogFile::SmtpReceive,
+            "smtp_receive",
+            "RECV2024012500-1.LOG",
+            9,
+        ),
+        (LogFile::SmtpSend, "smtp_send", "SEND2024012500-1.LOG", 9),
+    ] {
+        let input = generated(kind, INPUT_BYTES);
+        let (expected_rows, rejects) = mailflow_parse(file_name, &input, 8192);
+        assert_eq!(rejects, 0, "generated {name} must parse cleanly");
+        let csv_input = strip_bom(&input);
+        assert_eq!(arrow_csv_parse(csv_input, columns, 8192), expected_rows);
+
+        let mut group = c.benchmark_group(name);
+        group.throughput(Throughput::Bytes(input.len() as u64));
+        group
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(8))
+            .warm_up_time(Duration::from_secs(1));
+        for batch_size in [1024, 8192] {
+            group.bench_with_input(
+                BenchmarkId::new("mailflow_typed", batch_size),
+                &batch_size,
+                |b, &bs| {
+                    b.iter(|| {
+                        assert_eq!(
+                            mailflow_parse(file_name, black_box(&input), bs).0,
+                            expected_rows
+                        )
+                    })
+                },
+            );
+        }
+        group.bench_function(BenchmarkId::new("arrow_csv_utf8", 8192), |b| {
+            b.iter(|| {
+                assert_eq!(
+                    arrow_csv_parse(black_box(csv_input), columns, 8192),
+                    expected_rows
+                )
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, parse);
+criterion_main!(benches);

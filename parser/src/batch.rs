@@ -10,12 +10,14 @@ use std::sync::Arc;
 
 use arrow_array::builder::{
     ArrayBuilder, BinaryBuilder, Int16Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder,
-    MapFieldNames, StringBuilder, StringDictionaryBuilder, TimestampMillisecondBuilder,
+    MapFieldNames, StringBuilder, TimestampMillisecondBuilder,
 };
+use arrow_array::cast::AsArray;
 use arrow_array::types::Int32Type;
 use arrow_array::{Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray};
 use arrow_schema::ArrowError;
 
+use crate::dict::DictBuilder;
 use crate::fields::{
     custom_data, endpoint::parse_endpoint, event_symbol::event_name, multi_value,
     smtp_reply::find_smtp_reply,
@@ -40,15 +42,15 @@ pub(crate) struct FileConstants {
 
 enum ColBuilder {
     Text(StringBuilder),
-    Dict(StringDictionaryBuilder<Int32Type>),
+    Dict(DictBuilder),
     /// Event symbols, stored by name (`+` → `connect`); an unknown symbol is kept as written.
-    Event(StringDictionaryBuilder<Int32Type>),
+    Event(DictBuilder),
     I64(Int64Builder),
     I32(Int32Builder),
     List(ListBuilder<StringBuilder>),
     Map(MapBuilder<StringBuilder, StringBuilder>),
     Endpoint(StringBuilder, Int32Builder),
-    Reply(Int16Builder, StringDictionaryBuilder<Int32Type>),
+    Reply(Int16Builder, DictBuilder),
     /// A per-file value, materialised at finish.
     Const(Option<&'static str>),
 }
@@ -71,18 +73,34 @@ impl std::fmt::Debug for RejectBuilders {
     }
 }
 
-fn map_builder() -> MapBuilder<StringBuilder, StringBuilder> {
+/// A map builder sized for `rows` rows holding `size` = [key bytes, value bytes, entries].
+fn map_builder(rows: usize, size: [usize; 3]) -> MapBuilder<StringBuilder, StringBuilder> {
     let names = MapFieldNames {
         entry: "entries".into(),
         key: "keys".into(),
         value: "values".into(),
     };
-    MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new())
+    let keys = StringBuilder::with_capacity(size[2], size[0]);
+    let values = StringBuilder::with_capacity(size[2], size[1]);
+    MapBuilder::with_capacity(Some(names), keys, values, rows)
 }
 
-/// Text of a field; invalid UTF-8 is replaced with U+FFFD and flags the row as lossy.
+fn map_size(m: &arrow_array::MapArray) -> [usize; 3] {
+    let (keys, values) = (m.keys().as_string::<i32>(), m.values().as_string::<i32>());
+    [
+        keys.value_data().len(),
+        values.value_data().len(),
+        keys.len(),
+    ]
+}
+
+/// Text of a slice of the row. The row was validated once as a whole; only a row holding invalid
+/// UTF-8 pays per slice, and there invalid bytes become U+FFFD and flag the row as lossy.
 #[inline]
-fn text<'b>(bytes: &'b [u8], lossy: &mut bool) -> Cow<'b, str> {
+fn text<'b>(fields: &Fields<'b>, bytes: &'b [u8], lossy: &mut bool) -> Cow<'b, str> {
+    if let Some(s) = fields.text_of(bytes) {
+        return Cow::Borrowed(s);
+    }
     match std::str::from_utf8(bytes) {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => {
@@ -92,11 +110,13 @@ fn text<'b>(bytes: &'b [u8], lossy: &mut bool) -> Cow<'b, str> {
     }
 }
 
-/// Sizes measured on a finished batch, used to size the next one.
+/// Sizes measured on a finished batch, used to size the next one: rows, and per column up to
+/// three sizes (text bytes; for lists, item count; for maps, key bytes, value bytes, entries).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CapacityHints {
     rows: usize,
-    bytes: Vec<usize>,
+    sizes: Vec<[usize; 3]>,
+    extra: [usize; 3],
 }
 
 /// The builders of one table's batch in progress.
@@ -105,7 +125,7 @@ pub(crate) struct TableBuilders {
     defs: &'static [ColumnDef],
     constants: FileConstants,
     timestamp: TimestampMillisecondBuilder,
-    server: StringDictionaryBuilder<Int32Type>,
+    server: DictBuilder,
     offset: Int64Builder,
     cols: Vec<ColBuilder>,
     extra: MapBuilder<StringBuilder, StringBuilder>,
@@ -120,36 +140,43 @@ impl TableBuilders {
         batch_size: usize,
     ) -> Self {
         let defs = schema::columns(table);
-        let rows = hints.rows.clamp(16, batch_size.max(16));
-        let scale = |i: usize| {
-            let measured = hints.bytes.get(i).copied().unwrap_or(0);
+        // The first batch of a table has nothing to go by: guess modestly and let it grow.
+        let rows = if hints.rows == 0 {
+            batch_size.min(1024)
+        } else {
+            hints.rows.min(batch_size)
+        };
+        let scale_size = |size: [usize; 3]| {
             if hints.rows == 0 {
-                rows * 16
+                [rows * 32, rows * 32, rows * 2]
             } else {
-                measured / hints.rows.max(1) * rows + measured / 8
+                // Measured per row, times rows, plus 1/8 so a slightly larger batch fits.
+                size.map(|m| m / hints.rows * rows + m / 8)
             }
         };
+        let scale = |i: usize| scale_size(hints.sizes.get(i).copied().unwrap_or_default())[0];
+        let sized = |i: usize| scale_size(hints.sizes.get(i).copied().unwrap_or_default());
         let cols = defs
             .iter()
             .enumerate()
             .map(|(i, d)| match d.kind {
                 ColKind::Text => ColBuilder::Text(StringBuilder::with_capacity(rows, scale(i))),
-                ColKind::Dict => ColBuilder::Dict(StringDictionaryBuilder::new()),
-                ColKind::Event => ColBuilder::Event(StringDictionaryBuilder::new()),
+                ColKind::Dict => ColBuilder::Dict(DictBuilder::with_capacity(rows)),
+                ColKind::Event => ColBuilder::Event(DictBuilder::with_capacity(rows)),
                 ColKind::Int64 => ColBuilder::I64(Int64Builder::with_capacity(rows)),
                 ColKind::Int32 => ColBuilder::I32(Int32Builder::with_capacity(rows)),
                 ColKind::List => ColBuilder::List(ListBuilder::with_capacity(
-                    StringBuilder::with_capacity(rows, scale(i)),
+                    StringBuilder::with_capacity(sized(i)[1], scale(i)),
                     rows,
                 )),
-                ColKind::CustomData => ColBuilder::Map(map_builder()),
+                ColKind::CustomData => ColBuilder::Map(map_builder(rows, sized(i))),
                 ColKind::Endpoint => ColBuilder::Endpoint(
                     StringBuilder::with_capacity(rows, scale(i)),
                     Int32Builder::with_capacity(rows),
                 ),
                 ColKind::Reply => ColBuilder::Reply(
                     Int16Builder::with_capacity(rows),
-                    StringDictionaryBuilder::new(),
+                    DictBuilder::with_capacity(rows),
                 ),
                 ColKind::FileDirection => ColBuilder::Const(constants.direction),
                 ColKind::FileProtocol => ColBuilder::Const(constants.protocol),
@@ -161,10 +188,10 @@ impl TableBuilders {
             defs,
             constants,
             timestamp: TimestampMillisecondBuilder::with_capacity(rows),
-            server: StringDictionaryBuilder::new(),
+            server: DictBuilder::with_capacity(rows),
             offset: Int64Builder::with_capacity(rows),
             cols,
-            extra: map_builder(),
+            extra: map_builder(rows, scale_size(hints.extra)),
             rows: 0,
         }
     }
@@ -197,24 +224,24 @@ impl TableBuilders {
                 .and_then(|i| fields.get(i))
                 .filter(|f| !f.is_empty())
             {
-                Some(name) => self.server.append_value(text(name, &mut lossy)),
-                None => self.server.append_value(&*self.constants.server),
+                Some(name) => self.server.append(&text(fields, name, &mut lossy)),
+                None => self.server.append(&self.constants.server),
             }
         }
         for ((col, srcs), value) in self.cols.iter_mut().zip(&map.sources).zip(ints) {
             match col {
                 ColBuilder::Text(b) => match get(srcs) {
-                    Some(f) => b.append_value(text(f, &mut lossy)),
+                    Some(f) => b.append_value(text(fields, f, &mut lossy)),
                     None => b.append_null(),
                 },
                 ColBuilder::Dict(b) => match get(srcs) {
-                    Some(f) => b.append_value(text(f, &mut lossy)),
+                    Some(f) => b.append(&text(fields, f, &mut lossy)),
                     None => b.append_null(),
                 },
                 ColBuilder::Event(b) => match get(srcs) {
                     Some(f) => match event_name(f) {
-                        Some(name) => b.append_value(name),
-                        None => b.append_value(text(f, &mut lossy)),
+                        Some(name) => b.append(name),
+                        None => b.append(&text(fields, f, &mut lossy)),
                     },
                     None => b.append_null(),
                 },
@@ -223,20 +250,20 @@ impl TableBuilders {
                 ColBuilder::List(b) => match get(srcs) {
                     Some(f) => {
                         for item in multi_value::items(f) {
-                            b.values().append_value(text(item, &mut lossy));
+                            b.values().append_value(text(fields, item, &mut lossy));
                         }
                         b.append(true);
                     }
                     None => b.append(false),
                 },
                 ColBuilder::Map(b) => match get(srcs) {
-                    Some(f) => append_custom_data(b, f, &mut lossy),
+                    Some(f) => append_custom_data(b, fields, f, &mut lossy),
                     None => b.append(false).unwrap_or_default(),
                 },
                 ColBuilder::Endpoint(ip, port) => match get(srcs) {
                     Some(f) => {
                         let ep = parse_endpoint(f);
-                        ip.append_value(text(ep.ip, &mut lossy));
+                        ip.append_value(text(fields, ep.ip, &mut lossy));
                         port.append_option(ep.port.map(i32::from));
                     }
                     None => {
@@ -253,7 +280,7 @@ impl TableBuilders {
                         Some(r) => {
                             code.append_value(r.code as i16);
                             match r.enhanced.and_then(|e| std::str::from_utf8(e).ok()) {
-                                Some(e) => enhanced.append_value(e),
+                                Some(e) => enhanced.append(e),
                                 None => enhanced.append_null(),
                             }
                         }
@@ -270,7 +297,9 @@ impl TableBuilders {
         for (i, name) in &map.extra {
             if let Some(f) = fields.get(*i).filter(|f| !f.is_empty()) {
                 self.extra.keys().append_value(name);
-                self.extra.values().append_value(text(f, &mut lossy));
+                self.extra
+                    .values()
+                    .append_value(text(fields, f, &mut lossy));
                 any_extra = true;
             }
         }
@@ -287,80 +316,83 @@ impl TableBuilders {
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.defs.len() + 8);
         arrays.push(Arc::new(self.timestamp.finish().with_timezone("UTC")));
         arrays.push(if self.constants.server_from_rows {
-            Arc::new(self.server.finish())
+            Arc::new(self.server.finish()?)
         } else {
             const_dict(Some(&self.constants.server), rows)?
         });
         arrays.push(const_dict(Some(&self.constants.source_file), rows)?);
         arrays.push(Arc::new(self.offset.finish()));
         hints.rows = rows;
-        hints.bytes.clear();
+        hints.sizes.clear();
         for col in &mut self.cols {
             match col {
                 ColBuilder::Text(b) => {
                     let a = b.finish();
-                    hints.bytes.push(a.value_data().len());
+                    hints.sizes.push([a.value_data().len(), 0, 0]);
                     arrays.push(Arc::new(a));
                 }
                 ColBuilder::Dict(b) | ColBuilder::Event(b) => {
-                    hints.bytes.push(0);
-                    arrays.push(Arc::new(b.finish()));
+                    hints.sizes.push([0; 3]);
+                    arrays.push(Arc::new(b.finish()?));
                 }
                 ColBuilder::I64(b) => {
-                    hints.bytes.push(0);
+                    hints.sizes.push([0; 3]);
                     arrays.push(Arc::new(b.finish()));
                 }
                 ColBuilder::I32(b) => {
-                    hints.bytes.push(0);
+                    hints.sizes.push([0; 3]);
                     arrays.push(Arc::new(b.finish()));
                 }
                 ColBuilder::List(b) => {
                     let a = b.finish();
-                    hints
-                        .bytes
-                        .push(a.values().to_data().buffers().get(1).map_or(0, |b| b.len()));
+                    let items = a.values().as_string::<i32>();
+                    hints.sizes.push([items.value_data().len(), items.len(), 0]);
                     arrays.push(Arc::new(a));
                 }
                 ColBuilder::Map(b) => {
-                    hints.bytes.push(0);
-                    arrays.push(Arc::new(b.finish()));
+                    let a = b.finish();
+                    hints.sizes.push(map_size(&a));
+                    arrays.push(Arc::new(a));
                 }
                 ColBuilder::Endpoint(ip, port) => {
                     let a = ip.finish();
-                    hints.bytes.push(a.value_data().len());
+                    hints.sizes.push([a.value_data().len(), 0, 0]);
                     arrays.push(Arc::new(a));
                     arrays.push(Arc::new(port.finish()));
                 }
                 ColBuilder::Reply(code, enhanced) => {
-                    hints.bytes.push(0);
+                    hints.sizes.push([0; 3]);
                     arrays.push(Arc::new(code.finish()));
-                    arrays.push(Arc::new(enhanced.finish()));
+                    arrays.push(Arc::new(enhanced.finish()?));
                 }
                 ColBuilder::Const(value) => {
-                    hints.bytes.push(0);
+                    hints.sizes.push([0; 3]);
                     arrays.push(const_dict(value.as_deref(), rows)?);
                 }
             }
         }
-        arrays.push(Arc::new(self.extra.finish()));
+        let extra = self.extra.finish();
+        hints.extra = map_size(&extra);
+        arrays.push(Arc::new(extra));
         RecordBatch::try_new(schema::schema(self.table), arrays)
     }
 }
 
-fn append_custom_data(
+fn append_custom_data<'b>(
     b: &mut MapBuilder<StringBuilder, StringBuilder>,
-    field: &[u8],
+    fields: &Fields<'b>,
+    field: &'b [u8],
     lossy: &mut bool,
 ) {
     let mut seen: usize = 0;
     for (key, value) in custom_data::entries(field) {
-        let key = text(key, lossy);
+        let key = text(fields, key, lossy);
         // Parquet readers (DuckDB) refuse maps with repeated keys, and Exchange repeats some
         // (`S:AMA=SUM|...;S:AMA=EV|...`): the second becomes `AMA#2`, the third `AMA#3`.
         let keys = b.keys();
         let start = keys.len() - seen;
         let repeats = (start..keys.len())
-            .filter(|&i| keys_value(keys, i).is_some_and(|k| base_key(k) == key))
+            .filter(|&i| same_key(stored_key(keys, i), key.as_bytes()))
             .count();
         if repeats == 0 {
             keys.append_value(&key);
@@ -368,7 +400,7 @@ fn append_custom_data(
             keys.append_value(format!("{key}#{}", repeats + 1));
         }
         match value {
-            Some(v) => b.values().append_value(text(v, lossy)),
+            Some(v) => b.values().append_value(text(fields, v, lossy)),
             None => b.values().append_null(),
         }
         seen += 1;
@@ -376,19 +408,22 @@ fn append_custom_data(
     b.append(true).unwrap_or_default();
 }
 
-/// The key text of a just-appended entry: builders do not expose values, so read the slices.
-fn keys_value(keys: &StringBuilder, i: usize) -> Option<&str> {
+/// The bytes of key `i` already appended: builders do not expose values, so read the buffers.
+fn stored_key(keys: &StringBuilder, i: usize) -> &[u8] {
     let offsets = keys.offsets_slice();
-    let data = keys.values_slice();
-    let (s, e) = (*offsets.get(i)? as usize, *offsets.get(i + 1)? as usize);
-    std::str::from_utf8(data.get(s..e)?).ok()
+    match (offsets.get(i), offsets.get(i + 1)) {
+        (Some(&s), Some(&e)) => keys
+            .values_slice()
+            .get(s as usize..e as usize)
+            .unwrap_or_default(),
+        _ => &[],
+    }
 }
 
-fn base_key(k: &str) -> &str {
-    match k.rfind('#') {
-        Some(i) if k[i + 1..].bytes().all(|b| b.is_ascii_digit()) && i + 1 < k.len() => &k[..i],
-        _ => k,
-    }
+/// `stored` is `key` itself or a renamed repeat of it (`key#2`).
+fn same_key(stored: &[u8], key: &[u8]) -> bool {
+    stored == key
+        || (stored.len() > key.len() && stored.starts_with(key) && stored[key.len()] == b'#')
 }
 
 /// A dictionary column holding one value (or null) on every row.
@@ -409,8 +444,8 @@ pub(crate) struct RejectBuilders {
     timestamp: TimestampMillisecondBuilder,
     offset: Int64Builder,
     line: Int64Builder,
-    table: StringDictionaryBuilder<Int32Type>,
-    reason: StringDictionaryBuilder<Int32Type>,
+    table: DictBuilder,
+    reason: DictBuilder,
     detail: StringBuilder,
     raw: BinaryBuilder,
     pub(crate) rows: usize,
@@ -422,8 +457,8 @@ impl RejectBuilders {
             timestamp: TimestampMillisecondBuilder::new(),
             offset: Int64Builder::new(),
             line: Int64Builder::new(),
-            table: StringDictionaryBuilder::new(),
-            reason: StringDictionaryBuilder::new(),
+            table: DictBuilder::with_capacity(0),
+            reason: DictBuilder::with_capacity(0),
             detail: StringBuilder::new(),
             raw: BinaryBuilder::new(),
             rows: 0,
@@ -444,10 +479,10 @@ impl RejectBuilders {
         self.offset.append_value(offset as i64);
         self.line.append_value(line as i64);
         match table {
-            Some(t) => self.table.append_value(t.name()),
+            Some(t) => self.table.append(t.name()),
             None => self.table.append_null(),
         }
-        self.reason.append_value(code);
+        self.reason.append(code);
         self.detail.append_value(detail);
         self.raw.append_value(raw);
         self.rows += 1;
@@ -466,8 +501,8 @@ impl RejectBuilders {
             const_dict(Some(source_file), rows)?,
             Arc::new(self.offset.finish()),
             Arc::new(self.line.finish()),
-            Arc::new(self.table.finish()),
-            Arc::new(self.reason.finish()),
+            Arc::new(self.table.finish()?),
+            Arc::new(self.reason.finish()?),
             Arc::new(self.detail.finish()),
             Arc::new(self.raw.finish()),
         ];

@@ -37,6 +37,11 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Bytes of an overlong line kept in its reject.
 const OVERLONG_RAW_KEEP: usize = 64 * 1024;
 
+/// Bytes of input lines in one batch at most, whatever the row count: keeps every column's
+/// 32-bit offsets far from overflow (8192 rows of 1 MiB lines would pass 2 GiB) and batches small
+/// enough to hand on.
+const MAX_BATCH_BYTES: usize = 128 << 20;
+
 /// Default rows per batch.
 pub const DEFAULT_BATCH_SIZE: usize = 8192;
 /// Default line-length cap (1 MiB): Exchange's longest real lines are a few KiB.
@@ -136,6 +141,7 @@ impl DecoderBuilder {
             offset: 0,
             line: 0,
             switch_pending: false,
+            batch_bytes: 0,
             stats: DecoderStats::default(),
             notes: Vec::new(),
             software: None,
@@ -253,6 +259,7 @@ pub struct Decoder {
     offset: u64,
     line: u64,
     switch_pending: bool,
+    batch_bytes: usize,
 
     stats: DecoderStats,
     notes: Vec<Note>,
@@ -340,7 +347,9 @@ impl Decoder {
     /// True when a batch should be taken before decoding more: it is full, or the file switched
     /// to another kind of log.
     pub fn needs_flush(&self) -> bool {
-        self.switch_pending || self.pending_rows() >= self.batch_size
+        self.switch_pending
+            || self.pending_rows() >= self.batch_size
+            || self.batch_bytes >= MAX_BATCH_BYTES
     }
 
     /// Rows (data and rejects) waiting in the current batch.
@@ -351,6 +360,7 @@ impl Decoder {
     /// Takes the rows decoded so far.
     pub fn flush(&mut self) -> Result<Flushed, Error> {
         self.switch_pending = false;
+        self.batch_bytes = 0;
         let mut out = Flushed::default();
         if let Some(b) = self.builders.take_if(|b| b.rows > 0) {
             let table = b.table;
@@ -403,6 +413,7 @@ impl Decoder {
 
     fn line(&mut self, mut line: &[u8], start: u64) {
         self.end_line();
+        self.batch_bytes += line.len();
         if let [head @ .., b'\r'] = line {
             line = head;
         }

@@ -38,6 +38,7 @@
 
 mod batch;
 mod decoder;
+mod dict;
 pub mod directive;
 mod error;
 pub mod fields;

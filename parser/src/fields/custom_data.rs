@@ -5,31 +5,28 @@
 //! `|`, `,` and even `;` (a `;` separates entries only where a tagged key follows it), so the split
 //! is on `;<Tag>:` and the key/value split is on the first `=`.
 
-use nom::{
-    IResult, Parser,
-    bytes::complete::{tag, take_while_m_n},
-    character::complete::satisfy,
-    combinator::recognize,
-};
-
 /// One `key=value` entry; `value` is `None` for an entry with no `=`.
 pub type Entry<'a> = (&'a [u8], Option<&'a [u8]>);
 
-/// Parses a type tag such as `S:` or `I32:` at the start of `input`.
-pub fn parse_type_tag(input: &[u8]) -> IResult<&[u8], &[u8]> {
-    recognize((
-        satisfy(|c| c.is_ascii_alphabetic()),
-        take_while_m_n(0, 3, |c: u8| c.is_ascii_alphanumeric()),
-        tag(":"),
-    ))
-    .parse(input)
+/// Parses a type tag such as `S:` or `I32:` (a letter, up to three letters or digits, a colon)
+/// at the start of `input`; returns the rest and the tag. Hand-written rather than nom: it runs
+/// at every `;` of every custom-data field, and the combinator version cost 5% of a parse.
+pub fn parse_type_tag(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    if !input.first()?.is_ascii_alphabetic() {
+        return None;
+    }
+    let colon = input.iter().take(5).position(|&b| b == b':')?;
+    input[1..colon]
+        .iter()
+        .all(u8::is_ascii_alphanumeric)
+        .then(|| (&input[colon + 1..], &input[..=colon]))
 }
 
 /// Iterates the entries of a custom-data field, skipping empty ones.
 pub fn entries(field: &[u8]) -> CustomData<'_> {
     CustomData {
         rest: field,
-        tagged: parse_type_tag(field).is_ok(),
+        tagged: parse_type_tag(field).is_some(),
     }
 }
 
@@ -71,7 +68,7 @@ impl CustomData<'_> {
     fn entry_end(&self) -> usize {
         for semi in memchr::memchr_iter(b';', self.rest) {
             if !self.tagged
-                || parse_type_tag(&self.rest[semi + 1..]).is_ok()
+                || parse_type_tag(&self.rest[semi + 1..]).is_some()
                 || semi + 1 == self.rest.len()
             {
                 return semi;
@@ -133,6 +130,21 @@ mod tests {
                 "Opportunistic"
             )]
         );
+    }
+
+    #[test]
+    fn type_tags() {
+        assert_eq!(parse_type_tag(b"S:k=v"), Some((&b"k=v"[..], &b"S:"[..])));
+        assert_eq!(parse_type_tag(b"Dbl:x"), Some((&b"x"[..], &b"Dbl:"[..])));
+        assert_eq!(parse_type_tag(b"I32:"), Some((&b""[..], &b"I32:"[..])));
+        for bad in [&b""[..], b":", b"1S:", b"Long5:x", b"S-:x", b"S"] {
+            assert_eq!(
+                parse_type_tag(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

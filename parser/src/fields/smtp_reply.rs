@@ -59,8 +59,11 @@ pub fn find_smtp_reply(field: &[u8]) -> Option<SmtpReply<'_>> {
     if let Ok((_, reply)) = parse_smtp_reply(&field[start..]) {
         return Some(reply);
     }
-    let eq = memchr::memmem::find(field, b" = ")?;
-    parse_smtp_reply(&field[eq + 3..]).ok().map(|(_, r)| r)
+    // `memchr` for the `=` rather than a substring search: this runs on every data field, and
+    // building a substring searcher per call costs more than the scan.
+    memchr::memchr_iter(b'=', field)
+        .filter(|&i| i > 0 && field[i - 1] == b' ' && field.get(i + 1) == Some(&b' '))
+        .find_map(|i| parse_smtp_reply(&field[i + 2..]).ok().map(|(_, r)| r))
 }
 
 #[cfg(test)]

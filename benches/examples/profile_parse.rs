@@ -1,0 +1,31 @@
+//! Parses generated logs in a loop, for `perf record`: `cargo run --release -p mailflow-benches
+//! --example profile_parse -- <message_tracking|smtp_receive|smtp_send> [MiB] [loops]`.
+
+use mailflow::generate::LogFile;
+
+// The allocator `mailflow` itself runs with; arrow-csv shares it in the same process.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use mailflow_benches::{generated, mailflow_parse};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (kind, name) = match args.get(1).map(String::as_str) {
+        Some("smtp_receive") => (LogFile::SmtpReceive, "RECV2024012500-1.LOG"),
+        Some("smtp_send") => (LogFile::SmtpSend, "SEND2024012500-1.LOG"),
+        _ => (LogFile::MessageTracking, "MSGTRK2024012500-1.LOG"),
+    };
+    let mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(16);
+    let loops: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let input = generated(kind, mib << 20);
+    let start = std::time::Instant::now();
+    let mut rows = 0;
+    for _ in 0..loops {
+        rows += mailflow_parse(name, &input, 8192).0;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{rows} rows, {:.1} MiB/s",
+        (input.len() * loops) as f64 / (1 << 20) as f64 / secs
+    );
+}

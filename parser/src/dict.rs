@@ -1,0 +1,143 @@
+//! Dictionary-encoded text columns (`Dictionary(Int32, Utf8)`) for low-cardinality values.
+//!
+//! Consecutive rows of a transport log mostly repeat these values (same server, same connector,
+//! same directionality), so a value equal to the previous row's reuses its key after one
+//! comparison, before any hashing. Distinct values are stored once, in one buffer; the hash table
+//! holds only keys and is kept (cleared, not freed) from one batch to the next.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use arrow_array::types::Int32Type;
+use arrow_array::{DictionaryArray, Int32Array, StringArray};
+use arrow_buffer::{Buffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
+use arrow_schema::ArrowError;
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+#[derive(Debug, Default)]
+pub(crate) struct DictBuilder {
+    keys: Vec<i32>,
+    nulls: Option<NullBufferBuilder>,
+    values: Vec<u8>,
+    offsets: Vec<i32>,
+    table: HashTable<i32>,
+    hasher: DefaultHashBuilder,
+    last: Option<i32>,
+}
+
+fn value<'a>(values: &'a [u8], offsets: &[i32], key: i32) -> &'a [u8] {
+    let k = key as usize;
+    &values[offsets[k] as usize..offsets[k + 1] as usize]
+}
+
+impl DictBuilder {
+    pub(crate) fn with_capacity(rows: usize) -> Self {
+        DictBuilder {
+            keys: Vec::with_capacity(rows),
+            offsets: vec![0],
+            ..Default::default()
+        }
+    }
+
+    #[inline]
+    pub(crate) fn append(&mut self, v: &str) {
+        let v = v.as_bytes();
+        if let Some(last) = self.last {
+            if value(&self.values, &self.offsets, last) == v {
+                self.push_key(last);
+                return;
+            }
+        }
+        let hash = self.hasher.hash_one(v);
+        let (values, offsets) = (&self.values, &self.offsets);
+        let key = match self.table.find(hash, |&k| value(values, offsets, k) == v) {
+            Some(&k) => k,
+            None => {
+                let k = (self.offsets.len() - 1) as i32;
+                self.values.extend_from_slice(v);
+                // The decoder's per-batch byte budget keeps this far below i32::MAX.
+                self.offsets.push(self.values.len() as i32);
+                let (values, offsets, hasher) = (&self.values, &self.offsets, &self.hasher);
+                self.table
+                    .insert_unique(hash, k, |&k| hasher.hash_one(value(values, offsets, k)));
+                k
+            }
+        };
+        self.last = Some(key);
+        self.push_key(key);
+    }
+
+    #[inline]
+    fn push_key(&mut self, key: i32) {
+        self.keys.push(key);
+        if let Some(n) = &mut self.nulls {
+            n.append_non_null();
+        }
+    }
+
+    #[inline]
+    pub(crate) fn append_null(&mut self) {
+        let len = self.keys.len();
+        self.nulls
+            .get_or_insert_with(|| {
+                let mut n = NullBufferBuilder::new(self.keys.capacity());
+                n.append_n_non_nulls(len);
+                n
+            })
+            .append_null();
+        self.keys.push(0);
+    }
+
+    /// The column so far; the builder starts empty again, keeping its hash table's memory.
+    pub(crate) fn finish(&mut self) -> Result<DictionaryArray<Int32Type>, ArrowError> {
+        let rows = self.keys.len();
+        let keys = std::mem::replace(&mut self.keys, Vec::with_capacity(rows));
+        let nulls = self.nulls.take().and_then(|mut n| n.finish());
+        let keys = Int32Array::new(ScalarBuffer::from(keys), nulls);
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        let values = std::mem::take(&mut self.values);
+        let values = StringArray::try_new(
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            Buffer::from_vec(values),
+            None,
+        )?;
+        self.table.clear();
+        self.last = None;
+        DictionaryArray::try_new(keys, Arc::new(values))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+
+    #[test]
+    fn repeats_and_nulls() {
+        let mut b = DictBuilder::with_capacity(4);
+        for v in [Some("a"), Some("a"), None, Some("b"), Some("a"), None] {
+            match v {
+                Some(v) => b.append(v),
+                None => b.append_null(),
+            }
+        }
+        let d = b.finish().unwrap();
+        assert_eq!(d.len(), 6);
+        assert_eq!(d.values().len(), 2);
+        let strings: Vec<Option<&str>> = d
+            .downcast_dict::<StringArray>()
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            strings,
+            [Some("a"), Some("a"), None, Some("b"), Some("a"), None]
+        );
+        // Reused after finish, with a fresh dictionary.
+        b.append("z");
+        let d = b.finish().unwrap();
+        assert_eq!(d.values().as_string::<i32>().value(0), "z");
+        assert_eq!(d.null_count(), 0);
+    }
+}
