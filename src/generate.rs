@@ -433,7 +433,7 @@ impl Generator {
         lines.push(("*".into(), String::new(), "Sending certificate".into()));
         lines.push((
             "*".into(),
-            format!("CN=mail.contoso.com, OU=IT, O=Contoso Ltd, L=Redmond, S=WA, C=US"),
+            "CN=mail.contoso.com, OU=IT, O=Contoso Ltd, L=Redmond, S=WA, C=US".into(),
             "Certificate subject".into(),
         ));
         lines.push((

@@ -1,10 +1,11 @@
-//! One-shot backfill: files and folders in, one Parquet file per table out.
+//! One-shot backfill: files and folders in, Parquet out, `<dir>/<table>/part-<worker>.parquet`.
 //!
-//! Files are parsed in parallel (one decoder per file, as many workers as cores) and their
-//! batches cross a bounded channel to the writer, so memory stays bounded whatever the input size:
-//! at most `2 × workers` batches are in flight. Files that are not Exchange logs mailflow reads are
-//! skipped with a warning and counted, never a failure; an unreadable file fails the run after
-//! everything else has been written.
+//! Files are parsed in parallel, one decoder per file and as many workers as cores. Each worker
+//! encodes its own Parquet files: encoding costs more CPU than parsing, and one writer thread fed
+//! by all workers kept the second core idle. Batches never cross threads, so memory is bounded by
+//! one batch plus one row group in progress per worker and table. Files that are not Exchange logs
+//! mailflow reads are skipped with a warning and counted, never a failure; an unreadable file fails
+//! the run after everything else has been written.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use mailflow_parser::schema::{REJECTS, SCHEMA_VERSION};
 use mailflow_parser::{
     DecoderBuilder, DecoderStats, Flushed, Sniffed, Table, rejects_schema, schema, sniff,
 };
@@ -27,7 +29,7 @@ use serde::Serialize;
 pub struct IngestOptions {
     /// Files and folders (walked recursively).
     pub paths: Vec<PathBuf>,
-    /// Output folder: `<dir>/<table>.parquet`.
+    /// Output folder: `<dir>/<table>/part-<worker>.parquet`.
     pub parquet: PathBuf,
     /// Forces the server name of every row.
     pub server: Option<String>,
@@ -106,7 +108,7 @@ impl Summary {
         }
         s += &format!("  {:<20} {:>12} lines", "rejects", self.rejects);
         if self.rejects > 0 {
-            s += "  (raw line, file, offset and reason in rejects.parquet)";
+            s += "  (raw line, file, offset and reason under rejects/)";
         }
         s.push('\n');
         if self.lossy_rows > 0 {
@@ -152,8 +154,7 @@ pub fn host_name() -> String {
 }
 
 enum Msg {
-    Batch(Flushed),
-    Done(DecoderStats, Vec<String>),
+    Done(DecoderStats, BTreeMap<&'static str, u64>, Vec<String>),
     Failed(PathBuf, String),
 }
 
@@ -223,10 +224,10 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         job_tx.send(path.clone()).context("queueing files")?;
     }
     drop(job_tx);
-    let (tx, rx) = bounded::<Msg>(2 * threads);
+    let (tx, rx) = bounded::<Msg>(64);
     let host = host_name();
     let workers: Vec<_> = (0..threads)
-        .map(|_| {
+        .map(|k| {
             let (job_rx, tx, progress, opts, host) = (
                 job_rx.clone(),
                 tx.clone(),
@@ -234,20 +235,37 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                 opts.clone(),
                 host.clone(),
             );
-            std::thread::spawn(move || worker(&job_rx, &tx, &progress, &opts, &host))
+            std::thread::spawn(move || -> Result<Vec<PathBuf>> {
+                let mut writers = Writers::new(&opts.parquet, k, &opts.parquet_options);
+                match worker(&job_rx, &tx, &progress, &opts, &host, &mut writers) {
+                    Ok(()) => writers.commit(),
+                    Err(e) => {
+                        writers.abort();
+                        Err(e)
+                    }
+                }
+            })
         })
         .collect();
     drop(tx);
 
-    let mut writers = Writers::new(&opts.parquet, &opts.parquet_options);
-    let written = write_all(&rx, &mut writers, &mut summary, &bar, &progress);
+    collect(&rx, &mut summary, &bar, &progress);
+    let mut first_error = None;
     for w in workers {
-        if w.join().is_err() {
-            anyhow::bail!("a parse worker panicked; no output was committed");
+        match w.join() {
+            Ok(Ok(mut paths)) => summary.outputs.append(&mut paths),
+            Ok(Err(e)) => first_error = first_error.or(Some(e)),
+            Err(_) => {
+                first_error = first_error.or(Some(anyhow::anyhow!("a parse worker panicked")))
+            }
         }
     }
-    written?;
-    summary.outputs = writers.commit()?;
+    if let Some(e) = first_error {
+        return Err(
+            e.context("writing Parquet failed; nothing was committed by the failing worker")
+        );
+    }
+    summary.outputs.sort();
     bar.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
@@ -259,7 +277,8 @@ fn worker(
     progress: &Arc<AtomicU64>,
     opts: &IngestOptions,
     host: &str,
-) {
+    writers: &mut Writers,
+) -> Result<()> {
     for path in jobs {
         let name = path.to_string_lossy().into_owned();
         let mut decoder = DecoderBuilder::new(name.clone())
@@ -268,6 +287,8 @@ fn worker(
             .with_batch_size(opts.batch_size)
             .with_max_line_bytes(opts.max_line_bytes)
             .build();
+        let mut rows: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut write_error = None;
         let result = File::open(&path)
             .map_err(mailflow_parser::Error::from)
             .and_then(|file| {
@@ -276,10 +297,14 @@ fn worker(
                     total: Arc::clone(progress),
                 };
                 decoder.decode_reader(reader, 256 * 1024, |flushed| {
-                    // A closed channel means the writer failed; it reports that error itself.
-                    let _ = tx.send(Msg::Batch(flushed));
+                    if write_error.is_none() {
+                        write_error = writers.write_flushed(flushed, &mut rows).err();
+                    }
                 })
             });
+        if let Some(e) = write_error {
+            return Err(e);
+        }
         let msg = match result {
             Ok(()) => {
                 let notes = decoder
@@ -287,23 +312,22 @@ fn worker(
                     .iter()
                     .map(|n| format!("{name}: {n}"))
                     .collect();
-                Msg::Done(decoder.stats(), notes)
+                Msg::Done(decoder.stats(), rows, notes)
             }
             Err(e) => Msg::Failed(path, e.to_string()),
         };
-        if tx.send(msg).is_err() {
-            return;
-        }
+        // The receiver lives until every worker is done; a send cannot fail before that.
+        let _ = tx.send(msg);
     }
+    Ok(())
 }
 
-fn write_all(
+fn collect(
     rx: &Receiver<Msg>,
-    writers: &mut Writers,
     summary: &mut Summary,
     bar: &indicatif::ProgressBar,
     progress: &AtomicU64,
-) -> Result<()> {
+) {
     loop {
         let msg = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(m) => m,
@@ -311,25 +335,18 @@ fn write_all(
                 bar.set_position(progress.load(Ordering::Relaxed));
                 continue;
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
         };
         bar.set_position(progress.load(Ordering::Relaxed));
         match msg {
-            Msg::Batch(flushed) => {
-                if let Some(d) = flushed.data {
-                    *summary.rows.entry(d.table.name().to_string()).or_default() +=
-                        d.batch.num_rows() as u64;
-                    writers.write(Some(d.table), &d.batch)?;
-                }
-                if let Some(r) = flushed.rejects {
-                    writers.write(None, &r)?;
-                }
-            }
-            Msg::Done(stats, notes) => {
+            Msg::Done(stats, rows, notes) => {
                 summary.files += 1;
                 summary.bytes += stats.bytes;
                 summary.rejects += stats.rejects;
                 summary.lossy_rows += stats.lossy_rows;
+                for (table, n) in rows {
+                    *summary.rows.entry(table.to_string()).or_default() += n;
+                }
                 for n in notes {
                     tracing::warn!("{n}");
                 }
@@ -342,36 +359,53 @@ fn write_all(
     }
 }
 
-/// One Parquet file per table, opened on its first batch.
+/// One worker's Parquet files, one per table, opened on the table's first batch.
 struct Writers {
     dir: PathBuf,
+    worker: usize,
     options: ParquetOptions,
     open: BTreeMap<&'static str, ParquetFile>,
 }
 
 impl Writers {
-    fn new(dir: &Path, options: &ParquetOptions) -> Self {
+    fn new(dir: &Path, worker: usize, options: &ParquetOptions) -> Self {
         Writers {
             dir: dir.to_path_buf(),
+            worker,
             options: options.clone(),
             open: BTreeMap::new(),
         }
     }
 
+    fn write_flushed(
+        &mut self,
+        flushed: Flushed,
+        rows: &mut BTreeMap<&'static str, u64>,
+    ) -> Result<()> {
+        if let Some(d) = flushed.data {
+            *rows.entry(d.table.name()).or_default() += d.batch.num_rows() as u64;
+            self.write(Some(d.table), &d.batch)?;
+        }
+        if let Some(r) = flushed.rejects {
+            self.write(None, &r)?;
+        }
+        Ok(())
+    }
+
     fn write(&mut self, table: Option<Table>, batch: &arrow_array::RecordBatch) -> Result<()> {
-        let name = table.map_or(schema::REJECTS, Table::name);
-        if !self.open.contains_key(name) {
-            let schema = table.map_or_else(rejects_schema, schema);
-            let file = ParquetFile::create(
-                self.dir.join(format!("{name}.parquet")),
-                schema,
-                &self.options,
-            )?;
-            self.open.insert(name, file);
-        }
-        if let Some(file) = self.open.get_mut(name) {
-            file.write(batch)?;
-        }
+        let name = table.map_or(REJECTS, Table::name);
+        let file = match self.open.entry(name) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let schema = table.map_or_else(rejects_schema, schema);
+                let path = self
+                    .dir
+                    .join(name)
+                    .join(format!("part-{}.parquet", self.worker));
+                e.insert(ParquetFile::create(path, schema, &self.options)?)
+            }
+        };
+        file.write(batch)?;
         Ok(())
     }
 
@@ -379,13 +413,16 @@ impl Writers {
         let mut out = Vec::new();
         for (_, mut file) in std::mem::take(&mut self.open) {
             file.append_metadata("mailflow.version", env!("CARGO_PKG_VERSION"));
-            file.append_metadata(
-                "mailflow.schema_version",
-                schema::SCHEMA_VERSION.to_string(),
-            );
+            file.append_metadata("mailflow.schema_version", SCHEMA_VERSION.to_string());
             out.push(file.commit()?.path);
         }
         Ok(out)
+    }
+
+    fn abort(&mut self) {
+        for (_, file) in std::mem::take(&mut self.open) {
+            file.abort();
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use arrow_array::{Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, Str
 use arrow_schema::ArrowError;
 
 use crate::dict::DictBuilder;
+use crate::error::RejectReason;
 use crate::fields::{
     custom_data, endpoint::parse_endpoint, event_symbol::event_name, multi_value,
     smtp_reply::find_smtp_reply,
@@ -384,8 +385,7 @@ fn append_custom_data<'b>(
     field: &'b [u8],
     lossy: &mut bool,
 ) {
-    let mut seen: usize = 0;
-    for (key, value) in custom_data::entries(field) {
+    for (seen, (key, value)) in custom_data::entries(field).enumerate() {
         let key = text(fields, key, lossy);
         // Parquet readers (DuckDB) refuse maps with repeated keys, and Exchange repeats some
         // (`S:AMA=SUM|...;S:AMA=EV|...`): the second becomes `AMA#2`, the third `AMA#3`.
@@ -403,7 +403,6 @@ fn append_custom_data<'b>(
             Some(v) => b.values().append_value(text(fields, v, lossy)),
             None => b.values().append_null(),
         }
-        seen += 1;
     }
     b.append(true).unwrap_or_default();
 }
@@ -471,8 +470,7 @@ impl RejectBuilders {
         offset: u64,
         line: u64,
         table: Option<Table>,
-        code: &str,
-        detail: &str,
+        reason: &RejectReason,
         raw: &[u8],
     ) {
         self.timestamp.append_option(timestamp_ms);
@@ -482,8 +480,8 @@ impl RejectBuilders {
             Some(t) => self.table.append(t.name()),
             None => self.table.append_null(),
         }
-        self.reason.append(code);
-        self.detail.append_value(detail);
+        self.reason.append(reason.code());
+        self.detail.append_value(reason.to_string());
         self.raw.append_value(raw);
         self.rows += 1;
     }

@@ -614,15 +614,8 @@ impl Decoder {
 
     fn reject(&mut self, start: u64, raw: &[u8], ts: Option<i64>, reason: &RejectReason) {
         let table = self.kind.map(LogKind::table);
-        self.rejects.append(
-            ts,
-            start,
-            self.line,
-            table,
-            reason.code(),
-            &reason.to_string(),
-            raw,
-        );
+        self.rejects
+            .append(ts, start, self.line, table, reason, raw);
         self.stats.rejects += 1;
     }
 

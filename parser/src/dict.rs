@@ -42,11 +42,11 @@ impl DictBuilder {
     #[inline]
     pub(crate) fn append(&mut self, v: &str) {
         let v = v.as_bytes();
-        if let Some(last) = self.last {
-            if value(&self.values, &self.offsets, last) == v {
-                self.push_key(last);
-                return;
-            }
+        if let Some(last) = self.last
+            && value(&self.values, &self.offsets, last) == v
+        {
+            self.push_key(last);
+            return;
         }
         let hash = self.hasher.hash_one(v);
         let (values, offsets) = (&self.values, &self.offsets);

@@ -42,6 +42,8 @@ mod dict;
 pub mod directive;
 mod error;
 pub mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod kind;
 mod mapping;
 pub mod schema;

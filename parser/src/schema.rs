@@ -29,6 +29,38 @@ pub const EXTRA: &str = "extra";
 pub const SMTP_REPLY_CODE: &str = "smtp_reply_code";
 /// Enhanced status code (`4.7.0`) split out of the row's reply text.
 pub const ENHANCED_STATUS_CODE: &str = "enhanced_status_code";
+/// Field metadata key: `"false"` marks a column whose values are nearly all distinct (ids,
+/// offsets, timestamps), for which a columnar writer should not try dictionary encoding.
+pub const DICTIONARY_HINT: &str = "mailflow.dictionary";
+
+/// Columns whose values are nearly all distinct, by output name.
+const UNIQUE_VALUED: &[&str] = &[
+    TIMESTAMP,
+    SOURCE_OFFSET,
+    "internal_message_id",
+    "message_id",
+    "network_message_id",
+    "log_id",
+    "message_info",
+    "source_context",
+    "total_bytes",
+    "sequence_number",
+    "raw",
+    "line_number",
+];
+
+fn with_hints(fields: Vec<Field>) -> Vec<Field> {
+    fields
+        .into_iter()
+        .map(|f| {
+            if UNIQUE_VALUED.contains(&f.name().as_str()) {
+                f.with_metadata([(DICTIONARY_HINT.to_string(), "false".to_string())].into())
+            } else {
+                f
+            }
+        })
+        .collect()
+}
 
 /// How a column is typed and filled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,7 +281,7 @@ fn build_schema(table: Table) -> Schema {
         }
     }
     fields.push(Field::new(EXTRA, map_type(), true));
-    with_metadata(Schema::new(fields), table.name())
+    with_metadata(Schema::new(with_hints(fields)), table.name())
 }
 
 fn with_metadata(schema: Schema, table: &str) -> Schema {
@@ -296,6 +328,6 @@ pub fn rejects_schema() -> SchemaRef {
             Field::new("detail", DataType::Utf8, false),
             Field::new("raw", DataType::Binary, false),
         ]);
-        Arc::new(with_metadata(Schema::new(fields), REJECTS))
+        Arc::new(with_metadata(Schema::new(with_hints(fields)), REJECTS))
     }))
 }

@@ -15,6 +15,11 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
+
+/// Field metadata key a producer sets to `"false"` on columns not worth dictionary-encoding
+/// (the same key as `mailflow_parser::schema::DICTIONARY_HINT`; sinks do not depend on the parser).
+pub const DICTIONARY_HINT: &str = "mailflow.dictionary";
 
 /// Errors writing a Parquet file.
 #[derive(Debug, thiserror::Error)]
@@ -69,12 +74,26 @@ impl Default for ParquetOptions {
 }
 
 impl ParquetOptions {
-    fn properties(&self) -> Result<WriterProperties, Error> {
+    fn properties(&self, schema: &arrow_schema::Schema) -> Result<WriterProperties, Error> {
         let level = ZstdLevel::try_new(self.zstd_level).map_err(|e| Error::Option {
             key: "zstd_level",
             reason: e.to_string(),
         })?;
-        Ok(WriterProperties::builder()
+        let mut builder = WriterProperties::builder();
+        // Columns the producer marks as all-distinct (`mailflow.dictionary = false`) skip the
+        // dictionary attempt: Parquet would fill a 1 MiB dictionary per column chunk and then
+        // fall back to plain anyway, costing CPU and memory for nothing.
+        for field in schema.fields() {
+            if field
+                .metadata()
+                .get(DICTIONARY_HINT)
+                .is_some_and(|v| v == "false")
+            {
+                let path = ColumnPath::from(field.name().as_str());
+                builder = builder.set_column_dictionary_enabled(path, false);
+            }
+        }
+        Ok(builder
             .set_writer_version(WriterVersion::PARQUET_1_0)
             .set_compression(Compression::ZSTD(level))
             .set_dictionary_enabled(true)
@@ -133,10 +152,11 @@ impl ParquetFile {
             path: temp_path.clone(),
             source,
         })?;
+        let properties = options.properties(&schema)?;
         let writer = ArrowWriter::try_new(
             BufWriter::with_capacity(1 << 20, file),
             schema,
-            Some(options.properties()?),
+            Some(properties),
         )
         .map_err(|source| Error::Parquet {
             path: temp_path.clone(),

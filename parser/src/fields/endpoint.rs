@@ -16,17 +16,17 @@ pub struct Endpoint<'a> {
 /// Splits an endpoint. Never fails: a value that is not `addr:port` is returned whole as the
 /// address, because an odd endpoint is still evidence an admin wants to see.
 pub fn parse_endpoint(s: &[u8]) -> Endpoint<'_> {
-    if let [b'[', inner @ ..] = s {
-        if let Some(close) = memchr::memchr(b']', inner) {
-            let port = match &inner[close + 1..] {
-                [b':', p @ ..] => parse_port(p),
-                _ => None,
-            };
-            return Endpoint {
-                ip: &inner[..close],
-                port,
-            };
-        }
+    if let [b'[', inner @ ..] = s
+        && let Some(close) = memchr::memchr(b']', inner)
+    {
+        let port = match &inner[close + 1..] {
+            [b':', p @ ..] => parse_port(p),
+            _ => None,
+        };
+        return Endpoint {
+            ip: &inner[..close],
+            port,
+        };
     }
     let Some(colon) = memchr::memrchr(b':', s) else {
         return Endpoint { ip: s, port: None };

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""`mailflow ingest` against DuckDB on the same files, in one run (the only comparison that means
+anything on a shared machine): wall time, MB/s and peak RSS of each, and the ratio.
+
+DuckDB's side is `read_csv` + `COPY ... TO parquet (COMPRESSION zstd)` with threads=2, given the
+column names and types (timestamp, integers) so it skips sniffing: sniffing every file of a
+multi-file read costs DuckDB about 0.9 s per 10 MB file here, which would make it look 20x slower
+than it is. The five header lines are skipped with `skip=5`, not `comment='#'`, which would also cut
+subjects such as `order #88231`.
+
+Usage: benches/ingest_vs_duckdb.py [--gib 1] [--dir /tmp/mailflow-bench] [--python .venv/bin/python]
+Needs a release build (`cargo build --release`) and the venv from `.ci/run` (duckdb).
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRACKING_COLUMNS = ("date-time,client-ip,client-hostname,server-ip,server-hostname,source-context,connector-id,source,"
+                    "event-id,internal-message-id,message-id,network-message-id,recipient-address,recipient-status,"
+                    "total-bytes,recipient-count,related-recipient-address,reference,message-subject,sender-address,"
+                    "return-path,message-info,directionality,tenant-id,original-client-ip,original-server-ip,"
+                    "custom-data,transport-traffic-type,log-id,schema-version").split(",")
+
+DUCKDB_JOB = """
+import duckdb, sys
+src, dst, names = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+types = {n: "VARCHAR" for n in names}
+types.update({"date-time": "TIMESTAMP", "internal-message-id": "BIGINT", "total-bytes": "BIGINT",
+              "recipient-count": "INTEGER"})
+con = duckdb.connect()
+con.execute("SET threads=2")
+con.execute(f\"\"\"COPY (SELECT * FROM read_csv('{src}/**/*.LOG', skip=5, header=false, auto_detect=false,
+    delim=',', quote='"', escape='"', columns={types!r}))
+    TO '{dst}' (FORMAT parquet, COMPRESSION zstd)\"\"\")
+print(con.sql(f"SELECT count(*) FROM '{dst}'").fetchall()[0][0])
+"""
+
+
+def run(cmd):
+    """Runs cmd, returns (seconds, peak RSS MiB, stdout)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    secs = time.monotonic() - start
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{cmd[0]} failed:\n{out}\n{err}")
+    return secs, usage.ru_maxrss / 1024, out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gib", type=float, default=1.0)
+    ap.add_argument("--dir", default="/tmp/mailflow-bench")
+    ap.add_argument("--python", default=os.path.join(ROOT, ".venv/bin/python"))
+    ap.add_argument("--mailflow", default=os.path.join(ROOT, "target/release/mailflow"))
+    args = ap.parse_args()
+    logs = os.path.join(args.dir, f"logs-{args.gib}g")
+    if not os.path.isdir(logs):
+        subprocess.run([args.mailflow, "generate", "--kind", "message-tracking", "--bytes", f"{int(args.gib * 1024)}M",
+                        "--seed", "1", "--servers", "2", "--out", logs], check=True)
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(logs) for f in fs)
+    out = os.path.join(args.dir, "out")
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+
+    m_secs, m_rss, _ = run([args.mailflow, "ingest", logs, "--parquet", os.path.join(out, "mailflow"), "--quiet",
+                            "--threads", "2", "--summary-json", os.path.join(out, "summary.json")])
+    rows = json.load(open(os.path.join(out, "summary.json")))["rows"]["message_tracking"]
+    d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_JOB, logs, os.path.join(out, "duckdb.parquet"),
+                                ",".join(TRACKING_COLUMNS)])
+    d_rows = int(d_out.strip().splitlines()[-1])
+    mb = size / 1e6
+    print(f"input: {mb:.0f} MB of generated message tracking logs, {rows} rows (duckdb: {d_rows})")
+    print(f"{'':10} {'seconds':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
+    print(f"{'mailflow':10} {m_secs:8.2f} {mb / m_secs:8.1f} {m_rss:13.0f}")
+    print(f"{'duckdb':10} {d_secs:8.2f} {mb / d_secs:8.1f} {d_rss:13.0f}")
+    print(f"mailflow/duckdb throughput ratio: {d_secs / m_secs:.2f}x")
+    if rows != d_rows:
+        sys.exit(f"row counts differ: mailflow {rows}, duckdb {d_rows}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+//! Harnesses shared by the fuzz targets (`fuzz/`) and the corpus replay test, so both check the
+//! same invariants: no panic, and every input byte ends up in a row, a reject, a header or a
+//! blank line, whatever the chunking.
+
+use crate::DecoderBuilder;
+use crate::fields::{custom_data, datetime, endpoint, multi_value, number, smtp_reply};
+use crate::tokenize::Tokenizer;
+
+/// Decodes `data` in chunks whose sizes come from the first bytes, with a tiny batch size and
+/// line cap so the flush and overlong paths run, and checks the accounting.
+pub fn decode(data: &[u8]) {
+    let (chunk, data) = match data.split_first() {
+        Some((&c, rest)) => (usize::from(c % 61) + 1, rest),
+        None => (1, data),
+    };
+    let mut decoder = DecoderBuilder::new("fuzz/EX01/SmtpReceive/RECV2024010100-1.LOG")
+        .with_batch_size(3)
+        .with_max_line_bytes(300)
+        .build();
+    let (mut rows, mut rejects) = (0u64, 0u64);
+    let mut take = |d: &mut crate::Decoder| {
+        let f = d.flush().expect("flush never fails on any input");
+        rows += f.data.map_or(0, |b| b.batch.num_rows() as u64);
+        rejects += f.rejects.map_or(0, |b| b.num_rows() as u64);
+    };
+    for piece in data.chunks(chunk) {
+        let mut rest = piece;
+        while !rest.is_empty() {
+            let used = decoder
+                .decode(rest)
+                .expect("decode never fails on any input");
+            assert!(used > 0 || decoder.needs_flush(), "decode made no progress");
+            rest = &rest[used..];
+            if decoder.needs_flush() {
+                take(&mut decoder);
+            }
+        }
+    }
+    if decoder.needs_flush() {
+        take(&mut decoder);
+    }
+    decoder.finish().expect("finish");
+    take(&mut decoder);
+    let s = decoder.stats();
+    assert_eq!(s.bytes, data.len() as u64, "every byte consumed");
+    assert_eq!(
+        s.lines,
+        s.directives + s.blank + s.rows + s.rejects,
+        "every line accounted: {s:?}"
+    );
+    assert_eq!(
+        (rows, rejects),
+        (s.rows, s.rejects),
+        "batches hold what the counters say"
+    );
+}
+
+/// Every field parser on arbitrary bytes; the tokenizer's two paths must agree on quote-free input.
+pub fn fields(data: &[u8]) {
+    let _ = datetime::parse_datetime_ms(data);
+    let e = endpoint::parse_endpoint(data);
+    assert!(e.ip.len() <= data.len());
+    let _ = number::parse_i64(data);
+    let _ = smtp_reply::find_smtp_reply(data);
+    for (k, v) in custom_data::entries(data) {
+        assert!(k.len() + v.map_or(0, <[u8]>::len) < data.len().max(1) + 1);
+    }
+    assert!(multi_value::items(data).all(|i| !i.is_empty()));
+    let mut a = Tokenizer::default();
+    let mut b = Tokenizer::default();
+    let fast = a
+        .tokenize(data)
+        .map(|f| f.iter().map(<[u8]>::to_vec).collect::<Vec<_>>());
+    let slow = b
+        .tokenize_quoted(data)
+        .map(|f| f.iter().map(<[u8]>::to_vec).collect::<Vec<_>>());
+    assert_eq!(fast, slow, "tokenizer paths disagree");
+}
+
+/// The directive parser and sniffing on arbitrary bytes.
+pub fn directive(data: &[u8]) {
+    let mut line = b"#".to_vec();
+    line.extend_from_slice(data);
+    assert!(
+        crate::directive::parse_directive(&line).is_ok(),
+        "a # line always parses"
+    );
+    let _ = crate::sniff("fuzz.log", data);
+}
