@@ -83,8 +83,16 @@ pub struct Fields<'a> {
     data: &'a [u8],
     /// `data` as text, when the whole row is valid UTF-8 (checked once per row, not per field).
     text: Option<&'a str>,
+    /// Unescaped copies of the fields that held doubled quotes.
+    scratch: &'a [u8],
+    scratch_text: Option<&'a str>,
+    /// Field bounds; a start with [`IN_SCRATCH`] set indexes `scratch`, otherwise `data`.
     bounds: &'a [(u32, u32)],
 }
+
+/// Flag on a field's start offset: the field lives in the scratch buffer. Lines are capped far
+/// below 2 GiB, so the bit is never part of an offset.
+const IN_SCRATCH: u32 = 1 << 31;
 
 impl<'a> Fields<'a> {
     /// Number of fields.
@@ -100,26 +108,34 @@ impl<'a> Fields<'a> {
     /// Field `i`, if the row has it.
     #[inline]
     pub fn get(&self, i: usize) -> Option<&'a [u8]> {
-        self.bounds
-            .get(i)
-            .map(|&(s, e)| &self.data[s as usize..e as usize])
+        let &(s, e) = self.bounds.get(i)?;
+        Some(if s & IN_SCRATCH == 0 {
+            &self.data[s as usize..e as usize]
+        } else {
+            &self.scratch[(s & !IN_SCRATCH) as usize..e as usize]
+        })
     }
 
     /// Field `i` as text, if the row is valid UTF-8 and has field `i`. Fields split at ASCII
     /// commas and quotes, so their bounds are always character boundaries of valid text.
     #[inline]
     pub fn get_str(&self, i: usize) -> Option<&'a str> {
-        let &(s, e) = self.bounds.get(i)?;
-        self.text?.get(s as usize..e as usize)
+        self.text_of(self.get(i)?)
     }
 
     /// `part` (a slice of one of this row's fields) as text, when the row is valid UTF-8. Any
     /// slice cut at ASCII separators (`,` `;` `=` `:`) of valid text is itself valid text.
     #[inline]
     pub fn text_of(&self, part: &'a [u8]) -> Option<&'a str> {
-        let text = self.text?;
-        let start = (part.as_ptr() as usize).checked_sub(self.data.as_ptr() as usize)?;
-        text.get(start..start.checked_add(part.len())?)
+        let within = |whole: &[u8], text: Option<&'a str>| {
+            let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+            let end = start.checked_add(part.len())?;
+            if end > whole.len() {
+                return None;
+            }
+            text?.get(start..end)
+        };
+        within(self.data, self.text).or_else(|| within(self.scratch, self.scratch_text))
     }
 
     /// True when the row is valid UTF-8 (then [`Fields::get_str`] answers for every field).
@@ -129,10 +145,8 @@ impl<'a> Fields<'a> {
 
     /// All fields in order.
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let data = self.data;
-        self.bounds
-            .iter()
-            .map(move |&(s, e)| &data[s as usize..e as usize])
+        let fields = *self;
+        (0..self.bounds.len()).filter_map(move |i| fields.get(i))
     }
 }
 
@@ -144,7 +158,7 @@ pub struct UnterminatedQuote {
 }
 
 impl Tokenizer {
-    /// Splits `line` (no line terminator) into fields. Lines must be shorter than 4 GiB; the
+    /// Splits `line` (no line terminator) into fields. Lines must be shorter than 2 GiB; the
     /// decoder's line-length cap guarantees it.
     pub fn tokenize<'a>(&'a mut self, line: &'a [u8]) -> Result<Fields<'a>, UnterminatedQuote> {
         if self.split_plain(line) {
@@ -152,6 +166,8 @@ impl Tokenizer {
             Ok(Fields {
                 data: line,
                 text,
+                scratch: &[],
+                scratch_text: None,
                 bounds: &self.bounds,
             })
         } else {
@@ -165,11 +181,19 @@ impl Tokenizer {
         line: &'a [u8],
     ) -> Result<Fields<'a>, UnterminatedQuote> {
         self.split_quoted(line)?;
-        let data = self.unquoted.as_slice();
-        let text = simdutf8::basic::from_utf8(data).ok();
+        let text = simdutf8::basic::from_utf8(line).ok();
+        // Scratch holds pieces of the line cut at ASCII quotes: valid whenever the line is.
+        let scratch = self.unquoted.as_slice();
+        let scratch_text = if text.is_some() {
+            simdutf8::basic::from_utf8(scratch).ok()
+        } else {
+            None
+        };
         Ok(Fields {
-            data,
+            data: line,
             text,
+            scratch,
+            scratch_text,
             bounds: &self.bounds,
         })
     }
@@ -211,32 +235,52 @@ impl Tokenizer {
         }
     }
 
+    /// Splits a line that holds quotes. A quoted field without doubled quotes is borrowed from
+    /// the line, just inside its quotes; only a field with `""` (or text after its closing quote)
+    /// is rebuilt in the scratch buffer.
     fn split_quoted(&mut self, line: &[u8]) -> Result<(), UnterminatedQuote> {
         self.bounds.clear();
         self.unquoted.clear();
         let mut i = 0;
         loop {
-            let field_start = self.unquoted.len() as u32;
+            let end;
             if line.get(i) == Some(&b'"') {
                 let open = i;
-                i += 1;
+                let content = i + 1;
+                i = content;
+                let mut escaped = false;
                 loop {
                     let Some(q) = memchr(b'"', &line[i..]) else {
                         return Err(UnterminatedQuote { at: open });
                     };
-                    self.unquoted.extend_from_slice(&line[i..i + q]);
                     i += q + 1;
                     if line.get(i) == Some(&b'"') {
-                        self.unquoted.push(b'"');
+                        escaped = true;
                         i += 1;
                     } else {
                         break;
                     }
                 }
+                let close = i - 1;
+                end = memchr(b',', &line[i..]).map_or(line.len(), |c| i + c);
+                if !escaped && end == i {
+                    self.bounds.push((content as u32, close as u32));
+                } else {
+                    let start = self.unquoted.len() as u32 | IN_SCRATCH;
+                    // Inside the quotes every `"` is the first of a pair: keep it, drop its twin.
+                    let mut k = content;
+                    while let Some(q) = memchr(b'"', &line[k..close]) {
+                        self.unquoted.extend_from_slice(&line[k..=k + q]);
+                        k += q + 2;
+                    }
+                    self.unquoted.extend_from_slice(&line[k..close]);
+                    self.unquoted.extend_from_slice(&line[i..end]);
+                    self.bounds.push((start, self.unquoted.len() as u32));
+                }
+            } else {
+                end = memchr(b',', &line[i..]).map_or(line.len(), |c| i + c);
+                self.bounds.push((i as u32, end as u32));
             }
-            let end = memchr(b',', &line[i..]).map_or(line.len(), |c| i + c);
-            self.unquoted.extend_from_slice(&line[i..end]);
-            self.bounds.push((field_start, self.unquoted.len() as u32));
             if end >= line.len() {
                 return Ok(());
             }
