@@ -19,7 +19,8 @@ use anyhow::{Context, Result};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use mailflow_parser::schema::{REJECTS, SCHEMA_VERSION};
 use mailflow_parser::{
-    DecoderBuilder, DecoderStats, Flushed, Sniffed, Table, rejects_schema, schema, sniff,
+    BatchSizes, DecoderBuilder, DecoderStats, Flushed, Sniffed, Table, rejects_schema, schema,
+    sniff,
 };
 use mailflow_sinks::parquet::{ParquetFile, ParquetOptions};
 use serde::Serialize;
@@ -43,6 +44,8 @@ pub struct IngestOptions {
     pub parquet_options: ParquetOptions,
     /// Draw a progress bar (only on a terminal).
     pub progress: bool,
+    /// Replace the output of an earlier run in the same folder instead of refusing.
+    pub overwrite: bool,
 }
 
 /// The closing summary of a run.
@@ -179,10 +182,48 @@ fn head(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Parquet parts an earlier run left in `dir` (`<table>/part-*.parquet`).
+fn earlier_output(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let names = Table::ALL.iter().map(|t| t.name()).chain([REJECTS]);
+    for table in names {
+        let Ok(entries) = std::fs::read_dir(dir.join(table)) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry
+                .with_context(|| format!("reading {}", dir.display()))?
+                .path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with("part-") && name.ends_with(".parquet") {
+                found.push(path);
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Runs an ingest. Rejects and skipped files are reported, not errors; an unreadable file or a
 /// failing output is.
 pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let started = Instant::now();
+    // Output of an earlier run mixed with this one's would count its rows twice.
+    let earlier = earlier_output(&opts.parquet)?;
+    if !earlier.is_empty() && !opts.overwrite {
+        anyhow::bail!(
+            "{} already holds output of an earlier run ({} and {} more); use an empty folder, or --overwrite to replace it",
+            opts.parquet.display(),
+            earlier[0].display(),
+            earlier.len() - 1
+        );
+    }
+    for path in earlier {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    mailflow_sinks::parquet::remove_temporaries(&opts.parquet)?;
     let mut summary = Summary::default();
     let mut jobs: Vec<(PathBuf, u64)> = Vec::new();
     for path in discover(&opts.paths)? {
@@ -279,9 +320,11 @@ fn worker(
     host: &str,
     writers: &mut Writers,
 ) -> Result<()> {
+    let mut sizes = BatchSizes::default();
     for path in jobs {
         let name = path.to_string_lossy().into_owned();
         let mut decoder = DecoderBuilder::new(name.clone())
+            .with_sizes(std::mem::take(&mut sizes))
             .with_server(opts.server.clone())
             .with_default_server(host)
             .with_batch_size(opts.batch_size)
@@ -305,6 +348,7 @@ fn worker(
         if let Some(e) = write_error {
             return Err(e);
         }
+        sizes = decoder.take_sizes();
         let msg = match result {
             Ok(()) => {
                 let notes = decoder

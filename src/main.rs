@@ -53,6 +53,9 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Replace the Parquet output of an earlier run in the same folder.
+        #[arg(long)]
+        overwrite: bool,
     },
     /// Print the Arrow schema of a table (all tables when none is named).
     Schema {
@@ -136,6 +139,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             zstd_level,
             summary_json,
             quiet,
+            overwrite,
         } => {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -151,6 +155,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ..Default::default()
                 },
                 progress: !quiet,
+                overwrite,
             };
             let summary = ingest(&opts)?;
             print!("{}", summary.render());

@@ -67,6 +67,24 @@ fn duckdb_reads_what_ingest_wrote() {
         "{text}"
     );
 
+    // A second run into the same folder is refused (its rows would mix with the first run's),
+    // unless asked to replace them.
+    let again = Command::new(env!("CARGO_BIN_EXE_mailflow"))
+        .args([
+            "ingest",
+            data.join("samples").to_str().unwrap(),
+            "--parquet",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("--overwrite"),
+        "{again:?}"
+    );
+
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     for key in ["files", "bytes", "rows", "rejects", "seconds"] {

@@ -43,7 +43,7 @@ const OVERLONG_RAW_KEEP: usize = 64 * 1024;
 const MAX_BATCH_BYTES: usize = 128 << 20;
 
 /// Default rows per batch.
-pub const DEFAULT_BATCH_SIZE: usize = 8192;
+pub const DEFAULT_BATCH_SIZE: usize = 4096;
 /// Default line-length cap (1 MiB): Exchange's longest real lines are a few KiB.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 
@@ -57,6 +57,7 @@ pub struct DecoderBuilder {
     kind: Option<LogKind>,
     batch_size: usize,
     max_line_bytes: usize,
+    sizes: BatchSizes,
 }
 
 impl DecoderBuilder {
@@ -73,7 +74,14 @@ impl DecoderBuilder {
             kind: None,
             batch_size: DEFAULT_BATCH_SIZE,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            sizes: BatchSizes::default(),
         }
+    }
+
+    /// Starts from buffer sizes another decoder learned (see [`BatchSizes`]).
+    pub fn with_sizes(mut self, sizes: BatchSizes) -> Self {
+        self.sizes = sizes;
+        self
     }
 
     /// Forces the server name for every row (the `--server` option).
@@ -131,7 +139,7 @@ impl DecoderBuilder {
             unsupported: None,
             map: None,
             builders: None,
-            hints: Default::default(),
+            hints: self.sizes.0,
             rejects: RejectBuilders::new(),
             tokenizer: Tokenizer::default(),
             ints: Vec::new(),
@@ -149,6 +157,12 @@ impl DecoderBuilder {
         }
     }
 }
+
+/// Buffer sizes learned from finished batches, per table. Hand them from one file's decoder to
+/// the next ([`Decoder::take_sizes`], [`DecoderBuilder::with_sizes`]) so a new file's first batch
+/// is sized right instead of growing by reallocation.
+#[derive(Debug, Clone, Default)]
+pub struct BatchSizes([CapacityHints; 5]);
 
 /// Counters for one decoder, cumulative over its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -374,6 +388,11 @@ impl Decoder {
             out.rejects = Some(self.rejects.finish(&self.source_file, &self.server)?);
         }
         Ok(out)
+    }
+
+    /// The buffer sizes learned so far, for the next file's decoder.
+    pub fn take_sizes(&mut self) -> BatchSizes {
+        BatchSizes(std::mem::take(&mut self.hints))
     }
 
     /// Cumulative counters.

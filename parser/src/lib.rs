@@ -50,8 +50,8 @@ pub mod schema;
 pub mod tokenize;
 
 pub use decoder::{
-    DEFAULT_BATCH_SIZE, DEFAULT_MAX_LINE_BYTES, Decoded, Decoder, DecoderBuilder, DecoderStats,
-    Flushed, Note,
+    BatchSizes, DEFAULT_BATCH_SIZE, DEFAULT_MAX_LINE_BYTES, Decoded, Decoder, DecoderBuilder,
+    DecoderStats, Flushed, Note,
 };
 pub use error::{Error, RejectReason};
 pub use kind::{
