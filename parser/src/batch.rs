@@ -217,6 +217,18 @@ impl TableBuilders {
                 .and_then(|&i| fields.get(i))
                 .filter(|f| !f.is_empty())
         };
+        // Whole fields by index: no pointer arithmetic to find them in the validated row.
+        let get_text = |srcs: &[usize], lossy: &mut bool| {
+            let i = *srcs.first()?;
+            match fields.get_str(i) {
+                Some("") => None,
+                Some(s) => Some(Cow::Borrowed(s)),
+                None => fields
+                    .get(i)
+                    .filter(|f| !f.is_empty())
+                    .map(|f| text(fields, f, lossy)),
+            }
+        };
         self.timestamp.append_value(timestamp_ms);
         self.offset.append_value(offset as i64);
         if self.constants.server_from_rows {
@@ -231,12 +243,12 @@ impl TableBuilders {
         }
         for ((col, srcs), value) in self.cols.iter_mut().zip(&map.sources).zip(ints) {
             match col {
-                ColBuilder::Text(b) => match get(srcs) {
-                    Some(f) => b.append_value(text(fields, f, &mut lossy)),
+                ColBuilder::Text(b) => match get_text(srcs, &mut lossy) {
+                    Some(t) => b.append_value(t),
                     None => b.append_null(),
                 },
-                ColBuilder::Dict(b) => match get(srcs) {
-                    Some(f) => b.append(&text(fields, f, &mut lossy)),
+                ColBuilder::Dict(b) => match get_text(srcs, &mut lossy) {
+                    Some(t) => b.append(&t),
                     None => b.append_null(),
                 },
                 ColBuilder::Event(b) => match get(srcs) {

@@ -30,7 +30,7 @@ use crate::kind::{
     kind_from_log_type, kind_from_shape, path_info,
 };
 use crate::mapping::FieldMap;
-use crate::schema::{self, ColKind};
+
 use crate::tokenize::{Fields, Tokenizer};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -563,24 +563,17 @@ impl Decoder {
             ));
         };
         let table = kind.table();
-        let defs = schema::columns(table);
-        self.ints.clear();
-        for (def, srcs) in defs.iter().zip(&map.sources) {
-            let field = srcs
-                .first()
-                .and_then(|&i| fields.get(i))
-                .filter(|f| !f.is_empty());
-            let value = match (def.kind, field) {
-                (ColKind::Int64 | ColKind::Int32, Some(f)) => {
-                    let v = parse_i64(f)
-                        .filter(|v| def.kind == ColKind::Int64 || i32::try_from(*v).is_ok());
-                    Some(v.ok_or_else(|| {
-                        bad_value(map.name(srcs.first().copied()), "an integer", f)
-                    })?)
+        // Integers are the typed fields that can fail: check them all before appending anything,
+        // so a rejected row leaves no half-appended columns. Other slots stay None.
+        self.ints.resize(map.sources.len(), None);
+        for &(col, src, is_i32) in &map.ints {
+            self.ints[col] = match fields.get(src).filter(|f| !f.is_empty()) {
+                None => None,
+                Some(f) => {
+                    let v = parse_i64(f).filter(|v| !is_i32 || i32::try_from(*v).is_ok());
+                    Some(v.ok_or_else(|| bad_value(map.name(Some(src)), "an integer", f))?)
                 }
-                _ => None,
             };
-            self.ints.push(value);
         }
         let builders = match &mut self.builders {
             Some(b) => b,

@@ -22,6 +22,9 @@ pub(crate) struct FieldMap {
     pub(crate) sources: Vec<Vec<usize>>,
     /// Header columns no output column reads: index and name as written, kept in `extra`.
     pub(crate) extra: Vec<(usize, String)>,
+    /// The integer columns that have a source: (column index, header index, 32-bit?), so the
+    /// per-row validation pass touches only them.
+    pub(crate) ints: Vec<(usize, usize, bool)>,
 }
 
 impl FieldMap {
@@ -60,7 +63,23 @@ impl FieldMap {
             .collect();
 
         let names: Vec<String> = names.into_iter().map(|(_, raw)| raw).collect();
+        let ints = defs
+            .iter()
+            .zip(&sources)
+            .enumerate()
+            .filter_map(
+                |(c, (d, srcs)): (usize, (&schema::ColumnDef, &Vec<usize>))| {
+                    let wide = match d.kind {
+                        schema::ColKind::Int64 => false,
+                        schema::ColKind::Int32 => true,
+                        _ => return None,
+                    };
+                    srcs.first().map(|&i| (c, i, wide))
+                },
+            )
+            .collect();
         FieldMap {
+            ints,
             width: names.len(),
             timestamp,
             names,

@@ -120,7 +120,13 @@ impl<'a> Fields<'a> {
     /// commas and quotes, so their bounds are always character boundaries of valid text.
     #[inline]
     pub fn get_str(&self, i: usize) -> Option<&'a str> {
-        self.text_of(self.get(i)?)
+        let &(s, e) = self.bounds.get(i)?;
+        if s & IN_SCRATCH == 0 {
+            self.text?.get(s as usize..e as usize)
+        } else {
+            self.scratch_text?
+                .get((s & !IN_SCRATCH) as usize..e as usize)
+        }
     }
 
     /// `part` (a slice of one of this row's fields) as text, when the row is valid UTF-8. Any
