@@ -196,8 +196,8 @@ pub fn default_fields(
 ) -> Option<(&'static str, &'static [&'static str])> {
     match kind {
         LogKind::MessageTracking => match count {
-            21 => Some(("Exchange 2007 message tracking", &TRACKING_2010[..21])),
-            26 => Some(("Exchange 2010 message tracking", &TRACKING_2010)),
+            21 => Some(("Exchange 2007 message tracking", &tracking_2010()[..21])),
+            26 => Some(("Exchange 2010 message tracking", tracking_2010())),
             27 => Some(("Exchange 2013 message tracking", &TRACKING_2016[..27])),
             30 => Some(("Exchange 2016/2019/SE message tracking", &TRACKING_2016)),
             _ => None,
@@ -212,8 +212,19 @@ pub fn default_fields(
     }
 }
 
-// 2007 wrote the first 21 of 2010's columns; 2013 inserted network-message-id after message-id
-// and 2016 appended three, so 2007 is a prefix of 2010's list and 2013 a prefix of 2016's.
+/// 2010's 26 columns: 2016's first 27 without `network-message-id`, which 2013 inserted after
+/// `message-id`. 2007 wrote the first 21 of these; 2013's list is a prefix of 2016's.
+fn tracking_2010() -> &'static [&'static str] {
+    static LIST: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        TRACKING_2016[..27]
+            .iter()
+            .copied()
+            .filter(|c| *c != "network-message-id")
+            .collect()
+    })
+}
+
 static TRACKING_2016: [&str; 30] = [
     "date-time",
     "client-ip",
@@ -245,34 +256,6 @@ static TRACKING_2016: [&str; 30] = [
     "transport-traffic-type",
     "log-id",
     "schema-version",
-];
-static TRACKING_2010: [&str; 26] = [
-    "date-time",
-    "client-ip",
-    "client-hostname",
-    "server-ip",
-    "server-hostname",
-    "source-context",
-    "connector-id",
-    "source",
-    "event-id",
-    "internal-message-id",
-    "message-id",
-    "recipient-address",
-    "recipient-status",
-    "total-bytes",
-    "recipient-count",
-    "related-recipient-address",
-    "reference",
-    "message-subject",
-    "sender-address",
-    "return-path",
-    "message-info",
-    "directionality",
-    "tenant-id",
-    "original-client-ip",
-    "original-server-ip",
-    "custom-data",
 ];
 static SMTP_PROTOCOL: [&str; 9] = [
     "date-time",
@@ -551,6 +534,11 @@ mod tests {
     fn headerless_tracking_lists_by_version() {
         let (_, v2007) = default_fields(LogKind::MessageTracking, 21).unwrap();
         assert_eq!((v2007[10], v2007[20]), ("message-id", "message-info"));
+        let (_, v2010) = default_fields(LogKind::MessageTracking, 26).unwrap();
+        assert_eq!(
+            (v2010[10], v2010[11], v2010[25]),
+            ("message-id", "recipient-address", "custom-data")
+        );
         let (_, v2013) = default_fields(LogKind::MessageTracking, 27).unwrap();
         assert_eq!(
             (v2013[11], v2013[26]),

@@ -17,19 +17,22 @@
 //! ```
 //! use mailflow_parser::{DecoderBuilder, Table};
 //!
+//! # fn main() -> Result<(), mailflow_parser::Error> {
 //! let log = b"#Software: Microsoft Exchange Server\r\n\
 //! #Log-type: SMTP Send Protocol Log\r\n\
 //! #Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context\r\n\
 //! 2024-01-25T15:14:39.460Z,Outbound,08DC1DB8591B22A0,7,10.0.0.5:41822,203.0.113.9:25,<,454 4.7.0 Temporary authentication failure,\r\n";
 //!
 //! let mut decoder = DecoderBuilder::new("EX01/SmtpSend/SEND2024012515-1.LOG").build();
-//! decoder.decode(log).unwrap();
-//! decoder.finish().unwrap();
-//! let out = decoder.flush().unwrap();
-//! let data = out.data.unwrap();
+//! decoder.decode(log)?;
+//! decoder.finish()?;
+//! let out = decoder.flush()?;
+//! let data = out.data.expect("one row");
 //! assert_eq!(data.table, Table::SmtpProtocol);
 //! assert_eq!(data.batch.num_rows(), 1);
 //! assert!(out.rejects.is_none());
+//! # Ok(())
+//! # }
 //! ```
 
 #![deny(missing_docs)]
