@@ -426,178 +426,201 @@ impl Generator {
         }
     }
 
-    fn cert_lines(&mut self, lines: &mut Vec<(String, String, String)>) {
+    fn cert_lines(&mut self, lines: &mut Vec<Line>) {
         let thumb: u128 = self.rng.random();
         let serial: u64 = self.rng.random();
         let host = self.server.clone();
-        lines.push(("*".into(), String::new(), "Sending certificate".into()));
-        lines.push((
-            "*".into(),
-            "CN=mail.contoso.com, OU=IT, O=Contoso Ltd, L=Redmond, S=WA, C=US".into(),
-            "Certificate subject".into(),
+        lines.push(ln("*", "", "Sending certificate"));
+        lines.push(ln(
+            "*",
+            "CN=mail.contoso.com, OU=IT, O=Contoso Ltd, L=Redmond, S=WA, C=US",
+            "Certificate subject",
         ));
-        lines.push((
-            "*".into(),
-            "CN=Contoso Issuing CA 01, O=Contoso Ltd, C=US".into(),
-            "Certificate issuer name".into(),
+        lines.push(ln(
+            "*",
+            "CN=Contoso Issuing CA 01, O=Contoso Ltd, C=US",
+            "Certificate issuer name",
         ));
-        lines.push((
-            "*".into(),
+        lines.push(ln(
+            "*",
             format!("{serial:016X}"),
-            "Certificate serial number".into(),
+            "Certificate serial number",
         ));
-        lines.push((
-            "*".into(),
-            format!("{:040X}", thumb),
-            "Certificate thumbprint".into(),
-        ));
-        lines.push((
-            "*".into(),
+        lines.push(ln("*", format!("{:040X}", thumb), "Certificate thumbprint"));
+        lines.push(ln(
+            "*",
             format!(
                 "mail.contoso.com;autodiscover.contoso.com;{}.contoso.com",
                 host.to_ascii_lowercase()
             ),
-            "Certificate alternate names".into(),
+            "Certificate alternate names",
         ));
     }
 
-    fn send_script(&mut self, failure: Failure) -> Vec<(String, String, String)> {
-        let mut l: Vec<(String, String, String)> = vec![
-            ("*".into(), "SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAuthenticationFlag SMTPAcceptAnySender".into(), "Set Session Permissions".into()),
-            ("*".into(), String::new(), "attempting to connect".into()),
-            ("+".into(), String::new(), String::new()),
-            ("<".into(), format!("220 mx.{} Microsoft ESMTP MAIL Service ready at Thu, 25 Jan 2024 16:14:38 +0100", self.pick(DOMAINS)), String::new()),
-            (">".into(), format!("EHLO {}.contoso.com", self.server.to_ascii_lowercase()), String::new()),
-            ("<".into(), "250-mx.fabrikam.com Hello [10.11.12.14] 250-SIZE 37748736 250-PIPELINING 250-STARTTLS 250 CHUNKING".into(), String::new()),
-            (">".into(), "STARTTLS".into(), String::new()),
-            ("<".into(), "220 2.0.0 SMTP server ready".into(), String::new()),
+    fn send_script(&mut self, failure: Failure) -> Vec<Line> {
+        let ehlo = format!("EHLO {}.contoso.com", self.server.to_ascii_lowercase());
+        let mut l: Vec<Line> = vec![
+            ln(
+                "*",
+                "SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAuthenticationFlag SMTPAcceptAnySender",
+                "Set Session Permissions",
+            ),
+            ln("*", "", "attempting to connect"),
+            ln("+", "", ""),
+            ln(
+                "<",
+                format!(
+                    "220 mx.{} Microsoft ESMTP MAIL Service ready at Thu, 25 Jan 2024 16:14:38 +0100",
+                    self.pick(DOMAINS)
+                ),
+                "",
+            ),
+            ln(">", ehlo.as_str(), ""),
+            ln(
+                "<",
+                "250-mx.fabrikam.com Hello [10.11.12.14] 250-SIZE 37748736 250-PIPELINING 250-STARTTLS 250 CHUNKING",
+                "",
+            ),
+            ln(">", "STARTTLS", ""),
+            ln("<", "220 2.0.0 SMTP server ready", ""),
         ];
         self.cert_lines(&mut l);
         if failure == Failure::Tls {
-            l.push((
-                "*".into(),
-                String::new(),
-                "TLS negotiation failed with error NoCredentials".into(),
+            l.push(ln(
+                "*",
+                "",
+                "TLS negotiation failed with error NoCredentials",
             ));
-            l.push(("-".into(), String::new(), "Local".into()));
+            l.push(ln("-", "", "Local"));
             return l;
         }
-        l.push(("*".into(), String::new(), "TLS protocol SP_PROT_TLS1_2_CLIENT negotiation succeeded using bulk encryption algorithm CALG_AES_256 with strength 256 bits, MAC hash algorithm CALG_SHA_384 with strength 0 bits and key exchange algorithm CALG_ECDH_EPHEM with strength 384 bits".into()));
-        l.push((
-            ">".into(),
-            format!("EHLO {}.contoso.com", self.server.to_ascii_lowercase()),
-            String::new(),
-        ));
-        l.push((
-            "<".into(),
-            "250-mx.fabrikam.com Hello [10.11.12.14] 250-SIZE 37748736 250 CHUNKING".into(),
-            String::new(),
+        l.push(ln("*", "", "TLS protocol SP_PROT_TLS1_2_CLIENT negotiation succeeded using bulk encryption algorithm CALG_AES_256 with strength 256 bits, MAC hash algorithm CALG_SHA_384 with strength 0 bits and key exchange algorithm CALG_ECDH_EPHEM with strength 384 bits"));
+        l.push(ln(">", ehlo, ""));
+        l.push(ln(
+            "<",
+            "250-mx.fabrikam.com Hello [10.11.12.14] 250-SIZE 37748736 250 CHUNKING",
+            "",
         ));
         let rid = self.rng.random_range(1_000_000..9_000_000u64);
         let mid = format!("<{}@contoso.com>", self.guid());
-        l.push((
-            "*".into(),
-            String::new(),
+        l.push(ln(
+            "*",
+            "",
             format!("sending message with RecordId {rid} and InternetMessageId {mid}"),
         ));
-        l.push((
-            ">".into(),
+        l.push(ln(
+            ">",
             format!("MAIL FROM:<{}> SIZE=48211", self.address()),
-            String::new(),
+            "",
         ));
-        l.push((
-            ">".into(),
-            format!("RCPT TO:<{}>", self.address()),
-            String::new(),
-        ));
+        l.push(ln(">", format!("RCPT TO:<{}>", self.address()), ""));
         if failure == Failure::Temp {
-            l.push((
-                "<".into(),
-                "451 4.7.1 Greylisted, please try again later".into(),
-                String::new(),
-            ));
+            l.push(ln("<", "451 4.7.1 Greylisted, please try again later", ""));
         } else {
-            l.push(("<".into(), "250 2.1.0 Sender OK".into(), String::new()));
-            l.push(("<".into(), "250 2.1.5 Recipient OK".into(), String::new()));
-            l.push((">".into(), "BDAT 48211 LAST".into(), String::new()));
-            l.push(("<".into(), format!("250 2.6.0 {mid} [InternalId=1322849927, Hostname=mx.fabrikam.com] 52349 bytes in 0.204, 250.486 KB/sec Queued mail for delivery"), String::new()));
+            l.push(ln("<", "250 2.1.0 Sender OK", ""));
+            l.push(ln("<", "250 2.1.5 Recipient OK", ""));
+            l.push(ln(">", "BDAT 48211 LAST", ""));
+            l.push(ln("<", format!("250 2.6.0 {mid} [InternalId=1322849927, Hostname=mx.fabrikam.com] 52349 bytes in 0.204, 250.486 KB/sec Queued mail for delivery"), ""));
         }
-        l.push((">".into(), "QUIT".into(), String::new()));
-        l.push((
-            "<".into(),
-            "221 2.0.0 Service closing transmission channel".into(),
-            String::new(),
+        l.push(ln(">", "QUIT", ""));
+        l.push(ln(
+            "<",
+            "221 2.0.0 Service closing transmission channel",
+            "",
         ));
-        l.push(("-".into(), String::new(), "Local".into()));
+        l.push(ln("-", "", "Local"));
         l
     }
 
-    fn receive_script(&mut self, failure: Failure) -> Vec<(String, String, String)> {
+    fn receive_script(&mut self, failure: Failure) -> Vec<Line> {
         let host = self.server.clone();
-        let mut l: Vec<(String, String, String)> = vec![
-            ("+".into(), String::new(), String::new()),
-            ("*".into(), "SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAuthenticationFlag SMTPAcceptAnySender SMTPAcceptAuthoritativeDomainSender BypassAntiSpam".into(), "Set Session Permissions".into()),
-            (">".into(), format!("220 {host}.contoso.com Microsoft ESMTP MAIL Service ready at Thu, 25 Jan 2024 16:14:38 +0100"), String::new()),
-            ("<".into(), format!("EHLO mail.{}", self.pick(DOMAINS)), String::new()),
-            (">".into(), format!("250  {host}.contoso.com Hello [203.0.113.7] SIZE 37748736 PIPELINING DSN ENHANCEDSTATUSCODES STARTTLS X-ANONYMOUSTLS AUTH NTLM LOGIN X-EXPS GSSAPI NTLM 8BITMIME BINARYMIME CHUNKING XRDST"), String::new()),
-            ("<".into(), "STARTTLS".into(), String::new()),
-            (">".into(), "220 2.0.0 SMTP server ready".into(), String::new()),
-            ("*".into(), format!(" CN={host} CN={host} 12DEABC6565646512346ABDC13456894 12DEABC6565646512346ABDC1345689413589876 2020-01-17T15:15:33.000Z 2025-01-17T15:15:33.000Z {host};{host}.contoso.com"), "Sending certificate Subject Issuer name Serial number Thumbprint Not before Not after Subject alternate names".into()),
-            ("*".into(), String::new(), "TLS protocol SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm CALG_AES_256 with strength 256 bits, MAC hash algorithm CALG_SHA_384 with strength 0 bits and key exchange algorithm CALG_ECDH_EPHEM with strength 384 bits".into()),
-            ("<".into(), format!("EHLO mail.{}", self.pick(DOMAINS)), String::new()),
-            (">".into(), format!("250  {host}.contoso.com Hello [203.0.113.7] SIZE 37748736 PIPELINING DSN ENHANCEDSTATUSCODES AUTH NTLM LOGIN 8BITMIME BINARYMIME CHUNKING XRDST"), String::new()),
+        let mut l: Vec<Line> = vec![
+            ln("+", "", ""),
+            ln(
+                "*",
+                "SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAuthenticationFlag SMTPAcceptAnySender SMTPAcceptAuthoritativeDomainSender BypassAntiSpam",
+                "Set Session Permissions",
+            ),
+            ln(
+                ">",
+                format!(
+                    "220 {host}.contoso.com Microsoft ESMTP MAIL Service ready at Thu, 25 Jan 2024 16:14:38 +0100"
+                ),
+                "",
+            ),
+            ln("<", format!("EHLO mail.{}", self.pick(DOMAINS)), ""),
+            ln(
+                ">",
+                format!(
+                    "250  {host}.contoso.com Hello [203.0.113.7] SIZE 37748736 PIPELINING DSN ENHANCEDSTATUSCODES STARTTLS X-ANONYMOUSTLS AUTH NTLM LOGIN X-EXPS GSSAPI NTLM 8BITMIME BINARYMIME CHUNKING XRDST"
+                ),
+                "",
+            ),
+            ln("<", "STARTTLS", ""),
+            ln(">", "220 2.0.0 SMTP server ready", ""),
+            ln(
+                "*",
+                format!(
+                    " CN={host} CN={host} 12DEABC6565646512346ABDC13456894 12DEABC6565646512346ABDC1345689413589876 2020-01-17T15:15:33.000Z 2025-01-17T15:15:33.000Z {host};{host}.contoso.com"
+                ),
+                "Sending certificate Subject Issuer name Serial number Thumbprint Not before Not after Subject alternate names",
+            ),
+            ln(
+                "*",
+                "",
+                "TLS protocol SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm CALG_AES_256 with strength 256 bits, MAC hash algorithm CALG_SHA_384 with strength 0 bits and key exchange algorithm CALG_ECDH_EPHEM with strength 384 bits",
+            ),
+            ln("<", format!("EHLO mail.{}", self.pick(DOMAINS)), ""),
+            ln(
+                ">",
+                format!(
+                    "250  {host}.contoso.com Hello [203.0.113.7] SIZE 37748736 PIPELINING DSN ENHANCEDSTATUSCODES AUTH NTLM LOGIN 8BITMIME BINARYMIME CHUNKING XRDST"
+                ),
+                "",
+            ),
         ];
         if failure != Failure::None {
-            l.push(("<".into(), "AUTH LOGIN".into(), String::new()));
-            l.push((
-                ">".into(),
-                "334 <authentication response>".into(),
-                String::new(),
+            l.push(ln("<", "AUTH LOGIN", ""));
+            l.push(ln(">", "334 <authentication response>", ""));
+            l.push(ln(
+                "*",
+                "",
+                "Inbound AUTH LOGIN failed because of LogonDenied",
             ));
-            l.push((
-                "*".into(),
-                String::new(),
-                "Inbound AUTH LOGIN failed because of LogonDenied".into(),
-            ));
-            l.push((
-                ">".into(),
-                "454 4.7.0 Temporary authentication failure".into(),
-                String::new(),
-            ));
-            l.push(("-".into(), String::new(), "Remote".into()));
+            l.push(ln(">", "454 4.7.0 Temporary authentication failure", ""));
+            l.push(ln("-", "", "Remote"));
             return l;
         }
         let session_ctx = format!("{:016X};{};1", self.next_session, ts(self.clock_ms));
         let mid = format!("<{}@{}>", self.guid(), self.pick(DOMAINS));
-        l.push((
-            "<".into(),
+        l.push(ln(
+            "<",
             format!("MAIL FROM:<{}> SIZE=3454", self.address()),
-            String::new(),
+            "",
         ));
-        l.push((">".into(), "250 2.1.0 Sender OK".into(), String::new()));
-        l.push((
-            "<".into(),
-            format!("RCPT TO:<{}>", self.address()),
-            String::new(),
-        ));
-        l.push((">".into(), "250 2.1.5 Recipient OK".into(), String::new()));
-        l.push(("<".into(), "BDAT 3454 LAST".into(), String::new()));
-        l.push(("*".into(), session_ctx, "receiving message".into()));
-        l.push((
-            "*".into(),
-            String::new(),
+        l.push(ln(">", "250 2.1.0 Sender OK", ""));
+        l.push(ln("<", format!("RCPT TO:<{}>", self.address()), ""));
+        l.push(ln(">", "250 2.1.5 Recipient OK", ""));
+        l.push(ln("<", "BDAT 3454 LAST", ""));
+        l.push(ln("*", session_ctx, "receiving message"));
+        l.push(ln(
+            "*",
+            "",
             format!("receiving message with InternetMessageId {mid}"),
         ));
-        l.push((">".into(), format!("250 2.6.0 {mid} [InternalId=1322849927, Hostname={host}.contoso.com] 3454 bytes in 0.777, 4.338 KB/sec Queued mail for delivery"), String::new()));
-        l.push(("<".into(), "QUIT".into(), String::new()));
-        l.push((
-            ">".into(),
-            "221 2.0.0 Closing connection.".into(),
-            String::new(),
-        ));
-        l.push(("-".into(), String::new(), "Local".into()));
+        l.push(ln(">", format!("250 2.6.0 {mid} [InternalId=1322849927, Hostname={host}.contoso.com] 3454 bytes in 0.777, 4.338 KB/sec Queued mail for delivery"), ""));
+        l.push(ln("<", "QUIT", ""));
+        l.push(ln(">", "221 2.0.0 Closing connection.", ""));
+        l.push(ln("-", "", "Local"));
         l
     }
+}
+
+/// One protocol-log line of a scripted session: event symbol, data, context.
+type Line = (String, String, String);
+
+fn ln(event: &str, data: impl Into<String>, context: impl Into<String>) -> Line {
+    (event.to_string(), data.into(), context.into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -612,7 +635,7 @@ struct Session {
     id: String,
     seq: u32,
     remote: String,
-    lines: Vec<(String, String, String)>,
+    lines: Vec<Line>,
     next: usize,
 }
 

@@ -24,39 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Parse log files and folders (recursively, any mix of kinds) into Parquet, one file per table.
-    Ingest {
-        /// Log files or folders.
-        #[arg(required = true)]
-        paths: Vec<PathBuf>,
-        /// Output folder for the Parquet files.
-        #[arg(long)]
-        parquet: PathBuf,
-        /// Server name for every row (default: from the rows, the folder, else this host).
-        #[arg(long)]
-        server: Option<String>,
-        /// Parse workers (default: the number of cores).
-        #[arg(long)]
-        threads: Option<usize>,
-        /// Rows per record batch.
-        #[arg(long, default_value_t = mailflow_parser::DEFAULT_BATCH_SIZE)]
-        batch_size: usize,
-        /// Longest line accepted; longer ones go to rejects.
-        #[arg(long, default_value_t = mailflow_parser::DEFAULT_MAX_LINE_BYTES)]
-        max_line_bytes: usize,
-        /// zstd level of the Parquet files (1-22).
-        #[arg(long, default_value_t = 3)]
-        zstd_level: i32,
-        /// Also write the closing summary as JSON to this file.
-        #[arg(long)]
-        summary_json: Option<PathBuf>,
-        /// No progress bar.
-        #[arg(long)]
-        quiet: bool,
-        /// Replace the Parquet output of an earlier run in the same folder.
-        #[arg(long)]
-        overwrite: bool,
-    },
+    /// Parse log files and folders (recursively, any mix of kinds) into Parquet under DIR/<table>/.
+    Ingest(IngestArgs),
     /// Print the Arrow schema of a table (all tables when none is named).
     Schema {
         /// message_tracking, smtp_protocol, connectivity, pop_imap_protocol, agent_log or rejects.
@@ -86,6 +55,60 @@ enum Command {
 // faults them back in for the next batch (13% of parse time in perf). mimalloc keeps them.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(clap::Args, Debug)]
+struct IngestArgs {
+    /// Log files or folders.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Output folder for the Parquet files.
+    #[arg(long)]
+    parquet: PathBuf,
+    /// Server name for every row (default: from the rows, the folder, else this host).
+    #[arg(long)]
+    server: Option<String>,
+    /// Parse workers (default: the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Rows per record batch.
+    #[arg(long, default_value_t = mailflow_parser::DEFAULT_BATCH_SIZE)]
+    batch_size: usize,
+    /// Longest line accepted; longer ones go to rejects.
+    #[arg(long, default_value_t = mailflow_parser::DEFAULT_MAX_LINE_BYTES)]
+    max_line_bytes: usize,
+    /// zstd level of the Parquet files (1-22).
+    #[arg(long, default_value_t = 3)]
+    zstd_level: i32,
+    /// Also write the closing summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Replace the Parquet output of an earlier run in the same folder.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+impl IngestArgs {
+    fn options(&self) -> IngestOptions {
+        let cores = || std::thread::available_parallelism().map_or(2, |n| n.get());
+        IngestOptions {
+            paths: self.paths.clone(),
+            parquet: self.parquet.clone(),
+            server: self.server.clone(),
+            threads: self.threads.unwrap_or_else(cores),
+            batch_size: self.batch_size,
+            max_line_bytes: self.max_line_bytes,
+            parquet_options: ParquetOptions {
+                zstd_level: self.zstd_level,
+                ..Default::default()
+            },
+            progress: !self.quiet,
+            overwrite: self.overwrite,
+        }
+    }
+}
 
 fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
@@ -129,39 +152,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Ingest {
-            paths,
-            parquet,
-            server,
-            threads,
-            batch_size,
-            max_line_bytes,
-            zstd_level,
-            summary_json,
-            quiet,
-            overwrite,
-        } => {
-            let threads = threads
-                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-            let opts = IngestOptions {
-                paths,
-                parquet,
-                server,
-                threads,
-                batch_size,
-                max_line_bytes,
-                parquet_options: ParquetOptions {
-                    zstd_level,
-                    ..Default::default()
-                },
-                progress: !quiet,
-                overwrite,
-            };
-            let summary = ingest(&opts)?;
+        Command::Ingest(args) => {
+            let summary = ingest(&args.options())?;
             print!("{}", summary.render());
-            if let Some(path) = summary_json {
+            if let Some(path) = &args.summary_json {
                 let json = serde_json::to_vec_pretty(&summary)?;
-                std::fs::write(&path, json)
+                std::fs::write(path, json)
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             Ok(if summary.failed.is_empty() {

@@ -16,11 +16,16 @@ fn python() -> String {
     })
 }
 
-fn mailflow(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_mailflow"))
+fn run_mailflow(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mailflow"))
         .args(args)
         .output()
-        .expect("run mailflow");
+        .expect("run mailflow")
+}
+
+/// Runs mailflow and requires it to succeed.
+fn mailflow(args: &[&str]) -> std::process::Output {
+    let out = run_mailflow(args);
     assert!(
         out.status.success(),
         "mailflow {args:?} failed:\n{}\n{}",
@@ -69,16 +74,14 @@ fn duckdb_reads_what_ingest_wrote() {
 
     // A second run into the same folder is refused (its rows would mix with the first run's),
     // unless asked to replace them.
-    let again = Command::new(env!("CARGO_BIN_EXE_mailflow"))
-        .args([
-            "ingest",
-            data.join("samples").to_str().unwrap(),
-            "--parquet",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+    let samples = data.join("samples");
+    let again = run_mailflow(&[
+        "ingest",
+        samples.to_str().unwrap(),
+        "--parquet",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
     assert!(!again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("--overwrite"),

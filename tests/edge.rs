@@ -93,7 +93,7 @@ fn empty_file_is_nothing() {
 #[test]
 fn wrong_field_counts_are_rejected_and_the_run_continues() {
     let out = edge("wrong_field_count.log");
-    let reasons: Vec<String> = out.reject_reasons().into_iter().map(|r| r.0).collect();
+    let reasons = out.reject_codes();
     assert_eq!(reasons, ["field_count", "field_count"]);
     assert_eq!(out.rows(Table::SmtpProtocol), 1);
     let detail = column_strings(&out.rejects[0], "detail");
@@ -104,7 +104,7 @@ fn wrong_field_counts_are_rejected_and_the_run_continues() {
 fn garbage_is_rejected_with_reasons_and_invalid_utf8_is_kept_lossy() {
     let bytes = std::fs::read(data_dir().join("edge/garbage.log")).unwrap();
     let out = edge("garbage.log");
-    let reasons: Vec<String> = out.reject_reasons().into_iter().map(|r| r.0).collect();
+    let reasons = out.reject_codes();
     assert_eq!(
         reasons,
         [
@@ -119,13 +119,7 @@ fn garbage_is_rejected_with_reasons_and_invalid_utf8_is_kept_lossy() {
     let subjects = column_strings(&out.data[&Table::MessageTracking][0], "message_subject");
     assert_eq!(subjects, ["R\u{FFFD}union", "Re: plan, v2"]);
     // The raw bytes of a reject are the line exactly as it was (without its line break).
-    let raw_first = out.rejects[0].column_by_name("raw").unwrap();
-    let raw_first = raw_first
-        .as_any()
-        .downcast_ref::<arrow_array::BinaryArray>()
-        .unwrap()
-        .value(0);
-    assert_eq!(raw_first, b"\x00\x01\x02\xff\xfe garbage \x80\x81");
+    assert_eq!(out.reject_raw(0), b"\x00\x01\x02\xff\xfe garbage \x80\x81");
     let offsets = out.reject_reasons().into_iter().map(|r| r.1 as usize);
     for off in offsets {
         assert!(
@@ -149,20 +143,9 @@ fn overlong_lines_are_rejected_and_skipped_with_bounded_memory() {
     for chunk in [1, 7, 100, 64 * 1024] {
         let decoder = builder(&path).with_max_line_bytes(512).build();
         let out = decode_with(decoder, &bytes, chunk);
-        assert_eq!(
-            out.reject_reasons()
-                .into_iter()
-                .map(|r| r.0)
-                .collect::<Vec<_>>(),
-            ["line_too_long"]
-        );
+        assert_eq!(out.reject_codes(), ["line_too_long"]);
         assert_eq!(out.rows(Table::MessageTracking), 2, "chunk {chunk}");
-        let raw = out.rejects[0].column_by_name("raw").unwrap();
-        let raw = raw
-            .as_any()
-            .downcast_ref::<arrow_array::BinaryArray>()
-            .unwrap()
-            .value(0);
+        let raw = out.reject_raw(0);
         assert!(
             raw.starts_with(b"2024-03-01T11:05:00.000Z,") && raw.len() > 512,
             "chunk {chunk}"
@@ -184,13 +167,7 @@ fn unknown_columns_and_event_ids_are_kept() {
 #[test]
 fn unsupported_log_type_rows_are_rejected_with_a_note() {
     let out = edge("HttpProxy_2024030110-1.LOG");
-    assert_eq!(
-        out.reject_reasons()
-            .into_iter()
-            .map(|r| r.0)
-            .collect::<Vec<_>>(),
-        ["unsupported_log_type"]
-    );
+    assert_eq!(out.reject_codes(), ["unsupported_log_type"]);
     assert!(matches!(out.notes[0], Note::UnsupportedLogType { .. }));
 }
 
@@ -225,7 +202,7 @@ fn headerless_rows_of_no_known_shape_are_rejected() {
         b"2024-03-01T10:00:01.000Z,a,b,c\nhello world\n",
         1024,
     );
-    let reasons: Vec<String> = out.reject_reasons().into_iter().map(|r| r.0).collect();
+    let reasons = out.reject_codes();
     assert_eq!(reasons, ["unknown_layout", "unknown_layout"]);
 }
 
@@ -253,5 +230,19 @@ fn server_comes_from_override_then_rows_then_path_then_host() {
             &empty_host
         ),
         ["host1"]
+    );
+}
+
+#[test]
+fn repeated_custom_data_keys_are_numbered() {
+    let row = "2024-03-01T10:05:00.000Z,,,,EX07,CatContentConversion,,AGENT,AGENTINFO,1,<a@b>,,x@y,,1,1,,,s,a@b,a@b,,Incoming,,,,S:AMA=SUM|v=0;S:AMA=EV|engine=M;S:CompCost=|ETR=0;S:AMA=third,Email,g,15.02.1258.012\n";
+    let out = decode_with(
+        DecoderBuilder::new("MSGTRK2024030110-1.LOG").build(),
+        row.as_bytes(),
+        1024,
+    );
+    assert_eq!(
+        column_strings(&out.data[&Table::MessageTracking][0], "custom_data"),
+        ["{AMA: SUM|v=0, AMA#2: EV|engine=M, CompCost: |ETR=0, AMA#3: third}"]
     );
 }

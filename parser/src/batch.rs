@@ -6,6 +6,7 @@
 //! growing it by doubling.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -292,8 +293,8 @@ impl TableBuilders {
                     match reply {
                         Some(r) => {
                             code.append_value(r.code as i16);
-                            match r.enhanced.and_then(|e| std::str::from_utf8(e).ok()) {
-                                Some(e) => enhanced.append(e),
+                            match r.enhanced {
+                                Some(e) => enhanced.append(&text(fields, e, &mut lossy)),
                                 None => enhanced.append_null(),
                             }
                         }
@@ -409,7 +410,9 @@ fn append_custom_data<'b>(
         if repeats == 0 {
             keys.append_value(&key);
         } else {
-            keys.append_value(format!("{key}#{}", repeats + 1));
+            // Written straight into the builder (cannot fail): no String per repeated key.
+            let _ = write!(keys, "{key}#{}", repeats + 1);
+            keys.append_value("");
         }
         match value {
             Some(v) => b.values().append_value(text(fields, v, lossy)),

@@ -152,8 +152,6 @@ impl DecoderBuilder {
             batch_bytes: 0,
             stats: DecoderStats::default(),
             notes: Vec::new(),
-            software: None,
-            version: None,
         }
     }
 }
@@ -277,8 +275,6 @@ pub struct Decoder {
 
     stats: DecoderStats,
     notes: Vec<Note>,
-    software: Option<String>,
-    version: Option<String>,
 }
 
 impl Decoder {
@@ -420,11 +416,6 @@ impl Decoder {
         }
     }
 
-    /// `#Software` and `#Version` of the last header block, when there was one.
-    pub fn software_version(&self) -> (Option<&str>, Option<&str>) {
-        (self.software.as_deref(), self.version.as_deref())
-    }
-
     fn end_line(&mut self) {
         self.line += 1;
         self.stats.lines += 1;
@@ -453,15 +444,13 @@ impl Decoder {
             return;
         };
         match directive {
-            Directive::Software(v) => {
+            Directive::Software(_) => {
                 // A new header block: what the last one said no longer holds.
-                self.software = Some(String::from_utf8_lossy(v).into_owned());
                 self.header_kind = None;
                 self.unsupported = None;
                 self.map = None;
                 self.set_kind(self.hint);
             }
-            Directive::Version(v) => self.version = Some(String::from_utf8_lossy(v).into_owned()),
             Directive::LogType(v) => match kind_from_log_type(v) {
                 LogTypeKind::Known(k) => {
                     self.unsupported = None;
@@ -487,7 +476,7 @@ impl Decoder {
                 self.set_kind(kind);
                 self.map = kind.map(|k| FieldMap::new(k.table(), names));
             }
-            Directive::Date(_) | Directive::Other(_) => {}
+            Directive::Version(_) | Directive::Date(_) | Directive::Other(_) => {}
         }
     }
 
@@ -625,9 +614,19 @@ impl Decoder {
     }
 
     fn reject(&mut self, start: u64, raw: &[u8], ts: Option<i64>, reason: &RejectReason) {
+        self.reject_line(self.line, start, raw, ts, reason);
+    }
+
+    fn reject_line(
+        &mut self,
+        line: u64,
+        start: u64,
+        raw: &[u8],
+        ts: Option<i64>,
+        reason: &RejectReason,
+    ) {
         let table = self.kind.map(LogKind::table);
-        self.rejects
-            .append(ts, start, self.line, table, reason, raw);
+        self.rejects.append(ts, start, line, table, reason, raw);
         self.stats.rejects += 1;
     }
 
@@ -637,10 +636,8 @@ impl Decoder {
         let reason = RejectReason::LineTooLong {
             limit: self.max_line_bytes,
         };
-        let line = self.line;
-        self.line += 1;
-        self.reject(start, keep, ts, &reason);
-        self.line = line;
+        // Rejected as soon as it crosses the cap, before its end (and line count) is reached.
+        self.reject_line(self.line + 1, start, keep, ts, &reason);
     }
 
     /// The line in `partial` plus `more` crossed the cap: reject it with its first bytes.

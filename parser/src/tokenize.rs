@@ -144,11 +144,6 @@ impl<'a> Fields<'a> {
         within(self.data, self.text).or_else(|| within(self.scratch, self.scratch_text))
     }
 
-    /// True when the row is valid UTF-8 (then [`Fields::get_str`] answers for every field).
-    pub fn is_utf8(&self) -> bool {
-        self.text.is_some()
-    }
-
     /// All fields in order.
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         let fields = *self;

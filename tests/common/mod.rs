@@ -44,6 +44,27 @@ impl Output {
         self.rejects.iter().map(RecordBatch::num_rows).sum()
     }
 
+    /// The reason code of every reject, in order.
+    pub fn reject_codes(&self) -> Vec<String> {
+        self.reject_reasons().into_iter().map(|r| r.0).collect()
+    }
+
+    /// The raw bytes of reject `i` (counting across reject batches).
+    pub fn reject_raw(&self, mut i: usize) -> Vec<u8> {
+        for b in &self.rejects {
+            if i < b.num_rows() {
+                let raw = b.column_by_name("raw").unwrap();
+                let raw = raw
+                    .as_any()
+                    .downcast_ref::<arrow_array::BinaryArray>()
+                    .unwrap();
+                return raw.value(i).to_vec();
+            }
+            i -= b.num_rows();
+        }
+        panic!("no reject {i}");
+    }
+
     /// (reason code, source_offset) of every reject, in order.
     pub fn reject_reasons(&self) -> Vec<(String, i64)> {
         let mut out = Vec::new();
