@@ -1,11 +1,18 @@
-//! One-shot backfill: files and folders in, Parquet out, `<dir>/<table>/part-<worker>.parquet`.
+//! One-shot backfill: files and folders in, the Parquet lake out
+//! (`<dir>/<table>/date=…/server=…/part-….parquet`, see `mailflow_sinks::lake`).
 //!
 //! Files are parsed in parallel, one decoder per file and as many workers as cores. Each worker
-//! encodes its own Parquet files: encoding costs more CPU than parsing, and one writer thread fed
-//! by all workers kept the second core idle. Batches never cross threads, so memory is bounded by
-//! one batch plus one row group in progress per worker and table. Files that are not Exchange logs
-//! mailflow reads are skipped with a warning and counted, never a failure; an unreadable file fails
-//! the run after everything else has been written.
+//! has its own lake writer: encoding costs more CPU than parsing, and one writer thread fed by
+//! all workers kept the second core idle. Batches never cross threads, so memory is bounded by one
+//! batch plus the writer's row-group budget per worker. Files that are not Exchange logs mailflow
+//! reads are skipped with a warning and counted, never a failure; an unreadable file fails the run
+//! after everything else has been written.
+//!
+//! Exactly once: a source is known by a fingerprint of its first bytes, and every lake file's
+//! footer records how far into each source it is committed. A run first finishes or discards
+//! what a killed run left, then skips what the lake already holds: whole files, or the rows of a
+//! file before its committed end. Re-running an ingest, or resuming one that was killed, never
+//! writes a line twice and never loses one.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -16,13 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use mailflow_parser::schema::{REJECTS, SCHEMA_VERSION};
-use mailflow_parser::{
-    BatchSizes, DecoderBuilder, DecoderStats, Flushed, Sniffed, Table, rejects_schema, schema,
-    sniff,
-};
-use mailflow_sinks::parquet::{ParquetFile, ParquetOptions};
+use mailflow_parser::{BatchSizes, DecoderBuilder, DecoderStats, Flushed, Sniffed, Table, sniff};
+use mailflow_sinks::lake::{self, LakeOptions, LakeWriter, Source};
 use serde::Serialize;
 
 /// What to ingest and how.
@@ -30,7 +37,7 @@ use serde::Serialize;
 pub struct IngestOptions {
     /// Files and folders (walked recursively).
     pub paths: Vec<PathBuf>,
-    /// Output folder: `<dir>/<table>/part-<worker>.parquet`.
+    /// The lake's root folder.
     pub parquet: PathBuf,
     /// Forces the server name of every row.
     pub server: Option<String>,
@@ -40,11 +47,11 @@ pub struct IngestOptions {
     pub batch_size: usize,
     /// Line-length cap.
     pub max_line_bytes: usize,
-    /// Parquet encoding.
-    pub parquet_options: ParquetOptions,
+    /// Encoding and file rolling.
+    pub lake_options: LakeOptions,
     /// Draw a progress bar (only on a terminal).
     pub progress: bool,
-    /// Replace the output of an earlier run in the same folder instead of refusing.
+    /// Empty the lake's tables first instead of adding to them.
     pub overwrite: bool,
 }
 
@@ -67,8 +74,30 @@ pub struct Summary {
     pub skipped: Vec<Skipped>,
     /// Files that could not be read, with the error.
     pub failed: Vec<Skipped>,
-    /// Parquet files written.
+    /// Parquet files committed.
     pub outputs: Vec<PathBuf>,
+    /// What the lake already held: files skipped whole, and lines not written again.
+    pub already_in_lake: AlreadyInLake,
+    /// Interrupted commits of an earlier, killed run that this run finished or discarded.
+    pub recovered: Recovered,
+}
+
+/// What an earlier run had committed, and this one did not write again.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AlreadyInLake {
+    /// Files committed whole.
+    pub files: u64,
+    /// Lines of partly committed files.
+    pub lines: u64,
+}
+
+/// What recovery did before the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Recovered {
+    /// Commits finished from their journal.
+    pub journals_replayed: usize,
+    /// Temporaries of killed writers removed.
+    pub temporaries_removed: usize,
 }
 
 /// A file passed over, and why.
@@ -106,6 +135,20 @@ impl Summary {
             s += &format!("; {} FAILED", self.failed.len());
         }
         s.push('\n');
+        let a = &self.already_in_lake;
+        if a.files > 0 || a.lines > 0 {
+            s += &format!(
+                "  already in the lake, not written again: {} files whole, {} lines of partly written files\n",
+                a.files, a.lines
+            );
+        }
+        let r = &self.recovered;
+        if r.journals_replayed > 0 || r.temporaries_removed > 0 {
+            s += &format!(
+                "  an earlier run was interrupted: {} commits finished, {} partial files removed\n",
+                r.journals_replayed, r.temporaries_removed
+            );
+        }
         for (table, rows) in &self.rows {
             s += &format!("  {table:<20} {rows:>12} rows\n");
         }
@@ -182,56 +225,88 @@ fn head(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Parquet parts an earlier run left in `dir` (`<table>/part-*.parquet`).
-fn earlier_output(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut found = Vec::new();
-    let names = Table::ALL.iter().map(|t| t.name()).chain([REJECTS]);
-    for table in names {
-        let Ok(entries) = std::fs::read_dir(dir.join(table)) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry
-                .with_context(|| format!("reading {}", dir.display()))?
-                .path();
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if name.starts_with("part-") && name.ends_with(".parquet") {
-                found.push(path);
-            }
-        }
+/// Every table folder mailflow writes under a lake root, and its own state folder.
+fn lake_folders() -> impl Iterator<Item = &'static str> {
+    Table::ALL
+        .iter()
+        .map(|t| t.name())
+        .chain([REJECTS, "smtp_sessions", "messages", "_mailflow"])
+}
+
+/// Identity of a source file: a hash of its first 4 KiB (which hold the header block with its
+/// millisecond `#Date`, and the first rows), not its name. The length hashed is part of it: a file
+/// still shorter than that is told apart from what it becomes.
+pub fn fingerprint(head: &[u8]) -> String {
+    let window = &head[..head.len().min(FINGERPRINT_BYTES)];
+    format!(
+        "xxh3:{:016x}:{}",
+        xxhash_rust::xxh3::xxh3_64(window),
+        window.len()
+    )
+}
+
+const FINGERPRINT_BYTES: usize = 4096;
+
+/// The rows of `batch` at or after `from` (rows are in source order).
+fn rows_from(batch: RecordBatch, from: u64) -> (Option<RecordBatch>, u64) {
+    if from == 0 {
+        return (Some(batch), 0);
     }
-    Ok(found)
+    let Some(offsets) = batch.column_by_name("source_offset") else {
+        return (Some(batch), 0);
+    };
+    let values = offsets.as_primitive::<Int64Type>().values();
+    let from = i64::try_from(from).unwrap_or(i64::MAX);
+    let k = values.partition_point(|&o| o < from);
+    let n = batch.num_rows();
+    if k == n {
+        (None, n as u64)
+    } else {
+        (Some(batch.slice(k, n - k)), k as u64)
+    }
 }
 
 /// Runs an ingest. Rejects and skipped files are reported, not errors; an unreadable file or a
 /// failing output is.
 pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let started = Instant::now();
-    // Output of an earlier run mixed with this one's would count its rows twice.
-    let earlier = earlier_output(&opts.parquet)?;
-    if !earlier.is_empty() && !opts.overwrite {
-        anyhow::bail!(
-            "{} already holds output of an earlier run ({} and {} more); use an empty folder, or --overwrite to replace it",
-            opts.parquet.display(),
-            earlier[0].display(),
-            earlier.len() - 1
-        );
+    let root = &opts.parquet;
+    if opts.overwrite {
+        for name in lake_folders() {
+            let dir = root.join(name);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
     }
-    for path in earlier {
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-    }
-    mailflow_sinks::parquet::remove_temporaries(&opts.parquet)?;
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     let mut summary = Summary::default();
-    let mut jobs: Vec<(PathBuf, u64)> = Vec::new();
+    let recovery = lake::recover(root).context("recovering the lake")?;
+    summary.recovered = Recovered {
+        journals_replayed: recovery.journals_replayed,
+        temporaries_removed: recovery.temporaries_removed,
+    };
+    let committed = lake::committed_sources(root).context("reading what the lake holds")?;
+    let mut jobs: Vec<Job> = Vec::new();
     for path in discover(&opts.paths)? {
         let shown = path.to_string_lossy().into_owned();
-        match head(&path).map(|h| sniff(&shown, &h)) {
+        let head = head(&path);
+        match head.as_ref().map(|h| sniff(&shown, h)) {
             Ok(Sniffed::Readable(_)) => {
                 let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                jobs.push((path, len));
+                let fingerprint = fingerprint(head.as_deref().unwrap_or_default());
+                let resume_from = committed.get(&fingerprint).map_or(0, |p| p.end_offset);
+                if resume_from >= len && len > 0 {
+                    summary.already_in_lake.files += 1;
+                    continue;
+                }
+                jobs.push(Job {
+                    path,
+                    len,
+                    fingerprint,
+                    resume_from,
+                });
             }
             Ok(Sniffed::Unsupported(log_type)) => {
                 tracing::warn!(file = %path.display(), log_type, "Skipping an Exchange log of a type mailflow does not read.");
@@ -254,15 +329,15 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         }
     }
     // Largest first, so the last file to finish is a small one and both cores stay busy.
-    jobs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let total_bytes: u64 = jobs.iter().map(|j| j.1).sum();
+    jobs.sort_by(|a, b| b.len.cmp(&a.len).then_with(|| a.path.cmp(&b.path)));
+    let total_bytes: u64 = jobs.iter().map(|j| j.len).sum();
     let progress = Arc::new(AtomicU64::new(0));
     let bar = progress_bar(opts.progress, total_bytes);
 
     let threads = opts.threads.max(1);
-    let (job_tx, job_rx) = unbounded::<PathBuf>();
-    for (path, _) in &jobs {
-        job_tx.send(path.clone()).context("queueing files")?;
+    let (job_tx, job_rx) = unbounded::<Job>();
+    for job in jobs {
+        job_tx.send(job).context("queueing files")?;
     }
     drop(job_tx);
     let (tx, rx) = bounded::<Msg>(64);
@@ -277,11 +352,14 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                 host.clone(),
             );
             std::thread::spawn(move || -> Result<Vec<PathBuf>> {
-                let mut writers = Writers::new(&opts.parquet, k, &opts.parquet_options);
-                match worker(&job_rx, &tx, &progress, &opts, &host, &mut writers) {
-                    Ok(()) => writers.commit(),
+                let mut options = opts.lake_options.clone();
+                options.schema_version = SCHEMA_VERSION;
+                let mut writer = LakeWriter::new(&opts.parquet, options)
+                    .with_context(|| format!("starting lake writer {k}"))?;
+                match worker(&job_rx, &tx, &progress, &opts, &host, &mut writer) {
+                    Ok(()) => Ok(writer.close()?.into_iter().map(|c| c.path).collect()),
                     Err(e) => {
-                        writers.abort();
+                        writer.abort();
                         Err(e)
                     }
                 }
@@ -302,9 +380,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         }
     }
     if let Some(e) = first_error {
-        return Err(
-            e.context("writing Parquet failed; nothing was committed by the failing worker")
-        );
+        return Err(e.context(
+            "writing the lake failed; what was committed stays, and a re-run resumes after it",
+        ));
     }
     summary.outputs.sort();
     bar.finish_and_clear();
@@ -312,16 +390,31 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     Ok(summary)
 }
 
+/// A file to parse.
+struct Job {
+    path: PathBuf,
+    len: u64,
+    fingerprint: String,
+    /// Rows before this offset are in the lake already.
+    resume_from: u64,
+}
+
 fn worker(
-    jobs: &Receiver<PathBuf>,
+    jobs: &Receiver<Job>,
     tx: &Sender<Msg>,
     progress: &Arc<AtomicU64>,
     opts: &IngestOptions,
     host: &str,
-    writers: &mut Writers,
+    writer: &mut LakeWriter,
 ) -> Result<()> {
     let mut sizes = BatchSizes::default();
-    for path in jobs {
+    for job in jobs {
+        let Job {
+            path,
+            fingerprint,
+            resume_from,
+            ..
+        } = job;
         let name = path.to_string_lossy().into_owned();
         let mut decoder = DecoderBuilder::new(name.clone())
             .with_sizes(std::mem::take(&mut sizes))
@@ -341,7 +434,13 @@ fn worker(
                 };
                 decoder.decode_reader(reader, 256 * 1024, |flushed| {
                     if write_error.is_none() {
-                        write_error = writers.write_flushed(flushed, &mut rows).err();
+                        let source = Source {
+                            fingerprint: &fingerprint,
+                            file: &name,
+                            end_offset: flushed.end_offset,
+                        };
+                        write_error =
+                            write_flushed(writer, &source, flushed, resume_from, &mut rows).err();
                     }
                 })
             });
@@ -386,10 +485,13 @@ fn collect(
             Msg::Done(stats, rows, notes) => {
                 summary.files += 1;
                 summary.bytes += stats.bytes;
-                summary.rejects += stats.rejects;
                 summary.lossy_rows += stats.lossy_rows;
                 for (table, n) in rows {
-                    *summary.rows.entry(table.to_string()).or_default() += n;
+                    match table {
+                        ALREADY => summary.already_in_lake.lines += n,
+                        REJECTS => summary.rejects += n,
+                        _ => *summary.rows.entry(table.to_string()).or_default() += n,
+                    }
                 }
                 for n in notes {
                     tracing::warn!("{n}");
@@ -403,72 +505,36 @@ fn collect(
     }
 }
 
-/// One worker's Parquet files, one per table, opened on the table's first batch.
-struct Writers {
-    dir: PathBuf,
-    worker: usize,
-    options: ParquetOptions,
-    open: BTreeMap<&'static str, ParquetFile>,
+/// Hands one flush (data and rejects) to the lake, without the rows an earlier run committed.
+/// `rows` counts rows written per table (rejects under `rejects`) and, under
+/// [`ALREADY`], rows skipped.
+fn write_flushed(
+    writer: &mut LakeWriter,
+    source: &Source<'_>,
+    flushed: Flushed,
+    resume_from: u64,
+    rows: &mut BTreeMap<&'static str, u64>,
+) -> Result<()> {
+    let mut parts: Vec<(&'static str, RecordBatch)> = Vec::with_capacity(2);
+    let data = flushed.data.map(|d| (d.table.name(), d.batch));
+    for (table, batch) in data
+        .into_iter()
+        .chain(flushed.rejects.map(|r| (REJECTS, r)))
+    {
+        let (kept, skipped) = rows_from(batch, resume_from);
+        *rows.entry(ALREADY).or_default() += skipped;
+        if let Some(b) = kept {
+            *rows.entry(table).or_default() += b.num_rows() as u64;
+            parts.push((table, b));
+        }
+    }
+    let refs: Vec<(&str, &RecordBatch)> = parts.iter().map(|(t, b)| (*t, b)).collect();
+    writer.write(source, &refs)?;
+    Ok(())
 }
 
-impl Writers {
-    fn new(dir: &Path, worker: usize, options: &ParquetOptions) -> Self {
-        Writers {
-            dir: dir.to_path_buf(),
-            worker,
-            options: options.clone(),
-            open: BTreeMap::new(),
-        }
-    }
-
-    fn write_flushed(
-        &mut self,
-        flushed: Flushed,
-        rows: &mut BTreeMap<&'static str, u64>,
-    ) -> Result<()> {
-        if let Some(d) = flushed.data {
-            *rows.entry(d.table.name()).or_default() += d.batch.num_rows() as u64;
-            self.write(Some(d.table), &d.batch)?;
-        }
-        if let Some(r) = flushed.rejects {
-            self.write(None, &r)?;
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, table: Option<Table>, batch: &arrow_array::RecordBatch) -> Result<()> {
-        let name = table.map_or(REJECTS, Table::name);
-        let file = match self.open.entry(name) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let schema = table.map_or_else(rejects_schema, schema);
-                let path = self
-                    .dir
-                    .join(name)
-                    .join(format!("part-{}.parquet", self.worker));
-                e.insert(ParquetFile::create(path, schema, &self.options)?)
-            }
-        };
-        file.write(batch)?;
-        Ok(())
-    }
-
-    fn commit(&mut self) -> Result<Vec<PathBuf>> {
-        let mut out = Vec::new();
-        for (_, mut file) in std::mem::take(&mut self.open) {
-            file.append_metadata("mailflow.version", env!("CARGO_PKG_VERSION"));
-            file.append_metadata("mailflow.schema_version", SCHEMA_VERSION.to_string());
-            out.push(file.commit()?.path);
-        }
-        Ok(out)
-    }
-
-    fn abort(&mut self) {
-        for (_, file) in std::mem::take(&mut self.open) {
-            file.abort();
-        }
-    }
-}
+/// Key under which a worker counts the rows it did not write because the lake had them.
+const ALREADY: &str = "\0already";
 
 fn progress_bar(enabled: bool, total: u64) -> indicatif::ProgressBar {
     if !enabled || !std::io::stderr().is_terminal() {

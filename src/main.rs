@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use mailflow::generate::{GenKind, generate_dir};
 use mailflow::ingest::{IngestOptions, ingest};
 use mailflow_parser::{Table, rejects_schema, schema};
+use mailflow_sinks::lake::LakeOptions;
+use mailflow_sinks::lake::compact::{CompactOptions, compact};
 use mailflow_sinks::parquet::ParquetOptions;
 
 #[derive(Parser, Debug)]
@@ -24,8 +26,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Parse log files and folders (recursively, any mix of kinds) into Parquet under DIR/<table>/.
+    /// Parse log files and folders (recursively, any mix of kinds) into the Parquet lake at DIR:
+    /// DIR/<table>/date=YYYY-MM-DD/server=NAME/part-….parquet. Re-running adds only what the lake
+    /// does not hold yet.
     Ingest(IngestArgs),
+    /// Merge each lake partition's small files into large ones, atomically.
+    Compact {
+        /// The lake's root folder.
+        #[arg(long)]
+        lake: PathBuf,
+        /// Only merge files last written longer ago than this (e.g. 30m, 12h, 1d).
+        #[arg(long, value_parser = parse_duration, default_value = "1h")]
+        older_than: std::time::Duration,
+        /// Size of the merged files (suffixes K, M, G accepted).
+        #[arg(long, value_parser = parse_size, default_value = "256M")]
+        target_size: u64,
+        /// zstd level of the merged files (1-22).
+        #[arg(long, default_value_t = 3)]
+        zstd_level: i32,
+    },
     /// Print the Arrow schema of a table (all tables when none is named).
     Schema {
         /// message_tracking, smtp_protocol, connectivity, pop_imap_protocol, agent_log or rejects.
@@ -61,7 +80,7 @@ struct IngestArgs {
     /// Log files or folders.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Output folder for the Parquet files.
+    /// The Parquet lake's root folder (created if missing).
     #[arg(long)]
     parquet: PathBuf,
     /// Server name for every row (default: from the rows, the folder, else this host).
@@ -85,9 +104,18 @@ struct IngestArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
-    /// Replace the Parquet output of an earlier run in the same folder.
+    /// Empty the lake's tables first (default: add to them, skipping what they already hold).
     #[arg(long)]
     overwrite: bool,
+    /// Roll the lake's files once one holds this many rows.
+    #[arg(long, default_value_t = LakeOptions::default().max_file_rows)]
+    max_file_rows: u64,
+    /// Roll the lake's files once one reaches this size (suffixes K, M, G accepted).
+    #[arg(long, value_parser = parse_size, default_value = "256M")]
+    max_file_size: u64,
+    /// Roll the lake's files once the oldest open one is this old (e.g. 30s, 5m).
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    max_file_age: std::time::Duration,
 }
 
 impl IngestArgs {
@@ -100,9 +128,18 @@ impl IngestArgs {
             threads: self.threads.unwrap_or_else(cores),
             batch_size: self.batch_size,
             max_line_bytes: self.max_line_bytes,
-            parquet_options: ParquetOptions {
-                zstd_level: self.zstd_level,
-                ..Default::default()
+            lake_options: {
+                let d = LakeOptions::default();
+                LakeOptions {
+                    parquet: ParquetOptions {
+                        zstd_level: self.zstd_level,
+                        ..d.parquet.clone()
+                    },
+                    max_file_rows: self.max_file_rows.max(1),
+                    max_file_bytes: self.max_file_size.max(1),
+                    max_file_age: self.max_file_age,
+                    ..d
+                }
             },
             progress: !self.quiet,
             overwrite: self.overwrite,
@@ -129,6 +166,13 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .parse::<u64>()
         .map(|n| n * mult)
         .map_err(|e| format!("{s:?} is not a size: {e}"))
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    if s.trim() == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -165,6 +209,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Compact {
+            lake,
+            older_than,
+            target_size,
+            zstd_level,
+        } => {
+            let options = CompactOptions {
+                older_than,
+                target_bytes: target_size,
+                parquet: ParquetOptions {
+                    zstd_level,
+                    ..CompactOptions::default().parquet
+                },
+            };
+            let r = compact(&lake, &options)
+                .with_context(|| format!("compacting {}", lake.display()))?;
+            println!(
+                "{} partitions: {} files ({:.1} MB) merged into {} ({:.1} MB), {} rows",
+                r.partitions,
+                r.files_in,
+                r.bytes_in as f64 / 1e6,
+                r.files_out,
+                r.bytes_out as f64 / 1e6,
+                r.rows
+            );
+            if r.recovery.journals_replayed > 0 || r.recovery.temporaries_removed > 0 {
+                println!(
+                    "finished {} interrupted commits and removed {} partial files first",
+                    r.recovery.journals_replayed, r.recovery.temporaries_removed
+                );
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Schema { table } => {
             let mut out = std::io::stdout().lock();

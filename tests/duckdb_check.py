@@ -17,7 +17,7 @@ def q(sql):
 
 
 def src(table):
-    return f"'{out}/{table}/*.parquet'"
+    return f"read_parquet('{out}/{table}/**/*.parquet', hive_partitioning = true)"
 
 
 def types(table):
@@ -42,6 +42,9 @@ for table, rows in summary["rows"].items():
     check(t["source_offset"] == "BIGINT", f"{table}.source_offset is {t['source_offset']}")
     check(t["server"] == "VARCHAR", f"{table}.server is {t['server']}")
     check(t["extra"] == "MAP(VARCHAR, VARCHAR)", f"{table}.extra is {t['extra']}")
+    check(t["date"] == "DATE", f"{table}.date (the partition) is {t['date']}")
+    bad = q(f"SELECT count(*) FROM {src(table)} WHERE date <> CAST(timezone('UTC', timestamp) AS DATE)")[0][0]
+    check(bad == 0, f"{table}: {bad} rows in another day's partition")
 
 t = types("message_tracking")
 for col, want in {

@@ -242,6 +242,10 @@ pub struct Flushed {
     pub data: Option<Decoded>,
     /// Rejected lines, in the rejects schema.
     pub rejects: Option<RecordBatch>,
+    /// Every line that starts before this byte offset is in these batches or an earlier flush
+    /// (or was a directive, a blank line, or skipped): a checkpoint taken with this flush resumes
+    /// here, and a sink that records it knows which rows a replay must not write again.
+    pub end_offset: u64,
 }
 
 /// Streaming decoder for one Exchange log file. See the module docs.
@@ -371,7 +375,10 @@ impl Decoder {
     pub fn flush(&mut self) -> Result<Flushed, Error> {
         self.switch_pending = false;
         self.batch_bytes = 0;
-        let mut out = Flushed::default();
+        let mut out = Flushed {
+            end_offset: self.complete_offset(),
+            ..Flushed::default()
+        };
         if let Some(b) = self.builders.take_if(|b| b.rows > 0) {
             let table = b.table;
             let hints = &mut self.hints[table_index(table)];

@@ -3,10 +3,14 @@
 //! Durable outputs for mailflow's Arrow record batches. Sinks know batches and their schemas,
 //! never log formats.
 //!
-//! Today: [`parquet::ParquetFile`], one Parquet file written atomically (hidden temporary name,
-//! fsync, rename), the building block of the Parquet lake.
+//! - [`parquet::ParquetFile`]: one Parquet file written atomically (hidden temporary name,
+//!   fsync, rename).
+//! - [`lake`]: the partitioned Parquet lake (`<table>/date=…/server=…/part-….parquet`), with
+//!   journaled multi-file commits, provenance in every footer for exact resumption, and
+//!   compaction.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod lake;
 pub mod parquet;

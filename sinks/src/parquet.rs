@@ -125,6 +125,44 @@ pub struct Committed {
     pub bytes: u64,
 }
 
+/// A file closed and synced under its temporary name, not yet renamed into place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// Where the file is now.
+    pub temp_path: PathBuf,
+    /// What it will be once published.
+    pub committed: Committed,
+}
+
+impl Finished {
+    /// Renames the file to its final name and syncs the directory: durable when this returns.
+    pub fn publish(self) -> Result<Committed, Error> {
+        publish(&self.temp_path, &self.committed.path)?;
+        Ok(self.committed)
+    }
+}
+
+/// Renames `from` to `to` and fsyncs `to`'s directory, so the new name survives a power cut.
+pub fn publish(from: &Path, to: &Path) -> Result<(), Error> {
+    fs::rename(from, to).map_err(io_error(to))?;
+    sync_dir(to.parent())
+}
+
+/// Fsyncs a directory, making the entries created or renamed in it durable.
+pub fn sync_dir(dir: Option<&Path>) -> Result<(), Error> {
+    if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
+    let path = path.to_path_buf();
+    move |source| Error::Io { path, source }
+}
+
 fn temp_name(final_path: &Path) -> PathBuf {
     let name = final_path
         .file_name()
@@ -142,6 +180,17 @@ impl ParquetFile {
     ) -> Result<Self, Error> {
         let final_path = final_path.into();
         let temp_path = temp_name(&final_path);
+        Self::create_as(final_path, temp_path, schema, options)
+    }
+
+    /// Like [`ParquetFile::create`], with the temporary name chosen by the caller (it must be in
+    /// the same folder, and hidden from readers: a `.` or `_` prefix).
+    pub fn create_as(
+        final_path: PathBuf,
+        temp_path: PathBuf,
+        schema: SchemaRef,
+        options: &ParquetOptions,
+    ) -> Result<Self, Error> {
         if let Some(dir) = final_path.parent() {
             fs::create_dir_all(dir).map_err(|source| Error::Io {
                 path: dir.to_path_buf(),
@@ -190,6 +239,19 @@ impl ParquetFile {
         self.writer.bytes_written() + self.writer.in_progress_size()
     }
 
+    /// Memory held by the row group in progress.
+    pub fn buffered_bytes(&self) -> usize {
+        self.writer.memory_size()
+    }
+
+    /// Ends the row group in progress, releasing its buffers (a smaller row group, less memory).
+    pub fn flush_row_group(&mut self) -> Result<(), Error> {
+        self.writer.flush().map_err(|source| Error::Parquet {
+            path: self.temp_path.clone(),
+            source,
+        })
+    }
+
     /// Adds key-value metadata to the footer (e.g. the source ranges the file covers).
     pub fn append_metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.writer
@@ -198,6 +260,13 @@ impl ParquetFile {
 
     /// Closes, fsyncs and renames the file into place; durable when this returns.
     pub fn commit(self) -> Result<Committed, Error> {
+        self.finish()?.publish()
+    }
+
+    /// Closes and fsyncs the file under its temporary name: complete and durable, but not yet
+    /// visible. A caller that must make several files appear together records the renames
+    /// first (see the lake's journal), then calls [`Finished::publish`] on each.
+    pub fn finish(self) -> Result<Finished, Error> {
         let ParquetFile {
             final_path,
             temp_path,
@@ -209,29 +278,30 @@ impl ParquetFile {
             path: temp_path.clone(),
             source,
         })?;
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io { path, source }
-        };
         let file = buffered.into_inner().map_err(|e| Error::Io {
             path: temp_path.clone(),
             source: e.into_error(),
         })?;
-        file.sync_all().map_err(io(&temp_path))?;
-        let bytes = file.metadata().map_err(io(&temp_path))?.len();
-        drop(file);
-        fs::rename(&temp_path, &final_path).map_err(io(&final_path))?;
-        if let Some(dir) = final_path.parent() {
-            // The rename is durable only once the directory entry is.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(dir))?;
-        }
-        Ok(Committed {
-            path: final_path,
-            rows,
-            bytes,
+        file.sync_all().map_err(io_error(&temp_path))?;
+        let bytes = file.metadata().map_err(io_error(&temp_path))?.len();
+        Ok(Finished {
+            temp_path,
+            committed: Committed {
+                path: final_path,
+                rows,
+                bytes,
+            },
         })
+    }
+
+    /// The temporary name the file is written under.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp_path
+    }
+
+    /// The name the file will have once committed.
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
     }
 
     /// Drops the file without committing it.

@@ -1,0 +1,254 @@
+//! Compaction: merges a partition's small files into large ones, atomically.
+//!
+//! A live agent commits a file per partition every few minutes; a year of that is hundreds of
+//! thousands of small files, which DuckDB and Spark read slowly. Compaction rewrites each run of
+//! small files (of one partition and one schema) as one file and removes the old ones, in one
+//! journaled commit: the new file is written and synced under a hidden name, the journal records
+//! "rename it, then delete these", and only then does either happen. A crash before the journal
+//! exists leaves the old files and a temporary (removed on the next start); a crash after it is
+//! finished on the next start. Rows are neither lost nor duplicated, and the new file's footer
+//! carries the union of the old files' source ranges, so resuming stays exact.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use super::journal::{self, Journal, WriterLock};
+use super::{
+    Error, META_SCHEMA_VERSION, META_SOURCES, META_TABLE, META_VERSION, Recovery, SourceRange,
+    committed_files, footer_metadata,
+};
+use crate::parquet::{ParquetFile, ParquetOptions, io_error};
+
+/// What to compact.
+#[derive(Debug, Clone)]
+pub struct CompactOptions {
+    /// Only files last modified longer ago than this (leave the current hour to the agent).
+    pub older_than: Duration,
+    /// Size to aim for; files at least half this size are left alone.
+    pub target_bytes: u64,
+    /// Encoding of the merged files.
+    pub parquet: ParquetOptions,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        CompactOptions {
+            older_than: Duration::from_secs(3600),
+            target_bytes: 256 << 20,
+            parquet: super::LakeOptions::default().parquet,
+        }
+    }
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Default)]
+pub struct CompactReport {
+    /// What recovery found first.
+    pub recovery: Recovery,
+    /// Partitions that had files merged.
+    pub partitions: usize,
+    /// Files merged away.
+    pub files_in: usize,
+    /// Files written.
+    pub files_out: usize,
+    /// Bytes of the merged files.
+    pub bytes_in: u64,
+    /// Bytes of the files written.
+    pub bytes_out: u64,
+    /// Rows rewritten.
+    pub rows: u64,
+}
+
+struct Candidate {
+    path: PathBuf,
+    bytes: u64,
+    schema: SchemaRef,
+}
+
+/// Compacts every partition of the lake at `root`. Only one compaction runs at a time.
+pub fn compact(root: &Path, options: &CompactOptions) -> Result<CompactReport, Error> {
+    let state = root.join(journal::STATE_DIR);
+    fs::create_dir_all(&state).map_err(io_error(&state))?;
+    let guard_path = state.join("compact.lock");
+    let guard = File::create(&guard_path).map_err(io_error(&guard_path))?;
+    guard.try_lock().map_err(|e| Error::Busy {
+        what: guard_path.display().to_string(),
+        reason: format!("{e} (another compaction is running)"),
+    })?;
+    let mut report = CompactReport {
+        recovery: journal::recover(root)?,
+        ..CompactReport::default()
+    };
+    let id = super::writer_id();
+    let lock = WriterLock::acquire(root, &id)?;
+    let now = SystemTime::now();
+    let mut partitions: BTreeMap<PathBuf, Vec<Candidate>> = BTreeMap::new();
+    for path in committed_files(root)? {
+        let meta = fs::metadata(&path).map_err(io_error(&path))?;
+        let old_enough = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= options.older_than);
+        if !old_enough || meta.len() >= options.target_bytes / 2 {
+            continue;
+        }
+        let schema = file_schema(&path)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        partitions.entry(dir).or_default().push(Candidate {
+            path,
+            bytes: meta.len(),
+            schema,
+        });
+    }
+    let mut seq = 0u64;
+    for (dir, files) in partitions {
+        let mut merged_here = false;
+        // Files of different schema versions stay apart: readers union them by name anyway.
+        let mut by_schema: Vec<(SchemaRef, Vec<Candidate>)> = Vec::new();
+        for c in files {
+            match by_schema.iter_mut().find(|(s, _)| *s == c.schema) {
+                Some((_, v)) => v.push(c),
+                None => by_schema.push((Arc::clone(&c.schema), vec![c])),
+            }
+        }
+        for (schema, files) in by_schema {
+            for bin in bins(files, options.target_bytes) {
+                seq += 1;
+                merge(root, &dir, &id, seq, &schema, &bin, options, &mut report)?;
+                merged_here = true;
+            }
+        }
+        report.partitions += usize::from(merged_here);
+    }
+    lock.release();
+    drop(guard);
+    Ok(report)
+}
+
+/// Consecutive runs of files that fit the target together; runs of one file are left as they are.
+fn bins(files: Vec<Candidate>, target: u64) -> Vec<Vec<Candidate>> {
+    let mut out = Vec::new();
+    let mut current: Vec<Candidate> = Vec::new();
+    let mut size = 0;
+    for c in files {
+        if !current.is_empty() && size + c.bytes > target {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += c.bytes;
+        current.push(c);
+    }
+    out.push(current);
+    out.retain(|b| b.len() >= 2);
+    out
+}
+
+/// The file's Arrow schema without file-level metadata (which is per file, not per table).
+fn file_schema(path: &Path) -> Result<SchemaRef, Error> {
+    let file = File::open(path).map_err(io_error(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::Footer {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(Arc::new(Schema::new(builder.schema().fields().clone())))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn merge(
+    root: &Path,
+    dir: &Path,
+    id: &str,
+    seq: u64,
+    schema: &SchemaRef,
+    inputs: &[Candidate],
+    options: &CompactOptions,
+    report: &mut CompactReport,
+) -> Result<(), Error> {
+    let final_path = dir.join(format!("part-{id}-{seq:06}.parquet"));
+    let temp_path = dir.join(journal::temp_name(id, seq));
+    let mut out =
+        ParquetFile::create_as(final_path, temp_path, Arc::clone(schema), &options.parquet)?;
+    let mut sources: BTreeMap<String, SourceRange> = BTreeMap::new();
+    let mut table = None;
+    let mut schema_version = None;
+    for input in inputs {
+        let meta = footer_metadata(&input.path)?;
+        table = table.or_else(|| meta.get(META_TABLE).cloned());
+        schema_version = schema_version.or_else(|| meta.get(META_SCHEMA_VERSION).cloned());
+        if let Some(json) = meta.get(META_SOURCES) {
+            let ranges: Vec<SourceRange> =
+                serde_json::from_str(json).map_err(|e| Error::Footer {
+                    path: input.path.clone(),
+                    reason: format!("{META_SOURCES}: {e}"),
+                })?;
+            for r in ranges {
+                match sources.get_mut(&r.fingerprint) {
+                    Some(s) => s.merge(&r),
+                    None => {
+                        sources.insert(r.fingerprint.clone(), r);
+                    }
+                }
+            }
+        }
+        let file = File::open(&input.path).map_err(io_error(&input.path))?;
+        let footer = |e: parquet::errors::ParquetError| Error::Footer {
+            path: input.path.clone(),
+            reason: e.to_string(),
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(footer)?
+            .with_batch_size(8192)
+            .build()
+            .map_err(footer)?;
+        for batch in reader {
+            let batch = batch.map_err(|e| Error::Footer {
+                path: input.path.clone(),
+                reason: e.to_string(),
+            })?;
+            let batch = RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())
+                .map_err(|e| Error::Arrow(Arc::new(e)))?;
+            out.write(&batch)?;
+        }
+    }
+    out.append_metadata(META_VERSION, env!("CARGO_PKG_VERSION"));
+    if let Some(v) = schema_version {
+        out.append_metadata(META_SCHEMA_VERSION, v);
+    }
+    if let Some(t) = table {
+        out.append_metadata(META_TABLE, t);
+    }
+    let ranges: Vec<SourceRange> = sources.into_values().collect();
+    let json = serde_json::to_string(&ranges).map_err(|e| Error::Journal {
+        path: out.final_path().to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    out.append_metadata(META_SOURCES, json);
+    let done = out.finish()?;
+    let relative = |p: &Path| {
+        p.strip_prefix(root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let plan = Journal {
+        renames: vec![(relative(&done.temp_path), relative(&done.committed.path))],
+        deletes: inputs.iter().map(|c| relative(&c.path)).collect(),
+    };
+    journal::record(root, id, &plan)?;
+    journal::apply(root, &plan)?;
+    journal::clear(root, id)?;
+    report.files_in += inputs.len();
+    report.files_out += 1;
+    report.bytes_in += inputs.iter().map(|c| c.bytes).sum::<u64>();
+    report.bytes_out += done.committed.bytes;
+    report.rows += done.committed.rows;
+    Ok(())
+}

@@ -1,0 +1,562 @@
+//! The Parquet lake: `<root>/<table>/date=YYYY-MM-DD/server=<name>/part-<writer>-<seq>.parquet`.
+//!
+//! This module owns the layout, the commit protocol and what a restart may trust:
+//!
+//! - **Layout.** Hive-style partitions that DuckDB (`hive_partitioning`) and Spark discover. The
+//!   date is the UTC day of the row's `timestamp`; the server is the row's `server`, escaped the
+//!   way Hive escapes (see [`partition`]). The files keep the `server` column too, so a single file
+//!   read on its own still says where its rows came from.
+//! - **Epochs.** A [`LakeWriter`] keeps one open file per partition it has seen. They are all
+//!   committed together, as one *epoch*, when one of them is big enough, has enough rows, is
+//!   old enough, when too many are open, or when the writer closes. Committing them together
+//!   means that for every source the committed rows are always a prefix of its lines, which is
+//!   what makes resuming exact.
+//! - **Commit.** Each file is written under a hidden temporary name and fsynced; then the journal
+//!   (see `journal`) records the renames; then they happen. Readers never see a partial file,
+//!   and a crash at any point leaves either the old state or, after recovery, the new one.
+//! - **Provenance.** Every file's footer names the mailflow version, the table's schema version and
+//!   the source ranges it holds: the file fingerprint, the first and last line offsets, and the
+//!   source's end offset when the epoch was cut (every line of the source before it is committed).
+//!   [`committed_sources`] reads them back, so a restarted ingest skips what is already there.
+
+pub mod compact;
+mod journal;
+pub mod partition;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arrow_array::RecordBatch;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use serde::{Deserialize, Serialize};
+
+pub use journal::Recovery;
+use journal::{Journal, WriterLock};
+use partition::PartitionKey;
+
+use crate::parquet::{Committed, ParquetFile, ParquetOptions, io_error};
+
+/// Footer key: the mailflow version that wrote the file.
+pub const META_VERSION: &str = "mailflow.version";
+/// Footer key: the table's schema version.
+pub const META_SCHEMA_VERSION: &str = "mailflow.schema_version";
+/// Footer key: the table name.
+pub const META_TABLE: &str = "mailflow.table";
+/// Footer key: the source ranges, a JSON array of [`SourceRange`].
+pub const META_SOURCES: &str = "mailflow.sources";
+
+/// Errors of the lake.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// File system error, with the path it concerns.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Writing or reading a Parquet file failed.
+    #[error(transparent)]
+    Parquet(#[from] crate::parquet::Error),
+    /// Reading a committed file's footer failed.
+    #[error("{path}: {reason}")]
+    Footer {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A batch lacks what the lake needs.
+    #[error("column {column}: {reason}")]
+    Schema {
+        /// The column.
+        column: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Arrow failed while splitting a batch.
+    #[error("splitting a batch by partition: {0}")]
+    Arrow(Arc<arrow_schema::ArrowError>),
+    /// A journal could not be written or read.
+    #[error("{path}: journal: {reason}")]
+    Journal {
+        /// The journal file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another process holds a lock.
+    #[error("{what} is held by another mailflow process: {reason}")]
+    Busy {
+        /// The lock.
+        what: String,
+        /// The operating system's answer.
+        reason: String,
+    },
+}
+
+/// When files are rolled, and how they are encoded.
+#[derive(Debug, Clone)]
+pub struct LakeOptions {
+    /// Encoding (zstd level, row groups).
+    pub parquet: ParquetOptions,
+    /// Roll once a file reaches this many bytes (estimated while writing).
+    pub max_file_bytes: u64,
+    /// Roll once a file holds this many rows.
+    pub max_file_rows: u64,
+    /// Roll once the oldest open file is this old, so a live agent's rows become visible.
+    pub max_file_age: Duration,
+    /// Roll when more partitions than this are open at once.
+    pub max_open_files: usize,
+    /// Buffered row groups above this many bytes are flushed early, largest first.
+    pub memory_budget: usize,
+    /// Written to every footer as [`META_SCHEMA_VERSION`].
+    pub schema_version: u32,
+}
+
+impl Default for LakeOptions {
+    fn default() -> Self {
+        // 256 MiB files suit DuckDB and Spark scans; five minutes bounds how stale a live
+        // agent's lake gets while leaving ~300 files per partition-day for compaction to merge.
+        LakeOptions {
+            parquet: ParquetOptions {
+                row_group_bytes: 64 << 20,
+                ..ParquetOptions::default()
+            },
+            max_file_bytes: 256 << 20,
+            max_file_rows: 16 << 20,
+            max_file_age: Duration::from_secs(300),
+            max_open_files: 64,
+            memory_budget: 96 << 20,
+            schema_version: 1,
+        }
+    }
+}
+
+/// Where a batch's rows come from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// Identity of the source file (a fingerprint of its first bytes, not its name).
+    pub fingerprint: &'a str,
+    /// The file's path, for people.
+    pub file: &'a str,
+    /// Every line of the source before this offset is in these batches or earlier ones.
+    pub end_offset: u64,
+}
+
+/// The part of one source a committed file holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRange {
+    /// The source's fingerprint.
+    pub fingerprint: String,
+    /// Its path when it was read.
+    pub file: String,
+    /// Offset of the first line in this file.
+    pub first_offset: i64,
+    /// Offset of the last line in this file.
+    pub last_offset: i64,
+    /// Every line of the source before this offset is committed (in this file or others).
+    pub end_offset: u64,
+    /// Rows of this source in this file.
+    pub rows: u64,
+}
+
+impl SourceRange {
+    fn merge(&mut self, other: &SourceRange) {
+        self.first_offset = self.first_offset.min(other.first_offset);
+        self.last_offset = self.last_offset.max(other.last_offset);
+        self.end_offset = self.end_offset.max(other.end_offset);
+        self.rows += other.rows;
+    }
+}
+
+/// What the lake holds of one source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceProgress {
+    /// Every line before this offset is committed; none after it is.
+    pub end_offset: u64,
+    /// Rows committed, across tables.
+    pub rows: u64,
+    /// The path it was last read from.
+    pub file: String,
+}
+
+struct OpenFile {
+    table: String,
+    file: ParquetFile,
+    sources: BTreeMap<String, SourceRange>,
+}
+
+/// Writes batches into the lake; see the module docs. One per thread: batches of one source
+/// must all go through the same writer.
+pub struct LakeWriter {
+    root: PathBuf,
+    id: String,
+    lock: Option<WriterLock>,
+    options: LakeOptions,
+    open: HashMap<(String, PartitionKey), OpenFile>,
+    /// End offsets of the sources written since the last commit.
+    marks: HashMap<String, u64>,
+    opened_at: Option<Instant>,
+    seq: u64,
+    committed: Vec<Committed>,
+}
+
+impl std::fmt::Debug for LakeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeWriter")
+            .field("root", &self.root)
+            .field("id", &self.id)
+            .field("open", &self.open.len())
+            .finish()
+    }
+}
+
+/// A name no other writer, here or on another server sharing the lake, will pick: the start
+/// time (so names sort by age) and 32 random bits.
+pub fn writer_id() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    // `RandomState` is seeded from the operating system's randomness, per process and per call.
+    let random =
+        std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), ms);
+    format!("{ms:011x}-{:08x}", random as u32)
+}
+
+/// Finishes interrupted commits and removes temporaries left by writers that are gone. Run it
+/// before reading [`committed_sources`].
+pub fn recover(root: &Path) -> Result<Recovery, Error> {
+    journal::recover(root)
+}
+
+impl LakeWriter {
+    /// Starts a writer under `root` (created if missing).
+    pub fn new(root: impl Into<PathBuf>, options: LakeOptions) -> Result<Self, Error> {
+        let root = root.into();
+        fs::create_dir_all(&root).map_err(io_error(&root))?;
+        let id = writer_id();
+        let lock = WriterLock::acquire(&root, &id)?;
+        Ok(LakeWriter {
+            root,
+            id,
+            lock: Some(lock),
+            options,
+            open: HashMap::new(),
+            marks: HashMap::new(),
+            opened_at: None,
+            seq: 0,
+            committed: Vec::new(),
+        })
+    }
+
+    /// Writes the batches a source produced up to `source.end_offset`, each to its table. They
+    /// land in one epoch together; a roll happens only between calls.
+    pub fn write(
+        &mut self,
+        source: &Source<'_>,
+        batches: &[(&str, &RecordBatch)],
+    ) -> Result<(), Error> {
+        for &(table, batch) in batches {
+            for (key, part) in partition::split(batch)? {
+                self.append(table, key, source, &part)?;
+            }
+        }
+        let mark = self
+            .marks
+            .entry(source.fingerprint.to_string())
+            .or_default();
+        *mark = (*mark).max(source.end_offset);
+        self.keep_within_budget()?;
+        if self.should_roll() {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn append(
+        &mut self,
+        table: &str,
+        key: PartitionKey,
+        source: &Source<'_>,
+        batch: &RecordBatch,
+    ) -> Result<(), Error> {
+        let (first, last) = offsets(batch)?;
+        let slot = (table.to_string(), key);
+        if !self.open.contains_key(&slot) {
+            self.seq += 1;
+            let dir = self.root.join(table).join(slot.1.dir());
+            let final_path = dir.join(format!("part-{}-{:06}.parquet", self.id, self.seq));
+            let temp_path = dir.join(journal::temp_name(&self.id, self.seq));
+            let file = ParquetFile::create_as(
+                final_path,
+                temp_path,
+                batch.schema(),
+                &self.options.parquet,
+            )?;
+            self.opened_at.get_or_insert_with(Instant::now);
+            self.open.insert(
+                slot.clone(),
+                OpenFile {
+                    table: table.to_string(),
+                    file,
+                    sources: BTreeMap::new(),
+                },
+            );
+        }
+        let Some(open) = self.open.get_mut(&slot) else {
+            return Ok(());
+        };
+        open.file.write(batch)?;
+        let range = SourceRange {
+            fingerprint: source.fingerprint.to_string(),
+            file: source.file.to_string(),
+            first_offset: first,
+            last_offset: last,
+            end_offset: 0,
+            rows: batch.num_rows() as u64,
+        };
+        match open.sources.get_mut(source.fingerprint) {
+            Some(r) => r.merge(&range),
+            None => {
+                open.sources.insert(source.fingerprint.to_string(), range);
+            }
+        }
+        Ok(())
+    }
+
+    /// Row groups are flushed early when the open files together buffer more than the budget:
+    /// a backfill over many days and servers must not hold a row group per partition.
+    fn keep_within_budget(&mut self) -> Result<(), Error> {
+        for _ in 0..self.open.len() {
+            let mut total = 0;
+            let mut largest: Option<(&(String, PartitionKey), usize)> = None;
+            for (k, f) in &self.open {
+                let b = f.file.buffered_bytes();
+                total += b;
+                if largest.is_none_or(|(_, lb)| b > lb) {
+                    largest = Some((k, b));
+                }
+            }
+            let Some((key, _)) = largest.filter(|_| total > self.options.memory_budget) else {
+                return Ok(());
+            };
+            let key = key.clone();
+            if let Some(f) = self.open.get_mut(&key) {
+                f.file.flush_row_group()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn should_roll(&self) -> bool {
+        let o = &self.options;
+        self.open.len() > o.max_open_files
+            || self
+                .opened_at
+                .is_some_and(|t| t.elapsed() >= o.max_file_age)
+            || self.open.values().any(|f| {
+                f.file.rows() >= o.max_file_rows || f.file.bytes() as u64 >= o.max_file_bytes
+            })
+    }
+
+    /// Commits if the oldest open file has reached its age; for a live agent's idle ticks.
+    pub fn tick(&mut self) -> Result<(), Error> {
+        if self.should_roll() {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Commits every open file as one epoch; durable when this returns.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        let open = std::mem::take(&mut self.open);
+        let marks = std::mem::take(&mut self.marks);
+        self.opened_at = None;
+        if open.is_empty() {
+            return Ok(());
+        }
+        let mut finished = Vec::with_capacity(open.len());
+        let mut open: Vec<_> = open.into_iter().collect();
+        open.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut failure = None;
+        for (_, mut f) in open {
+            if failure.is_some() {
+                f.file.abort();
+                continue;
+            }
+            let sources: Vec<SourceRange> = f
+                .sources
+                .into_values()
+                .map(|mut r| {
+                    r.end_offset = marks.get(&r.fingerprint).copied().unwrap_or_default();
+                    r
+                })
+                .collect();
+            f.file
+                .append_metadata(META_VERSION, env!("CARGO_PKG_VERSION"));
+            f.file
+                .append_metadata(META_SCHEMA_VERSION, self.options.schema_version.to_string());
+            f.file.append_metadata(META_TABLE, f.table);
+            match serde_json::to_string(&sources) {
+                Ok(json) => f.file.append_metadata(META_SOURCES, json),
+                Err(e) => {
+                    failure = Some(Error::Journal {
+                        path: f.file.final_path().to_path_buf(),
+                        reason: e.to_string(),
+                    });
+                    f.file.abort();
+                    continue;
+                }
+            }
+            match f.file.finish() {
+                Ok(done) => finished.push(done),
+                Err(e) => failure = Some(e.into()),
+            }
+        }
+        if let Some(e) = failure {
+            for f in finished {
+                let _ = fs::remove_file(&f.temp_path);
+            }
+            return Err(e);
+        }
+        let relative = |p: &Path| {
+            p.strip_prefix(&self.root)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let journal = Journal {
+            renames: finished
+                .iter()
+                .map(|f| (relative(&f.temp_path), relative(&f.committed.path)))
+                .collect(),
+            deletes: Vec::new(),
+        };
+        journal::record(&self.root, &self.id, &journal)?;
+        journal::apply(&self.root, &journal)?;
+        journal::clear(&self.root, &self.id)?;
+        self.committed
+            .extend(finished.into_iter().map(|f| f.committed));
+        Ok(())
+    }
+
+    /// Commits what is open and releases the writer; returns every file it committed.
+    pub fn close(mut self) -> Result<Vec<Committed>, Error> {
+        self.commit()?;
+        if let Some(lock) = self.lock.take() {
+            lock.release();
+        }
+        Ok(std::mem::take(&mut self.committed))
+    }
+
+    /// Drops what is open without committing it (temporaries removed).
+    pub fn abort(mut self) {
+        for (_, f) in self.open.drain() {
+            f.file.abort();
+        }
+        if let Some(lock) = self.lock.take() {
+            lock.release();
+        }
+    }
+
+    /// The writer's id, part of every file name it writes.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// First and last `source_offset` of a batch (its rows are in source order).
+fn offsets(batch: &RecordBatch) -> Result<(i64, i64), Error> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    let col = batch.column_by_name("source_offset").ok_or(Error::Schema {
+        column: "source_offset",
+        reason: "missing; every lake table starts with the lineage columns".into(),
+    })?;
+    if col.data_type() != &arrow_schema::DataType::Int64 || col.null_count() > 0 {
+        return Err(Error::Schema {
+            column: "source_offset",
+            reason: format!("must be a non-null Int64, is {}", col.data_type()),
+        });
+    }
+    let values = col.as_primitive::<arrow_array::types::Int64Type>().values();
+    let first = values.iter().copied().min().unwrap_or_default();
+    let last = values.iter().copied().max().unwrap_or_default();
+    Ok((first, last))
+}
+
+/// Committed Parquet files under `root` (every table), sorted.
+pub fn committed_files(root: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            let name = e.file_name().to_string_lossy();
+            !(name.starts_with('.') || name.starts_with('_'))
+        });
+    for entry in walker {
+        let entry = entry.map_err(|e| Error::Io {
+            path: root.to_path_buf(),
+            source: e.into(),
+        })?;
+        let name = entry.file_name().to_string_lossy();
+        if entry.file_type().is_file() && name.starts_with("part-") && name.ends_with(".parquet") {
+            files.push(entry.into_path());
+        }
+    }
+    Ok(files)
+}
+
+/// A committed file's footer key-value metadata.
+pub fn footer_metadata(path: &Path) -> Result<HashMap<String, String>, Error> {
+    let file = fs::File::open(path).map_err(io_error(path))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| Error::Footer {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    Ok(reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
+        .collect())
+}
+
+/// The source ranges a committed file's footer records (none for files mailflow did not write).
+pub fn file_sources(path: &Path) -> Result<Vec<SourceRange>, Error> {
+    let meta = footer_metadata(path)?;
+    let Some(json) = meta.get(META_SOURCES) else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_str(json).map_err(|e| Error::Footer {
+        path: path.to_path_buf(),
+        reason: format!("{META_SOURCES}: {e}"),
+    })
+}
+
+/// What the lake holds of each source, by fingerprint: read from the footers of committed files.
+pub fn committed_sources(root: &Path) -> Result<HashMap<String, SourceProgress>, Error> {
+    let mut out: HashMap<String, SourceProgress> = HashMap::new();
+    for path in committed_files(root)? {
+        for range in file_sources(&path)? {
+            let p = out.entry(range.fingerprint).or_default();
+            p.end_offset = p.end_offset.max(range.end_offset);
+            p.rows += range.rows;
+            p.file = range.file;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests;
