@@ -2,42 +2,12 @@
 //! comes from the venv `.ci/run` builds (`MAILFLOW_PYTHON`), else `python3`; a missing engine fails
 //! the test.
 
-use std::path::Path;
-use std::process::Command;
+mod cli;
 
-fn python() -> String {
-    std::env::var("MAILFLOW_PYTHON").unwrap_or_else(|_| {
-        let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-        if venv.exists() {
-            venv.to_string_lossy().into_owned()
-        } else {
-            "python3".into()
-        }
-    })
-}
-
-fn run_mailflow(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mailflow"))
-        .args(args)
-        .output()
-        .expect("run mailflow")
-}
-
-/// Runs mailflow and requires it to succeed.
-fn mailflow(args: &[&str]) -> std::process::Output {
-    let out = run_mailflow(args);
-    assert!(
-        out.status.success(),
-        "mailflow {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use cli::{data, mailflow, python_script};
 
 #[test]
 fn duckdb_reads_what_ingest_wrote() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
     let tmp = tempfile::tempdir().unwrap();
     let generated = tmp.path().join("gen");
     let out = tmp.path().join("out");
@@ -57,8 +27,8 @@ fn duckdb_reads_what_ingest_wrote() {
     ]);
     let run = mailflow(&[
         "ingest",
-        data.join("samples").to_str().unwrap(),
-        data.join("edge").to_str().unwrap(),
+        data("samples").to_str().unwrap(),
+        data("edge").to_str().unwrap(),
         generated.to_str().unwrap(),
         "--parquet",
         out.to_str().unwrap(),
@@ -73,7 +43,7 @@ fn duckdb_reads_what_ingest_wrote() {
     );
 
     // A second run over the same input adds nothing: the lake already holds every line.
-    let samples = data.join("samples");
+    let samples = data("samples");
     let again = mailflow(&[
         "ingest",
         samples.to_str().unwrap(),
@@ -102,17 +72,5 @@ fn duckdb_reads_what_ingest_wrote() {
         "SOURCES.md, README.md, notes.txt, empty.log, HttpProxy: {json}"
     );
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/duckdb_check.py");
-    let check = Command::new(python())
-        .arg(&script)
-        .arg(&out)
-        .arg(&summary)
-        .output()
-        .expect("python3 must be installed (bash .ci/run sets up the venv with duckdb)");
-    assert!(
-        check.status.success(),
-        "DuckDB check failed (is duckdb installed? `bash .ci/run` installs it):\n{}\n{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
+    python_script("duckdb_check.py", &[&out, &summary]);
 }

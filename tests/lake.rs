@@ -1,0 +1,363 @@
+//! The Parquet lake end to end, with the real binary and real engines: DuckDB and Spark read the
+//! same answers; hostile server names stay inside the lake; ingests and compactions killed with
+//! SIGKILL at random points lose nothing and duplicate nothing.
+
+// Test helpers, not #[test] functions, so clippy's test exemption misses them; a panic here is a
+// failed assertion like any other.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cli::{data, mailflow, mailflow_command, python_script};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+fn generate(dir: &Path, bytes: &str, seed: u64, servers: u32) {
+    mailflow(&[
+        "generate",
+        "--kind",
+        "mixed",
+        "--bytes",
+        bytes,
+        "--seed",
+        &seed.to_string(),
+        "--servers",
+        &servers.to_string(),
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+}
+
+/// Lines that become a row or a reject: not blank, not a `#` directive.
+fn data_lines(dir: &Path) -> u64 {
+    let mut n = 0;
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry.unwrap();
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+        for line in bytes.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.is_empty() && line[0] != b'#' {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[derive(Debug, PartialEq)]
+struct LakeCount {
+    tables: BTreeMap<String, (u64, u64)>,
+    servers: Vec<String>,
+}
+
+impl LakeCount {
+    fn rows(&self) -> u64 {
+        self.tables.values().map(|t| t.0).sum()
+    }
+
+    fn assert_no_duplicates(&self) {
+        for (table, (rows, keys)) in &self.tables {
+            assert_eq!(
+                rows, keys,
+                "{table}: {rows} rows but {keys} distinct lineage keys"
+            );
+        }
+    }
+}
+
+fn count(lake: &Path) -> LakeCount {
+    let out = python_script("lake_count.py", &[lake]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let tables = v["tables"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), (v[0].as_u64().unwrap(), v[1].as_u64().unwrap())))
+        .collect();
+    let servers = v["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    LakeCount { tables, servers }
+}
+
+/// Every file of the lake, with hidden ones (temporaries) listed apart.
+fn lake_files(lake: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let (mut parts, mut hidden) = (Vec::new(), Vec::new());
+    for entry in walkdir::WalkDir::new(lake).min_depth(1) {
+        let entry = entry.unwrap();
+        let rel = entry.path().strip_prefix(lake).unwrap();
+        if !entry.file_type().is_file() || rel.starts_with("_mailflow") {
+            continue;
+        }
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            hidden.push(entry.into_path());
+        } else {
+            parts.push(entry.into_path());
+        }
+    }
+    (parts, hidden)
+}
+
+#[test]
+fn duckdb_and_spark_read_the_same_lake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = tmp.path().join("gen");
+    let lake = tmp.path().join("lake");
+    let summary = tmp.path().join("summary.json");
+    generate(&generated, "4M", 11, 3);
+    mailflow(&[
+        "ingest".as_ref(),
+        generated.as_os_str(),
+        data("samples").as_os_str(),
+        "--parquet".as_ref(),
+        lake.as_os_str(),
+        "--summary-json".as_ref(),
+        summary.as_os_str(),
+        "--quiet".as_ref(),
+        // Several files per partition, so the engines union them.
+        "--max-file-rows".as_ref(),
+        "20000".as_ref(),
+    ]);
+    let out = python_script("lake_engines.py", &[&lake, &summary]);
+    assert!(out.contains("\"daily_failures\""), "{out}");
+    // Every committed file is under <table>/date=…/server=…/.
+    let (parts, hidden) = lake_files(&lake);
+    assert!(hidden.is_empty(), "temporaries left: {hidden:?}");
+    for p in parts {
+        let rel: Vec<String> = p
+            .strip_prefix(&lake)
+            .unwrap()
+            .iter()
+            .map(|c| c.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(rel.len(), 4, "{rel:?}");
+        assert!(
+            rel[1].starts_with("date=") && rel[2].starts_with("server="),
+            "{rel:?}"
+        );
+        assert!(
+            rel[3].starts_with("part-") && rel[3].ends_with(".parquet"),
+            "{rel:?}"
+        );
+    }
+}
+
+#[test]
+fn hostile_server_names_stay_inside_the_lake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("a/lake");
+    let hostile = "../../escaped/x=y\t%41\\*?";
+    mailflow(&[
+        "ingest".as_ref(),
+        data("samples").as_os_str(),
+        "--parquet".as_ref(),
+        lake.as_os_str(),
+        "--server".as_ref(),
+        hostile.as_ref(),
+        "--quiet".as_ref(),
+    ]);
+    // Nothing was created beside the lake.
+    let beside: Vec<_> = walkdir::WalkDir::new(tmp.path())
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| !p.starts_with(&lake) && p != tmp.path() && p != &tmp.path().join("a"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    let (parts, _) = lake_files(&lake);
+    assert!(!parts.is_empty());
+    for p in &parts {
+        let server_dir = p.parent().unwrap().file_name().unwrap().to_string_lossy();
+        assert_eq!(
+            server_dir,
+            "server=..%2F..%2Fescaped%2Fx%3Dy%09%2541%5C%2A%3F"
+        );
+        assert_eq!(p.strip_prefix(&lake).unwrap().components().count(), 4);
+    }
+    // DuckDB reads the name back as it was written in the rows.
+    assert_eq!(count(&lake).servers, vec![hostile.to_string()]);
+}
+
+/// Runs `mailflow ARGS` and kills it with SIGKILL after `after`; returns whether it finished
+/// first.
+fn run_and_kill(args: &[&std::ffi::OsStr], after: Duration) -> bool {
+    let mut child = mailflow_command()
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + after;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "mailflow {args:?} failed: {status}");
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    false
+}
+
+#[test]
+fn killed_ingests_resume_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = tmp.path().join("gen");
+    generate(&generated, "8M", 5, 2);
+    let lines = data_lines(&generated);
+    let args = |lake: &Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "ingest".into(),
+            generated.clone().into(),
+            "--parquet".into(),
+            lake.into(),
+            "--quiet".into(),
+            "--threads".into(),
+            "2".into(),
+            "--batch-size".into(),
+            "256".into(),
+            // Many commits, so kills land before, during and after them.
+            "--max-file-rows".into(),
+            "800".into(),
+        ]
+    };
+    // How long a whole run takes here (the quicker of two), to spread the kill points over it.
+    let full = (0..2)
+        .map(|k| {
+            let scratch = args(&tmp.path().join(format!("scratch-{k}")));
+            let scratch: Vec<&std::ffi::OsStr> = scratch.iter().map(|a| a.as_os_str()).collect();
+            let started = Instant::now();
+            assert!(run_and_kill(&scratch, Duration::from_secs(600)));
+            started.elapsed()
+        })
+        .min()
+        .unwrap();
+
+    let mut rng = StdRng::seed_from_u64(20261122);
+    let (mut killed, mut midway) = (0, 0);
+    for round in 0..20 {
+        // A fresh lake each round: kill once at a random point, kill the resuming run too (so
+        // recovery itself is interrupted), then let a run finish.
+        let lake = tmp.path().join(format!("lake-{round}"));
+        let argv = args(&lake);
+        let argv: Vec<&std::ffi::OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+        if run_and_kill(&argv, full.mul_f64(rng.random_range(0.0..0.9))) {
+            continue; // finished before the kill
+        }
+        killed += 1;
+        let partial = count(&lake);
+        partial.assert_no_duplicates();
+        assert!(partial.rows() <= lines);
+        midway += u32::from(partial.rows() > 0 && partial.rows() < lines);
+        run_and_kill(&argv, full.mul_f64(rng.random_range(0.0..0.9)));
+        mailflow(&argv);
+        let end = count(&lake);
+        end.assert_no_duplicates();
+        assert_eq!(
+            end.rows(),
+            lines,
+            "round {round}: every input line exactly once: {end:?}"
+        );
+        let (_, hidden) = lake_files(&lake);
+        assert!(
+            hidden.is_empty(),
+            "round {round}: temporaries left: {hidden:?}"
+        );
+        std::fs::remove_dir_all(&lake).unwrap();
+    }
+    assert!(
+        killed >= 18,
+        "only {killed} of 20 runs were killed before they finished (a run takes {full:?})"
+    );
+    // Kills that left part of the input committed are the ones that test resuming.
+    assert!(
+        midway >= 8,
+        "only {midway} kills left a partly written lake"
+    );
+}
+
+#[test]
+fn killed_compactions_lose_and_duplicate_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = tmp.path().join("gen");
+    generate(&generated, "3M", 9, 2);
+    let lake = tmp.path().join("lake");
+    let ingest = |lake: &Path| {
+        mailflow(&[
+            "ingest".as_ref(),
+            generated.as_os_str(),
+            "--parquet".as_ref(),
+            lake.as_os_str(),
+            "--quiet".as_ref(),
+            "--max-file-rows".as_ref(),
+            "300".as_ref(),
+            "--batch-size".as_ref(),
+            "100".as_ref(),
+        ])
+    };
+    ingest(&lake);
+    let before = count(&lake);
+    let files_before = lake_files(&lake).0.len();
+    assert!(files_before > 40, "{files_before} files");
+    // Time a whole compaction on a copy.
+    let scratch = tmp.path().join("scratch");
+    copy_dir(&lake, &scratch);
+    let compact = |lake: &Path| -> Vec<std::ffi::OsString> {
+        vec![
+            "compact".into(),
+            "--lake".into(),
+            lake.into(),
+            "--older-than".into(),
+            "0".into(),
+        ]
+    };
+    let scratch_args = compact(&scratch);
+    let scratch_args: Vec<&std::ffi::OsStr> = scratch_args.iter().map(|a| a.as_os_str()).collect();
+    let started = Instant::now();
+    assert!(run_and_kill(&scratch_args, Duration::from_secs(600)));
+    let full = started.elapsed();
+
+    let argv = compact(&lake);
+    let argv: Vec<&std::ffi::OsStr> = argv.iter().map(|a| a.as_os_str()).collect();
+    let mut rng = StdRng::seed_from_u64(7);
+    for _ in 0..10 {
+        run_and_kill(&argv, full.mul_f64(rng.random_range(0.0..0.6)));
+        let now = count(&lake);
+        now.assert_no_duplicates();
+        assert_eq!(now, before, "a killed compaction changed the data");
+    }
+    mailflow(&argv);
+    assert_eq!(count(&lake), before);
+    let files_after = lake_files(&lake).0.len();
+    assert!(
+        files_after < files_before / 4,
+        "{files_before} -> {files_after} files"
+    );
+    // Provenance survived: ingesting the same logs again writes nothing.
+    let again = String::from_utf8_lossy(&ingest(&lake).stdout).into_owned();
+    assert!(again.contains("already in the lake"), "{again}");
+    assert_eq!(count(&lake), before);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.unwrap();
+        let target = to.join(entry.path().strip_prefix(from).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

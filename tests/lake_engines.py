@@ -1,0 +1,111 @@
+"""Reads a lake written by `mailflow ingest` with real DuckDB and real Spark, and checks that both
+see the same tables, with the expected types, the same answer to a trend query, and mailflow's
+own row counts.
+
+Usage: lake_engines.py LAKE SUMMARY_JSON. Exits non-zero with a message on any mismatch. A
+missing engine is a failure, never a skip.
+"""
+import json
+import sys
+
+import duckdb
+from pyspark.sql import SparkSession
+
+lake, summary_path = sys.argv[1], sys.argv[2]
+summary = json.load(open(summary_path))
+expected = dict(summary["rows"])
+expected["rejects"] = summary["rejects"]
+# A table with no rows has no files, and so no folder for an engine to read.
+expected = {t: n for t, n in expected.items() if n > 0}
+failures = []
+
+
+def check(cond, msg):
+    if not cond:
+        failures.append(msg)
+
+
+# A trend query a manager's report would run: failed deliveries per day and enhanced status code.
+DAILY_FAILURES = """
+SELECT CAST(date AS STRING) AS day, coalesce(enhanced_status_code, '-') AS code, count(*) AS n
+FROM message_tracking WHERE event_id = 'FAIL' GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+# ---- DuckDB, with hive partitioning
+con = duckdb.connect()
+duck_counts, duck_types = {}, {}
+for table in expected:
+    con.execute(
+        f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{lake}/{table}/**/*.parquet', "
+        "hive_partitioning = true, union_by_name = true)"
+    )
+    duck_counts[table] = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    keys = con.execute(
+        f"SELECT count(DISTINCT (server, source_file, source_offset)) FROM {table}"
+    ).fetchone()[0]
+    check(keys == duck_counts[table], f"duckdb {table}: {keys} lineage keys, {duck_counts[table]} rows")
+    duck_types[table] = {r[0]: r[1] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+duck_failures = [tuple(r) for r in con.execute(DAILY_FAILURES).fetchall()]
+
+# ---- Spark, with partition discovery
+spark = (
+    SparkSession.builder.master("local[2]")
+    .appName("mailflow-lake-test")
+    .config("spark.ui.enabled", "false")
+    .config("spark.sql.session.timeZone", "UTC")
+    .config("spark.driver.memory", "1g")
+    .getOrCreate()
+)
+spark.sparkContext.setLogLevel("ERROR")
+spark_counts, spark_types = {}, {}
+for table in expected:
+    df = spark.read.option("mergeSchema", "true").parquet(f"{lake}/{table}")
+    df.createOrReplaceTempView(table)
+    spark_counts[table] = df.count()
+    spark_types[table] = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+spark_failures = [tuple(r) for r in spark.sql(DAILY_FAILURES).collect()]
+spark_server = spark.sql("SELECT DISTINCT server FROM message_tracking").collect()
+spark.stop()
+
+# ---- Agreement
+for table, n in expected.items():
+    check(duck_counts[table] == n, f"{table}: duckdb {duck_counts[table]} rows, mailflow {n}")
+    check(spark_counts[table] == n, f"{table}: spark {spark_counts[table]} rows, mailflow {n}")
+check(len(duck_failures) > 0, "no failed deliveries found; the query proves nothing")
+check(duck_failures == spark_failures,
+      f"daily failures differ:\n duckdb {duck_failures[:5]}...\n spark  {spark_failures[:5]}...")
+
+WANT = {
+    "message_tracking": {
+        "timestamp": ("TIMESTAMP WITH TIME ZONE", "timestamp"),
+        "date": ("DATE", "date"),
+        "server": ("VARCHAR", "string"),
+        "event_id": ("VARCHAR", "string"),  # dictionary-encoded in the file
+        "total_bytes": ("BIGINT", "bigint"),
+        "recipient_count": ("INTEGER", "int"),
+        "recipient_address": ("VARCHAR[]", "array<string>"),
+        "custom_data": ("MAP(VARCHAR, VARCHAR)", "map<string,string>"),
+        "smtp_reply_code": ("SMALLINT", "smallint"),
+    },
+    "smtp_protocol": {
+        "timestamp": ("TIMESTAMP WITH TIME ZONE", "timestamp"),
+        "date": ("DATE", "date"),
+        "direction": ("VARCHAR", "string"),
+        "remote_port": ("INTEGER", "int"),
+        "source_offset": ("BIGINT", "bigint"),
+    },
+    "rejects": {"raw": ("BLOB", "binary"), "date": ("DATE", "date")},
+}
+for table, cols in WANT.items():
+    if table not in expected:
+        continue
+    for col, (duck, spark_type) in cols.items():
+        check(duck_types[table].get(col) == duck, f"duckdb {table}.{col} is {duck_types[table].get(col)}, want {duck}")
+        check(spark_types[table].get(col) == spark_type,
+              f"spark {table}.{col} is {spark_types[table].get(col)}, want {spark_type}")
+
+if failures:
+    print("\n".join(failures))
+    sys.exit(1)
+print(json.dumps({"rows": duck_counts, "daily_failures": len(duck_failures),
+                  "servers": sorted(r[0] for r in spark_server)}))
