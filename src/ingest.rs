@@ -328,8 +328,10 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
             }),
         }
     }
-    // Largest first, so the last file to finish is a small one and both cores stay busy.
-    jobs.sort_by(|a, b| b.len.cmp(&a.len).then_with(|| a.path.cmp(&b.path)));
+    // In path order: Exchange names files by server folder and date, so each worker fills one
+    // partition at a time and few files are open at once (each buffers a row group). Files roll
+    // at 10 MiB, so the last one to finish is small and both cores stay busy anyway.
+    jobs.sort_by(|a, b| a.path.cmp(&b.path));
     let total_bytes: u64 = jobs.iter().map(|j| j.len).sum();
     let progress = Arc::new(AtomicU64::new(0));
     let bar = progress_bar(opts.progress, total_bytes);

@@ -132,7 +132,7 @@ impl Default for LakeOptions {
             max_file_rows: 16 << 20,
             max_file_age: Duration::from_secs(300),
             max_open_files: 64,
-            memory_budget: 96 << 20,
+            memory_budget: 32 << 20,
             schema_version: 1,
         }
     }
