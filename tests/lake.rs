@@ -120,6 +120,8 @@ fn duckdb_and_spark_read_the_same_lake() {
         "ingest".as_ref(),
         generated.as_os_str(),
         data("samples").as_os_str(),
+        // Rejects, some without a timestamp (the null date partition).
+        data("edge").as_os_str(),
         "--parquet".as_ref(),
         lake.as_os_str(),
         "--summary-json".as_ref(),
@@ -129,6 +131,7 @@ fn duckdb_and_spark_read_the_same_lake() {
         "--max-file-rows".as_ref(),
         "20000".as_ref(),
     ]);
+    write_two_schema_versions(&lake);
     let out = python_script("lake_engines.py", &[&lake, &summary]);
     assert!(out.contains("\"daily_failures\""), "{out}");
     // Every committed file is under <table>/date=…/server=…/.
@@ -150,6 +153,60 @@ fn duckdb_and_spark_read_the_same_lake() {
             rel[3].starts_with("part-") && rel[3].ends_with(".parquet"),
             "{rel:?}"
         );
+    }
+}
+
+/// A table written by two schema versions, the second with one more column: what a reader sees
+/// after an additive schema change. `lake_engines.py` reads it with both engines.
+fn write_two_schema_versions(lake: &Path) {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use mailflow_sinks::lake::{LakeOptions, LakeWriter, Source};
+    use std::sync::Arc;
+
+    let lineage = || {
+        vec![
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("server", DataType::Utf8, false),
+            Field::new("source_offset", DataType::Int64, false),
+            Field::new("a", DataType::Utf8, true),
+        ]
+    };
+    let columns = |offsets: Vec<i64>| -> Vec<ArrayRef> {
+        let n = offsets.len();
+        vec![
+            Arc::new(
+                TimestampMillisecondArray::from(vec![1_736_812_800_000; n]).with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from(vec!["EX01"; n])),
+            Arc::new(Int64Array::from(offsets)),
+            Arc::new(StringArray::from(vec!["x"; n])),
+        ]
+    };
+    let v1 =
+        RecordBatch::try_new(Arc::new(Schema::new(lineage())), columns(vec![0, 10, 20])).unwrap();
+    let mut fields = lineage();
+    fields.push(Field::new("b", DataType::Int64, true));
+    let mut cols = columns(vec![30, 40]);
+    cols.push(Arc::new(Int64Array::from(vec![7, 8])));
+    let v2 = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap();
+    for (version, batch, end) in [(1, &v1, 30), (2, &v2, 50)] {
+        let options = LakeOptions {
+            schema_version: version,
+            ..LakeOptions::default()
+        };
+        let mut w = LakeWriter::new(lake, options).unwrap();
+        let source = Source {
+            fingerprint: "evolution",
+            file: "evolution.log",
+            end_offset: end,
+        };
+        w.write(&source, &[("schema_evolution", batch)]).unwrap();
+        w.close().unwrap();
     }
 }
 

@@ -65,7 +65,21 @@ for table in expected:
     spark_types[table] = {f.name: f.dataType.simpleString() for f in df.schema.fields}
 spark_failures = [tuple(r) for r in spark.sql(DAILY_FAILURES).collect()]
 spark_server = spark.sql("SELECT DISTINCT server FROM message_tracking").collect()
+
+# An additive schema change: files of schema versions 1 and 2 (one more column, `b`) read as one
+# table by both engines.
+EVOLUTION = "SELECT count(*), count(b), sum(b) FROM schema_evolution"
+con.execute(
+    f"CREATE VIEW schema_evolution AS SELECT * FROM read_parquet('{lake}/schema_evolution/**/*.parquet', "
+    "hive_partitioning = true, union_by_name = true)"
+)
+duck_evolution = tuple(con.execute(EVOLUTION).fetchone())
+spark.read.option("mergeSchema", "true").parquet(f"{lake}/schema_evolution").createOrReplaceTempView(
+    "schema_evolution")
+spark_evolution = tuple(spark.sql(EVOLUTION).collect()[0])
 spark.stop()
+check(duck_evolution == (5, 2, 15), f"duckdb over two schema versions: {duck_evolution}")
+check(spark_evolution == (5, 2, 15), f"spark over two schema versions: {spark_evolution}")
 
 # ---- Agreement
 for table, n in expected.items():
