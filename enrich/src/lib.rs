@@ -1,13 +1,25 @@
 //! # mailflow-enrich
 //!
-//! Will own diagnosis (the rule catalog, codes on records) and correlation (SMTP sessions,
-//! message journeys) over the parser's Arrow batches; it knows nothing of files or sinks.
+//! Diagnosis over the parser's Arrow batches; it knows nothing of files or sinks.
 //!
-//! Empty today: the diagnosis engine is its own piece of work (the diagnosis issue), built on the
-//! parser's tables. The crate exists now so the workspace has its final shape and the dependency
-//! direction `parser ← enrich ← sinks ← mailflow` is fixed from the start.
+//! - [`catalog`]: the rule catalog (`catalog.toml`, compiled in, extendable by a user file):
+//!   stable codes, signatures, cause, evidence, remediation, references.
+//! - [`Matcher`]: the catalog compiled once (Aho-Corasick over the literal signatures, tables on
+//!   reply and enhanced codes, numeric ranges), applied per row with wrapped replies looked
+//!   through; the generic `ESC.<class>.<subject>.<detail>` code covers codes no rule names.
+//! - [`records`]: the `diagnosis_code`, `diagnosis_category`, `diagnosis_severity` columns.
+//! - [`findings`]: diagnosed rows gathered into ranked findings with evidence, for
+//!   `mailflow diagnose`.
 
 #![deny(missing_docs)]
 
+pub mod catalog;
+pub mod esc;
+pub mod findings;
+mod matcher;
+pub mod records;
+
+pub use catalog::{Catalog, CatalogError, Rule, Severity};
 /// The parser this crate builds on, re-exported so later stages name one version of it.
 pub use mailflow_parser as parser;
+pub use matcher::{Diagnosis, Hit, Matcher, Reply, RowFacts};

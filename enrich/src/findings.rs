@@ -1,0 +1,344 @@
+//! Findings: diagnosed rows gathered per diagnosis code, with where (servers, connectors, remote
+//! hosts or domains), when (first and last seen), how often, and the first evidence lines, then
+//! ranked by impact. Memory stays bounded whatever the input: each set keeps a few dozen values
+//! and counts the rest, and the per-session certificate memory is capped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, RecordBatch};
+
+use crate::catalog::Severity;
+use crate::matcher::{Diagnosis, Matcher};
+use crate::records::{hit_text, text_at};
+
+/// Values kept per set; more are counted, not stored.
+const SET_CAP: usize = 32;
+/// Evidence lines kept per finding.
+const EVIDENCE: usize = 2;
+/// Sessions whose certificate is remembered at once.
+const SESSION_CAP: usize = 100_000;
+
+/// A bounded set of names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Names {
+    /// Up to a few dozen values, sorted.
+    pub values: BTreeSet<String>,
+    /// Values seen beyond those kept.
+    pub more: u64,
+}
+
+impl Names {
+    fn add(&mut self, v: &str) {
+        if v.is_empty() || self.values.contains(v) {
+            return;
+        }
+        if self.values.len() < SET_CAP {
+            self.values.insert(v.to_string());
+        } else {
+            self.more += 1;
+        }
+    }
+}
+
+/// One log line that shows a finding.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Evidence {
+    /// Source file.
+    pub file: String,
+    /// Byte offset of the line.
+    pub offset: i64,
+    /// Server.
+    pub server: String,
+    /// Time, ms since the epoch (UTC).
+    pub timestamp: Option<i64>,
+    /// The field value that matched.
+    pub text: String,
+    /// SMTP session id, for protocol log lines.
+    pub session: Option<String>,
+}
+
+/// One problem found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Finding {
+    /// Stable code.
+    pub code: String,
+    /// One line.
+    pub title: String,
+    /// Category.
+    pub category: String,
+    /// Blast radius.
+    pub severity: Severity,
+    /// Lines showing it.
+    pub count: u64,
+    /// Servers that logged it.
+    pub servers: Names,
+    /// Connectors involved.
+    pub connectors: Names,
+    /// Remote hosts, IPs or recipient domains.
+    pub remotes: Names,
+    /// First time seen (ms, UTC).
+    pub first_seen: Option<i64>,
+    /// Last time seen.
+    pub last_seen: Option<i64>,
+    /// The first lines that showed it.
+    pub evidence: Vec<Evidence>,
+    /// Facts from the same sessions, e.g. `certificate thumbprint`.
+    pub facts: BTreeMap<String, Names>,
+    /// Probable cause.
+    pub cause: String,
+    /// What to check.
+    pub check: String,
+    /// What to do, with evidence filled in where the text leaves a placeholder.
+    pub remediation: Vec<String>,
+    /// Reference tags.
+    pub references: Vec<String>,
+    /// Other findings that are probably the root cause of this one.
+    pub probably_caused_by: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Cert {
+    subject: Option<String>,
+    thumbprint: Option<String>,
+}
+
+/// Accumulates findings over batches.
+#[derive(Debug, Default)]
+pub struct Findings {
+    by: HashMap<Diagnosis, Finding>,
+    rows: u64,
+    sessions: HashMap<(String, String), Cert>,
+}
+
+impl Findings {
+    /// Nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rows looked at.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Adds a batch of `table`.
+    pub fn add(&mut self, matcher: &Matcher, table: &str, batch: &RecordBatch) {
+        self.rows += batch.num_rows() as u64;
+        let hits = matcher.classify(table, batch);
+        let smtp = table == "smtp_protocol";
+        let ts = batch
+            .column_by_name("timestamp")
+            .map(|c| c.as_primitive::<TimestampMillisecondType>());
+        let offsets = batch
+            .column_by_name("source_offset")
+            .map(|c| c.as_primitive::<Int64Type>());
+        for (row, hit) in hits.iter().enumerate() {
+            let session = if smtp {
+                text_at(batch, "session_id", row)
+            } else {
+                None
+            };
+            let server = text_at(batch, "server", row).unwrap_or_default();
+            if smtp {
+                self.remember_certificate(batch, row, server, session);
+            }
+            let Some(hit) = hit else { continue };
+            let f = self
+                .by
+                .entry(hit.diagnosis)
+                .or_insert_with(|| new_finding(matcher, hit.diagnosis));
+            f.count += 1;
+            f.servers.add(server);
+            let connector = text_at(batch, "connector_id", row).unwrap_or_default();
+            f.connectors.add(connector);
+            match table {
+                "smtp_protocol" => f
+                    .remotes
+                    .add(text_at(batch, "remote_ip", row).unwrap_or_default()),
+                "connectivity" => f
+                    .remotes
+                    .add(text_at(batch, "destination", row).unwrap_or_default()),
+                _ => {
+                    let recipient = text_at(batch, "recipient_address", row).unwrap_or_default();
+                    f.remotes
+                        .add(recipient.rsplit_once('@').map_or("", |(_, d)| d));
+                }
+            }
+            let t = ts.filter(|a| a.is_valid(row)).map(|a| a.value(row));
+            if let Some(t) = t {
+                f.first_seen = Some(f.first_seen.map_or(t, |x| x.min(t)));
+                f.last_seen = Some(f.last_seen.map_or(t, |x| x.max(t)));
+            }
+            if f.evidence.len() < EVIDENCE {
+                let text = hit_text(batch, row, hit)
+                    .or_else(|| text_at(batch, "event_id", row))
+                    .unwrap_or_default();
+                f.evidence.push(Evidence {
+                    file: text_at(batch, "source_file", row)
+                        .unwrap_or_default()
+                        .to_string(),
+                    offset: offsets.map_or(0, |o| o.value(row)),
+                    server: server.to_string(),
+                    timestamp: t,
+                    text: text.to_string(),
+                    session: session.map(str::to_string),
+                });
+            }
+            if let Some(s) = session
+                && let Some(cert) = self.sessions.get(&(server.to_string(), s.to_string()))
+            {
+                if let Some(t) = &cert.thumbprint {
+                    f.facts
+                        .entry("certificate thumbprint".into())
+                        .or_default()
+                        .add(t);
+                }
+                if let Some(s) = &cert.subject {
+                    f.facts
+                        .entry("certificate subject".into())
+                        .or_default()
+                        .add(s);
+                }
+            }
+        }
+    }
+
+    /// Send logs name the certificate a session presented on `*` lines before the TLS outcome.
+    fn remember_certificate(
+        &mut self,
+        batch: &RecordBatch,
+        row: usize,
+        server: &str,
+        session: Option<&str>,
+    ) {
+        let Some(session) = session else { return };
+        let Some(context) = text_at(batch, "context", row) else {
+            return;
+        };
+        let attribute = match context {
+            "Certificate thumbprint" => 0,
+            "Certificate subject" => 1,
+            _ => return,
+        };
+        let Some(value) = text_at(batch, "data", row).filter(|v| !v.is_empty()) else {
+            return;
+        };
+        if self.sessions.len() >= SESSION_CAP {
+            self.sessions.clear();
+        }
+        let cert = self
+            .sessions
+            .entry((server.to_string(), session.to_string()))
+            .or_default();
+        if attribute == 0 {
+            cert.thumbprint = Some(value.to_string());
+        } else {
+            cert.subject = Some(value.to_string());
+        }
+    }
+
+    /// The findings, most severe and most frequent first, with probable root causes linked.
+    pub fn ranked(self) -> Vec<Finding> {
+        let mut out: Vec<Finding> = self.by.into_values().collect();
+        out.sort_by(|a, b| {
+            b.severity
+                .cmp(&a.severity)
+                .then(b.count.cmp(&a.count))
+                .then(a.code.cmp(&b.code))
+        });
+        link_causes(&mut out);
+        for f in &mut out {
+            fill_placeholders(f);
+        }
+        out
+    }
+}
+
+fn new_finding(matcher: &Matcher, d: Diagnosis) -> Finding {
+    let rule = matcher.rule(d);
+    Finding {
+        code: matcher.code(d),
+        title: matcher.title(d).to_string(),
+        category: matcher.category(d).to_string(),
+        severity: matcher.severity(d),
+        count: 0,
+        servers: Names::default(),
+        connectors: Names::default(),
+        remotes: Names::default(),
+        first_seen: None,
+        last_seen: None,
+        evidence: Vec::new(),
+        facts: BTreeMap::new(),
+        cause: rule.map_or_else(
+            || "The remote side answered with this enhanced status code; no rule names it more precisely.".into(),
+            |r| r.cause.clone(),
+        ),
+        check: rule.map_or_else(
+            || "The full reply text and the remote host; whether it repeats for one destination or all.".into(),
+            |r| r.evidence.clone(),
+        ),
+        remediation: rule.map_or_else(
+            || vec!["Act on the reply text; the owner follows from the code's subject (1, 2: sender or recipient; 3, 4: remote admin or network; 7: policy).".into()],
+            |r| r.remediation.clone(),
+        ),
+        references: rule.map_or_else(|| vec!["IANA".into(), "RFC3463".into()], |r| r.references.clone()),
+        probably_caused_by: Vec::new(),
+    }
+}
+
+/// Timeouts and failovers on a server whose send log shows a certificate failure are that
+/// failure (the catalog's discriminator for `421 4.4.1`); expired messages are the consequence
+/// of whatever kept them deferred.
+fn link_causes(findings: &mut [Finding]) {
+    let roots: Vec<(String, BTreeSet<String>)> = findings
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.code.as_str(),
+                "TLS.CERT_NO_PRIVATE_KEY"
+                    | "TLS.CERT_NOT_BOUND_SMTP"
+                    | "TLS.SEND_CERT_NAME_NOT_FOUND"
+            )
+        })
+        .map(|f| (f.code.clone(), f.servers.values.clone()))
+        .collect();
+    let transient: Vec<(String, BTreeSet<String>)> = findings
+        .iter()
+        .filter(|f| f.code != "QUEUE.MESSAGE_EXPIRED" && f.severity >= Severity::Major)
+        .map(|f| (f.code.clone(), f.servers.values.clone()))
+        .collect();
+    for f in findings.iter_mut() {
+        let candidates = match f.code.as_str() {
+            "NET.CONNECT_TIMEOUT"
+            | "NET.FAILOVER_EXHAUSTED"
+            | "NET.PEER_UNABLE_TO_CONNECT_4_2_1" => &roots,
+            "QUEUE.MESSAGE_EXPIRED" => &transient,
+            _ => continue,
+        };
+        for (code, servers) in candidates {
+            if code != &f.code && !servers.is_disjoint(&f.servers.values) {
+                f.probably_caused_by.push(code.clone());
+            }
+        }
+    }
+}
+
+fn fill_placeholders(f: &mut Finding) {
+    let first = |n: &Names| n.values.iter().next().cloned();
+    let thumb = f.facts.get("certificate thumbprint").and_then(first);
+    let connector = first(&f.connectors);
+    let remote = first(&f.remotes);
+    for step in &mut f.remediation {
+        if let Some(t) = &thumb {
+            *step = step.replace("<t>", t);
+        }
+        if let Some(c) = &connector {
+            *step = step.replace("<name>", c);
+        }
+        if let Some(ip) = &remote {
+            *step = step.replace("<ip>", ip);
+        }
+    }
+}

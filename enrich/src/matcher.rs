@@ -1,0 +1,506 @@
+//! Record-level diagnosis: the catalog compiled once into an Aho-Corasick automaton over every
+//! literal signature plus tables on reply and enhanced codes, then applied row by row with no
+//! regex and no allocation for healthy rows.
+//!
+//! A row is looked at field value by field value (a "unit": `data`, `context`, one
+//! `recipient_status` item, …). In each unit the reply that matters is the innermost one:
+//! Exchange wraps the peer's answer (`451 4.4.0 Primary target IP address responded with:
+//! "421 4.4.1 Connection timed out."`, `451 4.4.395 Target host responded with error. -> 550 …`,
+//! `[{LED=…}]`, `Tarpit for '…' due to '550 5.7.54 …'`), and the inner reply is the diagnosis.
+//! Of all blocks that match, the most specific wins; ties go to catalog order.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use mailflow_parser::fields::smtp_reply::{find_smtp_reply, parse_smtp_reply};
+use memchr::memmem;
+
+use crate::catalog::{Catalog, EnhancedRange, Rule, Severity, TABLES, default_fields};
+use crate::esc::Registry;
+
+/// Searchable fields, by id.
+pub(crate) const FIELDS: [&str; 5] = [
+    "recipient_status",
+    "source_context",
+    "data",
+    "context",
+    "description",
+];
+
+fn field_id(name: &str) -> Option<usize> {
+    FIELDS.iter().position(|f| *f == name)
+}
+
+fn table_id(name: &str) -> Option<usize> {
+    TABLES.iter().position(|t| *t == name)
+}
+
+/// What a row was diagnosed as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Diagnosis {
+    /// A catalog rule, by index.
+    Rule(u16),
+    /// The generic code for an enhanced status code no rule names.
+    Esc(u16, u16, u16),
+}
+
+/// A diagnosed row: what, and which unit showed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// The diagnosis.
+    pub diagnosis: Diagnosis,
+    /// The field that showed it (index into the searchable fields).
+    pub field: u8,
+    /// For list fields, the item.
+    pub item: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    rule: u16,
+    texts: Vec<usize>,
+    enhanced: Option<EnhancedRange>,
+    reply: Option<u16>,
+    min_reply: Option<u16>,
+    event_id: Option<String>,
+    direction: Option<String>,
+    score: u32,
+}
+
+/// Row-level facts a block may require.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RowFacts<'a> {
+    /// Message tracking `event_id`.
+    pub event_id: Option<&'a str>,
+    /// SMTP protocol `direction`.
+    pub direction: Option<&'a str>,
+}
+
+/// The innermost reply of a unit: code and parsed enhanced code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    /// Three-digit code.
+    pub code: u16,
+    /// `(class, subject, detail)`.
+    pub enhanced: Option<(u16, u16, u16)>,
+}
+
+/// Wrappers Exchange puts around the reply that matters.
+const WRAPPERS: [&str; 6] = [
+    "responded with: \"",
+    "responded with:\"",
+    " -> ",
+    "[Message=",
+    "LED=",
+    "due to '",
+];
+
+/// The catalog, compiled for matching.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    catalog: Catalog,
+    registry: Registry,
+    automaton: AhoCorasick,
+    /// Blocks that apply to (table, field), most specific first.
+    by_unit: Vec<Vec<Vec<usize>>>,
+    /// Blocks that need no unit (event_id only), per table.
+    row_blocks: Vec<Vec<usize>>,
+    blocks: Vec<Block>,
+    wrappers: Vec<memmem::FinderRev<'static>>,
+    masked_ehlo: memmem::Finder<'static>,
+}
+
+impl Matcher {
+    /// Compiles a catalog.
+    pub fn new(catalog: Catalog) -> Self {
+        let mut patterns: Vec<String> = Vec::new();
+        let mut blocks = Vec::new();
+        let mut by_unit = vec![vec![Vec::new(); FIELDS.len()]; TABLES.len()];
+        let mut row_blocks = vec![Vec::new(); TABLES.len()];
+        for (r, rule) in catalog.rules().iter().enumerate() {
+            if rule.deprecated_by.is_some() {
+                continue;
+            }
+            for m in &rule.matches {
+                let texts = m
+                    .text
+                    .iter()
+                    .map(|t| {
+                        let lower = t.to_ascii_lowercase();
+                        match patterns.iter().position(|p| *p == lower) {
+                            Some(i) => i,
+                            None => {
+                                patterns.push(lower);
+                                patterns.len() - 1
+                            }
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                let enhanced = m.enhanced.as_deref().and_then(EnhancedRange::parse);
+                let score = if m.fallback {
+                    2
+                } else {
+                    10 * texts.len() as u32
+                        + enhanced.map_or(0, |e| if e.is_exact() { 8 } else { 6 })
+                        + if m.reply.is_some() { 4 } else { 0 }
+                        + if m.min_reply.is_some() { 3 } else { 0 }
+                        + if m.event_id.is_some() { 10 } else { 0 }
+                };
+                let block = Block {
+                    rule: u16::try_from(r).unwrap_or(u16::MAX),
+                    texts,
+                    enhanced,
+                    reply: m.reply,
+                    min_reply: m.min_reply,
+                    event_id: m.event_id.clone(),
+                    direction: m.direction.clone(),
+                    score,
+                };
+                let unitless = block.texts.is_empty()
+                    && block.enhanced.is_none()
+                    && block.reply.is_none()
+                    && block.min_reply.is_none();
+                let index = blocks.len();
+                blocks.push(block);
+                for (t, table) in TABLES.iter().enumerate() {
+                    if !m.tables.is_empty() && !m.tables.iter().any(|x| x == table) {
+                        continue;
+                    }
+                    if unitless {
+                        row_blocks[t].push(index);
+                        continue;
+                    }
+                    for field in default_fields(table) {
+                        if !m.fields.is_empty() && !m.fields.iter().any(|x| x == field) {
+                            continue;
+                        }
+                        if let Some(f) = field_id(field) {
+                            by_unit[t][f].push(index);
+                        }
+                    }
+                }
+            }
+        }
+        for lists in &mut by_unit {
+            for list in lists {
+                list.sort_by_key(|&b| std::cmp::Reverse(blocks[b].score));
+            }
+        }
+        // Every pattern must be found wherever it occurs, overlapping others: Standard semantics.
+        let automaton = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)
+            .unwrap_or_else(|e| panic!("catalog literals do not compile: {e}"));
+        Matcher {
+            catalog,
+            registry: Registry::new(),
+            automaton,
+            by_unit,
+            row_blocks,
+            blocks,
+            wrappers: WRAPPERS
+                .iter()
+                .map(|w| memmem::FinderRev::new(w.as_bytes()).into_owned())
+                .collect(),
+            masked_ehlo: memmem::Finder::new(b"XXXXXXXA").into_owned(),
+        }
+    }
+
+    /// The catalog it was built from.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The rule behind a diagnosis (none for generic `ESC.*` codes).
+    pub fn rule(&self, d: Diagnosis) -> Option<&Rule> {
+        match d {
+            Diagnosis::Rule(i) => self.catalog.rules().get(usize::from(i)),
+            Diagnosis::Esc(..) => None,
+        }
+    }
+
+    /// The public code.
+    pub fn code(&self, d: Diagnosis) -> String {
+        match d {
+            Diagnosis::Rule(i) => self.catalog.rules()[usize::from(i)].code.clone(),
+            Diagnosis::Esc(c, s, x) => format!("ESC.{c}.{s}.{x}"),
+        }
+    }
+
+    /// One line for people.
+    pub fn title(&self, d: Diagnosis) -> &str {
+        match d {
+            Diagnosis::Rule(i) => &self.catalog.rules()[usize::from(i)].title,
+            Diagnosis::Esc(c, s, x) => self.registry.title(c, s, x),
+        }
+    }
+
+    /// Category (`ESC` for generic codes).
+    pub fn category(&self, d: Diagnosis) -> &str {
+        match d {
+            Diagnosis::Rule(i) => self.catalog.rules()[usize::from(i)].category(),
+            Diagnosis::Esc(..) => "ESC",
+        }
+    }
+
+    /// Severity; a generic code is minor (one message or recipient, as far as we know).
+    pub fn severity(&self, d: Diagnosis) -> Severity {
+        match d {
+            Diagnosis::Rule(i) => self.catalog.rules()[usize::from(i)].severity,
+            Diagnosis::Esc(..) => Severity::Minor,
+        }
+    }
+
+    /// The reply a unit carries, looking through Exchange's wrappers to the innermost one.
+    pub fn inner_reply(&self, text: &str) -> Option<Reply> {
+        let bytes = text.as_bytes();
+        let inner = self
+            .wrappers
+            .iter()
+            .zip(WRAPPERS)
+            .filter_map(|(f, w)| f.rfind(bytes).map(|i| i + w.len()))
+            .max()
+            .and_then(|start| {
+                let rest = &bytes[start..];
+                let skip = rest
+                    .iter()
+                    .position(|b| !matches!(b, b' ' | b'"' | b'\'' | b'{'))
+                    .unwrap_or(rest.len());
+                parse_smtp_reply(&rest[skip..]).ok().map(|(_, r)| r)
+            });
+        let reply = inner.or_else(|| find_smtp_reply(bytes))?;
+        Some(Reply {
+            code: reply.code,
+            enhanced: reply.enhanced.and_then(parse_enhanced),
+        })
+    }
+
+    /// The best diagnosis of one unit, with its score.
+    pub fn unit(
+        &self,
+        table: usize,
+        field: usize,
+        text: &str,
+        row: &RowFacts<'_>,
+        scratch: &mut Vec<bool>,
+    ) -> Option<(u32, Diagnosis)> {
+        if text.is_empty() {
+            return None;
+        }
+        let reply = self.inner_reply(text).filter(|r| r.code >= 400);
+        let failure_event = matches!(
+            row.event_id,
+            Some("FAIL" | "DEFER" | "DROP" | "POISONMESSAGE")
+        );
+        // Healthy traffic is most rows; only units that can carry a problem are searched.
+        let search = reply.is_some()
+            || matches!(FIELDS[field], "context" | "description")
+            || (failure_event && FIELDS[field] != "data")
+            || (FIELDS[field] == "data" && self.masked_ehlo.find(text.as_bytes()).is_some());
+        if !search {
+            return None;
+        }
+        scratch.clear();
+        scratch.resize(self.automaton.patterns_len(), false);
+        let mut any_text = false;
+        for m in self.automaton.find_overlapping_iter(text) {
+            scratch[m.pattern().as_usize()] = true;
+            any_text = true;
+        }
+        for &b in &self.by_unit[table][field] {
+            let block = &self.blocks[b];
+            if !block.texts.is_empty() && (!any_text || !block.texts.iter().all(|&t| scratch[t])) {
+                continue;
+            }
+            if (block.enhanced.is_some() || block.reply.is_some() || block.min_reply.is_some())
+                && reply.is_none()
+            {
+                continue;
+            }
+            if let (Some(want), Some(r)) = (block.enhanced, reply)
+                && !r.enhanced.is_some_and(|e| want.contains(e))
+            {
+                continue;
+            }
+            if let (Some(want), Some(r)) = (block.reply, reply)
+                && r.code != want
+            {
+                continue;
+            }
+            if let (Some(min), Some(r)) = (block.min_reply, reply)
+                && r.code < min
+            {
+                continue;
+            }
+            if !row_ok(block, row) {
+                continue;
+            }
+            // Sorted by score: the first match is the best.
+            return Some((block.score, Diagnosis::Rule(block.rule)));
+        }
+        let (c, s, d) = reply?.enhanced?;
+        (c >= 4).then_some((1, Diagnosis::Esc(c, s, d)))
+    }
+
+    /// Diagnoses that need no field value (e.g. a `POISONMESSAGE` event).
+    pub fn row_only(&self, table: usize, row: &RowFacts<'_>) -> Option<(u32, Diagnosis)> {
+        self.row_blocks[table]
+            .iter()
+            .map(|&b| &self.blocks[b])
+            .filter(|b| row_ok(b, row))
+            .map(|b| (b.score, Diagnosis::Rule(b.rule)))
+            .max_by_key(|(s, _)| *s)
+    }
+
+    /// Index of a table name in [`TABLES`].
+    pub fn table_index(name: &str) -> Option<usize> {
+        table_id(name)
+    }
+
+    /// Index of a field name.
+    pub fn field_index(name: &str) -> Option<usize> {
+        field_id(name)
+    }
+}
+
+fn row_ok(block: &Block, row: &RowFacts<'_>) -> bool {
+    if let Some(e) = &block.event_id
+        && !row.event_id.is_some_and(|x| x.eq_ignore_ascii_case(e))
+    {
+        return false;
+    }
+    if let Some(d) = &block.direction
+        && row.direction != Some(d.as_str())
+    {
+        return false;
+    }
+    true
+}
+
+fn parse_enhanced(code: &[u8]) -> Option<(u16, u16, u16)> {
+    let s = std::str::from_utf8(code).ok()?;
+    let mut parts = s.split('.');
+    Some((
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher() -> Matcher {
+        Matcher::new(Catalog::builtin())
+    }
+
+    fn diagnose(
+        m: &Matcher,
+        table: &str,
+        field: &str,
+        text: &str,
+        row: RowFacts<'_>,
+    ) -> Option<String> {
+        let mut scratch = Vec::new();
+        let t = Matcher::table_index(table).unwrap();
+        let f = Matcher::field_index(field).unwrap();
+        m.unit(t, f, text, &row, &mut scratch)
+            .map(|(_, d)| m.code(d))
+    }
+
+    #[test]
+    fn inner_replies_are_unwrapped() {
+        let m = matcher();
+        let r = m
+            .inner_reply("451 4.4.0 Primary target IP address responded with: \"421 4.4.1 Connection timed out.\" Attempted failover to alternate host, but that did not succeed.")
+            .unwrap();
+        assert_eq!((r.code, r.enhanced), (421, Some((4, 4, 1))));
+        let r = m.inner_reply("451 4.4.395 Target host responded with error. -> 550 5.7.64 TenantAttribution; Relay Access Denied").unwrap();
+        assert_eq!((r.code, r.enhanced), (550, Some((5, 7, 64))));
+        let r = m.inner_reply("Tarpit for '0.00:00:05' due to '550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain'").unwrap();
+        assert_eq!(r.enhanced, Some((5, 7, 54)));
+        let r = m
+            .inner_reply("550 5.1.1 RESOLVER.ADR.RecipNotFound; not found")
+            .unwrap();
+        assert_eq!((r.code, r.enhanced), (550, Some((5, 1, 1))));
+        assert!(m.inner_reply("EHLO mail.contoso.com").is_none());
+    }
+
+    #[test]
+    fn specific_beats_generic() {
+        let m = matcher();
+        let none = RowFacts::default();
+        let fail = RowFacts {
+            event_id: Some("FAIL"),
+            direction: None,
+        };
+        assert_eq!(
+            diagnose(
+                &m,
+                "message_tracking",
+                "recipient_status",
+                "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found",
+                fail
+            )
+            .as_deref(),
+            Some("ADDR.RECIPIENT_NOT_FOUND_ONPREM")
+        );
+        assert_eq!(
+            diagnose(
+                &m,
+                "message_tracking",
+                "recipient_status",
+                "550 5.1.1 User unknown",
+                fail
+            )
+            .as_deref(),
+            Some("ADDR.REMOTE_USER_UNKNOWN")
+        );
+        assert_eq!(
+            diagnose(
+                &m,
+                "message_tracking",
+                "recipient_status",
+                "550 5.7.626 Access denied, banned sending IP [192.0.2.1]",
+                fail
+            )
+            .as_deref(),
+            Some("REPUTATION.EOP_BANNED_IP")
+        );
+        // 5.7.6 is not in 5.7.606-649: the generic code, with the registry's title.
+        let esc = diagnose(
+            &m,
+            "message_tracking",
+            "recipient_status",
+            "550 5.7.6 nope",
+            fail,
+        );
+        assert_eq!(esc.as_deref(), Some("ESC.5.7.6"));
+        assert_eq!(
+            m.title(Diagnosis::Esc(5, 7, 6)),
+            "Cryptographic algorithm not supported"
+        );
+        // Healthy replies are never diagnosed.
+        for ok in [
+            "250 2.6.0 <a@b> Queued mail for delivery",
+            "220 mail.contoso.com Microsoft ESMTP MAIL Service ready",
+            "354 Start mail input; end with <CRLF>.<CRLF>",
+        ] {
+            assert_eq!(
+                diagnose(&m, "smtp_protocol", "data", ok, none),
+                None,
+                "{ok}"
+            );
+        }
+        // Tarpitting loses to the reply it delays.
+        assert_eq!(
+            diagnose(&m, "smtp_protocol", "context", "Tarpit for '0.00:00:05' due to '550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain'", none).as_deref(),
+            Some("POLICY.RELAY_DENIED_ONPREM")
+        );
+        // The failover wrapper yields to the inner reply's rule.
+        assert_eq!(
+            diagnose(&m, "message_tracking", "recipient_status", "451 4.4.0 Primary target IP address responded with: \"454 4.7.0 Temporary authentication failure.\" Attempted failover to alternate host, but that did not succeed.", RowFacts { event_id: Some("DEFER"), direction: None }).as_deref(),
+            Some("AUTH.KERBEROS_CLOCK_SKEW_OR_AD")
+        );
+    }
+}

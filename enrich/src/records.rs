@@ -1,0 +1,212 @@
+//! Diagnosis columns on the parser's batches: `diagnosis_code`, `diagnosis_category` and
+//! `diagnosis_severity` (dictionary-encoded, null for rows with nothing to say) appended to
+//! `message_tracking`, `smtp_protocol` and `connectivity`.
+
+use std::sync::Arc;
+
+use arrow_array::builder::StringDictionaryBuilder;
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int32Type;
+use arrow_array::{Array, ArrayRef, GenericListArray, RecordBatch, StringArray};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
+
+use crate::catalog::TABLES;
+use crate::matcher::{FIELDS, Hit, Matcher, RowFacts};
+
+/// The columns enrichment appends.
+pub const DIAGNOSIS_COLUMNS: [&str; 3] =
+    ["diagnosis_code", "diagnosis_category", "diagnosis_severity"];
+
+/// Whether a table gets diagnosis columns.
+pub fn is_diagnosed(table: &str) -> bool {
+    TABLES.contains(&table)
+}
+
+/// A table's schema with the diagnosis columns (unchanged for tables that get none).
+pub fn enriched_schema(table: &str, schema: &SchemaRef) -> SchemaRef {
+    if !is_diagnosed(table) {
+        return Arc::clone(schema);
+    }
+    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    for name in DIAGNOSIS_COLUMNS {
+        fields.push(Arc::new(Field::new(
+            name,
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            true,
+        )));
+    }
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// Reads a text column whatever its Arrow shape.
+enum Text<'a> {
+    Plain(&'a StringArray),
+    Dict(&'a arrow_array::DictionaryArray<Int32Type>, &'a StringArray),
+    List(&'a GenericListArray<i32>, &'a StringArray),
+    Missing,
+}
+
+impl<'a> Text<'a> {
+    fn of(batch: &'a RecordBatch, name: &str) -> Self {
+        let Some(col) = batch.column_by_name(name) else {
+            return Text::Missing;
+        };
+        match col.data_type() {
+            DataType::Utf8 => Text::Plain(col.as_string()),
+            DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+                let d = col.as_dictionary::<Int32Type>();
+                Text::Dict(d, d.values().as_string())
+            }
+            DataType::List(f) if f.data_type() == &DataType::Utf8 => {
+                let l = col.as_list::<i32>();
+                Text::List(l, l.values().as_string())
+            }
+            _ => Text::Missing,
+        }
+    }
+
+    /// The value (or each list item) of a row.
+    fn each(&self, row: usize, mut f: impl FnMut(u32, &'a str)) {
+        match self {
+            Text::Plain(a) => {
+                if a.is_valid(row) {
+                    f(0, a.value(row));
+                }
+            }
+            Text::Dict(d, v) => {
+                if let Some(k) = d.key(row) {
+                    f(0, v.value(k));
+                }
+            }
+            Text::List(l, v) => {
+                if l.is_valid(row) {
+                    let offsets = l.value_offsets();
+                    let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+                    for (i, k) in (start..end).enumerate() {
+                        if v.is_valid(k) {
+                            f(i as u32, v.value(k));
+                        }
+                    }
+                }
+            }
+            Text::Missing => {}
+        }
+    }
+
+    fn first(&self, row: usize) -> Option<&'a str> {
+        let mut out = None;
+        self.each(row, |i, s| {
+            if i == 0 {
+                out = Some(s);
+            }
+        });
+        out
+    }
+}
+
+impl Matcher {
+    /// The diagnosis of every row of a batch of `table` (all `None` for other tables).
+    pub fn classify(&self, table: &str, batch: &RecordBatch) -> Vec<Option<Hit>> {
+        let mut out = vec![None; batch.num_rows()];
+        let Some(t) = Matcher::table_index(table) else {
+            return out;
+        };
+        let event_id = Text::of(batch, "event_id");
+        let direction = Text::of(batch, "direction");
+        let fields: Vec<(usize, Text<'_>)> = crate::catalog::default_fields(table)
+            .iter()
+            .filter_map(|f| Some((FIELDS.iter().position(|x| x == f)?, Text::of(batch, f))))
+            .collect();
+        let mut scratch = Vec::new();
+        for (row, slot) in out.iter_mut().enumerate() {
+            let facts = RowFacts {
+                event_id: event_id.first(row),
+                direction: direction.first(row),
+            };
+            let mut best: Option<(u32, Hit)> = self.row_only(t, &facts).map(|(s, d)| {
+                (
+                    s,
+                    Hit {
+                        diagnosis: d,
+                        field: u8::MAX,
+                        item: 0,
+                    },
+                )
+            });
+            for (f, text) in &fields {
+                text.each(row, |item, value| {
+                    if let Some((score, d)) = self.unit(t, *f, value, &facts, &mut scratch)
+                        && best.is_none_or(|(s, _)| score > s)
+                    {
+                        best = Some((
+                            score,
+                            Hit {
+                                diagnosis: d,
+                                field: *f as u8,
+                                item,
+                            },
+                        ));
+                    }
+                });
+            }
+            *slot = best.map(|(_, h)| h);
+        }
+        out
+    }
+
+    /// The batch with the diagnosis columns appended (unchanged for tables that get none).
+    pub fn enrich(&self, table: &str, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+        if !is_diagnosed(table) {
+            return Ok(batch.clone());
+        }
+        let hits = self.classify(table, batch);
+        let n = batch.num_rows();
+        let mut code = StringDictionaryBuilder::<Int32Type>::with_capacity(n, 16, 256);
+        let mut category = StringDictionaryBuilder::<Int32Type>::with_capacity(n, 16, 128);
+        let mut severity = StringDictionaryBuilder::<Int32Type>::with_capacity(n, 4, 32);
+        let mut esc = String::new();
+        for hit in &hits {
+            match hit {
+                None => {
+                    code.append_null();
+                    category.append_null();
+                    severity.append_null();
+                }
+                Some(h) => {
+                    match self.rule(h.diagnosis) {
+                        Some(rule) => code.append_value(&rule.code),
+                        None => {
+                            esc.clear();
+                            esc.push_str(&self.code(h.diagnosis));
+                            code.append_value(&esc);
+                        }
+                    }
+                    category.append_value(self.category(h.diagnosis));
+                    severity.append_value(self.severity(h.diagnosis).name());
+                }
+            }
+        }
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        columns.push(Arc::new(code.finish()));
+        columns.push(Arc::new(category.finish()));
+        columns.push(Arc::new(severity.finish()));
+        RecordBatch::try_new(enriched_schema(table, &batch.schema()), columns)
+    }
+}
+
+/// The text of the unit a hit came from (for evidence).
+pub fn hit_text<'a>(batch: &'a RecordBatch, row: usize, hit: &Hit) -> Option<&'a str> {
+    let name = FIELDS.get(usize::from(hit.field))?;
+    let mut out = None;
+    Text::of(batch, name).each(row, |i, s| {
+        if i == hit.item {
+            out = Some(s);
+        }
+    });
+    out
+}
+
+/// A text column's value in a row (first item for lists).
+pub fn text_at<'a>(batch: &'a RecordBatch, name: &str, row: usize) -> Option<&'a str> {
+    Text::of(batch, name).first(row)
+}
