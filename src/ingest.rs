@@ -219,7 +219,7 @@ impl<R: Read> Read for Counting<R> {
 }
 
 /// Reads the first bytes of a file for [`sniff`].
-fn head(path: &Path) -> std::io::Result<Vec<u8>> {
+pub fn head(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(64 * 1024);
     File::open(path)?.take(64 * 1024).read_to_end(&mut buf)?;
     Ok(buf)

@@ -2,7 +2,9 @@
 //!
 //! The runtime and command line of mailflow: Exchange transport logs in, typed and diagnosed
 //! tables out. The parsing lives in `mailflow-parser`, diagnosis in `mailflow-enrich`, outputs in
-//! `mailflow-sinks`; this crate wires them into commands (`ingest`, `schema`, `generate`).
+//! `mailflow-sinks`; this crate wires them into commands (`ingest`, `diagnose`, `compact`,
+//! `schema`, `generate`).
 
+pub mod diagnose;
 pub mod generate;
 pub mod ingest;

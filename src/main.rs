@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use mailflow::diagnose::{DiagnoseOptions, diagnose, render_text};
 use mailflow::generate::{GenKind, generate_dir};
 use mailflow::ingest::{IngestOptions, ingest};
 use mailflow_parser::{Table, rejects_schema, schema};
@@ -30,6 +31,25 @@ enum Command {
     /// DIR/<table>/date=YYYY-MM-DD/server=NAME/part-….parquet. Re-running adds only what the lake
     /// does not hold yet.
     Ingest(IngestArgs),
+    /// Find what is wrong with mail flow in the given logs: problems ranked by impact, with
+    /// evidence, cause and what to do.
+    Diagnose {
+        /// Log files or folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// text for a person, json for scripts.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+        /// A catalog file whose rules add to or replace the built-in ones.
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+        /// Server name for every row (default: from the rows, the folder, else this host).
+        #[arg(long)]
+        server: Option<String>,
+        /// Parse workers (default: the number of cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Merge each lake partition's small files into large ones, atomically.
     Compact {
         /// The lake's root folder.
@@ -68,6 +88,24 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// The built-in catalog, with the user's file on top when one is given.
+fn load_catalog(path: Option<&std::path::Path>) -> Result<mailflow_enrich::Catalog> {
+    Ok(match path {
+        Some(p) => mailflow_enrich::Catalog::with_user_file(p)?,
+        None => mailflow_enrich::Catalog::builtin(),
+    })
 }
 
 // Builders hand their memory to each batch; glibc returns those large blocks to the kernel and
@@ -205,6 +243,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             Ok(if summary.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Diagnose {
+            paths,
+            format,
+            catalog,
+            server,
+            threads,
+        } => {
+            let matcher = std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
+                catalog.as_deref(),
+            )?));
+            let opts = DiagnoseOptions {
+                paths,
+                server,
+                threads: threads.unwrap_or_else(cores),
+            };
+            let report = diagnose(&opts, &matcher)?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                Format::Json => {
+                    serde_json::to_writer_pretty(&mut out, &report)?;
+                    writeln!(out)?;
+                }
+                Format::Text => {
+                    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+                        && std::env::var_os("NO_COLOR").is_none();
+                    write!(out, "{}", render_text(&report, colour))?;
+                }
+            }
+            Ok(if report.failed.is_empty() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -70,6 +70,8 @@ pub struct Finding {
     pub category: String,
     /// Blast radius.
     pub severity: Severity,
+    /// Whether the sender retries (`transient`), gives up (`permanent`), or neither applies.
+    pub retry: &'static str,
     /// Lines showing it.
     pub count: u64,
     /// Servers that logged it.
@@ -173,7 +175,7 @@ impl Findings {
             }
             if f.evidence.len() < EVIDENCE {
                 let text = hit_text(batch, row, hit)
-                    .or_else(|| text_at(batch, "event_id", row))
+                    .or_else(|| text_at(batch, "event_id", row).map(str::to_string))
                     .unwrap_or_default();
                 f.evidence.push(Evidence {
                     file: text_at(batch, "source_file", row)
@@ -182,11 +184,13 @@ impl Findings {
                     offset: offsets.map_or(0, |o| o.value(row)),
                     server: server.to_string(),
                     timestamp: t,
-                    text: text.to_string(),
+                    text,
                     session: session.map(str::to_string),
                 });
             }
-            if let Some(s) = session
+            // The certificate a session presented is evidence for certificate problems only.
+            let about_certificates = matches!(f.category.as_str(), "TLS" | "CERT" | "HYBRID");
+            if let Some(s) = session.filter(|_| about_certificates)
                 && let Some(cert) = self.sessions.get(&(server.to_string(), s.to_string()))
             {
                 if let Some(t) = &cert.thumbprint {
@@ -263,6 +267,12 @@ fn new_finding(matcher: &Matcher, d: Diagnosis) -> Finding {
         title: matcher.title(d).to_string(),
         category: matcher.category(d).to_string(),
         severity: matcher.severity(d),
+        retry: match (rule.map(|r| r.retry), d) {
+            (Some(crate::catalog::Retry::Transient), _) | (None, Diagnosis::Esc(4, ..)) => "transient",
+            (Some(crate::catalog::Retry::Permanent), _) | (None, Diagnosis::Esc(5, ..)) => "permanent",
+            (Some(crate::catalog::Retry::Either), _) => "either",
+            _ => "n/a",
+        },
         count: 0,
         servers: Names::default(),
         connectors: Names::default(),
@@ -306,7 +316,7 @@ fn link_causes(findings: &mut [Finding]) {
         .collect();
     let transient: Vec<(String, BTreeSet<String>)> = findings
         .iter()
-        .filter(|f| f.code != "QUEUE.MESSAGE_EXPIRED" && f.severity >= Severity::Major)
+        .filter(|f| f.code != "QUEUE.MESSAGE_EXPIRED" && matches!(f.retry, "transient" | "either"))
         .map(|f| (f.code.clone(), f.servers.values.clone()))
         .collect();
     for f in findings.iter_mut() {
@@ -330,7 +340,11 @@ fn fill_placeholders(f: &mut Finding) {
     let thumb = f.facts.get("certificate thumbprint").and_then(first);
     let connector = first(&f.connectors);
     let remote = first(&f.remotes);
-    for step in &mut f.remediation {
+    for step in f
+        .remediation
+        .iter_mut()
+        .chain(std::iter::once(&mut f.check))
+    {
         if let Some(t) = &thumb {
             *step = step.replace("<t>", t);
         }
@@ -340,5 +354,49 @@ fn fill_placeholders(f: &mut Finding) {
         if let Some(ip) = &remote {
             *step = step.replace("<ip>", ip);
         }
+    }
+}
+
+impl Names {
+    fn merge(&mut self, other: Names) {
+        self.more += other.more;
+        for v in other.values {
+            self.add(&v);
+        }
+    }
+}
+
+impl Findings {
+    /// Adds another worker's findings (workers read different files).
+    pub fn merge(&mut self, other: Findings) {
+        self.rows += other.rows;
+        for (d, f) in other.by {
+            match self.by.get_mut(&d) {
+                None => {
+                    self.by.insert(d, f);
+                }
+                Some(mine) => {
+                    mine.count += f.count;
+                    mine.servers.merge(f.servers);
+                    mine.connectors.merge(f.connectors);
+                    mine.remotes.merge(f.remotes);
+                    mine.first_seen = min_opt(mine.first_seen, f.first_seen);
+                    mine.last_seen = mine.last_seen.max(f.last_seen);
+                    mine.evidence.extend(f.evidence);
+                    mine.evidence.sort_by_key(|e| e.timestamp);
+                    mine.evidence.truncate(EVIDENCE);
+                    for (k, v) in f.facts {
+                        mine.facts.entry(k).or_default().merge(v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) | (None, x) => x,
     }
 }

@@ -65,8 +65,10 @@ impl<'a> Text<'a> {
         }
     }
 
-    /// The value (or each list item) of a row.
-    fn each(&self, row: usize, mut f: impl FnMut(u32, &'a str)) {
+    /// The value of a row, or for a list each status in it: `recipient-status` is split on
+    /// `;`, which also splits a reply like `550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`, so
+    /// an item that does not start a new reply is joined back to the one before.
+    fn each(&self, row: usize, mut f: impl FnMut(u32, &str)) {
         match self {
             Text::Plain(a) => {
                 if a.is_valid(row) {
@@ -79,28 +81,60 @@ impl<'a> Text<'a> {
                 }
             }
             Text::List(l, v) => {
-                if l.is_valid(row) {
-                    let offsets = l.value_offsets();
-                    let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
-                    for (i, k) in (start..end).enumerate() {
-                        if v.is_valid(k) {
-                            f(i as u32, v.value(k));
+                if !l.is_valid(row) {
+                    return;
+                }
+                let offsets = l.value_offsets();
+                let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+                let mut group: Option<(u32, std::borrow::Cow<'_, str>)> = None;
+                let mut n = 0;
+                for k in start..end {
+                    if !v.is_valid(k) {
+                        continue;
+                    }
+                    let item = v.value(k);
+                    let starts_status = {
+                        let t = item.trim_start_matches([' ', '"']);
+                        t.starts_with("[{")
+                            || mailflow_parser::fields::smtp_reply::parse_smtp_reply(t.as_bytes())
+                                .is_ok()
+                    };
+                    match &mut group {
+                        Some((_, text)) if !starts_status => {
+                            let text = text.to_mut();
+                            text.push(';');
+                            text.push_str(item);
+                        }
+                        _ => {
+                            if let Some((i, text)) = group.take() {
+                                f(i, &text);
+                            }
+                            group = Some((n, std::borrow::Cow::Borrowed(item)));
+                            n += 1;
                         }
                     }
+                }
+                if let Some((i, text)) = group {
+                    f(i, &text);
                 }
             }
             Text::Missing => {}
         }
     }
 
+    /// The value of a row; for a list, its first item.
     fn first(&self, row: usize) -> Option<&'a str> {
-        let mut out = None;
-        self.each(row, |i, s| {
-            if i == 0 {
-                out = Some(s);
+        match self {
+            Text::Plain(a) => a.is_valid(row).then(|| a.value(row)),
+            Text::Dict(d, v) => d.key(row).map(|k| v.value(k)),
+            Text::List(l, v) => {
+                let offsets = l.value_offsets();
+                let k = offsets[row] as usize;
+                (l.is_valid(row) && k < offsets[row + 1] as usize && v.is_valid(k))
+                    .then(|| v.value(k))
             }
-        });
-        out
+            Text::Missing => None,
+        }
     }
 }
 
@@ -195,12 +229,12 @@ impl Matcher {
 }
 
 /// The text of the unit a hit came from (for evidence).
-pub fn hit_text<'a>(batch: &'a RecordBatch, row: usize, hit: &Hit) -> Option<&'a str> {
+pub fn hit_text(batch: &RecordBatch, row: usize, hit: &Hit) -> Option<String> {
     let name = FIELDS.get(usize::from(hit.field))?;
     let mut out = None;
     Text::of(batch, name).each(row, |i, s| {
         if i == hit.item {
-            out = Some(s);
+            out = Some(s.to_string());
         }
     });
     out

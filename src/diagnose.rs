@@ -1,0 +1,289 @@
+//! `mailflow diagnose`: what is wrong with mail flow, from the logs given, for a person at a
+//! console (text, 80 columns, colour on a terminal only) or for a script (JSON).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use crossbeam_channel::unbounded;
+use mailflow_enrich::Matcher;
+use mailflow_enrich::findings::{Evidence, Finding, Findings, Names};
+use mailflow_parser::{DecoderBuilder, Sniffed, sniff};
+use serde::Serialize;
+
+use crate::ingest::{Skipped, discover, head, host_name};
+
+/// What to diagnose.
+#[derive(Debug, Clone)]
+pub struct DiagnoseOptions {
+    /// Files and folders.
+    pub paths: Vec<PathBuf>,
+    /// Forces the server name.
+    pub server: Option<String>,
+    /// Parse workers.
+    pub threads: usize,
+}
+
+/// The result of a run.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Ranked findings.
+    pub findings: Vec<FindingOut>,
+    /// Files read.
+    pub files: u64,
+    /// Log lines looked at.
+    pub lines: u64,
+    /// Files passed over, with why.
+    pub skipped: Vec<Skipped>,
+    /// Files that could not be read.
+    pub failed: Vec<Skipped>,
+}
+
+/// A finding as JSON shows it.
+#[derive(Debug, Serialize)]
+pub struct FindingOut {
+    #[serde(flatten)]
+    finding: Finding,
+    first_seen: Option<String>,
+    last_seen: Option<String>,
+}
+
+fn time(ms: Option<i64>) -> Option<String> {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+}
+
+/// Reads every log under `paths` and gathers the findings.
+pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report> {
+    let mut skipped = Vec::new();
+    let mut failed = Vec::new();
+    let (tx, rx) = unbounded::<PathBuf>();
+    let mut files = 0;
+    for path in discover(&opts.paths)? {
+        let shown = path.to_string_lossy().into_owned();
+        match head(&path).map(|h| sniff(&shown, &h)) {
+            Ok(Sniffed::Readable(_)) => {
+                files += 1;
+                tx.send(path).context("queueing files")?;
+            }
+            Ok(Sniffed::Unsupported(t)) => skipped.push(Skipped {
+                path,
+                reason: format!("log type {t:?} is not read"),
+            }),
+            Ok(Sniffed::NotALog) => skipped.push(Skipped {
+                path,
+                reason: "not an Exchange transport log".into(),
+            }),
+            Err(e) => failed.push(Skipped {
+                path,
+                reason: e.to_string(),
+            }),
+        }
+    }
+    drop(tx);
+    let host = host_name();
+    let workers: Vec<_> = (0..opts.threads.max(1))
+        .map(|_| {
+            let (rx, matcher, server, host) = (
+                rx.clone(),
+                Arc::clone(matcher),
+                opts.server.clone(),
+                host.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut findings = Findings::new();
+                let mut errors = Vec::new();
+                for path in rx {
+                    let name = path.to_string_lossy().into_owned();
+                    let mut decoder = DecoderBuilder::new(name)
+                        .with_server(server.clone())
+                        .with_default_server(&host)
+                        .build();
+                    let result = File::open(&path)
+                        .map_err(mailflow_parser::Error::from)
+                        .and_then(|f| {
+                            decoder.decode_reader(f, 256 * 1024, |flushed| {
+                                if let Some(d) = flushed.data {
+                                    findings.add(&matcher, d.table.name(), &d.batch);
+                                }
+                            })
+                        });
+                    if let Err(e) = result {
+                        errors.push(Skipped {
+                            path,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+                (findings, errors)
+            })
+        })
+        .collect();
+    let mut all = Findings::new();
+    for w in workers {
+        let (f, mut e) = w
+            .join()
+            .map_err(|_| anyhow::anyhow!("a diagnose worker panicked"))?;
+        all.merge(f);
+        failed.append(&mut e);
+    }
+    let lines = all.rows();
+    let findings = all
+        .ranked()
+        .into_iter()
+        .map(|f| FindingOut {
+            first_seen: time(f.first_seen),
+            last_seen: time(f.last_seen),
+            finding: f,
+        })
+        .collect();
+    Ok(Report {
+        findings,
+        files,
+        lines,
+        skipped,
+        failed,
+    })
+}
+
+const WIDTH: usize = 80;
+
+fn files(n: u64) -> String {
+    if n == 1 {
+        "1 file".into()
+    } else {
+        format!("{n} files")
+    }
+}
+
+fn lines(n: u64) -> String {
+    if n == 1 {
+        "1 line".into()
+    } else {
+        format!("{n} lines")
+    }
+}
+
+fn names(n: &Names) -> String {
+    let mut s = n.values.iter().cloned().collect::<Vec<_>>().join(", ");
+    if n.more > 0 {
+        let _ = write!(s, " and {} more", n.more);
+    }
+    s
+}
+
+fn wrapped(out: &mut String, indent: &str, label: &str, text: &str) {
+    let first = format!("{indent}{label}");
+    let rest = " ".repeat(first.chars().count());
+    let opts = textwrap::Options::new(WIDTH)
+        .initial_indent(&first)
+        .subsequent_indent(&rest);
+    for line in textwrap::wrap(text, opts) {
+        out.push_str(&line);
+        out.push('\n');
+    }
+}
+
+fn evidence_line(out: &mut String, e: &Evidence) {
+    let when = time(e.timestamp).unwrap_or_else(|| "-".into());
+    let session = e
+        .session
+        .as_deref()
+        .map(|s| format!(" session {s}"))
+        .unwrap_or_default();
+    wrapped(out, "    ", "", &format!("{} {when}{session}", e.server));
+    wrapped(
+        out,
+        "      ",
+        "",
+        &format!("{} @ byte {}", e.file, e.offset),
+    );
+    wrapped(out, "      ", "> ", &e.text);
+}
+
+/// The report for a person. `colour` adds ANSI styles to the severity labels.
+pub fn render_text(r: &Report, colour: bool) -> String {
+    let mut out = String::new();
+    let skipped = if r.skipped.is_empty() {
+        String::new()
+    } else {
+        format!(", {} other files skipped", r.skipped.len())
+    };
+    let summary = if r.findings.is_empty() {
+        format!(
+            "No problems found: {} lines from {} show no failure mailflow knows{skipped}.",
+            r.lines,
+            files(r.files)
+        )
+    } else {
+        format!(
+            "{} problem{} found in {} lines from {}{skipped}, most serious first.",
+            r.findings.len(),
+            if r.findings.len() == 1 { "" } else { "s" },
+            r.lines,
+            files(r.files)
+        )
+    };
+    wrapped(&mut out, "", "", &summary);
+    for f in &r.findings {
+        let f_ = &f.finding;
+        let label = f_.severity.name().to_ascii_uppercase();
+        let style = match f_.severity {
+            mailflow_enrich::Severity::Critical => anstyle::AnsiColor::Red.on_default().bold(),
+            mailflow_enrich::Severity::Major => anstyle::AnsiColor::Yellow.on_default().bold(),
+            _ => anstyle::Style::new().bold(),
+        };
+        out.push('\n');
+        if colour {
+            let _ = writeln!(
+                out,
+                "{style}{label:<8}{style:#} {}  ({})",
+                f_.code,
+                lines(f_.count)
+            );
+        } else {
+            let _ = writeln!(out, "{label:<8} {}  ({})", f_.code, lines(f_.count));
+        }
+        wrapped(&mut out, "  ", "", &f_.title);
+        wrapped(&mut out, "  ", "servers: ", &names(&f_.servers));
+        if !f_.connectors.values.is_empty() {
+            wrapped(&mut out, "  ", "connectors: ", &names(&f_.connectors));
+        }
+        if !f_.remotes.values.is_empty() {
+            wrapped(&mut out, "  ", "remote: ", &names(&f_.remotes));
+        }
+        if let (Some(a), Some(b)) = (&f.first_seen, &f.last_seen) {
+            wrapped(&mut out, "  ", "seen: ", &format!("{a} .. {b}"));
+        }
+        for (k, v) in &f_.facts {
+            wrapped(&mut out, "  ", &format!("{k}: "), &names(v));
+        }
+        if !f_.probably_caused_by.is_empty() {
+            wrapped(
+                &mut out,
+                "  ",
+                "probably caused by: ",
+                &f_.probably_caused_by.join(", "),
+            );
+        }
+        out.push_str("  evidence:\n");
+        for e in &f_.evidence {
+            evidence_line(&mut out, e);
+        }
+        wrapped(&mut out, "  ", "cause: ", &f_.cause);
+        wrapped(&mut out, "  ", "check: ", &f_.check);
+        out.push_str("  do:\n");
+        for (i, step) in f_.remediation.iter().enumerate() {
+            wrapped(&mut out, "    ", &format!("{}. ", i + 1), step);
+        }
+        if !f_.references.is_empty() {
+            wrapped(&mut out, "  ", "refs: ", &f_.references.join(", "));
+        }
+    }
+    for s in &r.failed {
+        let _ = writeln!(out, "\nfailed to read {}: {}", s.path.display(), s.reason);
+    }
+    out
+}

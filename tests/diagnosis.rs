@@ -1,0 +1,380 @@
+//! The diagnosis engine on realistic log lines: every fixture yields exactly its code, the
+//! founding cases carry their evidence, healthy traffic (samples and generated logs) gets no
+//! diagnosis, and `mailflow diagnose` speaks text and JSON and takes a user catalog.
+
+// Test helpers, not #[test] functions, so clippy's test exemption misses them; a panic here is a
+// failed assertion like any other.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int16Type;
+use arrow_array::{Array, RecordBatch};
+use cli::{data, mailflow, run_mailflow};
+use mailflow_enrich::{Catalog, Matcher};
+
+fn matcher() -> Matcher {
+    Matcher::new(Catalog::builtin())
+}
+
+/// Every code the rows of a file are diagnosed with.
+fn codes_in(m: &Matcher, path: &Path) -> BTreeSet<String> {
+    let out = common::decode_file(path, 64 * 1024, 4096);
+    assert_eq!(
+        out.reject_count(),
+        0,
+        "{}: fixture has rejects",
+        path.display()
+    );
+    let mut codes = BTreeSet::new();
+    for (table, batches) in &out.data {
+        for b in batches {
+            for hit in m.classify(table.name(), b).into_iter().flatten() {
+                codes.insert(m.code(hit.diagnosis));
+            }
+        }
+    }
+    codes
+}
+
+#[test]
+fn every_fixture_yields_exactly_its_code() {
+    let m = matcher();
+    let fixtures: Vec<_> = common::files_in("diagnosis")
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    assert!(fixtures.len() >= 24, "{} fixtures", fixtures.len());
+    let mut seeds = BTreeSet::new();
+    for path in &fixtures {
+        let want = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let got = codes_in(&m, path);
+        assert_eq!(got, BTreeSet::from([want.clone()]), "{}", path.display());
+        if m.catalog().rule(&want).is_some_and(|r| r.seed) {
+            seeds.insert(want.clone());
+        }
+        // Every fixture's code is in the catalog (or is the generic fallback).
+        assert!(
+            want.starts_with("ESC.") || m.catalog().rule(&want).is_some(),
+            "{want}"
+        );
+    }
+    for seed in [
+        "TLS.CERT_NO_PRIVATE_KEY",
+        "TLS.CERT_NOT_BOUND_SMTP",
+        "AUTH.KERBEROS_CLOCK_SKEW_OR_AD",
+        "EVENT.SMTP_SEND_NEGATIVE_ACK",
+    ] {
+        assert!(seeds.contains(seed), "founding case {seed} has no fixture");
+    }
+}
+
+#[test]
+fn no_certificate_key_is_the_cause_of_the_timeouts_with_its_thumbprint() {
+    let out = mailflow(&[
+        "diagnose".as_ref(),
+        data("diagnosis-linked").as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = json["findings"].as_array().unwrap();
+    let codes: Vec<&str> = findings
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        vec!["TLS.CERT_NO_PRIVATE_KEY", "NET.CONNECT_TIMEOUT"],
+        "{json:#}"
+    );
+    let tls = &findings[0];
+    assert_eq!(tls["severity"], "critical");
+    assert_eq!(tls["servers"]["values"], serde_json::json!(["EX01"]));
+    let thumb = "3F2504E04F8911D39A0C0305E82C3301ABCDEF12";
+    assert_eq!(tls["facts"]["certificate thumbprint"]["values"][0], thumb);
+    let steps = tls["remediation"].to_string();
+    assert!(
+        steps.contains(&format!("Enable-ExchangeCertificate -Thumbprint {thumb}")),
+        "{steps}"
+    );
+    let evidence = &tls["evidence"][0];
+    assert!(
+        evidence["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("SEND20250114-1.LOG")
+    );
+    assert!(evidence["offset"].as_i64().unwrap() > 0);
+    assert_eq!(
+        evidence["text"],
+        "TLS negotiation failed with error NoCredentials"
+    );
+    assert!(
+        tls["first_seen"]
+            .as_str()
+            .unwrap()
+            .starts_with("2025-01-14T09:00:00")
+    );
+    let timeout = &findings[1];
+    assert_eq!(
+        timeout["probably_caused_by"],
+        serde_json::json!(["TLS.CERT_NO_PRIVATE_KEY"])
+    );
+    assert!(
+        timeout["evidence"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("421 4.4.1 Connection timed out")
+    );
+}
+
+#[test]
+fn diagnose_json_has_the_documented_keys_and_ranks_by_severity() {
+    let out = mailflow(&[
+        "diagnose".as_ref(),
+        data("diagnosis").as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let findings = json["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 38);
+    let rank = |s: &str| {
+        ["critical", "major", "minor", "info"]
+            .iter()
+            .position(|x| *x == s)
+            .unwrap()
+    };
+    let ranks: Vec<usize> = findings
+        .iter()
+        .map(|f| rank(f["severity"].as_str().unwrap()))
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{ranks:?}");
+    for f in findings {
+        for key in [
+            "code",
+            "severity",
+            "count",
+            "servers",
+            "first_seen",
+            "last_seen",
+            "evidence",
+            "remediation",
+        ] {
+            assert!(!f[key].is_null(), "{key} missing in {f}");
+        }
+    }
+    // The README and the make_fixtures.py script are not logs: skipped, not a failure.
+    assert_eq!(
+        json["skipped"].as_array().unwrap().len(),
+        2,
+        "{}",
+        json["skipped"]
+    );
+}
+
+#[test]
+fn text_report_fits_80_columns_and_healthy_logs_say_so() {
+    let out = mailflow(&["diagnose".as_ref(), data("diagnosis").as_os_str()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("38 problems found in "), "{text}");
+    assert!(!text.contains('\x1b'), "no colour when not on a terminal");
+    for line in text.lines() {
+        // Evidence quotes a log line verbatim; a single long word (a URL) may overrun.
+        if line.split_whitespace().all(|w| w.len() < 60) {
+            assert!(
+                line.chars().count() <= 80,
+                "{} columns: {line}",
+                line.chars().count()
+            );
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let healthy = tmp.path().join("RECV20250114-1.LOG");
+    let fixture =
+        std::fs::read_to_string(data("diagnosis").join("AUTH.ANONYMOUS_NOT_PERMITTED.log"))
+            .unwrap();
+    // Keep the header and the healthy session only.
+    let kept: Vec<&str> = fixture
+        .lines()
+        .filter(|l| l.starts_with('#') || l.contains("08DD34A1B2C3D4F0"))
+        .collect();
+    std::fs::write(&healthy, kept.join("\r\n")).unwrap();
+    let out = mailflow(&["diagnose".as_ref(), healthy.as_os_str()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("No problems found: 15 lines from 1 file"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_user_catalog_adds_rules_and_its_mistakes_name_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let catalog = tmp.path().join("site.toml");
+    std::fs::write(
+        &catalog,
+        r#"
+[[rule]]
+code = "SITE.GATEWAY_GREYLIST"
+title = "The mail gateway greylists us"
+severity = "minor"
+retry = "transient"
+self_heals = "yes"
+cause = "gw01 greylists first contact."
+evidence = "gw01's log."
+remediation = ["Nothing: it retries."]
+[[rule.match]]
+text = ["Greylisted by gw01"]
+"#,
+    )
+    .unwrap();
+    let log = tmp.path().join("SEND20250114-1.LOG");
+    let fixture =
+        std::fs::read_to_string(data("diagnosis").join("SIZE.MESSAGE_TOO_BIG.log")).unwrap();
+    std::fs::write(
+        &log,
+        fixture.replace(
+            "552 5.3.4 Message size exceeds fixed maximum message size",
+            "451 4.7.1 Greylisted by gw01 - try later",
+        ),
+    )
+    .unwrap();
+    let out = mailflow(&[
+        "diagnose".as_ref(),
+        log.as_os_str(),
+        "--catalog".as_ref(),
+        catalog.as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["findings"][0]["code"], "SITE.GATEWAY_GREYLIST");
+    // Without the user catalog the same line is only the generic code.
+    let out = mailflow(&[
+        "diagnose".as_ref(),
+        log.as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+    ]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["findings"][0]["code"], "ESC.4.7.1");
+
+    std::fs::write(
+        &catalog,
+        std::fs::read_to_string(&catalog)
+            .unwrap()
+            .replace("severity = \"minor\"", "severity = \"low\""),
+    )
+    .unwrap();
+    let bad = run_mailflow(&[
+        "diagnose".as_ref(),
+        log.as_os_str(),
+        "--catalog".as_ref(),
+        catalog.as_os_str(),
+    ]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("site.toml") && err.contains("severity"),
+        "{err}"
+    );
+}
+
+/// Whether a row shows a failure by itself, judged without the catalog: a 4xx/5xx reply, a
+/// failed/deferred tracking event, or Exchange's own failure wording.
+fn failure_rows(table: &str, batch: &RecordBatch) -> Vec<bool> {
+    let n = batch.num_rows();
+    let text = |name: &str, row: usize| -> String {
+        batch
+            .column_by_name(name)
+            .map(|c| arrow_cast::display::array_value_to_string(c, row).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let replies = batch
+        .column_by_name("smtp_reply_code")
+        .map(|c| c.as_primitive::<Int16Type>().clone());
+    (0..n)
+        .map(|row| {
+            let reply = replies
+                .as_ref()
+                .filter(|r| r.is_valid(row))
+                .map(|r| r.value(row));
+            let wording = ["failed", "Failed", "error", "Error"];
+            match table {
+                "message_tracking" => {
+                    matches!(
+                        text("event_id", row).as_str(),
+                        "FAIL" | "DEFER" | "DROP" | "POISONMESSAGE"
+                    ) || reply.is_some_and(|r| r >= 400)
+                }
+                "smtp_protocol" => {
+                    reply.is_some_and(|r| r >= 400)
+                        || wording.iter().any(|w| {
+                            text("context", row).contains(w) || text("data", row).contains(w)
+                        })
+                }
+                _ => wording.iter().any(|w| text("description", row).contains(w)),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn healthy_traffic_gets_no_diagnosis() {
+    let m = matcher();
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = tmp.path().join("gen");
+    mailflow(&[
+        "generate",
+        "--kind",
+        "mixed",
+        "--bytes",
+        "2M",
+        "--seed",
+        "3",
+        "--out",
+        generated.to_str().unwrap(),
+    ]);
+    let mut files = common::files_in("samples");
+    files.extend(
+        walkdir::WalkDir::new(&generated)
+            .into_iter()
+            .map(|e| e.unwrap().into_path())
+            .filter(|p| p.is_file()),
+    );
+    let (mut diagnosed, mut healthy) = (0, 0);
+    for path in files {
+        let out = common::decode_file(&path, 64 * 1024, 4096);
+        for (table, batches) in &out.data {
+            for b in batches {
+                let hits = m.classify(table.name(), b);
+                let failures = failure_rows(table.name(), b);
+                for (row, (hit, failure)) in hits.iter().zip(failures).enumerate() {
+                    if let Some(h) = hit {
+                        assert!(
+                            failure,
+                            "{}: row {row} of {} is diagnosed {} but shows no failure",
+                            path.display(),
+                            table.name(),
+                            m.code(h.diagnosis)
+                        );
+                        diagnosed += 1;
+                    } else if !failure {
+                        healthy += 1;
+                    }
+                }
+            }
+        }
+    }
+    // The generator writes about 2% failures; the samples hold a refused connection and two
+    // rejected logons.
+    assert!(diagnosed > 10, "{diagnosed} diagnosed rows");
+    assert!(healthy > 5000, "{healthy} healthy rows");
+}
