@@ -27,7 +27,9 @@ use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use mailflow_parser::schema::{REJECTS, SCHEMA_VERSION};
+use mailflow_enrich::Matcher;
+use mailflow_enrich::records::{SCHEMA_VERSION, count_codes};
+use mailflow_parser::schema::REJECTS;
 use mailflow_parser::{BatchSizes, DecoderBuilder, DecoderStats, Flushed, Sniffed, Table, sniff};
 use mailflow_sinks::lake::{self, LakeOptions, LakeWriter, Source};
 use serde::Serialize;
@@ -49,6 +51,8 @@ pub struct IngestOptions {
     pub max_line_bytes: usize,
     /// Encoding and file rolling.
     pub lake_options: LakeOptions,
+    /// The diagnosis catalog, compiled.
+    pub matcher: Arc<Matcher>,
     /// Draw a progress bar (only on a terminal).
     pub progress: bool,
     /// Empty the lake's tables first instead of adding to them.
@@ -66,6 +70,8 @@ pub struct Summary {
     pub rows: BTreeMap<String, u64>,
     /// Lines sent to rejects.
     pub rejects: u64,
+    /// Rows per diagnosis code (`mailflow diagnose` tells what they mean).
+    pub diagnoses: BTreeMap<String, u64>,
     /// Rows kept with invalid UTF-8 replaced.
     pub lossy_rows: u64,
     /// Wall-clock seconds.
@@ -157,6 +163,18 @@ impl Summary {
             s += "  (raw line, file, offset and reason under rejects/)";
         }
         s.push('\n');
+        if !self.diagnoses.is_empty() {
+            let total: u64 = self.diagnoses.values().sum();
+            let mut top: Vec<_> = self.diagnoses.iter().collect();
+            top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            s += &format!("  {total} rows diagnosed (`mailflow diagnose` explains):\n");
+            for (code, n) in top.iter().take(8) {
+                s += &format!("    {code:<40} {n:>10}\n");
+            }
+            if top.len() > 8 {
+                s += &format!("    and {} more codes\n", top.len() - 8);
+            }
+        }
         if self.lossy_rows > 0 {
             s += &format!(
                 "  {} rows had invalid UTF-8, kept with U+FFFD\n",
@@ -200,7 +218,12 @@ pub fn host_name() -> String {
 }
 
 enum Msg {
-    Done(DecoderStats, BTreeMap<&'static str, u64>, Vec<String>),
+    Done(
+        DecoderStats,
+        BTreeMap<&'static str, u64>,
+        BTreeMap<String, u64>,
+        Vec<String>,
+    ),
     Failed(PathBuf, String),
 }
 
@@ -426,6 +449,7 @@ fn worker(
             .with_max_line_bytes(opts.max_line_bytes)
             .build();
         let mut rows: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let mut diagnoses: BTreeMap<String, u64> = BTreeMap::new();
         let mut write_error = None;
         let result = File::open(&path)
             .map_err(mailflow_parser::Error::from)
@@ -441,8 +465,15 @@ fn worker(
                             file: &name,
                             end_offset: flushed.end_offset,
                         };
-                        write_error =
-                            write_flushed(writer, &source, flushed, resume_from, &mut rows).err();
+                        write_error = write_flushed(
+                            writer,
+                            &opts.matcher,
+                            &source,
+                            flushed,
+                            resume_from,
+                            (&mut rows, &mut diagnoses),
+                        )
+                        .err();
                     }
                 })
             });
@@ -457,7 +488,7 @@ fn worker(
                     .iter()
                     .map(|n| format!("{name}: {n}"))
                     .collect();
-                Msg::Done(decoder.stats(), rows, notes)
+                Msg::Done(decoder.stats(), rows, diagnoses, notes)
             }
             Err(e) => Msg::Failed(path, e.to_string()),
         };
@@ -484,7 +515,10 @@ fn collect(
         };
         bar.set_position(progress.load(Ordering::Relaxed));
         match msg {
-            Msg::Done(stats, rows, notes) => {
+            Msg::Done(stats, rows, diagnoses, notes) => {
+                for (code, n) in diagnoses {
+                    *summary.diagnoses.entry(code).or_default() += n;
+                }
                 summary.files += 1;
                 summary.bytes += stats.bytes;
                 summary.lossy_rows += stats.lossy_rows;
@@ -507,15 +541,16 @@ fn collect(
     }
 }
 
-/// Hands one flush (data and rejects) to the lake, without the rows an earlier run committed.
-/// `rows` counts rows written per table (rejects under `rejects`) and, under
-/// [`ALREADY`], rows skipped.
+/// Hands one flush (data, diagnosed, and rejects) to the lake, without the rows an earlier run
+/// committed. `rows` counts rows written per table (rejects under `rejects`) and, under
+/// [`ALREADY`], rows skipped; `diagnoses` counts rows per diagnosis code.
 fn write_flushed(
     writer: &mut LakeWriter,
+    matcher: &Matcher,
     source: &Source<'_>,
     flushed: Flushed,
     resume_from: u64,
-    rows: &mut BTreeMap<&'static str, u64>,
+    (rows, diagnoses): (&mut BTreeMap<&'static str, u64>, &mut BTreeMap<String, u64>),
 ) -> Result<()> {
     let mut parts: Vec<(&'static str, RecordBatch)> = Vec::with_capacity(2);
     let data = flushed.data.map(|d| (d.table.name(), d.batch));
@@ -527,6 +562,8 @@ fn write_flushed(
         *rows.entry(ALREADY).or_default() += skipped;
         if let Some(b) = kept {
             *rows.entry(table).or_default() += b.num_rows() as u64;
+            let b = matcher.enrich(table, &b)?;
+            count_codes(&b, diagnoses);
             parts.push((table, b));
         }
     }

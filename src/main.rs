@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use mailflow::diagnose::{DiagnoseOptions, diagnose, render_text};
 use mailflow::generate::{GenKind, generate_dir};
 use mailflow::ingest::{IngestOptions, ingest};
+use mailflow_enrich::records::enriched_schema;
 use mailflow_parser::{Table, rejects_schema, schema};
 use mailflow_sinks::lake::LakeOptions;
 use mailflow_sinks::lake::compact::{CompactOptions, compact};
@@ -151,15 +152,20 @@ struct IngestArgs {
     /// Roll the lake's files once one reaches this size (suffixes K, M, G accepted).
     #[arg(long, value_parser = parse_size, default_value = "256M")]
     max_file_size: u64,
+    /// A catalog file whose rules add to or replace the built-in ones.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
     /// Roll the lake's files once the oldest open one is this old (e.g. 30s, 5m).
     #[arg(long, value_parser = parse_duration, default_value = "5m")]
     max_file_age: std::time::Duration,
 }
 
 impl IngestArgs {
-    fn options(&self) -> IngestOptions {
-        let cores = || std::thread::available_parallelism().map_or(2, |n| n.get());
-        IngestOptions {
+    fn options(&self) -> Result<IngestOptions> {
+        Ok(IngestOptions {
+            matcher: std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
+                self.catalog.as_deref(),
+            )?)),
             paths: self.paths.clone(),
             parquet: self.parquet.clone(),
             server: self.server.clone(),
@@ -181,7 +187,7 @@ impl IngestArgs {
             },
             progress: !self.quiet,
             overwrite: self.overwrite,
-        }
+        })
     }
 }
 
@@ -235,7 +241,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Ingest(args) => {
-            let summary = ingest(&args.options())?;
+            let summary = ingest(&args.options()?)?;
             print!("{}", summary.render());
             if let Some(path) = &args.summary_json {
                 let json = serde_json::to_vec_pretty(&summary)?;
@@ -320,7 +326,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let tables: Vec<(&str, arrow_schema::SchemaRef)> = match table.as_deref() {
                 None => Table::ALL
                     .iter()
-                    .map(|t| (t.name(), schema(*t)))
+                    .map(|t| (t.name(), enriched_schema(t.name(), &schema(*t))))
                     .chain([(schema::REJECTS, rejects_schema())])
                     .collect(),
                 Some(name) if name == schema::REJECTS => vec![(name, rejects_schema())],
@@ -332,7 +338,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             known.join(", ")
                         )
                     })?;
-                    vec![(t.name(), schema(t))]
+                    vec![(t.name(), enriched_schema(t.name(), &schema(t)))]
                 }
             };
             for (name, s) in tables {

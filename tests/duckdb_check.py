@@ -79,6 +79,18 @@ check(q(f"SELECT min(local_port) FROM {sp} WHERE local_port IS NOT NULL")[0][0] 
 check(q(f"SELECT count(*) FROM {sp} WHERE direction IS NULL")[0][0] == 0, "smtp rows without direction")
 check(q(f"SELECT count(*) FROM {mt} WHERE server IS NULL OR source_file IS NULL")[0][0] == 0, "lineage nulls")
 
+# Diagnosis columns agree with the summary's per-code counts.
+diagnosed = {}
+for table in ("message_tracking", "smtp_protocol", "connectivity"):
+    if table not in summary["rows"]:
+        continue
+    t = types(table)
+    check(t.get("diagnosis_code") == "VARCHAR", f"{table}.diagnosis_code is {t.get('diagnosis_code')}")
+    for code, n in q(f"SELECT diagnosis_code, count(*) FROM {src(table)} WHERE diagnosis_code IS NOT NULL GROUP BY ALL"):
+        diagnosed[code] = diagnosed.get(code, 0) + n
+check(diagnosed == summary["diagnoses"], f"diagnoses: duckdb {diagnosed}, mailflow {summary['diagnoses']}")
+check(len(diagnosed) > 0, "no row diagnosed")
+
 rejects = q(f"SELECT count(*) FROM {src('rejects')}")[0][0]
 check(rejects == summary["rejects"], f"rejects: duckdb {rejects}, mailflow {summary['rejects']}")
 reasons = dict(q(f"SELECT reason, count(*) FROM {src('rejects')} GROUP BY ALL"))

@@ -13,6 +13,9 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 use crate::catalog::TABLES;
 use crate::matcher::{FIELDS, Hit, Matcher, RowFacts};
 
+/// Version of the tables mailflow writes: the parser's version 1 plus the diagnosis columns.
+pub const SCHEMA_VERSION: u32 = 2;
+
 /// The columns enrichment appends.
 pub const DIAGNOSIS_COLUMNS: [&str; 3] =
     ["diagnosis_code", "diagnosis_category", "diagnosis_severity"];
@@ -27,6 +30,9 @@ pub fn enriched_schema(table: &str, schema: &SchemaRef) -> SchemaRef {
     if !is_diagnosed(table) {
         return Arc::clone(schema);
     }
+    if schema.column_with_name(DIAGNOSIS_COLUMNS[0]).is_some() {
+        return Arc::clone(schema);
+    }
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
     for name in DIAGNOSIS_COLUMNS {
         fields.push(Arc::new(Field::new(
@@ -35,7 +41,9 @@ pub fn enriched_schema(table: &str, schema: &SchemaRef) -> SchemaRef {
             true,
         )));
     }
-    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+    let mut metadata = schema.metadata().clone();
+    metadata.insert("mailflow.schema_version".into(), SCHEMA_VERSION.to_string());
+    Arc::new(Schema::new_with_metadata(fields, metadata))
 }
 
 /// Reads a text column whatever its Arrow shape.
@@ -225,6 +233,28 @@ impl Matcher {
         columns.push(Arc::new(category.finish()));
         columns.push(Arc::new(severity.finish()));
         RecordBatch::try_new(enriched_schema(table, &batch.schema()), columns)
+    }
+}
+
+/// Rows per diagnosis code in an enriched batch (nothing for batches without the column).
+pub fn count_codes(batch: &RecordBatch, counts: &mut std::collections::BTreeMap<String, u64>) {
+    let Some(col) = batch.column_by_name(DIAGNOSIS_COLUMNS[0]) else {
+        return;
+    };
+    let Some(dict) = col.as_dictionary_opt::<Int32Type>() else {
+        return;
+    };
+    let values = dict.values().as_string::<i32>();
+    let mut per_key = vec![0u64; values.len()];
+    for k in dict.keys().iter().flatten() {
+        if let Some(n) = usize::try_from(k).ok().and_then(|k| per_key.get_mut(k)) {
+            *n += 1;
+        }
+    }
+    for (k, n) in per_key.into_iter().enumerate() {
+        if n > 0 {
+            *counts.entry(values.value(k).to_string()).or_default() += n;
+        }
     }
 }
 
