@@ -15,13 +15,24 @@ pub fn generated(kind: LogFile, bytes: usize) -> Vec<u8> {
 
 /// Decodes a whole buffer with mailflow, the way `ingest` does; returns (data rows, rejects).
 pub fn mailflow_parse(name: &str, input: &[u8], batch_size: usize) -> (usize, usize) {
+    mailflow_parse_then(name, input, batch_size, |_, b| b.num_rows())
+}
+
+/// Like [`mailflow_parse`], handing every data batch to `then` (e.g. enrichment), which returns
+/// the rows it kept.
+pub fn mailflow_parse_then(
+    name: &str,
+    input: &[u8],
+    batch_size: usize,
+    mut then: impl FnMut(&str, RecordBatch) -> usize,
+) -> (usize, usize) {
     let mut decoder = DecoderBuilder::new(name)
         .with_default_server("bench")
         .with_batch_size(batch_size)
         .build();
     let (mut rows, mut rejects) = (0, 0);
     let mut take = |f: Flushed| {
-        rows += f.data.map_or(0, |d| d.batch.num_rows());
+        rows += f.data.map_or(0, |d| then(d.table.name(), d.batch));
         rejects += f.rejects.map_or(0, |r| r.num_rows());
     };
     let mut rest = input;

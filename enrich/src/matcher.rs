@@ -9,7 +9,7 @@
 //! `[{LED=…}]`, `Tarpit for '…' due to '550 5.7.54 …'`), and the inner reply is the diagnosis.
 //! Of all blocks that match, the most specific wins; ties go to catalog order.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use mailflow_parser::fields::smtp_reply::{find_smtp_reply, parse_smtp_reply};
 use memchr::memmem;
 
@@ -72,6 +72,9 @@ pub struct RowFacts<'a> {
     pub event_id: Option<&'a str>,
     /// SMTP protocol `direction`.
     pub direction: Option<&'a str>,
+    /// An SMTP protocol `*` (information) line whose `data` is Exchange's remark (its `context`
+    /// is empty), not a command, a reply or an attribute value.
+    pub information: bool,
 }
 
 /// The innermost reply of a unit: code and parsed enhanced code.
@@ -99,6 +102,8 @@ pub struct Matcher {
     catalog: Catalog,
     registry: Registry,
     automaton: AhoCorasick,
+    /// The same patterns, for a fast yes/no.
+    quick: AhoCorasick,
     /// Blocks that apply to (table, field), most specific first.
     by_unit: Vec<Vec<Vec<usize>>>,
     /// Blocks that need no unit (event_id only), per table.
@@ -185,15 +190,25 @@ impl Matcher {
             }
         }
         // Every pattern must be found wherever it occurs, overlapping others: Standard semantics.
+        // A DFA: about a hundred short patterns make a small one, and it scans a healthy
+        // remark in a few nanoseconds per byte.
         let automaton = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&patterns)
+            .unwrap_or_else(|e| panic!("catalog literals do not compile: {e}"));
+        let quick = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::LeftmostFirst)
+            .prefilter(true)
             .build(&patterns)
             .unwrap_or_else(|e| panic!("catalog literals do not compile: {e}"));
         Matcher {
             catalog,
             registry: Registry::new(),
             automaton,
+            quick,
             by_unit,
             row_blocks,
             blocks,
@@ -250,6 +265,11 @@ impl Matcher {
         }
     }
 
+    /// Whether a text names any failure the catalog knows (a fast check, no detail).
+    pub fn names_failure(&self, text: &str) -> bool {
+        self.quick.is_match(text)
+    }
+
     /// The reply a unit carries, looking through Exchange's wrappers to the innermost one.
     pub fn inner_reply(&self, text: &str) -> Option<Reply> {
         let bytes = text.as_bytes();
@@ -286,26 +306,54 @@ impl Matcher {
         if text.is_empty() {
             return None;
         }
-        let reply = self.inner_reply(text).filter(|r| r.code >= 400);
+        let name = FIELDS[field];
+        // Most rows are healthy: decide from the outer reply (a short parse at the start of the
+        // field) whether anything more is worth doing before any search.
+        let outer = find_smtp_reply(text.as_bytes());
+        let outer_failed = outer.is_some_and(|r| r.code >= 400);
         let failure_event = matches!(
             row.event_id,
             Some("FAIL" | "DEFER" | "DROP" | "POISONMESSAGE")
         );
-        // Healthy traffic is most rows; only units that can carry a problem are searched.
-        let search = reply.is_some()
-            || matches!(FIELDS[field], "context" | "description")
-            || (failure_event && FIELDS[field] != "data")
-            || (FIELDS[field] == "data" && self.masked_ehlo.find(text.as_bytes()).is_some());
+        // Exchange's own remarks (`*` lines, context, connectivity descriptions) carry failures
+        // without a reply code; a masked EHLO list is a 250 reply.
+        let remark =
+            matches!(name, "context" | "description") || (name == "data" && row.information);
+        let masked_ehlo = name == "data"
+            && outer.is_some_and(|r| r.code == 250)
+            && self.masked_ehlo.find(text.as_bytes()).is_some();
+        let search = outer_failed
+            || remark
+            || masked_ehlo
+            || (failure_event && name != "data")
+            || (name == "recipient_status" && text.starts_with('['));
         if !search {
             return None;
         }
         scratch.clear();
         scratch.resize(self.automaton.patterns_len(), false);
         let mut any_text = false;
-        for m in self.automaton.find_overlapping_iter(text) {
-            scratch[m.pattern().as_usize()] = true;
-            any_text = true;
+        // Overlapping search finds every pattern but cannot skip ahead; a prefiltered
+        // existence check first settles the usual case, a remark that names no failure.
+        if self.quick.is_match(text) {
+            for m in self.automaton.find_overlapping_iter(text) {
+                scratch[m.pattern().as_usize()] = true;
+                any_text = true;
+            }
         }
+        // A remark that names no known failure is just a remark (most `*` lines).
+        if !any_text && !outer_failed && !failure_event && !text.starts_with('[') {
+            return None;
+        }
+        let reply = if outer_failed || remark || failure_event || text.starts_with('[') {
+            self.inner_reply(text)
+        } else {
+            outer.map(|r| Reply {
+                code: r.code,
+                enhanced: r.enhanced.and_then(parse_enhanced),
+            })
+        }
+        .filter(|r| r.code >= 400);
         for &b in &self.by_unit[table][field] {
             let block = &self.blocks[b];
             if !block.texts.is_empty() && (!any_text || !block.texts.iter().all(|&t| scratch[t])) {
@@ -432,7 +480,7 @@ mod tests {
         let none = RowFacts::default();
         let fail = RowFacts {
             event_id: Some("FAIL"),
-            direction: None,
+            ..RowFacts::default()
         };
         assert_eq!(
             diagnose(
@@ -499,7 +547,7 @@ mod tests {
         );
         // The failover wrapper yields to the inner reply's rule.
         assert_eq!(
-            diagnose(&m, "message_tracking", "recipient_status", "451 4.4.0 Primary target IP address responded with: \"454 4.7.0 Temporary authentication failure.\" Attempted failover to alternate host, but that did not succeed.", RowFacts { event_id: Some("DEFER"), direction: None }).as_deref(),
+            diagnose(&m, "message_tracking", "recipient_status", "451 4.4.0 Primary target IP address responded with: \"454 4.7.0 Temporary authentication failure.\" Attempted failover to alternate host, but that did not succeed.", RowFacts { event_id: Some("DEFER"), ..RowFacts::default() }).as_deref(),
             Some("AUTH.KERBEROS_CLOCK_SKEW_OR_AD")
         );
     }

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use arrow_array::builder::StringDictionaryBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int32Type;
-use arrow_array::{Array, ArrayRef, GenericListArray, RecordBatch, StringArray};
+use arrow_array::{
+    Array, ArrayRef, DictionaryArray, GenericListArray, PrimitiveArray, RecordBatch, StringArray,
+};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
 use crate::catalog::TABLES;
@@ -130,6 +131,26 @@ impl<'a> Text<'a> {
         }
     }
 
+    /// For a dictionary column, which keys stand for `value` (compared once per batch).
+    fn keys_equal(&self, value: &str) -> Vec<bool> {
+        match self {
+            Text::Dict(_, v) => (0..v.len())
+                .map(|k| v.is_valid(k) && v.value(k) == value)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether a row's value is one of the keys [`Text::keys_equal`] marked.
+    fn is(&self, row: usize, marked: &[bool]) -> bool {
+        match self {
+            Text::Dict(d, _) => d
+                .key(row)
+                .is_some_and(|k| marked.get(k).copied().unwrap_or(false)),
+            _ => false,
+        }
+    }
+
     /// The value of a row; for a list, its first item.
     fn first(&self, row: usize) -> Option<&'a str> {
         match self {
@@ -155,6 +176,19 @@ impl Matcher {
         };
         let event_id = Text::of(batch, "event_id");
         let direction = Text::of(batch, "direction");
+        let event = Text::of(batch, "event");
+        let information = event.keys_equal("information");
+        let context = Text::of(batch, "context");
+        let context_id = FIELDS.iter().position(|f| *f == "context");
+        let data_id = FIELDS.iter().position(|f| *f == "data");
+        // The parser has split the outer reply out of `data` already: a healthy command or reply
+        // needs no second look.
+        let replies = batch
+            .column_by_name("smtp_reply_code")
+            .and_then(|c| c.as_primitive_opt::<arrow_array::types::Int16Type>());
+        // Exchange's remarks repeat ("Set Session Permissions", "Certificate subject", ...):
+        // whether one names a failure is decided once per batch.
+        let mut remarks: hashbrown::HashMap<&str, bool> = hashbrown::HashMap::new();
         let fields: Vec<(usize, Text<'_>)> = crate::catalog::default_fields(table)
             .iter()
             .filter_map(|f| Some((FIELDS.iter().position(|x| x == f)?, Text::of(batch, f))))
@@ -164,6 +198,8 @@ impl Matcher {
             let facts = RowFacts {
                 event_id: event_id.first(row),
                 direction: direction.first(row),
+                information: event.is(row, &information)
+                    && context.first(row).is_none_or(str::is_empty),
             };
             let mut best: Option<(u32, Hit)> = self.row_only(t, &facts).map(|(s, d)| {
                 (
@@ -176,6 +212,24 @@ impl Matcher {
                 )
             });
             for (f, text) in &fields {
+                if Some(*f) == data_id
+                    && !facts.information
+                    && let Some(replies) = replies
+                {
+                    let code = replies.is_valid(row).then(|| replies.value(row));
+                    // 250 stays: a masked EHLO list is a 250 reply.
+                    if code.is_none_or(|c| c < 400 && c != 250) {
+                        continue;
+                    }
+                }
+                if Some(*f) == context_id
+                    && let Some(value) = context.first(row)
+                    && !*remarks
+                        .entry(value)
+                        .or_insert_with(|| self.names_failure(value))
+                {
+                    continue;
+                }
                 text.each(row, |item, value| {
                     if let Some((score, d)) = self.unit(t, *f, value, &facts, &mut scratch)
                         && best.is_none_or(|(s, _)| score > s)
@@ -203,36 +257,42 @@ impl Matcher {
         }
         let hits = self.classify(table, batch);
         let n = batch.num_rows();
-        let mut code = StringDictionaryBuilder::<Int32Type>::with_capacity(n, 16, 256);
-        let mut category = StringDictionaryBuilder::<Int32Type>::with_capacity(n, 16, 128);
-        let mut severity = StringDictionaryBuilder::<Int32Type>::with_capacity(n, 4, 32);
-        let mut esc = String::new();
-        for hit in &hits {
-            match hit {
-                None => {
-                    code.append_null();
-                    category.append_null();
-                    severity.append_null();
-                }
-                Some(h) => {
-                    match self.rule(h.diagnosis) {
-                        Some(rule) => code.append_value(&rule.code),
-                        None => {
-                            esc.clear();
-                            esc.push_str(&self.code(h.diagnosis));
-                            code.append_value(&esc);
-                        }
-                    }
-                    category.append_value(self.category(h.diagnosis));
-                    severity.append_value(self.severity(h.diagnosis).name());
-                }
-            }
-        }
+        let schema = enriched_schema(table, &batch.schema());
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.push(Arc::new(code.finish()));
-        columns.push(Arc::new(category.finish()));
-        columns.push(Arc::new(severity.finish()));
-        RecordBatch::try_new(enriched_schema(table, &batch.schema()), columns)
+        if hits.iter().all(Option::is_none) {
+            // Nearly every batch of healthy traffic: three all-null columns, no builders.
+            for name in DIAGNOSIS_COLUMNS {
+                let field = schema.field_with_name(name)?;
+                columns.push(arrow_array::new_null_array(field.data_type(), n));
+            }
+            return RecordBatch::try_new(schema, columns);
+        }
+        // One key per row into the batch's distinct diagnoses; the three columns share the keys.
+        let mut distinct: Vec<crate::matcher::Diagnosis> = Vec::new();
+        let keys: PrimitiveArray<Int32Type> = hits
+            .iter()
+            .map(|h| {
+                h.map(|h| {
+                    let i = match distinct.iter().position(|d| *d == h.diagnosis) {
+                        Some(i) => i,
+                        None => {
+                            distinct.push(h.diagnosis);
+                            distinct.len() - 1
+                        }
+                    };
+                    i32::try_from(i).unwrap_or(i32::MAX)
+                })
+            })
+            .collect();
+        let codes = StringArray::from_iter_values(distinct.iter().map(|d| self.code(*d)));
+        let categories = StringArray::from_iter_values(distinct.iter().map(|d| self.category(*d)));
+        let severities =
+            StringArray::from_iter_values(distinct.iter().map(|d| self.severity(*d).name()));
+        for values in [codes, categories, severities] {
+            let dict = DictionaryArray::<Int32Type>::try_new(keys.clone(), Arc::new(values))?;
+            columns.push(Arc::new(dict));
+        }
+        RecordBatch::try_new(schema, columns)
     }
 }
 
