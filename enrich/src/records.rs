@@ -50,7 +50,7 @@ pub fn enriched_schema(table: &str, schema: &SchemaRef) -> SchemaRef {
 /// Reads a text column whatever its Arrow shape.
 enum Text<'a> {
     Plain(&'a StringArray),
-    Dict(&'a arrow_array::DictionaryArray<Int32Type>, &'a StringArray),
+    Dict(&'a DictionaryArray<Int32Type>, &'a StringArray),
     List(&'a GenericListArray<i32>, &'a StringArray),
     Missing,
 }
