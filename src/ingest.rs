@@ -26,9 +26,10 @@ use anyhow::{Context, Result};
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use mailflow_enrich::Matcher;
 use mailflow_enrich::records::{SCHEMA_VERSION, count_codes};
+use mailflow_enrich::sessions::{self, SessionCorrelator};
 use mailflow_parser::schema::REJECTS;
 use mailflow_parser::{BatchSizes, DecoderBuilder, DecoderStats, Flushed, Sniffed, Table, sniff};
 use mailflow_sinks::lake::{self, LakeOptions, LakeWriter, Source};
@@ -225,6 +226,8 @@ enum Msg {
         Vec<String>,
     ),
     Failed(PathBuf, String),
+    /// Rows of derived tables written after the last file.
+    Derived(BTreeMap<&'static str, u64>),
 }
 
 /// Counts bytes read, for the progress bar.
@@ -360,17 +363,25 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let bar = progress_bar(opts.progress, total_bytes);
 
     let threads = opts.threads.max(1);
-    let (job_tx, job_rx) = unbounded::<Job>();
+    // Each worker takes a contiguous run of files of about equal bytes, in path order: a
+    // server's rolled logs then pass through one worker in sequence, so SMTP sessions that
+    // continue from one file into the next are correlated whole.
+    let mut shares: Vec<Vec<Job>> = (0..threads).map(|_| Vec::new()).collect();
+    let mut done_bytes = 0u64;
     for job in jobs {
-        job_tx.send(job).context("queueing files")?;
+        let k = usize::try_from(done_bytes.saturating_mul(threads as u64) / total_bytes.max(1))
+            .unwrap_or(0)
+            .min(threads - 1);
+        done_bytes += job.len;
+        shares[k].push(job);
     }
-    drop(job_tx);
     let (tx, rx) = bounded::<Msg>(64);
     let host = host_name();
-    let workers: Vec<_> = (0..threads)
-        .map(|k| {
-            let (job_rx, tx, progress, opts, host) = (
-                job_rx.clone(),
+    let workers: Vec<_> = shares
+        .into_iter()
+        .enumerate()
+        .map(|(k, share)| {
+            let (tx, progress, opts, host) = (
                 tx.clone(),
                 Arc::clone(&progress),
                 opts.clone(),
@@ -381,7 +392,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                 options.schema_version = SCHEMA_VERSION;
                 let mut writer = LakeWriter::new(&opts.parquet, options)
                     .with_context(|| format!("starting lake writer {k}"))?;
-                match worker(&job_rx, &tx, &progress, &opts, &host, &mut writer) {
+                match worker(share, &tx, &progress, &opts, &host, &mut writer) {
                     Ok(()) => Ok(writer.close()?.into_iter().map(|c| c.path).collect()),
                     Err(e) => {
                         writer.abort();
@@ -425,7 +436,7 @@ struct Job {
 }
 
 fn worker(
-    jobs: &Receiver<Job>,
+    jobs: Vec<Job>,
     tx: &Sender<Msg>,
     progress: &Arc<AtomicU64>,
     opts: &IngestOptions,
@@ -433,12 +444,14 @@ fn worker(
     writer: &mut LakeWriter,
 ) -> Result<()> {
     let mut sizes = BatchSizes::default();
+    let mut sessions = SessionCorrelator::new(SESSION_TIMEOUT);
+    let mut last: Option<(String, String, u64)> = None;
     for job in jobs {
         let Job {
             path,
             fingerprint,
             resume_from,
-            ..
+            len,
         } = job;
         let name = path.to_string_lossy().into_owned();
         let mut decoder = DecoderBuilder::new(name.clone())
@@ -467,7 +480,7 @@ fn worker(
                         };
                         write_error = write_flushed(
                             writer,
-                            &opts.matcher,
+                            (&opts.matcher, &mut sessions),
                             &source,
                             flushed,
                             resume_from,
@@ -494,9 +507,28 @@ fn worker(
         };
         // The receiver lives until every worker is done; a send cannot fail before that.
         let _ = tx.send(msg);
+        last = Some((fingerprint, name, len));
+    }
+    // Sessions still open at the end of the input are written as they are (not closed).
+    if let Some(batch) = sessions.finish(&opts.matcher)?
+        && let Some((fingerprint, file, len)) = &last
+    {
+        let source = Source {
+            fingerprint,
+            file,
+            end_offset: *len,
+        };
+        let n = batch.num_rows() as u64;
+        writer.write(&source, &[(sessions::TABLE, &batch)])?;
+        let mut rows = BTreeMap::new();
+        rows.insert(sessions::TABLE, n);
+        let _ = tx.send(Msg::Derived(rows));
     }
     Ok(())
 }
+
+/// An SMTP session idle this long behind its server's log is closed as incomplete.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn collect(
     rx: &Receiver<Msg>,
@@ -533,6 +565,11 @@ fn collect(
                     tracing::warn!("{n}");
                 }
             }
+            Msg::Derived(rows) => {
+                for (table, n) in rows {
+                    *summary.rows.entry(table.to_string()).or_default() += n;
+                }
+            }
             Msg::Failed(path, reason) => {
                 tracing::error!(file = %path.display(), error = %reason, "Reading failed.");
                 summary.failed.push(Skipped { path, reason });
@@ -546,7 +583,7 @@ fn collect(
 /// [`ALREADY`], rows skipped; `diagnoses` counts rows per diagnosis code.
 fn write_flushed(
     writer: &mut LakeWriter,
-    matcher: &Matcher,
+    (matcher, sessions): (&Matcher, &mut SessionCorrelator),
     source: &Source<'_>,
     flushed: Flushed,
     resume_from: u64,
@@ -562,10 +599,18 @@ fn write_flushed(
         *rows.entry(ALREADY).or_default() += skipped;
         if let Some(b) = kept {
             *rows.entry(table).or_default() += b.num_rows() as u64;
-            let b = matcher.enrich(table, &b)?;
+            let hits = matcher.classify(table, &b);
+            let b = matcher.enrich_with(table, &b, &hits)?;
             count_codes(&b, diagnoses);
+            if table == "smtp_protocol" {
+                sessions.add(matcher, &b, &hits);
+            }
             parts.push((table, b));
         }
+    }
+    if let Some(b) = sessions.take(matcher, 4096)? {
+        *rows.entry(sessions::TABLE).or_default() += b.num_rows() as u64;
+        parts.push((sessions::TABLE, b));
     }
     let refs: Vec<(&str, &RecordBatch)> = parts.iter().map(|(t, b)| (*t, b)).collect();
     writer.write(source, &refs)?;

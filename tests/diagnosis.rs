@@ -378,3 +378,169 @@ fn healthy_traffic_gets_no_diagnosis() {
     assert!(diagnosed > 10, "{diagnosed} diagnosed rows");
     assert!(healthy > 5000, "{healthy} healthy rows");
 }
+
+/// Sessions of a set of files, decoded with `batch_size` rows per batch, in file order.
+fn sessions_of(files: &[std::path::PathBuf], batch_size: usize) -> Vec<RecordBatch> {
+    use mailflow_enrich::sessions::SessionCorrelator;
+    let m = matcher();
+    let mut c = SessionCorrelator::new(std::time::Duration::from_secs(600));
+    let mut out = Vec::new();
+    for path in files {
+        let decoded = common::decode_file(path, 7, batch_size);
+        for b in decoded
+            .data
+            .get(&mailflow_parser::Table::SmtpProtocol)
+            .into_iter()
+            .flatten()
+        {
+            let hits = m.classify("smtp_protocol", b);
+            c.add(&m, b, &hits);
+            out.extend(c.take(&m, 1).unwrap());
+        }
+    }
+    out.extend(c.finish(&m).unwrap());
+    out
+}
+
+fn session_rows(batches: &[RecordBatch]) -> Vec<String> {
+    let mut rows = Vec::new();
+    for b in batches {
+        for row in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| arrow_cast::display::array_value_to_string(c, row).unwrap())
+                .collect();
+            rows.push(cells.join("|"));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[test]
+fn sessions_carry_tls_certificate_and_the_diagnosis_with_its_evidence() {
+    let files = [data("diagnosis").join("TLS.CERT_NO_PRIVATE_KEY.log")];
+    let batches = sessions_of(&files, 4096);
+    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    assert_eq!(b.num_rows(), 2, "the failing session and the healthy one");
+    let col = |name: &str, row: usize| {
+        arrow_cast::display::array_value_to_string(b.column_by_name(name).unwrap(), row).unwrap()
+    };
+    let failing = (0..2)
+        .find(|&r| col("diagnosis_code", r) == "TLS.CERT_NO_PRIVATE_KEY")
+        .unwrap();
+    let healthy = 1 - failing;
+    assert_eq!(col("outcome", failing), "deferred");
+    assert_eq!(col("starttls_attempted", failing), "true");
+    assert_eq!(col("tls_succeeded", failing), "false");
+    assert_eq!(
+        col("certificate_thumbprint", failing),
+        "3F2504E04F8911D39A0C0305E82C3301ABCDEF12"
+    );
+    assert_eq!(col("remote_ip", failing), "192.0.2.40");
+    assert_eq!(col("closed", failing), "true");
+    let evidence = col("diagnosis_evidence", failing);
+    assert!(
+        evidence.contains("NoCredentials")
+            && evidence.contains("3F2504E04F8911D39A0C0305E82C3301ABCDEF12"),
+        "{evidence}"
+    );
+    // The healthy session: TLS up, one message, one recipient, no diagnosis.
+    assert_eq!(col("outcome", healthy), "delivered");
+    assert_eq!(col("tls_succeeded", healthy), "true");
+    assert_eq!(col("tls_protocol", healthy), "SP_PROT_TLS1_2_CLIENT");
+    assert_eq!(col("tls_cipher", healthy), "CALG_AES_256");
+    assert_eq!(col("mail_from", healthy), "alice@contoso.com");
+    assert_eq!(
+        (col("recipients", healthy), col("messages", healthy)),
+        ("1".into(), "1".into())
+    );
+    assert_eq!(col("ehlo", healthy), "ex01.contoso.com");
+    assert_eq!(col("diagnosis_code", healthy), "");
+}
+
+#[test]
+fn sessions_span_batches_and_files() {
+    // One receive session cut in two by a log roll: the second file holds its end.
+    let tmp = tempfile::tempdir().unwrap();
+    let fixture =
+        std::fs::read_to_string(data("diagnosis").join("AUTH.CLIENT_CREDENTIALS_REJECTED.log"))
+            .unwrap();
+    let (header, body): (Vec<&str>, Vec<&str>) = fixture.lines().partition(|l| l.starts_with('#'));
+    let cut = body.len() / 3;
+    let first = tmp.path().join("RECV2025011409-1.LOG");
+    let second = tmp.path().join("RECV2025011409-2.LOG");
+    std::fs::write(
+        &first,
+        [header.clone(), body[..cut].to_vec()].concat().join("\r\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        &second,
+        [header, body[cut..].to_vec()].concat().join("\r\n"),
+    )
+    .unwrap();
+    let files = [first, second];
+    let whole = session_rows(&sessions_of(
+        &[data("diagnosis").join("AUTH.CLIENT_CREDENTIALS_REJECTED.log")],
+        4096,
+    ));
+    for batch_size in [1, 4, 8192] {
+        let split = session_rows(&sessions_of(&files, batch_size));
+        assert_eq!(split.len(), 2, "batch size {batch_size}: {split:#?}");
+        // Same sessions; only the lineage (file and offset of the first line) differs.
+        let normalise = |rows: Vec<String>| -> Vec<String> {
+            rows.into_iter()
+                .map(|r| {
+                    let mut cells: Vec<&str> = r.split('|').collect();
+                    cells.drain(2..4);
+                    cells.join("|")
+                })
+                .collect()
+        };
+        assert_eq!(
+            normalise(split),
+            normalise(whole.clone()),
+            "batch size {batch_size}"
+        );
+    }
+}
+
+#[test]
+fn an_unfinished_session_times_out_or_stays_open_to_the_end() {
+    use mailflow_enrich::sessions::SessionCorrelator;
+    let m = matcher();
+    let path = data("diagnosis").join("AUTH.CLIENT_CREDENTIALS_REJECTED.log");
+    // Drop the failing session's disconnect line.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| !(l.contains("08DD34A1B2C3D4BB") && l.contains(",-,")))
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let open = tmp.path().join("RECV2025011409-1.LOG");
+    std::fs::write(&open, kept.join("\r\n")).unwrap();
+    let decoded = common::decode_file(&open, 64 * 1024, 4096);
+    let batch = &decoded.data[&mailflow_parser::Table::SmtpProtocol][0];
+    let hits = m.classify("smtp_protocol", batch);
+    let mut c = SessionCorrelator::new(std::time::Duration::from_secs(600));
+    c.add(&m, batch, &hits);
+    assert_eq!(
+        c.open_sessions(),
+        1,
+        "the session without its end stays open"
+    );
+    let closed = c.take(&m, 1).unwrap().unwrap();
+    assert_eq!(closed.num_rows(), 1);
+    let rest = c.finish(&m).unwrap().unwrap();
+    let col = |name: &str| {
+        arrow_cast::display::array_value_to_string(rest.column_by_name(name).unwrap(), 0).unwrap()
+    };
+    assert_eq!(col("closed"), "false");
+    assert_eq!(col("diagnosis_code"), "AUTH.CLIENT_CREDENTIALS_REJECTED");
+    // With a zero timeout, the next batch from the same server closes it as incomplete.
+    let mut c = SessionCorrelator::new(std::time::Duration::ZERO);
+    c.add(&m, batch, &hits);
+    assert_eq!(c.open_sessions(), 0);
+}

@@ -10,6 +10,8 @@
 //! - [`records`]: the `diagnosis_code`, `diagnosis_category`, `diagnosis_severity` columns.
 //! - [`findings`]: diagnosed rows gathered into ranked findings with evidence, for
 //!   `mailflow diagnose`.
+//! - [`sessions`]: `smtp_protocol` rows correlated into the `smtp_sessions` table (TLS,
+//!   certificate, AUTH, envelope, outcome and the session's diagnosis with its evidence).
 
 #![deny(missing_docs)]
 
@@ -18,6 +20,7 @@ pub mod esc;
 pub mod findings;
 mod matcher;
 pub mod records;
+pub mod sessions;
 
 pub use catalog::{Catalog, CatalogError, Rule, Severity};
 /// The parser this crate builds on, re-exported so later stages name one version of it.

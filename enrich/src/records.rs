@@ -256,6 +256,20 @@ impl Matcher {
             return Ok(batch.clone());
         }
         let hits = self.classify(table, batch);
+        self.enrich_with(table, batch, &hits)
+    }
+
+    /// [`Matcher::enrich`] with the rows' diagnoses already at hand (from
+    /// [`Matcher::classify`], which session correlation needs too).
+    pub fn enrich_with(
+        &self,
+        table: &str,
+        batch: &RecordBatch,
+        hits: &[Option<Hit>],
+    ) -> Result<RecordBatch, ArrowError> {
+        if !is_diagnosed(table) {
+            return Ok(batch.clone());
+        }
         let n = batch.num_rows();
         let schema = enriched_schema(table, &batch.schema());
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
