@@ -204,10 +204,11 @@ impl SessionCorrelator {
             let Some(id) = text("session_id", row).filter(|s| !s.is_empty()) else {
                 continue;
             };
-            let t = time
-                .is_valid(row)
-                .then(|| time.value(row))
-                .unwrap_or_default();
+            let t = if time.is_valid(row) {
+                time.value(row)
+            } else {
+                0
+            };
             let key: Key = (
                 server.to_string(),
                 direction.to_string(),
