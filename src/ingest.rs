@@ -28,6 +28,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use mailflow_enrich::Matcher;
+use mailflow_enrich::messages::{self, MessageCorrelator};
 use mailflow_enrich::records::{SCHEMA_VERSION, count_codes};
 use mailflow_enrich::sessions::{self, SessionCorrelator};
 use mailflow_parser::schema::REJECTS;
@@ -377,12 +378,21 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     }
     let (tx, rx) = bounded::<Msg>(64);
     let host = host_name();
+    // Messages cross servers, whose logs different workers read: one thread correlates the
+    // tracking events of all of them, with a lake writer of its own.
+    let (msg_tx, msg_rx) = bounded::<Tracked>(16);
+    let message_thread = {
+        let (root, mut options) = (opts.parquet.clone(), opts.lake_options.clone());
+        options.schema_version = SCHEMA_VERSION;
+        std::thread::spawn(move || correlate_messages(&msg_rx, &root, options))
+    };
     let workers: Vec<_> = shares
         .into_iter()
         .enumerate()
         .map(|(k, share)| {
-            let (tx, progress, opts, host) = (
+            let (tx, msg_tx, progress, opts, host) = (
                 tx.clone(),
+                msg_tx.clone(),
                 Arc::clone(&progress),
                 opts.clone(),
                 host.clone(),
@@ -392,7 +402,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                 options.schema_version = SCHEMA_VERSION;
                 let mut writer = LakeWriter::new(&opts.parquet, options)
                     .with_context(|| format!("starting lake writer {k}"))?;
-                match worker(share, &tx, &progress, &opts, &host, &mut writer) {
+                match worker(share, (&tx, &msg_tx), &progress, &opts, &host, &mut writer) {
                     Ok(()) => Ok(writer.close()?.into_iter().map(|c| c.path).collect()),
                     Err(e) => {
                         writer.abort();
@@ -403,6 +413,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         })
         .collect();
     drop(tx);
+    drop(msg_tx);
 
     collect(&rx, &mut summary, &bar, &progress);
     let mut first_error = None;
@@ -413,6 +424,20 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
             Err(_) => {
                 first_error = first_error.or(Some(anyhow::anyhow!("a parse worker panicked")))
             }
+        }
+    }
+    match message_thread.join() {
+        Ok(Ok((paths, n))) => {
+            summary.outputs.extend(paths);
+            if n > 0 {
+                *summary.rows.entry(messages::TABLE.to_string()).or_default() += n;
+            }
+        }
+        Ok(Err(e)) => first_error = first_error.or(Some(e)),
+        Err(_) => {
+            first_error = first_error.or(Some(anyhow::anyhow!(
+                "the message correlation thread panicked"
+            )))
         }
     }
     if let Some(e) = first_error {
@@ -435,9 +460,64 @@ struct Job {
     resume_from: u64,
 }
 
+/// An enriched tracking batch on its way to message correlation, with where it came from.
+struct Tracked {
+    fingerprint: String,
+    file: String,
+    batch: RecordBatch,
+}
+
+/// Correlates tracking events into `messages` and writes them; returns the files committed and
+/// the rows written.
+fn correlate_messages(
+    rx: &Receiver<Tracked>,
+    root: &Path,
+    options: LakeOptions,
+) -> Result<(Vec<PathBuf>, u64)> {
+    let mut writer = LakeWriter::new(root, options).context("starting the messages writer")?;
+    let mut correlator = MessageCorrelator::new(MESSAGE_IDLE);
+    let mut rows = 0u64;
+    let mut last: Option<(String, String)> = None;
+    let mut write = |writer: &mut LakeWriter, batch: RecordBatch, (fp, file): &(String, String)| {
+        rows += batch.num_rows() as u64;
+        // end_offset 0: this writer commits on its own schedule, so its files must not tell a
+        // restart that the source's lines are committed (the workers' files say that).
+        let source = Source {
+            fingerprint: fp,
+            file,
+            end_offset: 0,
+        };
+        writer.write(&source, &[(messages::TABLE, &batch)])
+    };
+    let result = (|| -> Result<()> {
+        for t in rx {
+            correlator.add(&t.batch);
+            let from = (t.fingerprint, t.file);
+            if let Some(b) = correlator.take(4096)? {
+                write(&mut writer, b, &from)?;
+            }
+            last = Some(from);
+        }
+        if let (Some(b), Some(from)) = (correlator.finish()?, &last) {
+            write(&mut writer, b, from)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok((writer.close()?.into_iter().map(|c| c.path).collect(), rows)),
+        Err(e) => {
+            writer.abort();
+            Err(e)
+        }
+    }
+}
+
+/// A message is written once every server's log is this far past its last event.
+const MESSAGE_IDLE: Duration = Duration::from_secs(3600);
+
 fn worker(
     jobs: Vec<Job>,
-    tx: &Sender<Msg>,
+    (tx, msg_tx): (&Sender<Msg>, &Sender<Tracked>),
     progress: &Arc<AtomicU64>,
     opts: &IngestOptions,
     host: &str,
@@ -480,7 +560,7 @@ fn worker(
                         };
                         write_error = write_flushed(
                             writer,
-                            (&opts.matcher, &mut sessions),
+                            (&opts.matcher, &mut sessions, msg_tx),
                             &source,
                             flushed,
                             resume_from,
@@ -583,7 +663,7 @@ fn collect(
 /// [`ALREADY`], rows skipped; `diagnoses` counts rows per diagnosis code.
 fn write_flushed(
     writer: &mut LakeWriter,
-    (matcher, sessions): (&Matcher, &mut SessionCorrelator),
+    (matcher, sessions, messages): (&Matcher, &mut SessionCorrelator, &Sender<Tracked>),
     source: &Source<'_>,
     flushed: Flushed,
     resume_from: u64,
@@ -604,6 +684,13 @@ fn write_flushed(
             count_codes(&b, diagnoses);
             if table == "smtp_protocol" {
                 sessions.add(matcher, &b, &hits);
+            } else if table == "message_tracking" {
+                // The correlation thread lives until every worker is done.
+                let _ = messages.send(Tracked {
+                    fingerprint: source.fingerprint.to_string(),
+                    file: source.file.to_string(),
+                    batch: b.clone(),
+                });
             }
             parts.push((table, b));
         }

@@ -544,3 +544,48 @@ fn an_unfinished_session_times_out_or_stays_open_to_the_end() {
     c.add(&m, batch, &hits);
     assert_eq!(c.open_sessions(), 0);
 }
+
+#[test]
+fn a_message_is_followed_across_servers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    let summary = tmp.path().join("summary.json");
+    mailflow(&[
+        "ingest".as_ref(),
+        data("diagnosis-cross-server").as_os_str(),
+        "--parquet".as_ref(),
+        lake.as_os_str(),
+        "--summary-json".as_ref(),
+        summary.as_os_str(),
+        "--quiet".as_ref(),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(json["rows"]["messages"], 1, "{json}");
+    let files: Vec<_> = walkdir::WalkDir::new(lake.join("messages"))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert_eq!(files.len(), 1);
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&files[0]).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let b = reader.into_iter().next().unwrap().unwrap();
+    let col = |name: &str| {
+        arrow_cast::display::array_value_to_string(b.column_by_name(name).unwrap(), 0).unwrap()
+    };
+    assert_eq!(col("message_id"), "<x-server@contoso.com>");
+    assert_eq!(col("servers"), "[EX01, EX02]");
+    assert_eq!(col("events"), "[RECEIVE, SEND, RECEIVE, DELIVER, FAIL]");
+    assert_eq!(col("recipients"), "[bob@contoso.com, nobody@contoso.com]");
+    assert_eq!(col("recipient_status"), "[delivered, failed]");
+    assert_eq!(col("status"), "partially_failed");
+    assert_eq!(col("latency_ms"), "4000");
+    assert_eq!(col("e2e_latency_ms"), "2500");
+    assert_eq!(col("diagnosis_code"), "ADDR.RECIPIENT_NOT_FOUND_ONPREM");
+    assert!(col("diagnosis_evidence").contains("RecipNotFound"));
+}

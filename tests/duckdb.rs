@@ -29,6 +29,7 @@ fn duckdb_reads_what_ingest_wrote() {
         "ingest",
         data("samples").to_str().unwrap(),
         data("edge").to_str().unwrap(),
+        data("diagnosis-linked").to_str().unwrap(),
         generated.to_str().unwrap(),
         "--parquet",
         out.to_str().unwrap(),

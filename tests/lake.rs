@@ -59,8 +59,13 @@ struct LakeCount {
 }
 
 impl LakeCount {
+    /// Rows that stand for input lines: every table but the derived ones.
     fn rows(&self) -> u64 {
-        self.tables.values().map(|t| t.0).sum()
+        self.tables
+            .iter()
+            .filter(|(t, _)| !matches!(t.as_str(), "smtp_sessions" | "messages"))
+            .map(|(_, n)| n.0)
+            .sum()
     }
 
     fn assert_no_duplicates(&self) {

@@ -123,6 +123,18 @@ WANT = {
         "source_offset": ("BIGINT", "bigint"),
     },
     "rejects": {"raw": ("BLOB", "binary"), "date": ("DATE", "date")},
+    "smtp_sessions": {
+        "end_time": ("TIMESTAMP WITH TIME ZONE", "timestamp"),
+        "tls_succeeded": ("BOOLEAN", "boolean"),
+        "outcome": ("VARCHAR", "string"),
+        "diagnosis_code": ("VARCHAR", "string"),
+    },
+    "messages": {
+        "events": ("VARCHAR[]", "array<string>"),
+        "recipient_status": ("VARCHAR[]", "array<string>"),
+        "latency_ms": ("BIGINT", "bigint"),
+        "status": ("VARCHAR", "string"),
+    },
 }
 for table, cols in WANT.items():
     if table not in expected:
@@ -131,6 +143,9 @@ for table, cols in WANT.items():
         check(duck_types[table].get(col) == duck, f"duckdb {table}.{col} is {duck_types[table].get(col)}, want {duck}")
         check(spark_types[table].get(col) == spark_type,
               f"spark {table}.{col} is {spark_types[table].get(col)}, want {spark_type}")
+
+for table in ("smtp_sessions", "messages"):
+    check(table in expected, f"ingest wrote no {table}")
 
 if failures:
     print("\n".join(failures))

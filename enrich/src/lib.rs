@@ -12,6 +12,8 @@
 //!   `mailflow diagnose`.
 //! - [`sessions`]: `smtp_protocol` rows correlated into the `smtp_sessions` table (TLS,
 //!   certificate, AUTH, envelope, outcome and the session's diagnosis with its evidence).
+//! - [`messages`]: `message_tracking` events correlated per message across servers into the
+//!   `messages` table (event chain, servers, per-recipient fate, latency, diagnosis).
 
 #![deny(missing_docs)]
 
@@ -19,6 +21,7 @@ pub mod catalog;
 pub mod esc;
 pub mod findings;
 mod matcher;
+pub mod messages;
 pub mod records;
 pub mod sessions;
 

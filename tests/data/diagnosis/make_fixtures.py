@@ -215,3 +215,26 @@ for sub, kind, lines in [
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", newline="") as f:
         f.write(header(kind) + "\r\n".join(lines) + "\r\n")
+
+
+# One message across two servers: EX01 receives it from a client and sends it on to EX02, which
+# delivers one recipient and fails the other. Message correlation must see one message.
+def hop(server, event, status, recipient, t, source="SMTP", internal="3741319"):
+    fields = [f"2025-01-14T09:00:{t:02d}.000Z", "10.0.0.5", "EX01", "10.0.0.6", server, "", "Intra-Organization SMTP Send Connector",
+              source, event, internal, "<x-server@contoso.com>", "7c1e8f9a-0b1c-4d2e-8f3a-5b6c7d8e9f11", recipient, status,
+              "9120", "2", "", "", "Crossing servers", "alice@contoso.com", "alice@contoso.com", "", "Originating", "", "", "",
+              "S:E2ELatency=2.5" if event == "DELIVER" else "", "Email", "MessageTrackingLog", "15.02.1544.004"]
+    return ",".join(q(f) for f in fields)
+
+CROSS = os.path.join(HERE, "..", "diagnosis-cross-server")
+for server, lines in [
+    ("EX01", [hop("EX01", "RECEIVE", "", "bob@contoso.com;nobody@contoso.com", 1),
+              hop("EX01", "SEND", "250 2.1.5 Recipient OK", "bob@contoso.com;nobody@contoso.com", 2)]),
+    ("EX02", [hop("EX02", "RECEIVE", "", "bob@contoso.com;nobody@contoso.com", 3, internal="98765"),
+              hop("EX02", "DELIVER", "", "bob@contoso.com", 4, source="STOREDRIVER", internal="98765"),
+              hop("EX02", "FAIL", "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found", "nobody@contoso.com", 5, source="ROUTING", internal="98765")]),
+]:
+    path = os.path.join(CROSS, server, "MessageTracking", "MSGTRK2025011409-1.LOG")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as f:
+        f.write(header("mt") + "\r\n".join(lines) + "\r\n")

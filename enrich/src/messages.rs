@@ -1,0 +1,451 @@
+//! Message correlation: `message_tracking` events grouped per message (its `message-id`, which
+//! every server keeps; the per-server `internal-message-id` when a message has none) into the
+//! `messages` table: first and last seen, the event chain, the servers crossed, the final status
+//! of each recipient, end-to-end latency, and the diagnosis of a failed or deferred recipient.
+//!
+//! Events of one message come from several servers' logs, read in parallel, so a message stays
+//! open until every server's log has moved an hour past its last event (or the input ends).
+//! Memory is bounded: past a cap, the message idle longest is written early.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::builder::{
+    Int32Builder, Int64Builder, ListBuilder, StringBuilder, StringDictionaryBuilder,
+    TimestampMillisecondBuilder,
+};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use crate::records::{DIAGNOSIS_COLUMNS, text_at};
+
+/// The table's name.
+pub const TABLE: &str = "messages";
+
+/// Messages open at once before the one idle longest is written early.
+const MAX_OPEN: usize = 200_000;
+
+/// Events kept per message (a mail storm to one message id must not grow without end).
+const MAX_EVENTS: usize = 256;
+
+fn dict() -> DataType {
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
+}
+
+fn list() -> DataType {
+    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+}
+
+/// The `messages` schema.
+pub fn schema() -> SchemaRef {
+    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let f = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
+    let mut fields = vec![
+        f("timestamp", ts.clone(), false),
+        f("server", dict(), false),
+        f("source_file", dict(), false),
+        f("source_offset", DataType::Int64, false),
+        f("message_id", DataType::Utf8, true),
+        f("internal_message_id", DataType::Int64, true),
+        f("sender_address", DataType::Utf8, true),
+        f("message_subject", DataType::Utf8, true),
+        f("total_bytes", DataType::Int64, true),
+        f("last_seen", ts, false),
+        f("latency_ms", DataType::Int64, false),
+        f("e2e_latency_ms", DataType::Int64, true),
+        f("event_count", DataType::Int32, false),
+        f("events", list(), false),
+        f("servers", list(), false),
+        f("recipients", list(), false),
+        f("recipient_status", list(), false),
+        f("status", dict(), false),
+    ];
+    for name in DIAGNOSIS_COLUMNS {
+        fields.push(f(name, dict(), true));
+    }
+    fields.push(f("diagnosis_evidence", DataType::Utf8, true));
+    let metadata = [
+        ("mailflow.table".to_string(), TABLE.to_string()),
+        (
+            "mailflow.schema_version".to_string(),
+            crate::records::SCHEMA_VERSION.to_string(),
+        ),
+    ]
+    .into();
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fate {
+    Deferred,
+    Sent,
+    Delivered,
+    Failed,
+}
+
+impl Fate {
+    fn name(self) -> &'static str {
+        match self {
+            Fate::Deferred => "deferred",
+            Fate::Sent => "sent",
+            Fate::Delivered => "delivered",
+            Fate::Failed => "failed",
+        }
+    }
+
+    fn of(event: &str) -> Option<Fate> {
+        Some(match event {
+            "DELIVER" => Fate::Delivered,
+            "SEND" | "SENDEXTERNAL" => Fate::Sent,
+            "FAIL" => Fate::Failed,
+            "DEFER" => Fate::Deferred,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Message {
+    server: String,
+    source_file: String,
+    first_offset: i64,
+    message_id: Option<String>,
+    internal_id: Option<i64>,
+    sender: Option<String>,
+    subject: Option<String>,
+    total_bytes: Option<i64>,
+    first: i64,
+    last: i64,
+    e2e_ms: Option<i64>,
+    events: Vec<String>,
+    servers: Vec<String>,
+    recipients: Vec<(String, Fate)>,
+    /// Worst diagnosis: (severity, code, category, severity name, evidence).
+    diagnosis: Option<(crate::catalog::Severity, String, String, String)>,
+}
+
+impl Message {
+    fn status(&self) -> &'static str {
+        let fates: Vec<Fate> = self.recipients.iter().map(|r| r.1).collect();
+        let any = |f: Fate| fates.contains(&f);
+        let done = |f: Fate| matches!(f, Fate::Delivered | Fate::Sent);
+        if fates.is_empty() {
+            "pending"
+        } else if any(Fate::Failed) && fates.iter().any(|f| done(*f)) {
+            "partially_failed"
+        } else if any(Fate::Failed) {
+            "failed"
+        } else if fates.iter().all(|f| done(*f)) {
+            "delivered"
+        } else if any(Fate::Deferred) {
+            "deferred"
+        } else {
+            "pending"
+        }
+    }
+}
+
+/// Groups tracking events into messages; see the module docs.
+#[derive(Debug)]
+pub struct MessageCorrelator {
+    open: HashMap<String, Message>,
+    watermarks: HashMap<String, i64>,
+    idle_ms: i64,
+    done: Vec<Message>,
+}
+
+impl MessageCorrelator {
+    /// Messages are written once every server's log is `idle` past their last event.
+    pub fn new(idle: Duration) -> Self {
+        MessageCorrelator {
+            open: HashMap::new(),
+            watermarks: HashMap::new(),
+            idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
+            done: Vec::new(),
+        }
+    }
+
+    /// Messages still open.
+    pub fn open_messages(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Adds a batch of enriched `message_tracking` rows.
+    pub fn add(&mut self, batch: &RecordBatch) {
+        let (Some(time), Some(offsets)) = (
+            batch
+                .column_by_name("timestamp")
+                .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>()),
+            batch
+                .column_by_name("source_offset")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
+        ) else {
+            return;
+        };
+        let int = |name| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        };
+        let (internal, bytes) = (int("internal_message_id"), int("total_bytes"));
+        let recipients = batch
+            .column_by_name("recipient_address")
+            .and_then(|c| c.as_list_opt::<i32>());
+        let custom = batch
+            .column_by_name("custom_data")
+            .and_then(|c| c.as_any().downcast_ref::<MapArray>());
+        let text = |name: &str, row: usize| text_at(batch, name, row).filter(|s| !s.is_empty());
+        for row in 0..batch.num_rows() {
+            let t = if time.is_valid(row) {
+                time.value(row)
+            } else {
+                0
+            };
+            let server = text("server", row).unwrap_or_default();
+            let internal_id = internal.filter(|a| a.is_valid(row)).map(|a| a.value(row));
+            let message_id = text("message_id", row);
+            let key = match (message_id, internal_id) {
+                (Some(m), _) => m.to_string(),
+                (None, Some(i)) => format!("{server}\u{0}{i}"),
+                (None, None) => continue,
+            };
+            let m = self.open.entry(key).or_insert_with(|| Message {
+                server: server.to_string(),
+                source_file: text("source_file", row).unwrap_or_default().to_string(),
+                first_offset: offsets.value(row),
+                message_id: message_id.map(str::to_string),
+                internal_id,
+                first: t,
+                last: t,
+                ..Message::default()
+            });
+            m.first = m.first.min(t);
+            m.last = m.last.max(t);
+            if m.sender.is_none() {
+                m.sender = text("sender_address", row).map(str::to_string);
+            }
+            if m.subject.is_none() {
+                m.subject = text("message_subject", row).map(str::to_string);
+            }
+            if let Some(b) = bytes.filter(|a| a.is_valid(row)) {
+                m.total_bytes = Some(m.total_bytes.unwrap_or(0).max(b.value(row)));
+            }
+            if !m.servers.iter().any(|s| s == server) && m.servers.len() < MAX_EVENTS {
+                m.servers.push(server.to_string());
+            }
+            let event = text("event_id", row).unwrap_or_default();
+            if m.events.len() < MAX_EVENTS {
+                m.events.push(event.to_string());
+            }
+            if let Some(e2e) = custom.and_then(|c| e2e_latency_ms(c, row)) {
+                m.e2e_ms = Some(m.e2e_ms.map_or(e2e, |x| x.max(e2e)));
+            }
+            if let (Some(fate), Some(list)) = (Fate::of(event), recipients)
+                && list.is_valid(row)
+            {
+                let items = list.value(row);
+                let items = items.as_string::<i32>();
+                for i in 0..items.len() {
+                    if !items.is_valid(i) {
+                        continue;
+                    }
+                    let r = items.value(i);
+                    let room = m.recipients.len() < MAX_EVENTS;
+                    match m
+                        .recipients
+                        .iter_mut()
+                        .find(|(a, _)| a.eq_ignore_ascii_case(r))
+                    {
+                        // A later event decides, except that a failure stays a failure.
+                        Some((_, f)) if *f != Fate::Failed => *f = fate,
+                        Some(_) => {}
+                        None if room => m.recipients.push((r.to_string(), fate)),
+                        None => {}
+                    }
+                }
+            }
+            if let Some(code) = text("diagnosis_code", row) {
+                let severity = text("diagnosis_severity", row).unwrap_or_default();
+                let sev = severity_of(severity);
+                if m.diagnosis.as_ref().is_none_or(|d| sev > d.0) {
+                    let evidence = text_at(batch, "recipient_status", row)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| event.to_string());
+                    let category = text("diagnosis_category", row).unwrap_or_default();
+                    m.diagnosis = Some((
+                        sev,
+                        code.to_string(),
+                        format!("{category}\u{0}{severity}"),
+                        evidence,
+                    ));
+                }
+            }
+            let w = self.watermarks.entry(server.to_string()).or_insert(t);
+            *w = (*w).max(t);
+        }
+        self.close_idle();
+    }
+
+    fn close_idle(&mut self) {
+        // Every server's log must have moved past the message: the slowest decides.
+        let slowest = self.watermarks.values().copied().min().unwrap_or(i64::MIN);
+        let idle = self.idle_ms;
+        let mut finished: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, m)| slowest.saturating_sub(m.last) > idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let left = self.open.len() - finished.len();
+        if left > MAX_OPEN {
+            let mut by_age: Vec<(&String, i64)> =
+                self.open.iter().map(|(k, m)| (k, m.last)).collect();
+            by_age.sort_by_key(|(_, last)| *last);
+            finished.extend(
+                by_age
+                    .into_iter()
+                    .take(left - MAX_OPEN)
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        for k in finished {
+            if let Some(m) = self.open.remove(&k) {
+                self.done.push(m);
+            }
+        }
+    }
+
+    /// Messages written so far, as a batch, once there are at least `min` of them.
+    pub fn take(&mut self, min: usize) -> Result<Option<RecordBatch>, ArrowError> {
+        if self.done.is_empty() || self.done.len() < min {
+            return Ok(None);
+        }
+        let mut done = std::mem::take(&mut self.done);
+        done.sort_by(|a, b| (a.first, &a.message_id).cmp(&(b.first, &b.message_id)));
+        build(&done).map(Some)
+    }
+
+    /// Writes every open message (end of input).
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
+        let open: Vec<Message> = self.open.drain().map(|(_, m)| m).collect();
+        self.done.extend(open);
+        self.take(1)
+    }
+}
+
+fn severity_of(name: &str) -> crate::catalog::Severity {
+    use crate::catalog::Severity;
+    match name {
+        "critical" => Severity::Critical,
+        "major" => Severity::Major,
+        "minor" => Severity::Minor,
+        _ => Severity::Info,
+    }
+}
+
+/// `S:E2ELatency=1.928` in custom-data: seconds from submission to this event.
+fn e2e_latency_ms(map: &MapArray, row: usize) -> Option<i64> {
+    if !map.is_valid(row) {
+        return None;
+    }
+    let entries = map.value(row);
+    let keys = entries.column(0).as_string::<i32>();
+    let values = entries.column(1).as_string::<i32>();
+    (0..keys.len())
+        .find(|&i| keys.value(i) == "E2ELatency" && values.is_valid(i))
+        .and_then(|i| values.value(i).parse::<f64>().ok())
+        .map(|s| (s * 1000.0).round() as i64)
+}
+
+fn build(messages: &[Message]) -> Result<RecordBatch, ArrowError> {
+    let n = messages.len();
+    let dict = || StringDictionaryBuilder::<Int32Type>::new();
+    let strings = || StringBuilder::with_capacity(n, n * 24);
+    let lists = || ListBuilder::new(StringBuilder::new());
+    let mut first = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut last = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let (mut server, mut file, mut status) = (dict(), dict(), dict());
+    let (mut code, mut category, mut severity) = (dict(), dict(), dict());
+    let mut offset = Int64Builder::with_capacity(n);
+    let mut internal = Int64Builder::with_capacity(n);
+    let mut bytes = Int64Builder::with_capacity(n);
+    let mut latency = Int64Builder::with_capacity(n);
+    let mut e2e = Int64Builder::with_capacity(n);
+    let mut count = Int32Builder::with_capacity(n);
+    let (mut id, mut sender, mut subject, mut evidence) =
+        (strings(), strings(), strings(), strings());
+    let (mut events, mut servers, mut rcpts, mut fates) = (lists(), lists(), lists(), lists());
+    for m in messages {
+        first.append_value(m.first);
+        last.append_value(m.last);
+        server.append_value(&m.server);
+        file.append_value(&m.source_file);
+        offset.append_value(m.first_offset);
+        id.append_option(m.message_id.as_deref());
+        internal.append_option(m.internal_id);
+        sender.append_option(m.sender.as_deref());
+        subject.append_option(m.subject.as_deref());
+        bytes.append_option(m.total_bytes);
+        latency.append_value(m.last - m.first);
+        e2e.append_option(m.e2e_ms);
+        count.append_value(i32::try_from(m.events.len()).unwrap_or(i32::MAX));
+        for e in &m.events {
+            events.values().append_value(e);
+        }
+        events.append(true);
+        for s in &m.servers {
+            servers.values().append_value(s);
+        }
+        servers.append(true);
+        for (r, f) in &m.recipients {
+            rcpts.values().append_value(r);
+            fates.values().append_value(f.name());
+        }
+        rcpts.append(true);
+        fates.append(true);
+        status.append_value(m.status());
+        match &m.diagnosis {
+            Some((_, c, cat_sev, ev)) => {
+                let (cat, sev) = cat_sev.split_once('\u{0}').unwrap_or((cat_sev, ""));
+                code.append_value(c);
+                category.append_value(cat);
+                severity.append_value(sev);
+                evidence.append_value(ev);
+            }
+            None => {
+                code.append_null();
+                category.append_null();
+                severity.append_null();
+                evidence.append_null();
+            }
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(first.finish()),
+        Arc::new(server.finish()),
+        Arc::new(file.finish()),
+        Arc::new(offset.finish()),
+        Arc::new(id.finish()),
+        Arc::new(internal.finish()),
+        Arc::new(sender.finish()),
+        Arc::new(subject.finish()),
+        Arc::new(bytes.finish()),
+        Arc::new(last.finish()),
+        Arc::new(latency.finish()),
+        Arc::new(e2e.finish()),
+        Arc::new(count.finish()),
+        Arc::new(events.finish()),
+        Arc::new(servers.finish()),
+        Arc::new(rcpts.finish()),
+        Arc::new(fates.finish()),
+        Arc::new(status.finish()),
+        Arc::new(code.finish()),
+        Arc::new(category.finish()),
+        Arc::new(severity.finish()),
+        Arc::new(evidence.finish()),
+    ];
+    RecordBatch::try_new(schema(), columns)
+}
