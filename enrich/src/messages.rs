@@ -20,10 +20,30 @@ use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::records::{DIAGNOSIS_COLUMNS, text_at};
+use crate::records::{DIAGNOSIS_COLUMNS, Text};
 
 /// The table's name.
 pub const TABLE: &str = "messages";
+
+/// The `message_tracking` columns correlation reads.
+pub const INPUT_COLUMNS: &[&str] = &[
+    "timestamp",
+    "server",
+    "source_file",
+    "source_offset",
+    "event_id",
+    "internal_message_id",
+    "message_id",
+    "recipient_address",
+    "recipient_status",
+    "total_bytes",
+    "message_subject",
+    "sender_address",
+    "custom_data",
+    "diagnosis_code",
+    "diagnosis_category",
+    "diagnosis_severity",
+];
 
 /// Messages open at once before the one idle longest is written early.
 const MAX_OPEN: usize = 200_000;
@@ -107,24 +127,49 @@ impl Fate {
     }
 }
 
+/// Kept per message while it is open: names repeated across messages (servers, files, event
+/// ids) are numbers into the correlator's tables, so an open message costs a few hundred bytes.
 #[derive(Debug, Clone, Default)]
 struct Message {
-    server: String,
-    source_file: String,
+    server: u32,
+    source_file: u32,
     first_offset: i64,
-    message_id: Option<String>,
+    message_id: Option<Box<str>>,
     internal_id: Option<i64>,
-    sender: Option<String>,
-    subject: Option<String>,
+    sender: Option<Box<str>>,
+    subject: Option<Box<str>>,
     total_bytes: Option<i64>,
     first: i64,
     last: i64,
     e2e_ms: Option<i64>,
-    events: Vec<String>,
-    servers: Vec<String>,
-    recipients: Vec<(String, Fate)>,
-    /// Worst diagnosis: (severity, code, category, severity name, evidence).
+    events: Vec<u32>,
+    servers: Vec<u32>,
+    recipients: Vec<(Box<str>, Fate)>,
+    /// Worst diagnosis: (severity, code, category and severity name, evidence).
     diagnosis: Option<(crate::catalog::Severity, String, String, String)>,
+}
+
+/// Strings seen often, numbered.
+#[derive(Debug, Default)]
+struct Names {
+    ids: HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Names {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", |n| n)
+    }
 }
 
 impl Message {
@@ -151,8 +196,11 @@ impl Message {
 /// Groups tracking events into messages; see the module docs.
 #[derive(Debug)]
 pub struct MessageCorrelator {
-    open: HashMap<String, Message>,
-    watermarks: HashMap<String, i64>,
+    open: HashMap<Box<str>, Message>,
+    names: Names,
+    watermarks: HashMap<u32, i64>,
+    /// The slowest server's time at the last sweep.
+    swept: i64,
     idle_ms: i64,
     done: Vec<Message>,
 }
@@ -162,7 +210,9 @@ impl MessageCorrelator {
     pub fn new(idle: Duration) -> Self {
         MessageCorrelator {
             open: HashMap::new(),
+            names: Names::default(),
             watermarks: HashMap::new(),
+            swept: i64::MIN,
             idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
             done: Vec::new(),
         }
@@ -197,48 +247,84 @@ impl MessageCorrelator {
         let custom = batch
             .column_by_name("custom_data")
             .and_then(|c| c.as_any().downcast_ref::<MapArray>());
-        let text = |name: &str, row: usize| text_at(batch, name, row).filter(|s| !s.is_empty());
+        let column = |name| Text::of(batch, name);
+        let (server_col, file_col, message_col) = (
+            column("server"),
+            column("source_file"),
+            column("message_id"),
+        );
+        let (sender_col, subject_col, event_col) = (
+            column("sender_address"),
+            column("message_subject"),
+            column("event_id"),
+        );
+        let (code_col, severity_col, category_col, status_col) = (
+            column("diagnosis_code"),
+            column("diagnosis_severity"),
+            column("diagnosis_category"),
+            column("recipient_status"),
+        );
+        fn text<'a>(c: &Text<'a>, row: usize) -> Option<&'a str> {
+            c.first(row).filter(|s| !s.is_empty())
+        }
+        let mut key = String::new();
         for row in 0..batch.num_rows() {
             let t = if time.is_valid(row) {
                 time.value(row)
             } else {
                 0
             };
-            let server = text("server", row).unwrap_or_default();
+            let server_name = text(&server_col, row).unwrap_or_default();
+            let server = self.names.id(server_name);
             let internal_id = internal.filter(|a| a.is_valid(row)).map(|a| a.value(row));
-            let message_id = text("message_id", row);
-            let key = match (message_id, internal_id) {
-                (Some(m), _) => m.to_string(),
-                (None, Some(i)) => format!("{server}\u{0}{i}"),
+            let message_id = text(&message_col, row);
+            key.clear();
+            match (message_id, internal_id) {
+                (Some(m), _) => key.push_str(m),
+                (None, Some(i)) => {
+                    key.push_str(server_name);
+                    key.push('\u{0}');
+                    key.push_str(&i.to_string());
+                }
                 (None, None) => continue,
+            }
+            if !self.open.contains_key(key.as_str()) {
+                let file = self.names.id(text(&file_col, row).unwrap_or_default());
+                self.open.insert(
+                    key.as_str().into(),
+                    Message {
+                        server,
+                        source_file: file,
+                        first_offset: offsets.value(row),
+                        message_id: message_id.map(Into::into),
+                        internal_id,
+                        first: t,
+                        last: t,
+                        ..Message::default()
+                    },
+                );
+            }
+            let event = text(&event_col, row).unwrap_or_default();
+            let event_id = self.names.id(event);
+            let Some(m) = self.open.get_mut(key.as_str()) else {
+                continue;
             };
-            let m = self.open.entry(key).or_insert_with(|| Message {
-                server: server.to_string(),
-                source_file: text("source_file", row).unwrap_or_default().to_string(),
-                first_offset: offsets.value(row),
-                message_id: message_id.map(str::to_string),
-                internal_id,
-                first: t,
-                last: t,
-                ..Message::default()
-            });
             m.first = m.first.min(t);
             m.last = m.last.max(t);
             if m.sender.is_none() {
-                m.sender = text("sender_address", row).map(str::to_string);
+                m.sender = text(&sender_col, row).map(Into::into);
             }
             if m.subject.is_none() {
-                m.subject = text("message_subject", row).map(str::to_string);
+                m.subject = text(&subject_col, row).map(Into::into);
             }
             if let Some(b) = bytes.filter(|a| a.is_valid(row)) {
                 m.total_bytes = Some(m.total_bytes.unwrap_or(0).max(b.value(row)));
             }
-            if !m.servers.iter().any(|s| s == server) && m.servers.len() < MAX_EVENTS {
-                m.servers.push(server.to_string());
+            if !m.servers.contains(&server) && m.servers.len() < MAX_EVENTS {
+                m.servers.push(server);
             }
-            let event = text("event_id", row).unwrap_or_default();
             if m.events.len() < MAX_EVENTS {
-                m.events.push(event.to_string());
+                m.events.push(event_id);
             }
             if let Some(e2e) = custom.and_then(|c| e2e_latency_ms(c, row)) {
                 m.e2e_ms = Some(m.e2e_ms.map_or(e2e, |x| x.max(e2e)));
@@ -262,19 +348,17 @@ impl MessageCorrelator {
                         // A later event decides, except that a failure stays a failure.
                         Some((_, f)) if *f != Fate::Failed => *f = fate,
                         Some(_) => {}
-                        None if room => m.recipients.push((r.to_string(), fate)),
+                        None if room => m.recipients.push((r.into(), fate)),
                         None => {}
                     }
                 }
             }
-            if let Some(code) = text("diagnosis_code", row) {
-                let severity = text("diagnosis_severity", row).unwrap_or_default();
+            if let Some(code) = text(&code_col, row) {
+                let severity = text(&severity_col, row).unwrap_or_default();
                 let sev = severity_of(severity);
                 if m.diagnosis.as_ref().is_none_or(|d| sev > d.0) {
-                    let evidence = text_at(batch, "recipient_status", row)
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| event.to_string());
-                    let category = text("diagnosis_category", row).unwrap_or_default();
+                    let evidence = status_col.first(row).unwrap_or(event).to_string();
+                    let category = text(&category_col, row).unwrap_or_default();
                     m.diagnosis = Some((
                         sev,
                         code.to_string(),
@@ -283,33 +367,36 @@ impl MessageCorrelator {
                     ));
                 }
             }
-            let w = self.watermarks.entry(server.to_string()).or_insert(t);
+            let w = self.watermarks.entry(server).or_insert(t);
             *w = (*w).max(t);
         }
         self.close_idle();
     }
 
     fn close_idle(&mut self) {
-        // Every server's log must have moved past the message: the slowest decides.
+        // Every server's log must have moved past the message: the slowest decides. A sweep
+        // visits every open message, so it runs only when that time has moved a minute on, or
+        // when the cap is reached (and then frees a tenth of it at once).
         let slowest = self.watermarks.values().copied().min().unwrap_or(i64::MIN);
+        let over_cap = self.open.len() > MAX_OPEN;
+        if !over_cap && slowest < self.swept.saturating_add(60_000) {
+            return;
+        }
+        self.swept = slowest;
         let idle = self.idle_ms;
-        let mut finished: Vec<String> = self
+        let mut finished: Vec<Box<str>> = self
             .open
             .iter()
             .filter(|(_, m)| slowest.saturating_sub(m.last) > idle)
             .map(|(k, _)| k.clone())
             .collect();
         let left = self.open.len() - finished.len();
-        if left > MAX_OPEN {
-            let mut by_age: Vec<(&String, i64)> =
+        if left > MAX_OPEN - MAX_OPEN / 10 {
+            let mut by_age: Vec<(&Box<str>, i64)> =
                 self.open.iter().map(|(k, m)| (k, m.last)).collect();
             by_age.sort_by_key(|(_, last)| *last);
-            finished.extend(
-                by_age
-                    .into_iter()
-                    .take(left - MAX_OPEN)
-                    .map(|(k, _)| k.clone()),
-            );
+            let excess = left - (MAX_OPEN - MAX_OPEN / 10);
+            finished.extend(by_age.into_iter().take(excess).map(|(k, _)| k.clone()));
         }
         for k in finished {
             if let Some(m) = self.open.remove(&k) {
@@ -325,7 +412,7 @@ impl MessageCorrelator {
         }
         let mut done = std::mem::take(&mut self.done);
         done.sort_by(|a, b| (a.first, &a.message_id).cmp(&(b.first, &b.message_id)));
-        build(&done).map(Some)
+        build(&done, &self.names).map(Some)
     }
 
     /// Writes every open message (end of input).
@@ -360,7 +447,7 @@ fn e2e_latency_ms(map: &MapArray, row: usize) -> Option<i64> {
         .map(|s| (s * 1000.0).round() as i64)
 }
 
-fn build(messages: &[Message]) -> Result<RecordBatch, ArrowError> {
+fn build(messages: &[Message], names: &Names) -> Result<RecordBatch, ArrowError> {
     let n = messages.len();
     let dict = || StringDictionaryBuilder::<Int32Type>::new();
     let strings = || StringBuilder::with_capacity(n, n * 24);
@@ -381,8 +468,8 @@ fn build(messages: &[Message]) -> Result<RecordBatch, ArrowError> {
     for m in messages {
         first.append_value(m.first);
         last.append_value(m.last);
-        server.append_value(&m.server);
-        file.append_value(&m.source_file);
+        server.append_value(names.name(m.server));
+        file.append_value(names.name(m.source_file));
         offset.append_value(m.first_offset);
         id.append_option(m.message_id.as_deref());
         internal.append_option(m.internal_id);
@@ -393,15 +480,15 @@ fn build(messages: &[Message]) -> Result<RecordBatch, ArrowError> {
         e2e.append_option(m.e2e_ms);
         count.append_value(i32::try_from(m.events.len()).unwrap_or(i32::MAX));
         for e in &m.events {
-            events.values().append_value(e);
+            events.values().append_value(names.name(*e));
         }
         events.append(true);
         for s in &m.servers {
-            servers.values().append_value(s);
+            servers.values().append_value(names.name(*s));
         }
         servers.append(true);
         for (r, f) in &m.recipients {
-            rcpts.values().append_value(r);
+            rcpts.values().append_value(&**r);
             fates.values().append_value(f.name());
         }
         rcpts.append(true);

@@ -48,7 +48,7 @@ pub fn enriched_schema(table: &str, schema: &SchemaRef) -> SchemaRef {
 }
 
 /// Reads a text column whatever its Arrow shape.
-enum Text<'a> {
+pub(crate) enum Text<'a> {
     Plain(&'a StringArray),
     Dict(&'a DictionaryArray<Int32Type>, &'a StringArray),
     List(&'a GenericListArray<i32>, &'a StringArray),
@@ -56,7 +56,7 @@ enum Text<'a> {
 }
 
 impl<'a> Text<'a> {
-    fn of(batch: &'a RecordBatch, name: &str) -> Self {
+    pub(crate) fn of(batch: &'a RecordBatch, name: &str) -> Self {
         let Some(col) = batch.column_by_name(name) else {
             return Text::Missing;
         };
@@ -152,7 +152,7 @@ impl<'a> Text<'a> {
     }
 
     /// The value of a row; for a list, its first item.
-    fn first(&self, row: usize) -> Option<&'a str> {
+    pub(crate) fn first(&self, row: usize) -> Option<&'a str> {
         match self {
             Text::Plain(a) => a.is_valid(row).then(|| a.value(row)),
             Text::Dict(d, v) => d.key(row).map(|k| v.value(k)),
