@@ -7,7 +7,7 @@
 //! open until every server's log has moved an hour past its last event (or the input ends).
 //! Memory is bounded: past a cap, the message idle longest is written early.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -152,19 +152,18 @@ struct Message {
 /// Strings seen often, numbered.
 #[derive(Debug, Default)]
 struct Names {
-    ids: HashMap<Box<str>, u32>,
+    ids: HashMap<String, u32>,
     names: Vec<Box<str>>,
 }
 
 impl Names {
     fn id(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        self.names.push(name.into());
-        self.ids.insert(name.into(), id);
-        id
+        let next = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let names = &mut self.names;
+        *self.ids.entry_ref(name).or_insert_with(|| {
+            names.push(name.into());
+            next
+        })
     }
 
     fn name(&self, id: u32) -> &str {
@@ -196,7 +195,7 @@ impl Message {
 /// Groups tracking events into messages; see the module docs.
 #[derive(Debug)]
 pub struct MessageCorrelator {
-    open: HashMap<Box<str>, Message>,
+    open: HashMap<String, Message>,
     names: Names,
     watermarks: HashMap<u32, i64>,
     /// The slowest server's time at the last sweep.
@@ -288,27 +287,22 @@ impl MessageCorrelator {
                 }
                 (None, None) => continue,
             }
-            if !self.open.contains_key(key.as_str()) {
-                let file = self.names.id(text(&file_col, row).unwrap_or_default());
-                self.open.insert(
-                    key.as_str().into(),
-                    Message {
-                        server,
-                        source_file: file,
-                        first_offset: offsets.value(row),
-                        message_id: message_id.map(Into::into),
-                        internal_id,
-                        first: t,
-                        last: t,
-                        ..Message::default()
-                    },
-                );
-            }
             let event = text(&event_col, row).unwrap_or_default();
             let event_id = self.names.id(event);
-            let Some(m) = self.open.get_mut(key.as_str()) else {
-                continue;
-            };
+            let names = &mut self.names;
+            let m = self
+                .open
+                .entry_ref(key.as_str())
+                .or_insert_with(|| Message {
+                    server,
+                    source_file: names.id(text(&file_col, row).unwrap_or_default()),
+                    first_offset: offsets.value(row),
+                    message_id: message_id.map(Into::into),
+                    internal_id,
+                    first: t,
+                    last: t,
+                    ..Message::default()
+                });
             m.first = m.first.min(t);
             m.last = m.last.max(t);
             if m.sender.is_none() {
@@ -384,7 +378,7 @@ impl MessageCorrelator {
         }
         self.swept = slowest;
         let idle = self.idle_ms;
-        let mut finished: Vec<Box<str>> = self
+        let mut finished: Vec<String> = self
             .open
             .iter()
             .filter(|(_, m)| slowest.saturating_sub(m.last) > idle)
@@ -392,7 +386,7 @@ impl MessageCorrelator {
             .collect();
         let left = self.open.len() - finished.len();
         if left > MAX_OPEN - MAX_OPEN / 10 {
-            let mut by_age: Vec<(&Box<str>, i64)> =
+            let mut by_age: Vec<(&String, i64)> =
                 self.open.iter().map(|(k, m)| (k, m.last)).collect();
             by_age.sort_by_key(|(_, last)| *last);
             let excess = left - (MAX_OPEN - MAX_OPEN / 10);

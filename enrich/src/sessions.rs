@@ -6,7 +6,7 @@
 //! by more than the timeout, or when the input ends. Memory is bounded by the sessions open at
 //! once (capped: past the cap the oldest is closed early).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::catalog::Severity;
 use crate::matcher::{Diagnosis, Hit, Matcher};
-use crate::records::{DIAGNOSIS_COLUMNS, text_at};
+use crate::records::{DIAGNOSIS_COLUMNS, Text};
 
 /// The table's name.
 pub const TABLE: &str = "smtp_sessions";
@@ -89,10 +89,10 @@ pub fn schema() -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, metadata))
 }
 
-type Key = (String, String, String, String);
-
 #[derive(Debug, Default, Clone)]
 struct Session {
+    /// `server \0 direction`: whose log's progress times this session out.
+    stream: String,
     server: String,
     direction: String,
     connector: String,
@@ -150,10 +150,11 @@ const CERT_ATTRIBUTES: [&str; 5] = [
 /// Groups protocol log rows into sessions; see the module docs.
 #[derive(Debug)]
 pub struct SessionCorrelator {
-    open: HashMap<Key, Session>,
+    /// By `server \0 direction \0 connector \0 session id`.
+    open: HashMap<String, Session>,
     /// Latest time seen per (server, direction): a session idle for longer than the timeout
     /// behind it is closed.
-    watermarks: HashMap<(String, String), i64>,
+    watermarks: HashMap<String, i64>,
     timeout_ms: i64,
     done: Vec<Session>,
 }
@@ -196,7 +197,26 @@ impl SessionCorrelator {
         let replies = batch
             .column_by_name("smtp_reply_code")
             .and_then(|c| c.as_primitive_opt::<Int16Type>());
-        let text = |name: &str, row: usize| text_at(batch, name, row);
+        let names = [
+            "server",
+            "direction",
+            "connector_id",
+            "session_id",
+            "source_file",
+            "local_ip",
+            "remote_ip",
+            "data",
+            "context",
+            "event",
+        ];
+        let columns: Vec<Text<'_>> = names.iter().map(|n| Text::of(batch, n)).collect();
+        let text = |name: &str, row: usize| {
+            names
+                .iter()
+                .position(|n| *n == name)
+                .and_then(|i| columns[i].first(row))
+        };
+        let (mut key, mut stream) = (String::new(), String::new());
         for row in 0..batch.num_rows() {
             let server = text("server", row).unwrap_or_default();
             let direction = text("direction", row).unwrap_or_default();
@@ -204,28 +224,36 @@ impl SessionCorrelator {
             let Some(id) = text("session_id", row).filter(|s| !s.is_empty()) else {
                 continue;
             };
+            stream.clear();
+            stream.push_str(server);
+            stream.push('\0');
+            stream.push_str(direction);
+            key.clear();
+            key.push_str(&stream);
+            key.push('\0');
+            key.push_str(connector);
+            key.push('\0');
+            key.push_str(id);
             let t = if time.is_valid(row) {
                 time.value(row)
             } else {
                 0
             };
-            let key: Key = (
-                server.to_string(),
-                direction.to_string(),
-                connector.to_string(),
-                id.to_string(),
-            );
-            let s = self.open.entry(key).or_insert_with(|| Session {
-                server: server.to_string(),
-                direction: direction.to_string(),
-                connector: connector.to_string(),
-                id: id.to_string(),
-                source_file: text("source_file", row).unwrap_or_default().to_string(),
-                first_offset: offsets.value(row),
-                start: t,
-                end: t,
-                ..Session::default()
-            });
+            let s = self
+                .open
+                .entry_ref(key.as_str())
+                .or_insert_with(|| Session {
+                    stream: stream.clone(),
+                    server: server.to_string(),
+                    direction: direction.to_string(),
+                    connector: connector.to_string(),
+                    id: id.to_string(),
+                    source_file: text("source_file", row).unwrap_or_default().to_string(),
+                    first_offset: offsets.value(row),
+                    start: t,
+                    end: t,
+                    ..Session::default()
+                });
             s.start = s.start.min(t);
             s.end = s.end.max(t);
             s.lines += 1;
@@ -281,10 +309,7 @@ impl SessionCorrelator {
                     s.diagnosis = Some((sev, 0, hit.diagnosis, said.to_string()));
                 }
             }
-            let mark = self
-                .watermarks
-                .entry((server.to_string(), direction.to_string()))
-                .or_insert(t);
+            let mark = self.watermarks.entry_ref(stream.as_str()).or_insert(t);
             *mark = (*mark).max(t);
         }
         self.close_finished();
@@ -293,19 +318,20 @@ impl SessionCorrelator {
     fn close_finished(&mut self) {
         let timeout = self.timeout_ms;
         let watermarks = &self.watermarks;
-        let mut finished: Vec<Key> = self
+        let mut finished: Vec<String> = self
             .open
             .iter()
-            .filter(|(k, s)| {
+            .filter(|(_, s)| {
                 s.closed
                     || watermarks
-                        .get(&(k.0.clone(), k.1.clone()))
+                        .get(s.stream.as_str())
                         .is_some_and(|w| w.saturating_sub(s.end) > timeout)
             })
             .map(|(k, _)| k.clone())
             .collect();
         if self.open.len() - finished.len() > MAX_OPEN {
-            let mut by_age: Vec<(&Key, i64)> = self.open.iter().map(|(k, s)| (k, s.end)).collect();
+            let mut by_age: Vec<(&String, i64)> =
+                self.open.iter().map(|(k, s)| (k, s.end)).collect();
             by_age.sort_by_key(|(_, end)| *end);
             let excess = self.open.len() - finished.len() - MAX_OPEN;
             finished.extend(by_age.into_iter().take(excess).map(|(k, _)| k.clone()));
