@@ -384,7 +384,12 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let message_thread = {
         let (root, mut options) = (opts.parquet.clone(), opts.lake_options.clone());
         options.schema_version = SCHEMA_VERSION;
-        std::thread::spawn(move || correlate_messages(&msg_rx, &root, options))
+        // One row per message is a small table; its writer gets a small share of memory.
+        options.memory_budget = (options.memory_budget / 4).max(1 << 20);
+        std::thread::Builder::new()
+            .name("messages".into())
+            .spawn(move || correlate_messages(&msg_rx, &root, options))
+            .context("starting the message correlation thread")?
     };
     let workers: Vec<_> = shares
         .into_iter()
