@@ -165,7 +165,7 @@ impl IngestArgs {
         Ok(IngestOptions {
             matcher: std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
                 self.catalog.as_deref(),
-            )?)),
+            )?)?),
             paths: self.paths.clone(),
             parquet: self.parquet.clone(),
             server: self.server.clone(),
@@ -263,7 +263,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let matcher = std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
                 catalog.as_deref(),
-            )?));
+            )?)?);
             let opts = DiagnoseOptions {
                 paths,
                 server,

@@ -19,7 +19,7 @@ use cli::{data, mailflow, run_mailflow};
 use mailflow_enrich::{Catalog, Matcher};
 
 fn matcher() -> Matcher {
-    Matcher::new(Catalog::builtin())
+    Matcher::new(Catalog::builtin()).unwrap()
 }
 
 /// Every code the rows of a file are diagnosed with.

@@ -16,7 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const INPUT_BYTES: usize = 16 << 20;
 
 fn enrich(c: &mut Criterion) {
-    let matcher = Matcher::new(Catalog::builtin());
+    let matcher = Matcher::new(Catalog::builtin()).expect("the built-in catalog compiles");
     for (kind, name, file_name) in [
         (
             LogFile::MessageTracking,

@@ -114,8 +114,9 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    /// Compiles a catalog.
-    pub fn new(catalog: Catalog) -> Self {
+    /// Compiles a catalog. Fails only if its literals are too many or too long for an
+    /// automaton (a user catalog could ask for that).
+    pub fn new(catalog: Catalog) -> Result<Self, crate::catalog::CatalogError> {
         let mut patterns: Vec<String> = Vec::new();
         let mut blocks = Vec::new();
         let mut by_unit = vec![vec![Vec::new(); FIELDS.len()]; TABLES.len()];
@@ -197,14 +198,14 @@ impl Matcher {
             .match_kind(MatchKind::Standard)
             .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
-            .unwrap_or_else(|e| panic!("catalog literals do not compile: {e}"));
+            .map_err(compile_error)?;
         let quick = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostFirst)
             .prefilter(true)
             .build(&patterns)
-            .unwrap_or_else(|e| panic!("catalog literals do not compile: {e}"));
-        Matcher {
+            .map_err(compile_error)?;
+        Ok(Matcher {
             catalog,
             registry: Registry::new(),
             automaton,
@@ -217,7 +218,7 @@ impl Matcher {
                 .map(|w| memmem::FinderRev::new(w.as_bytes()).into_owned())
                 .collect(),
             masked_ehlo: memmem::Finder::new(b"XXXXXXXA").into_owned(),
-        }
+        })
     }
 
     /// The catalog it was built from.
@@ -410,6 +411,15 @@ impl Matcher {
     }
 }
 
+fn compile_error(e: aho_corasick::BuildError) -> crate::catalog::CatalogError {
+    crate::catalog::CatalogError::Invalid {
+        origin: "catalog".into(),
+        rule: "(all)".into(),
+        key: "text".into(),
+        reason: format!("the literal texts do not compile into one automaton: {e}"),
+    }
+}
+
 fn row_ok(block: &Block, row: &RowFacts<'_>) -> bool {
     if let Some(e) = &block.event_id
         && !row.event_id.is_some_and(|x| x.eq_ignore_ascii_case(e))
@@ -439,7 +449,7 @@ mod tests {
     use super::*;
 
     fn matcher() -> Matcher {
-        Matcher::new(Catalog::builtin())
+        Matcher::new(Catalog::builtin()).unwrap()
     }
 
     fn diagnose(
