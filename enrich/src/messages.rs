@@ -16,7 +16,7 @@ use arrow_array::builder::{
     TimestampMillisecondBuilder,
 };
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type, TimestampMillisecondType};
+use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -224,14 +224,7 @@ impl MessageCorrelator {
 
     /// Adds a batch of enriched `message_tracking` rows.
     pub fn add(&mut self, batch: &RecordBatch) {
-        let (Some(time), Some(offsets)) = (
-            batch
-                .column_by_name("timestamp")
-                .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>()),
-            batch
-                .column_by_name("source_offset")
-                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
-        ) else {
+        let Some((time, offsets)) = crate::records::lineage(batch) else {
             return;
         };
         let int = |name| {

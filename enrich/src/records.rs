@@ -332,6 +332,19 @@ pub fn count_codes(batch: &RecordBatch, counts: &mut std::collections::BTreeMap<
     }
 }
 
+/// A batch's `timestamp` and `source_offset` columns, when it has them in the lineage types.
+pub(crate) fn lineage(
+    batch: &RecordBatch,
+) -> Option<(
+    &PrimitiveArray<arrow_array::types::TimestampMillisecondType>,
+    &PrimitiveArray<arrow_array::types::Int64Type>,
+)> {
+    Some((
+        batch.column_by_name("timestamp")?.as_primitive_opt()?,
+        batch.column_by_name("source_offset")?.as_primitive_opt()?,
+    ))
+}
+
 /// The text of the unit a hit came from (for evidence).
 pub fn hit_text(batch: &RecordBatch, row: usize, hit: &Hit) -> Option<String> {
     let name = FIELDS.get(usize::from(hit.field))?;

@@ -15,7 +15,7 @@ use arrow_array::builder::{
     TimestampMillisecondBuilder,
 };
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int16Type, Int32Type, Int64Type, TimestampMillisecondType};
+use arrow_array::types::{Int16Type, Int32Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -178,14 +178,7 @@ impl SessionCorrelator {
 
     /// Adds a batch of `smtp_protocol` rows with their diagnoses (from [`Matcher::classify`]).
     pub fn add(&mut self, matcher: &Matcher, batch: &RecordBatch, hits: &[Option<Hit>]) {
-        let (Some(time), Some(offsets)) = (
-            batch
-                .column_by_name("timestamp")
-                .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>()),
-            batch
-                .column_by_name("source_offset")
-                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
-        ) else {
+        let Some((time, offsets)) = crate::records::lineage(batch) else {
             return;
         };
         let ports = |name| {
