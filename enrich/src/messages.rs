@@ -18,9 +18,9 @@ use arrow_array::builder::{
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{ArrowError, DataType, Field, SchemaRef, TimeUnit};
 
-use crate::records::{DIAGNOSIS_COLUMNS, Text};
+use crate::records::Text;
 
 /// The table's name.
 pub const TABLE: &str = "messages";
@@ -63,7 +63,7 @@ fn list() -> DataType {
 pub fn schema() -> SchemaRef {
     let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
     let f = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
-    let mut fields = vec![
+    let fields = vec![
         f("timestamp", ts.clone(), false),
         f("server", dict(), false),
         f("source_file", dict(), false),
@@ -83,19 +83,7 @@ pub fn schema() -> SchemaRef {
         f("recipient_status", list(), false),
         f("status", dict(), false),
     ];
-    for name in DIAGNOSIS_COLUMNS {
-        fields.push(f(name, dict(), true));
-    }
-    fields.push(f("diagnosis_evidence", DataType::Utf8, true));
-    let metadata = [
-        ("mailflow.table".to_string(), TABLE.to_string()),
-        (
-            "mailflow.schema_version".to_string(),
-            crate::records::SCHEMA_VERSION.to_string(),
-        ),
-    ]
-    .into();
-    Arc::new(Schema::new_with_metadata(fields, metadata))
+    crate::records::derived_schema(TABLE, fields)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -332,6 +332,25 @@ pub fn count_codes(batch: &RecordBatch, counts: &mut std::collections::BTreeMap<
     }
 }
 
+/// The schema of a table derived by correlation: its own `fields`, then the diagnosis columns
+/// and the evidence, with the table name and schema version in the metadata.
+pub(crate) fn derived_schema(table: &str, mut fields: Vec<Field>) -> SchemaRef {
+    let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    for name in DIAGNOSIS_COLUMNS {
+        fields.push(Field::new(name, dict.clone(), true));
+    }
+    fields.push(Field::new("diagnosis_evidence", DataType::Utf8, true));
+    let metadata = [
+        ("mailflow.table".to_string(), table.to_string()),
+        (
+            "mailflow.schema_version".to_string(),
+            SCHEMA_VERSION.to_string(),
+        ),
+    ]
+    .into();
+    Arc::new(Schema::new_with_metadata(fields, metadata))
+}
+
 /// A batch's `timestamp` and `source_offset` columns, when it has them in the lineage types.
 pub(crate) fn lineage(
     batch: &RecordBatch,

@@ -17,11 +17,11 @@ use arrow_array::builder::{
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int16Type, Int32Type};
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{ArrowError, DataType, Field, SchemaRef, TimeUnit};
 
 use crate::catalog::Severity;
 use crate::matcher::{Diagnosis, Hit, Matcher};
-use crate::records::{DIAGNOSIS_COLUMNS, Text};
+use crate::records::Text;
 
 /// The table's name.
 pub const TABLE: &str = "smtp_sessions";
@@ -40,7 +40,7 @@ fn ts() -> DataType {
 /// The `smtp_sessions` schema.
 pub fn schema() -> SchemaRef {
     let f = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
-    let mut fields = vec![
+    let fields = vec![
         f("timestamp", ts(), false),
         f("server", dict(), false),
         f("source_file", dict(), false),
@@ -74,19 +74,7 @@ pub fn schema() -> SchemaRef {
         f("last_reply", DataType::Utf8, true),
         f("outcome", dict(), false),
     ];
-    for name in DIAGNOSIS_COLUMNS {
-        fields.push(f(name, dict(), true));
-    }
-    fields.push(f("diagnosis_evidence", DataType::Utf8, true));
-    let metadata = [
-        ("mailflow.table".to_string(), TABLE.to_string()),
-        (
-            "mailflow.schema_version".to_string(),
-            crate::records::SCHEMA_VERSION.to_string(),
-        ),
-    ]
-    .into();
-    Arc::new(Schema::new_with_metadata(fields, metadata))
+    crate::records::derived_schema(TABLE, fields)
 }
 
 #[derive(Debug, Default, Clone)]
