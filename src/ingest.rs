@@ -254,10 +254,12 @@ pub fn head(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Every table folder mailflow writes under a lake root, and its own state folder.
 fn lake_folders() -> impl Iterator<Item = &'static str> {
-    Table::ALL
-        .iter()
-        .map(|t| t.name())
-        .chain([REJECTS, "smtp_sessions", "messages", "_mailflow"])
+    Table::ALL.iter().map(|t| t.name()).chain([
+        REJECTS,
+        sessions::TABLE,
+        messages::TABLE,
+        "_mailflow",
+    ])
 }
 
 /// Identity of a source file: a hash of its first 4 KiB (which hold the header block with its

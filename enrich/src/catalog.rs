@@ -42,6 +42,13 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// The severity a [`Severity::name`] stands for.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Info, Self::Minor, Self::Major, Self::Critical]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+
     /// The name used in output and in the `diagnosis_severity` column.
     pub fn name(self) -> &'static str {
         match self {
@@ -109,6 +116,11 @@ pub struct MatchSpec {
     /// Loses to every other matching block.
     #[serde(default)]
     pub fallback: bool,
+    /// The texts show in lines that otherwise look healthy (a 250 reply, a command), which
+    /// are then searched for them too, case-sensitively (it runs on every such line). Needs
+    /// `text`; `reply` is then the line's own reply.
+    #[serde(default)]
+    pub healthy: bool,
 }
 
 /// One diagnosis.
@@ -408,6 +420,14 @@ fn validate(rule: &Rule, index: usize, origin: &str) -> Result<(), CatalogError>
                     format!("no table of {tables:?} has a searchable field {f:?}"),
                 ));
             }
+        }
+        if m.healthy && m.text.is_empty() {
+            return Err(invalid(
+                origin,
+                code,
+                &at("healthy"),
+                "needs text: without it every healthy line would match",
+            ));
         }
         if m.text.iter().any(|t| t.trim().is_empty()) {
             return Err(invalid(

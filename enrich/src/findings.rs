@@ -11,7 +11,7 @@ use arrow_array::{Array, RecordBatch};
 
 use crate::catalog::Severity;
 use crate::matcher::{Diagnosis, Matcher};
-use crate::records::{hit_text, text_at};
+use crate::records::{Text, hit_text, text_at};
 
 /// Values kept per set; more are counted, not stored.
 const SET_CAP: usize = 32;
@@ -136,15 +136,16 @@ impl Findings {
         let offsets = batch
             .column_by_name("source_offset")
             .map(|c| c.as_primitive::<Int64Type>());
+        // Columns read on every row are looked up once per batch.
+        let [server_col, session_col, context_col, data_col] =
+            ["server", "session_id", "context", "data"].map(|n| Text::of(batch, n));
         for (row, hit) in hits.iter().enumerate() {
-            let session = if smtp {
-                text_at(batch, "session_id", row)
-            } else {
-                None
-            };
-            let server = text_at(batch, "server", row).unwrap_or_default();
-            if smtp {
-                self.remember_certificate(batch, row, server, session);
+            let session = if smtp { session_col.first(row) } else { None };
+            let server = server_col.first(row).unwrap_or_default();
+            if let Some(session) = session
+                && let Some(context) = context_col.first(row)
+            {
+                self.remember_certificate(server, session, context, data_col.first(row));
             }
             let Some(hit) = hit else { continue };
             let f = self
@@ -212,21 +213,17 @@ impl Findings {
     /// Send logs name the certificate a session presented on `*` lines before the TLS outcome.
     fn remember_certificate(
         &mut self,
-        batch: &RecordBatch,
-        row: usize,
         server: &str,
-        session: Option<&str>,
+        session: &str,
+        context: &str,
+        data: Option<&str>,
     ) {
-        let Some(session) = session else { return };
-        let Some(context) = text_at(batch, "context", row) else {
-            return;
-        };
         let attribute = match context {
             "Certificate thumbprint" => 0,
             "Certificate subject" => 1,
             _ => return,
         };
-        let Some(value) = text_at(batch, "data", row).filter(|v| !v.is_empty()) else {
+        let Some(value) = data.filter(|v| !v.is_empty()) else {
             return;
         };
         if self.sessions.len() >= SESSION_CAP {

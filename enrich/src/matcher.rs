@@ -63,6 +63,8 @@ struct Block {
     event_id: Option<String>,
     direction: Option<String>,
     score: u32,
+    /// Matches lines that show no failure, against their outer reply.
+    healthy: bool,
 }
 
 /// Row-level facts a block may require.
@@ -110,7 +112,13 @@ pub struct Matcher {
     row_blocks: Vec<Vec<usize>>,
     blocks: Vec<Block>,
     wrappers: Vec<memmem::FinderRev<'static>>,
-    masked_ehlo: memmem::Finder<'static>,
+    /// The texts of `healthy` blocks, searched in lines that show no failure. Exact (case
+    /// sensitive) substring finders: they run on every healthy line of their field.
+    healthy: Vec<memmem::Finder<'static>>,
+    /// Whether a `healthy` block applies to (table, field).
+    healthy_units: Vec<Vec<bool>>,
+    /// The reply codes of the lines `healthy` blocks look at; `None` for any line.
+    healthy_replies: Option<Vec<u16>>,
 }
 
 impl Matcher {
@@ -159,6 +167,7 @@ impl Matcher {
                     event_id: m.event_id.clone(),
                     direction: m.direction.clone(),
                     score,
+                    healthy: m.healthy,
                 };
                 let unitless = block.texts.is_empty()
                     && block.enhanced.is_none()
@@ -199,6 +208,33 @@ impl Matcher {
             .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)
             .map_err(compile_error)?;
+        let healthy_texts: Vec<&str> = catalog
+            .rules()
+            .iter()
+            .filter(|r| r.deprecated_by.is_none())
+            .flat_map(|r| &r.matches)
+            .filter(|m| m.healthy)
+            .flat_map(|m| m.text.iter().map(String::as_str))
+            .collect();
+        let healthy_units: Vec<Vec<bool>> = by_unit
+            .iter()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .map(|list| list.iter().any(|&b| blocks[b].healthy))
+                    .collect()
+            })
+            .collect();
+        // The reply codes healthy lines are searched in (none given: every line).
+        let healthy_replies: Option<Vec<u16>> = blocks
+            .iter()
+            .filter(|b| b.healthy)
+            .map(|b| b.reply)
+            .collect();
+        let healthy: Vec<memmem::Finder<'static>> = healthy_texts
+            .iter()
+            .map(|t| memmem::Finder::new(t.as_bytes()).into_owned())
+            .collect();
         let quick = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostFirst)
@@ -217,7 +253,9 @@ impl Matcher {
                 .iter()
                 .map(|w| memmem::FinderRev::new(w.as_bytes()).into_owned())
                 .collect(),
-            masked_ehlo: memmem::Finder::new(b"XXXXXXXA").into_owned(),
+            healthy,
+            healthy_units,
+            healthy_replies,
         })
     }
 
@@ -264,6 +302,22 @@ impl Matcher {
             Diagnosis::Rule(i) => self.catalog.rules()[usize::from(i)].severity,
             Diagnosis::Esc(..) => Severity::Minor,
         }
+    }
+
+    /// Whether `healthy` texts are searched in (table, field), in a line with this outer reply.
+    pub fn searches_healthy(&self, table: usize, field: usize, reply: Option<u16>) -> bool {
+        self.healthy_units[table][field]
+            && self
+                .healthy_replies
+                .as_ref()
+                .is_none_or(|codes| reply.is_some_and(|r| codes.contains(&r)))
+    }
+
+    /// Whether a line that shows no failure holds a `healthy` text (e.g. a masked EHLO list).
+    pub fn in_healthy_line(&self, text: &str) -> bool {
+        self.healthy
+            .iter()
+            .any(|f| f.find(text.as_bytes()).is_some())
     }
 
     /// Whether a text names any failure the catalog knows (a fast check, no detail).
@@ -317,17 +371,15 @@ impl Matcher {
             Some("FAIL" | "DEFER" | "DROP" | "POISONMESSAGE")
         );
         // Exchange's own remarks (`*` lines, context, connectivity descriptions) carry failures
-        // without a reply code; a masked EHLO list is a 250 reply.
+        // without a reply code.
         let remark =
             matches!(name, "context" | "description") || (name == "data" && row.information);
-        let masked_ehlo = name == "data"
-            && outer.is_some_and(|r| r.code == 250)
-            && self.masked_ehlo.find(text.as_bytes()).is_some();
         let search = outer_failed
             || remark
-            || masked_ehlo
             || (failure_event && name != "data")
-            || (name == "recipient_status" && text.starts_with('['));
+            || (name == "recipient_status" && text.starts_with('['))
+            || (self.searches_healthy(table, field, outer.map(|r| r.code))
+                && self.in_healthy_line(text));
         if !search {
             return None;
         }
@@ -355,11 +407,17 @@ impl Matcher {
             })
         }
         .filter(|r| r.code >= 400);
+        let outer = outer.map(|r| Reply {
+            code: r.code,
+            enhanced: r.enhanced.and_then(parse_enhanced),
+        });
         for &b in &self.by_unit[table][field] {
             let block = &self.blocks[b];
             if !block.texts.is_empty() && (!any_text || !block.texts.iter().all(|&t| scratch[t])) {
                 continue;
             }
+            // A healthy block's reply condition is on the line's own (2xx, 3xx) reply.
+            let reply = if block.healthy { outer } else { reply };
             if (block.enhanced.is_some() || block.reply.is_some() || block.min_reply.is_some())
                 && reply.is_none()
             {

@@ -20,6 +20,7 @@ use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, SchemaRef, TimeUnit};
 
+use crate::catalog::Severity;
 use crate::records::Text;
 
 /// The table's name.
@@ -133,8 +134,17 @@ struct Message {
     events: Vec<u32>,
     servers: Vec<u32>,
     recipients: Vec<(Box<str>, Fate)>,
-    /// Worst diagnosis: (severity, code, category and severity name, evidence).
-    diagnosis: Option<(crate::catalog::Severity, String, String, String)>,
+    /// The worst diagnosis among the message's events.
+    diagnosis: Option<Diagnosed>,
+}
+
+/// A diagnosis as the enriched rows carry it.
+#[derive(Debug, Clone)]
+struct Diagnosed {
+    severity: Severity,
+    code: String,
+    category: String,
+    evidence: String,
 }
 
 /// Strings seen often, numbered.
@@ -329,17 +339,16 @@ impl MessageCorrelator {
                 }
             }
             if let Some(code) = text(&code_col, row) {
-                let severity = text(&severity_col, row).unwrap_or_default();
-                let sev = severity_of(severity);
-                if m.diagnosis.as_ref().is_none_or(|d| sev > d.0) {
-                    let evidence = status_col.first(row).unwrap_or(event).to_string();
-                    let category = text(&category_col, row).unwrap_or_default();
-                    m.diagnosis = Some((
-                        sev,
-                        code.to_string(),
-                        format!("{category}\u{0}{severity}"),
-                        evidence,
-                    ));
+                let severity = text(&severity_col, row)
+                    .and_then(Severity::from_name)
+                    .unwrap_or(Severity::Info);
+                if m.diagnosis.as_ref().is_none_or(|d| severity > d.severity) {
+                    m.diagnosis = Some(Diagnosed {
+                        severity,
+                        code: code.to_string(),
+                        category: text(&category_col, row).unwrap_or_default().to_string(),
+                        evidence: status_col.first(row).unwrap_or(event).to_string(),
+                    });
                 }
             }
             let w = self.watermarks.entry(server).or_insert(t);
@@ -395,16 +404,6 @@ impl MessageCorrelator {
         let open: Vec<Message> = self.open.drain().map(|(_, m)| m).collect();
         self.done.extend(open);
         self.take(1)
-    }
-}
-
-fn severity_of(name: &str) -> crate::catalog::Severity {
-    use crate::catalog::Severity;
-    match name {
-        "critical" => Severity::Critical,
-        "major" => Severity::Major,
-        "minor" => Severity::Minor,
-        _ => Severity::Info,
     }
 }
 
@@ -470,12 +469,11 @@ fn build(messages: &[Message], names: &Names) -> Result<RecordBatch, ArrowError>
         fates.append(true);
         status.append_value(m.status());
         match &m.diagnosis {
-            Some((_, c, cat_sev, ev)) => {
-                let (cat, sev) = cat_sev.split_once('\u{0}').unwrap_or((cat_sev, ""));
-                code.append_value(c);
-                category.append_value(cat);
-                severity.append_value(sev);
-                evidence.append_value(ev);
+            Some(d) => {
+                code.append_value(&d.code);
+                category.append_value(&d.category);
+                severity.append_value(d.severity.name());
+                evidence.append_value(&d.evidence);
             }
             None => {
                 code.append_null();

@@ -217,8 +217,10 @@ impl Matcher {
                     && let Some(replies) = replies
                 {
                     let code = replies.is_valid(row).then(|| replies.value(row));
-                    // 250 stays: a masked EHLO list is a 250 reply.
-                    if code.is_none_or(|c| c < 400 && c != 250) {
+                    if code.is_none_or(|c| c < 400)
+                        && !(self.searches_healthy(t, *f, code.and_then(|c| u16::try_from(c).ok()))
+                            && text.first(row).is_some_and(|v| self.in_healthy_line(v)))
+                    {
                         continue;
                     }
                 }

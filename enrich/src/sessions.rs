@@ -110,7 +110,7 @@ struct Session {
     last_reply: Option<String>,
     worst_reply: u16,
     connect_failed: bool,
-    diagnosis: Option<(Severity, u32, Diagnosis, String)>,
+    diagnosis: Option<(Severity, Diagnosis, String)>,
 }
 
 impl Session {
@@ -281,13 +281,10 @@ impl SessionCorrelator {
             }
             if let Some(Some(hit)) = hits.get(row) {
                 let sev = matcher.severity(hit.diagnosis);
-                let better = s
-                    .diagnosis
-                    .as_ref()
-                    .is_none_or(|(best, _, _, _)| sev > *best);
+                let better = s.diagnosis.as_ref().is_none_or(|(best, _, _)| sev > *best);
                 if better {
                     let said = if context.is_empty() { data } else { context };
-                    s.diagnosis = Some((sev, 0, hit.diagnosis, said.to_string()));
+                    s.diagnosis = Some((sev, hit.diagnosis, said.to_string()));
                 }
             }
             let mark = self.watermarks.entry_ref(stream.as_str()).or_insert(t);
@@ -449,7 +446,7 @@ fn build(matcher: &Matcher, sessions: &[Session]) -> Result<RecordBatch, ArrowEr
         text[10].append_option(x.last_reply.as_deref());
         outcome.append_value(x.outcome());
         match &x.diagnosis {
-            Some((sev, _, d, said)) => {
+            Some((sev, d, said)) => {
                 code.append_value(matcher.code(*d));
                 category.append_value(matcher.category(*d));
                 severity.append_value(sev.name());

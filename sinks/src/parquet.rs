@@ -1,9 +1,10 @@
 //! One Parquet file, written so that a reader never sees it half-done.
 //!
-//! The file is written under a hidden temporary name (`.name.parquet.tmp-<pid>`, which DuckDB and
-//! Spark ignore), then closed, fsynced, renamed to its final name and the directory fsynced: after
-//! [`ParquetFile::commit`] returns, the file is complete and durable; before, it does not exist
-//! under its final name. A crash leaves only a temporary, which [`remove_temporaries`] clears.
+//! The file is written under a hidden temporary name the caller picks (DuckDB and Spark ignore
+//! `.` and `_` names), then closed, fsynced, renamed to its final name and the directory fsynced:
+//! after [`ParquetFile::commit`] returns, the file is complete and durable; before, it does not
+//! exist under its final name. A crash leaves only the temporary; the lake's recovery, which owns
+//! the naming of temporaries, removes it.
 
 use std::fs::{self, File};
 use std::io::BufWriter;
@@ -163,29 +164,11 @@ pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + us
     move |source| Error::Io { path, source }
 }
 
-fn temp_name(final_path: &Path) -> PathBuf {
-    let name = final_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    final_path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
 impl ParquetFile {
-    /// Starts a file that will appear at `final_path` on commit. Parent folders are created.
+    /// Starts a file that will appear at `final_path` on commit, written meanwhile as
+    /// `temp_path` (in the same folder, hidden from readers: a `.` or `_` prefix). Parent folders
+    /// are created.
     pub fn create(
-        final_path: impl Into<PathBuf>,
-        schema: SchemaRef,
-        options: &ParquetOptions,
-    ) -> Result<Self, Error> {
-        let final_path = final_path.into();
-        let temp_path = temp_name(&final_path);
-        Self::create_as(final_path, temp_path, schema, options)
-    }
-
-    /// Like [`ParquetFile::create`], with the temporary name chosen by the caller (it must be in
-    /// the same folder, and hidden from readers: a `.` or `_` prefix).
-    pub fn create_as(
         final_path: PathBuf,
         temp_path: PathBuf,
         schema: SchemaRef,
@@ -312,32 +295,6 @@ impl ParquetFile {
     }
 }
 
-/// Removes temporaries a crashed writer left under `dir` (recursively). Returns how many.
-pub fn remove_temporaries(dir: &Path) -> Result<usize, Error> {
-    let mut removed = 0;
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(0);
-    };
-    for entry in entries {
-        let entry = entry.map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = entry.path();
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if path.is_dir() {
-            removed += remove_temporaries(&path)?;
-        } else if name.starts_with('.') && name.contains(".parquet.tmp-") {
-            fs::remove_file(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            removed += 1;
-        }
-    }
-    Ok(removed)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,12 +307,16 @@ mod tests {
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3]))]).unwrap()
     }
 
+    fn create(path: PathBuf, options: &ParquetOptions) -> Result<ParquetFile, Error> {
+        let temp = path.with_file_name(".x.parquet.tmp");
+        ParquetFile::create(path, temp, batch().schema(), options)
+    }
+
     #[test]
     fn invisible_until_commit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t/x.parquet");
-        let mut f =
-            ParquetFile::create(&path, batch().schema(), &ParquetOptions::default()).unwrap();
+        let mut f = create(path.clone(), &ParquetOptions::default()).unwrap();
         f.write(&batch()).unwrap();
         f.append_metadata("mailflow.test", "1");
         assert!(!path.exists());
@@ -370,23 +331,10 @@ mod tests {
     }
 
     #[test]
-    fn abort_and_cleanup_leave_nothing() {
+    fn abort_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let f = ParquetFile::create(
-            dir.path().join("a.parquet"),
-            batch().schema(),
-            &ParquetOptions::default(),
-        )
-        .unwrap();
+        let f = create(dir.path().join("a.parquet"), &ParquetOptions::default()).unwrap();
         f.abort();
-        let _left = ParquetFile::create(
-            dir.path().join("b.parquet"),
-            batch().schema(),
-            &ParquetOptions::default(),
-        )
-        .unwrap();
-        std::mem::forget(_left); // as if the process died mid-write
-        assert_eq!(remove_temporaries(dir.path()).unwrap(), 1);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
@@ -396,12 +344,7 @@ mod tests {
             zstd_level: 99,
             ..Default::default()
         };
-        let err = ParquetFile::create(
-            std::env::temp_dir().join("never.parquet"),
-            batch().schema(),
-            &opts,
-        )
-        .unwrap_err();
+        let err = create(std::env::temp_dir().join("never.parquet"), &opts).unwrap_err();
         assert!(err.to_string().contains("zstd_level"), "{err}");
     }
 }

@@ -174,8 +174,7 @@ fn merge(
 ) -> Result<(), Error> {
     let final_path = dir.join(format!("part-{id}-{seq:06}.parquet"));
     let temp_path = dir.join(journal::temp_name(id, seq));
-    let mut out =
-        ParquetFile::create_as(final_path, temp_path, Arc::clone(schema), &options.parquet)?;
+    let mut out = ParquetFile::create(final_path, temp_path, Arc::clone(schema), &options.parquet)?;
     let mut sources: BTreeMap<String, SourceRange> = BTreeMap::new();
     let mut table = None;
     let mut schema_version = None;

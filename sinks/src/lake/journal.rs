@@ -238,10 +238,7 @@ fn remove_dead_temporaries(root: &Path, live: &BTreeSet<String>) -> Result<usize
         .into_iter()
         .filter_entry(|e| e.depth() > 1 || e.file_name() != STATE_DIR);
     for entry in walker {
-        let entry = entry.map_err(|e| Error::Io {
-            path: root.to_path_buf(),
-            source: e.into(),
-        })?;
+        let entry = entry.map_err(|e| io_error(root)(e.into()))?;
         if !entry.file_type().is_file() {
             continue;
         }

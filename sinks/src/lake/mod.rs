@@ -52,15 +52,7 @@ pub const META_SOURCES: &str = "mailflow.sources";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// File system error, with the path it concerns.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: PathBuf,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-    /// Writing or reading a Parquet file failed.
+    /// A file system error (with its path), or writing a Parquet file failed.
     #[error(transparent)]
     Parquet(#[from] crate::parquet::Error),
     /// Reading a committed file's footer failed.
@@ -293,12 +285,8 @@ impl LakeWriter {
             let dir = self.root.join(table).join(slot.1.dir());
             let final_path = dir.join(format!("part-{}-{:06}.parquet", self.id, self.seq));
             let temp_path = dir.join(journal::temp_name(&self.id, self.seq));
-            let file = ParquetFile::create_as(
-                final_path,
-                temp_path,
-                batch.schema(),
-                &self.options.parquet,
-            )?;
+            let file =
+                ParquetFile::create(final_path, temp_path, batch.schema(), &self.options.parquet)?;
             self.opened_at.get_or_insert_with(Instant::now);
             self.open.insert(
                 slot.clone(),
@@ -503,10 +491,7 @@ pub fn committed_files(root: &Path) -> Result<Vec<PathBuf>, Error> {
             !(name.starts_with('.') || name.starts_with('_'))
         });
     for entry in walker {
-        let entry = entry.map_err(|e| Error::Io {
-            path: root.to_path_buf(),
-            source: e.into(),
-        })?;
+        let entry = entry.map_err(|e| io_error(root)(e.into()))?;
         let name = entry.file_name().to_string_lossy();
         if entry.file_type().is_file() && name.starts_with("part-") && name.ends_with(".parquet") {
             files.push(entry.into_path());

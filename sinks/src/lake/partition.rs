@@ -64,18 +64,11 @@ pub fn escape_value(value: &str) -> String {
         if let Some(p) = out[..cut].rfind('%').filter(|&p| p + 3 > cut) {
             cut = p;
         }
-        let hash = fnv1a(value.as_bytes());
+        let hash = xxhash_rust::xxh3::xxh3_64(value.as_bytes());
         out.truncate(cut);
         let _ = write!(out, "~{hash:016x}");
     }
     out
-}
-
-/// FNV-1a: a stable, dependency-free tag for cut partition values (not for security).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// The `date=` value for a timestamp in milliseconds since the epoch (UTC day).
