@@ -10,10 +10,10 @@ use anyhow::{Context, Result};
 use crossbeam_channel::unbounded;
 use mailflow_enrich::Matcher;
 use mailflow_enrich::findings::{Evidence, Finding, Findings, Names};
-use mailflow_parser::{DecoderBuilder, Sniffed, sniff};
+use mailflow_parser::DecoderBuilder;
 use serde::Serialize;
 
-use crate::ingest::{Skipped, discover, head, host_name};
+use crate::ingest::{Skipped, Triage, discover, host_name, triage};
 
 /// What to diagnose.
 #[derive(Debug, Clone)]
@@ -62,24 +62,13 @@ pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report
     let (tx, rx) = unbounded::<PathBuf>();
     let mut files = 0;
     for path in discover(&opts.paths)? {
-        let shown = path.to_string_lossy().into_owned();
-        match head(&path).map(|h| sniff(&shown, &h)) {
-            Ok(Sniffed::Readable(_)) => {
+        match triage(path) {
+            Triage::Read { path, .. } => {
                 files += 1;
                 tx.send(path).context("queueing files")?;
             }
-            Ok(Sniffed::Unsupported(t)) => skipped.push(Skipped {
-                path,
-                reason: format!("log type {t:?} is not read"),
-            }),
-            Ok(Sniffed::NotALog) => skipped.push(Skipped {
-                path,
-                reason: "not an Exchange transport log".into(),
-            }),
-            Err(e) => failed.push(Skipped {
-                path,
-                reason: e.to_string(),
-            }),
+            Triage::Skip(s) => skipped.push(s),
+            Triage::Fail(s) => failed.push(s),
         }
     }
     drop(tx);

@@ -245,8 +245,52 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// What a run does with a file it found.
+#[derive(Debug)]
+pub enum Triage {
+    /// An Exchange log mailflow reads, with its first bytes.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Its first 64 KiB.
+        head: Vec<u8>,
+    },
+    /// Not a log mailflow reads: skipped with a warning, never a failure.
+    Skip(Skipped),
+    /// Could not be read.
+    Fail(Skipped),
+}
+
+/// Sniffs a file and says what to do with it; skips are logged as warnings.
+pub fn triage(path: PathBuf) -> Triage {
+    let shown = path.to_string_lossy().into_owned();
+    match head(&path) {
+        Err(e) => Triage::Fail(Skipped {
+            path,
+            reason: e.to_string(),
+        }),
+        Ok(head) => match sniff(&shown, &head) {
+            Sniffed::Readable(_) => Triage::Read { path, head },
+            Sniffed::Unsupported(log_type) => {
+                tracing::warn!(file = %path.display(), log_type, "Skipping an Exchange log of a type mailflow does not read.");
+                Triage::Skip(Skipped {
+                    path,
+                    reason: format!("log type {log_type:?} is not read"),
+                })
+            }
+            Sniffed::NotALog => {
+                tracing::warn!(file = %path.display(), "Skipping a file that is not an Exchange transport log.");
+                Triage::Skip(Skipped {
+                    path,
+                    reason: "not an Exchange transport log".into(),
+                })
+            }
+        },
+    }
+}
+
 /// Reads the first bytes of a file for [`sniff`].
-pub fn head(path: &Path) -> std::io::Result<Vec<u8>> {
+fn head(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(64 * 1024);
     File::open(path)?.take(64 * 1024).read_to_end(&mut buf)?;
     Ok(buf)
@@ -319,12 +363,10 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let committed = lake::committed_sources(root).context("reading what the lake holds")?;
     let mut jobs: Vec<Job> = Vec::new();
     for path in discover(&opts.paths)? {
-        let shown = path.to_string_lossy().into_owned();
-        let head = head(&path);
-        match head.as_ref().map(|h| sniff(&shown, h)) {
-            Ok(Sniffed::Readable(_)) => {
+        match triage(path) {
+            Triage::Read { path, head } => {
                 let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let fingerprint = fingerprint(head.as_deref().unwrap_or_default());
+                let fingerprint = fingerprint(&head);
                 let resume_from = committed.get(&fingerprint).map_or(0, |p| p.end_offset);
                 if resume_from >= len && len > 0 {
                     summary.already_in_lake.files += 1;
@@ -337,24 +379,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     resume_from,
                 });
             }
-            Ok(Sniffed::Unsupported(log_type)) => {
-                tracing::warn!(file = %path.display(), log_type, "Skipping an Exchange log of a type mailflow does not read.");
-                summary.skipped.push(Skipped {
-                    path,
-                    reason: format!("log type {log_type:?} is not read"),
-                });
-            }
-            Ok(Sniffed::NotALog) => {
-                tracing::warn!(file = %path.display(), "Skipping a file that is not an Exchange transport log.");
-                summary.skipped.push(Skipped {
-                    path,
-                    reason: "not an Exchange transport log".into(),
-                });
-            }
-            Err(e) => summary.failed.push(Skipped {
-                path,
-                reason: e.to_string(),
-            }),
+            Triage::Skip(s) => summary.skipped.push(s),
+            Triage::Fail(s) => summary.failed.push(s),
         }
     }
     // In path order: Exchange names files by server folder and date, so each worker fills one

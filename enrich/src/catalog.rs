@@ -157,6 +157,13 @@ pub struct Rule {
     pub references: Vec<String>,
     /// Code of the rule that replaces a retired one.
     pub deprecated_by: Option<String>,
+    /// Codes that, found on the same server, probably explain this one (e.g. a certificate
+    /// failure behind connection timeouts).
+    #[serde(default)]
+    pub probable_causes: Vec<String>,
+    /// This is the end of retrying: any transient finding on the same server probably caused it.
+    #[serde(default)]
+    pub after_retries: bool,
     /// How it shows in a row: any one block matching is enough.
     #[serde(rename = "match", default)]
     pub matches: Vec<MatchSpec>,
@@ -382,6 +389,16 @@ fn validate(rule: &Rule, index: usize, origin: &str) -> Result<(), CatalogError>
             "remediation",
             "give at least one step",
         ));
+    }
+    for c in &rule.probable_causes {
+        if c.split('.').count() < 2 || c == code {
+            return Err(invalid(
+                origin,
+                code,
+                "probable_causes",
+                format!("{c:?} is not another rule's code"),
+            ));
+        }
     }
     if rule.matches.is_empty() && rule.deprecated_by.is_none() {
         return Err(invalid(

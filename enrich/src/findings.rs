@@ -98,6 +98,9 @@ pub struct Finding {
     pub references: Vec<String>,
     /// Other findings that are probably the root cause of this one.
     pub probably_caused_by: Vec<String>,
+    /// From the rule: codes that would explain this finding, and whether it ends retrying.
+    #[serde(skip)]
+    causes: (Vec<String>, bool),
 }
 
 #[derive(Debug, Default, Clone)]
@@ -292,40 +295,27 @@ fn new_finding(matcher: &Matcher, d: Diagnosis) -> Finding {
         ),
         references: rule.map_or_else(|| vec!["IANA".into(), "RFC3463".into()], |r| r.references.clone()),
         probably_caused_by: Vec::new(),
+        causes: rule.map_or_else(Default::default, |r| (r.probable_causes.clone(), r.after_retries)),
     }
 }
 
-/// Timeouts and failovers on a server whose send log shows a certificate failure are that
-/// failure (the catalog's discriminator for `421 4.4.1`); expired messages are the consequence
-/// of whatever kept them deferred.
+/// Links findings to their probable root causes on the same servers, as the catalog says: the
+/// codes a rule lists in `probable_causes` (timeouts behind a certificate failure, the
+/// discriminator for `421 4.4.1`), or, for a rule that ends retrying (`after_retries`, an
+/// expired message), every transient finding.
 fn link_causes(findings: &mut [Finding]) {
-    let roots: Vec<(String, BTreeSet<String>)> = findings
+    let found: Vec<(String, bool, BTreeSet<String>)> = findings
         .iter()
-        .filter(|f| {
-            matches!(
-                f.code.as_str(),
-                "TLS.CERT_NO_PRIVATE_KEY"
-                    | "TLS.CERT_NOT_BOUND_SMTP"
-                    | "TLS.SEND_CERT_NAME_NOT_FOUND"
-            )
+        .map(|f| {
+            let transient = matches!(f.retry, "transient" | "either");
+            (f.code.clone(), transient, f.servers.values.clone())
         })
-        .map(|f| (f.code.clone(), f.servers.values.clone()))
-        .collect();
-    let transient: Vec<(String, BTreeSet<String>)> = findings
-        .iter()
-        .filter(|f| f.code != "QUEUE.MESSAGE_EXPIRED" && matches!(f.retry, "transient" | "either"))
-        .map(|f| (f.code.clone(), f.servers.values.clone()))
         .collect();
     for f in findings.iter_mut() {
-        let candidates = match f.code.as_str() {
-            "NET.CONNECT_TIMEOUT"
-            | "NET.FAILOVER_EXHAUSTED"
-            | "NET.PEER_UNABLE_TO_CONNECT_4_2_1" => &roots,
-            "QUEUE.MESSAGE_EXPIRED" => &transient,
-            _ => continue,
-        };
-        for (code, servers) in candidates {
-            if code != &f.code && !servers.is_disjoint(&f.servers.values) {
+        let (named, after_retries) = &f.causes;
+        for (code, transient, servers) in &found {
+            let explains = named.contains(code) || (*after_retries && *transient);
+            if explains && code != &f.code && !servers.is_disjoint(&f.servers.values) {
                 f.probably_caused_by.push(code.clone());
             }
         }
