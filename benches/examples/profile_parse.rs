@@ -1,5 +1,5 @@
 //! Parses generated logs in a loop, for `perf record`: `cargo run --release -p mailflow-benches
-//! --example profile_parse -- <message_tracking|smtp_receive|smtp_send> [MiB] [loops]`.
+//! --example profile_parse -- <message_tracking|smtp_receive|smtp_send> [MiB] [loops] [batch]`.
 
 use mailflow::generate::LogFile;
 
@@ -17,11 +17,12 @@ fn main() {
     };
     let mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(16);
     let loops: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20);
+    let batch: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(4096);
     let input = generated(kind, mib << 20);
     let start = std::time::Instant::now();
     let mut rows = 0;
     for _ in 0..loops {
-        rows += mailflow_parse(name, &input, 8192).0;
+        rows += mailflow_parse(name, &input, batch).0;
     }
     let secs = start.elapsed().as_secs_f64();
     println!(

@@ -1,11 +1,16 @@
-//! Column builders for one table: rows are appended field by field straight into Arrow builders,
-//! and `finish` hands their memory to a `RecordBatch`.
+//! One table's batch in progress, and how it becomes a `RecordBatch`.
 //!
-//! Builders are created with capacities taken from the previous batch of the same table (rows and
-//! bytes per text column), so a steady stream allocates each buffer once per batch instead of
-//! growing it by doubling.
+//! Rows are not appended column by column as they arrive. The decoder copies each row's bytes
+//! into one buffer and its field bounds onto a tape ([`Tape`]), checking only what can reject a
+//! row (field count, timestamp, integers). Every few dozen KiB, `absorb` moves the tape into the
+//! column builders one column at a time: one `match` per column instead of one per field, one
+//! UTF-8 check per chunk instead of one per row, and the rows still in cache from being copied
+//! (a whole batch's tape, megabytes, would not be: building from it cost more than it saved).
+//!
+//! The tape is reused from chunk to chunk. Builders hand their memory to the arrays, so they are
+//! created with capacities taken from the previous batch of the same table (rows and bytes per
+//! text column), and a steady stream allocates each buffer once per batch instead of growing it.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -27,7 +32,6 @@ use crate::fields::{
 use crate::kind::Table;
 use crate::mapping::FieldMap;
 use crate::schema::{self, ColKind, ColumnDef};
-use crate::tokenize::Fields;
 
 /// Per-file values that are the same on every row of a batch.
 #[derive(Debug, Clone)]
@@ -40,31 +44,6 @@ pub(crate) struct FileConstants {
     pub(crate) direction: Option<&'static str>,
     pub(crate) protocol: Option<&'static str>,
     pub(crate) role: Option<&'static str>,
-}
-
-enum ColBuilder {
-    Text(StringBuilder),
-    Dict(DictBuilder),
-    /// Event symbols, stored by name (`+` → `connect`); an unknown symbol is kept as written.
-    Event(DictBuilder),
-    I64(Int64Builder),
-    I32(Int32Builder),
-    List(ListBuilder<StringBuilder>),
-    Map(MapBuilder<StringBuilder, StringBuilder>),
-    Endpoint(StringBuilder, Int32Builder),
-    Reply(Int16Builder, DictBuilder),
-    /// A per-file value, materialised at finish.
-    Const(Option<&'static str>),
-}
-
-// Arrow's dictionary builders do not implement Debug; rows and table are what matter here.
-impl std::fmt::Debug for TableBuilders {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TableBuilders")
-            .field("table", &self.table)
-            .field("rows", &self.rows)
-            .finish_non_exhaustive()
-    }
 }
 
 impl std::fmt::Debug for RejectBuilders {
@@ -96,22 +75,6 @@ fn map_size(m: &arrow_array::MapArray) -> [usize; 3] {
     ]
 }
 
-/// Text of a slice of the row. The row was validated once as a whole; only a row holding invalid
-/// UTF-8 pays per slice, and there invalid bytes become U+FFFD and flag the row as lossy.
-#[inline]
-fn text<'b>(fields: &Fields<'b>, bytes: &'b [u8], lossy: &mut bool) -> Cow<'b, str> {
-    if let Some(s) = fields.text_of(bytes) {
-        return Cow::Borrowed(s);
-    }
-    match std::str::from_utf8(bytes) {
-        Ok(s) => Cow::Borrowed(s),
-        Err(_) => {
-            *lossy = true;
-            String::from_utf8_lossy(bytes)
-        }
-    }
-}
-
 /// Sizes measured on a finished batch, used to size the next one: rows, and per column up to
 /// three sizes (text bytes; for lists, item count; for maps, key bytes, value bytes, entries).
 #[derive(Debug, Clone, Default)]
@@ -121,23 +84,125 @@ pub(crate) struct CapacityHints {
     extra: [usize; 3],
 }
 
-/// The builders of one table's batch in progress.
+/// Tape bytes after which the decoder has the builders absorb the tape: small enough to stay in
+/// a core's L2 cache while every column's loop passes over it.
+pub(crate) const CHUNK_BYTES: usize = 64 << 10;
+/// Rows after which the tape is absorbed whatever its size (short SMTP lines).
+pub(crate) const CHUNK_ROWS: usize = 512;
+
+/// The rows of a batch in progress, row-major: every row's field bytes in `data`, and per row
+/// exactly `width` field bounds (absolute offsets into `data`), plus the values already checked
+/// when the row was taken. Kept by the decoder and reused for every batch.
+#[derive(Debug, Default)]
+pub(crate) struct Tape {
+    pub(crate) data: Vec<u8>,
+    pub(crate) bounds: Vec<(u32, u32)>,
+    pub(crate) timestamps: Vec<i64>,
+    pub(crate) offsets: Vec<i64>,
+    /// Per row, the integer columns' values in [`FieldMap::ints`] order.
+    pub(crate) ints: Vec<Option<i64>>,
+}
+
+impl Tape {
+    /// Drops a row that was put on the tape and then rejected.
+    pub(crate) fn truncate(&mut self, data: usize, bounds: usize) {
+        self.data.truncate(data);
+        self.bounds.truncate(bounds);
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.bounds.clear();
+        self.timestamps.clear();
+        self.offsets.clear();
+        self.ints.clear();
+        // One very long line must not pin its buffer for the rest of the file.
+        if self.data.capacity() > 4 * CHUNK_BYTES {
+            self.data.shrink_to(CHUNK_BYTES * 2);
+        }
+    }
+
+    /// Makes `data` valid UTF-8: every row holding invalid bytes gets its fields rewritten with
+    /// U+FFFD at the end of `data`, and its old bytes blanked. Returns the rows rewritten.
+    fn repair_utf8(&mut self, width: usize) -> u64 {
+        let mut lossy = 0;
+        for r in 0..self.bounds.len() / width {
+            let row = r * width..(r + 1) * width;
+            let (first, last) = (self.bounds[row.start].0, self.bounds[row.end - 1].1);
+            let span = first as usize..last as usize;
+            if simdutf8::basic::from_utf8(&self.data[span.clone()]).is_ok() {
+                continue;
+            }
+            lossy += 1;
+            for i in row {
+                let (s, e) = self.bounds[i];
+                let fixed =
+                    String::from_utf8_lossy(&self.data[s as usize..e as usize]).into_owned();
+                let start = self.data.len() as u32;
+                self.data.extend_from_slice(fixed.as_bytes());
+                self.bounds[i] = (start, self.data.len() as u32);
+            }
+            self.data[span].fill(b' ');
+        }
+        lossy
+    }
+}
+
+enum ColBuilder {
+    Text(StringBuilder),
+    /// Dictionary text; for event symbols (`Event`), stored by name (`+` → `connect`), an
+    /// unknown symbol kept as written.
+    Dict(DictBuilder, bool),
+    I64(Int64Builder, Option<usize>),
+    I32(Int32Builder, Option<usize>),
+    List(ListBuilder<StringBuilder>),
+    Map(MapBuilder<StringBuilder, StringBuilder>),
+    Endpoint(StringBuilder, Int32Builder),
+    Reply(Int16Builder, DictBuilder),
+    /// A per-file value, materialised at finish.
+    Const(Option<&'static str>),
+}
+
+/// The builders of one table's batch in progress. Rows reach them from the tape in chunks
+/// ([`TableBuilders::absorb`]), one column at a time.
 pub(crate) struct TableBuilders {
     pub(crate) table: Table,
     defs: &'static [ColumnDef],
     constants: FileConstants,
+    /// The header layout every row of the batch follows (a new one starts a new batch).
+    pub(crate) map: Arc<FieldMap>,
+    /// Rows of the batch, on the tape or already absorbed.
+    pub(crate) rows: usize,
     timestamp: TimestampMillisecondBuilder,
-    server: DictBuilder,
+    server: Option<DictBuilder>,
     offset: Int64Builder,
     cols: Vec<ColBuilder>,
     extra: MapBuilder<StringBuilder, StringBuilder>,
-    pub(crate) rows: usize,
+    lossy: u64,
+}
+
+// Arrow's dictionary builders do not implement Debug; rows and table are what matter here.
+impl std::fmt::Debug for TableBuilders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableBuilders")
+            .field("table", &self.table)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `part`, a slice of `whole`'s bytes, as text.
+#[inline]
+fn sub<'a>(whole: &'a str, part: &[u8]) -> &'a str {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    whole.get(start..start + part.len()).unwrap_or_default()
 }
 
 impl TableBuilders {
     pub(crate) fn new(
         table: Table,
         constants: FileConstants,
+        map: Arc<FieldMap>,
         hints: &CapacityHints,
         batch_size: usize,
     ) -> Self {
@@ -156,24 +221,24 @@ impl TableBuilders {
                 size.map(|m| m / hints.rows * rows + m / 8)
             }
         };
-        let scale = |i: usize| scale_size(hints.sizes.get(i).copied().unwrap_or_default())[0];
         let sized = |i: usize| scale_size(hints.sizes.get(i).copied().unwrap_or_default());
+        let int_slot = |c: usize| map.ints.iter().position(|&(col, _, _)| col == c);
         let cols = defs
             .iter()
             .enumerate()
             .map(|(i, d)| match d.kind {
-                ColKind::Text => ColBuilder::Text(StringBuilder::with_capacity(rows, scale(i))),
-                ColKind::Dict => ColBuilder::Dict(DictBuilder::with_capacity(rows)),
-                ColKind::Event => ColBuilder::Event(DictBuilder::with_capacity(rows)),
-                ColKind::Int64 => ColBuilder::I64(Int64Builder::with_capacity(rows)),
-                ColKind::Int32 => ColBuilder::I32(Int32Builder::with_capacity(rows)),
+                ColKind::Text => ColBuilder::Text(StringBuilder::with_capacity(rows, sized(i)[0])),
+                ColKind::Dict => ColBuilder::Dict(DictBuilder::with_capacity(rows), false),
+                ColKind::Event => ColBuilder::Dict(DictBuilder::with_capacity(rows), true),
+                ColKind::Int64 => ColBuilder::I64(Int64Builder::with_capacity(rows), int_slot(i)),
+                ColKind::Int32 => ColBuilder::I32(Int32Builder::with_capacity(rows), int_slot(i)),
                 ColKind::List => ColBuilder::List(ListBuilder::with_capacity(
-                    StringBuilder::with_capacity(sized(i)[1], scale(i)),
+                    StringBuilder::with_capacity(sized(i)[1], sized(i)[0]),
                     rows,
                 )),
                 ColKind::CustomData => ColBuilder::Map(map_builder(rows, sized(i))),
                 ColKind::Endpoint => ColBuilder::Endpoint(
-                    StringBuilder::with_capacity(rows, scale(i)),
+                    StringBuilder::with_capacity(rows, sized(i)[0]),
                     Int32Builder::with_capacity(rows),
                 ),
                 ColKind::Reply => ColBuilder::Reply(
@@ -185,16 +250,20 @@ impl TableBuilders {
                 ColKind::FileRole => ColBuilder::Const(constants.role),
             })
             .collect();
+        let server = (constants.server_from_rows && map.server_hostname.is_some())
+            .then(|| DictBuilder::with_capacity(rows));
         TableBuilders {
             table,
             defs,
             constants,
+            map,
+            rows: 0,
             timestamp: TimestampMillisecondBuilder::with_capacity(rows),
-            server: DictBuilder::with_capacity(rows),
+            server,
             offset: Int64Builder::with_capacity(rows),
             cols,
             extra: map_builder(rows, scale_size(hints.extra)),
-            rows: 0,
+            lossy: 0,
         }
     }
 
@@ -202,137 +271,165 @@ impl TableBuilders {
         &self.constants
     }
 
-    /// Appends one row. `ints` holds the already validated integer values, by column index.
-    /// Returns whether any field needed lossy UTF-8 replacement.
-    pub(crate) fn append_row(
-        &mut self,
-        timestamp_ms: i64,
-        offset: u64,
-        fields: &Fields<'_>,
-        map: &FieldMap,
-        ints: &[Option<i64>],
-    ) -> bool {
-        let mut lossy = false;
-        let get = |srcs: &[usize]| {
-            srcs.first()
-                .and_then(|&i| fields.get(i))
-                .filter(|f| !f.is_empty())
+    /// Moves the rows on the tape into the column builders, one column at a time, and empties
+    /// the tape. Called every few dozen KiB, so the rows are still in cache when each column's
+    /// loop reads them.
+    pub(crate) fn absorb(&mut self, tape: &mut Tape) {
+        if tape.timestamps.is_empty() {
+            tape.clear();
+            return;
+        }
+        let map = &*self.map;
+        let width = map.width.max(1);
+        if simdutf8::basic::from_utf8(&tape.data).is_err() {
+            self.lossy += tape.repair_utf8(width);
+        }
+        // Valid after repair (every invalid row was rewritten); empty text otherwise reads as
+        // nulls rather than panicking.
+        let text = simdutf8::basic::from_utf8(&tape.data).unwrap_or_default();
+        let tape_rows = || tape.bounds.chunks_exact(width);
+        let field = |row: &[(u32, u32)], i: usize| -> &str {
+            let (s, e) = row[i];
+            text.get(s as usize..e as usize).unwrap_or_default()
         };
-        // Whole fields by index: no pointer arithmetic to find them in the validated row.
-        let get_text = |srcs: &[usize], lossy: &mut bool| {
-            let i = *srcs.first()?;
-            match fields.get_str(i) {
-                Some("") => None,
-                Some(s) => Some(Cow::Borrowed(s)),
-                None => fields
-                    .get(i)
-                    .filter(|f| !f.is_empty())
-                    .map(|f| text(fields, f, lossy)),
-            }
-        };
-        self.timestamp.append_value(timestamp_ms);
-        self.offset.append_value(offset as i64);
-        if self.constants.server_from_rows {
-            match map
-                .server_hostname
-                .and_then(|i| fields.get(i))
-                .filter(|f| !f.is_empty())
-            {
-                Some(name) => self.server.append(&text(fields, name, &mut lossy)),
-                None => self.server.append(&self.constants.server),
+        let rows = tape.timestamps.len();
+
+        self.timestamp.append_slice(&tape.timestamps);
+        self.offset.append_slice(&tape.offsets);
+        if let (Some(b), Some(i)) = (&mut self.server, map.server_hostname) {
+            for row in tape_rows() {
+                match field(row, i) {
+                    "" => b.append(&self.constants.server),
+                    name => b.append(name),
+                }
             }
         }
-        for ((col, srcs), value) in self.cols.iter_mut().zip(&map.sources).zip(ints) {
+        let ints = map.ints.len();
+        let int = |r: usize, k: Option<usize>| k.and_then(|k| tape.ints[r * ints + k]);
+        for (col, srcs) in self.cols.iter_mut().zip(&map.sources) {
+            let src = srcs.first().copied();
             match col {
-                ColBuilder::Text(b) => match get_text(srcs, &mut lossy) {
-                    Some(t) => b.append_value(t),
-                    None => b.append_null(),
-                },
-                ColBuilder::Dict(b) => match get_text(srcs, &mut lossy) {
-                    Some(t) => b.append(&t),
-                    None => b.append_null(),
-                },
-                ColBuilder::Event(b) => match get(srcs) {
-                    Some(f) => match event_name(f) {
-                        Some(name) => b.append(name),
-                        None => b.append(&text(fields, f, &mut lossy)),
-                    },
-                    None => b.append_null(),
-                },
-                ColBuilder::I64(b) => b.append_option(*value),
-                ColBuilder::I32(b) => b.append_option(value.map(|v| v as i32)),
-                ColBuilder::List(b) => match get(srcs) {
-                    Some(f) => {
-                        for item in multi_value::items(f) {
-                            b.values().append_value(text(fields, item, &mut lossy));
-                        }
-                        b.append(true);
-                    }
-                    None => b.append(false),
-                },
-                ColBuilder::Map(b) => match get(srcs) {
-                    Some(f) => append_custom_data(b, fields, f, &mut lossy),
-                    None => b.append(false).unwrap_or_default(),
-                },
-                ColBuilder::Endpoint(ip, port) => match get(srcs) {
-                    Some(f) => {
-                        let ep = parse_endpoint(f);
-                        ip.append_value(text(fields, ep.ip, &mut lossy));
-                        port.append_option(ep.port.map(i32::from));
-                    }
-                    None => {
-                        ip.append_null();
-                        port.append_null();
-                    }
-                },
-                ColBuilder::Reply(code, enhanced) => {
-                    let reply = srcs
-                        .iter()
-                        .filter_map(|&i| fields.get(i))
-                        .find_map(find_smtp_reply);
-                    match reply {
-                        Some(r) => {
-                            code.append_value(r.code as i16);
-                            match r.enhanced {
-                                Some(e) => enhanced.append(&text(fields, e, &mut lossy)),
-                                None => enhanced.append_null(),
+                ColBuilder::Text(b) => match src {
+                    Some(i) => {
+                        for row in tape_rows() {
+                            match field(row, i) {
+                                "" => b.append_null(),
+                                t => b.append_value(t),
                             }
                         }
-                        None => {
-                            code.append_null();
-                            enhanced.append_null();
+                    }
+                    None => b.append_nulls(rows),
+                },
+                ColBuilder::Dict(b, event) => match src {
+                    Some(i) => {
+                        for row in tape_rows() {
+                            match field(row, i) {
+                                "" => b.append_null(),
+                                t if *event => b.append(event_name(t.as_bytes()).unwrap_or(t)),
+                                t => b.append(t),
+                            }
+                        }
+                    }
+                    None => (0..rows).for_each(|_| b.append_null()),
+                },
+                ColBuilder::I64(b, k) => (0..rows).for_each(|r| b.append_option(int(r, *k))),
+                // Checked to fit when the row was taken.
+                ColBuilder::I32(b, k) => {
+                    (0..rows).for_each(|r| b.append_option(int(r, *k).map(|v| v as i32)))
+                }
+                ColBuilder::List(b) => {
+                    for row in tape_rows() {
+                        match src.map(|i| field(row, i)).unwrap_or_default() {
+                            "" => b.append(false),
+                            f => {
+                                for item in multi_value::items(f.as_bytes()) {
+                                    b.values().append_value(sub(f, item));
+                                }
+                                b.append(true);
+                            }
+                        }
+                    }
+                }
+                ColBuilder::Map(b) => {
+                    for row in tape_rows() {
+                        match src.map(|i| field(row, i)).unwrap_or_default() {
+                            "" => b.append(false).unwrap_or_default(),
+                            f => append_custom_data(b, f),
+                        }
+                    }
+                }
+                ColBuilder::Endpoint(ip, port) => {
+                    for row in tape_rows() {
+                        match src.map(|i| field(row, i)).unwrap_or_default() {
+                            "" => {
+                                ip.append_null();
+                                port.append_null();
+                            }
+                            f => {
+                                let ep = parse_endpoint(f.as_bytes());
+                                ip.append_value(sub(f, ep.ip));
+                                port.append_option(ep.port.map(i32::from));
+                            }
+                        }
+                    }
+                }
+                ColBuilder::Reply(code, enhanced) => {
+                    for row in tape_rows() {
+                        let reply = srcs.iter().find_map(|&i| {
+                            let f = field(row, i);
+                            find_smtp_reply(f.as_bytes()).map(|r| (f, r))
+                        });
+                        match reply {
+                            Some((f, r)) => {
+                                code.append_value(r.code as i16);
+                                match r.enhanced {
+                                    Some(e) => enhanced.append(sub(f, e)),
+                                    None => enhanced.append_null(),
+                                }
+                            }
+                            None => {
+                                code.append_null();
+                                enhanced.append_null();
+                            }
                         }
                     }
                 }
                 ColBuilder::Const(_) => {}
             }
         }
-        let mut any_extra = false;
-        for (i, name) in &map.extra {
-            if let Some(f) = fields.get(*i).filter(|f| !f.is_empty()) {
-                self.extra.keys().append_value(name);
-                self.extra
-                    .values()
-                    .append_value(text(fields, f, &mut lossy));
-                any_extra = true;
+        for row in tape_rows() {
+            let mut any = false;
+            for (i, name) in &map.extra {
+                match field(row, *i) {
+                    "" => {}
+                    value => {
+                        self.extra.keys().append_value(name);
+                        self.extra.values().append_value(value);
+                        any = true;
+                    }
+                }
             }
+            // MapBuilder::append only fails when keys and values disagree in length, which the
+            // paired appends above rule out.
+            self.extra.append(any).unwrap_or_default();
         }
-        // MapBuilder::append only fails when keys and values disagree in length, which the
-        // paired appends above rule out.
-        self.extra.append(any_extra).unwrap_or_default();
-        self.rows += 1;
-        lossy
+        tape.clear();
     }
 
-    /// Turns the rows into a batch, and measures them for the next batch's capacities.
-    pub(crate) fn finish(mut self, hints: &mut CapacityHints) -> Result<RecordBatch, ArrowError> {
+    /// Turns the rows into a batch, measures them for the next batch's capacities, and returns
+    /// how many rows needed lossy UTF-8 replacement.
+    pub(crate) fn finish(
+        mut self,
+        tape: &mut Tape,
+        hints: &mut CapacityHints,
+    ) -> Result<(RecordBatch, u64), ArrowError> {
+        self.absorb(tape);
         let rows = self.rows;
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.defs.len() + 8);
         arrays.push(Arc::new(self.timestamp.finish().with_timezone("UTC")));
-        arrays.push(if self.constants.server_from_rows {
-            Arc::new(self.server.finish()?)
-        } else {
-            const_dict(Some(&self.constants.server), rows)?
+        arrays.push(match &mut self.server {
+            Some(b) => Arc::new(b.finish()?),
+            None => const_dict(Some(&self.constants.server), rows)?,
         });
         arrays.push(const_dict(Some(&self.constants.source_file), rows)?);
         arrays.push(Arc::new(self.offset.finish()));
@@ -345,15 +442,15 @@ impl TableBuilders {
                     hints.sizes.push([a.value_data().len(), 0, 0]);
                     arrays.push(Arc::new(a));
                 }
-                ColBuilder::Dict(b) | ColBuilder::Event(b) => {
+                ColBuilder::Dict(b, _) => {
                     hints.sizes.push([0; 3]);
                     arrays.push(Arc::new(b.finish()?));
                 }
-                ColBuilder::I64(b) => {
+                ColBuilder::I64(b, _) => {
                     hints.sizes.push([0; 3]);
                     arrays.push(Arc::new(b.finish()));
                 }
-                ColBuilder::I32(b) => {
+                ColBuilder::I32(b, _) => {
                     hints.sizes.push([0; 3]);
                     arrays.push(Arc::new(b.finish()));
                 }
@@ -381,25 +478,21 @@ impl TableBuilders {
                 }
                 ColBuilder::Const(value) => {
                     hints.sizes.push([0; 3]);
-                    arrays.push(const_dict(value.as_deref(), rows)?);
+                    arrays.push(const_dict(*value, rows)?);
                 }
             }
         }
         let extra = self.extra.finish();
         hints.extra = map_size(&extra);
         arrays.push(Arc::new(extra));
-        RecordBatch::try_new(schema::schema(self.table), arrays)
+        let batch = RecordBatch::try_new(schema::schema(self.table), arrays)?;
+        Ok((batch, self.lossy))
     }
 }
 
-fn append_custom_data<'b>(
-    b: &mut MapBuilder<StringBuilder, StringBuilder>,
-    fields: &Fields<'b>,
-    field: &'b [u8],
-    lossy: &mut bool,
-) {
-    for (seen, (key, value)) in custom_data::entries(field).enumerate() {
-        let key = text(fields, key, lossy);
+fn append_custom_data(b: &mut MapBuilder<StringBuilder, StringBuilder>, field: &str) {
+    for (seen, (key, value)) in custom_data::entries(field.as_bytes()).enumerate() {
+        let key = sub(field, key);
         // Parquet readers (DuckDB) refuse maps with repeated keys, and Exchange repeats some
         // (`S:AMA=SUM|...;S:AMA=EV|...`): the second becomes `AMA#2`, the third `AMA#3`.
         let keys = b.keys();
@@ -408,14 +501,14 @@ fn append_custom_data<'b>(
             .filter(|&i| same_key(stored_key(keys, i), key.as_bytes()))
             .count();
         if repeats == 0 {
-            keys.append_value(&key);
+            keys.append_value(key);
         } else {
             // Written straight into the builder (cannot fail): no String per repeated key.
             let _ = write!(keys, "{key}#{}", repeats + 1);
             keys.append_value("");
         }
         match value {
-            Some(v) => b.values().append_value(text(fields, v, lossy)),
+            Some(v) => b.values().append_value(sub(field, v)),
             None => b.values().append_null(),
         }
     }

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use memchr::memchr;
 
-use crate::batch::{CapacityHints, FileConstants, RejectBuilders, TableBuilders};
+use crate::batch::{
+    CHUNK_BYTES, CHUNK_ROWS, CapacityHints, FileConstants, RejectBuilders, TableBuilders, Tape,
+};
 use crate::directive::{Directive, field_names, normalize_name, parse_directive};
 use crate::error::{Error, RejectReason};
 use crate::fields::{datetime::parse_datetime_ms, number::parse_i64};
@@ -142,7 +144,7 @@ impl DecoderBuilder {
             hints: self.sizes.0,
             rejects: RejectBuilders::new(),
             tokenizer: Tokenizer::default(),
-            ints: Vec::new(),
+            tape: Tape::default(),
             partial: Vec::new(),
             partial_start: 0,
             skipping: false,
@@ -262,12 +264,12 @@ pub struct Decoder {
     kind: Option<LogKind>,
     header_kind: Option<LogKind>,
     unsupported: Option<String>,
-    map: Option<FieldMap>,
+    map: Option<Arc<FieldMap>>,
     builders: Option<TableBuilders>,
     hints: [CapacityHints; 5],
     rejects: RejectBuilders,
     tokenizer: Tokenizer,
-    ints: Vec<Option<i64>>,
+    tape: Tape,
 
     partial: Vec<u8>,
     partial_start: u64,
@@ -382,10 +384,9 @@ impl Decoder {
         if let Some(b) = self.builders.take_if(|b| b.rows > 0) {
             let table = b.table;
             let hints = &mut self.hints[table_index(table)];
-            out.data = Some(Decoded {
-                table,
-                batch: b.finish(hints)?,
-            });
+            let (batch, lossy) = b.finish(&mut self.tape, hints)?;
+            self.stats.lossy_rows += lossy;
+            out.data = Some(Decoded { table, batch });
         }
         if self.rejects.rows > 0 {
             out.rejects = Some(self.rejects.finish(&self.source_file, &self.server)?);
@@ -455,7 +456,7 @@ impl Decoder {
                 // A new header block: what the last one said no longer holds.
                 self.header_kind = None;
                 self.unsupported = None;
-                self.map = None;
+                self.set_map(None);
                 self.set_kind(self.hint);
             }
             Directive::LogType(v) => match kind_from_log_type(v) {
@@ -481,7 +482,8 @@ impl Decoder {
                         .or(self.hint)
                 });
                 self.set_kind(kind);
-                self.map = kind.map(|k| FieldMap::new(k.table(), names));
+                let map = kind.map(|k| FieldMap::new(k.table(), names));
+                self.set_map(map);
             }
             Directive::Version(_) | Directive::Date(_) | Directive::Other(_) => {}
         }
@@ -491,7 +493,7 @@ impl Decoder {
     /// must be flushed first.
     fn set_kind(&mut self, kind: Option<LogKind>) {
         if kind != self.kind {
-            self.map = None;
+            self.set_map(None);
         }
         self.kind = kind;
         let Some(b) = &self.builders else { return };
@@ -508,39 +510,64 @@ impl Decoder {
         }
     }
 
+    /// Changes the header layout. Every row of a batch follows one layout, so a batch holding
+    /// rows under another must be flushed first (an identical header repeated keeps the batch).
+    fn set_map(&mut self, map: Option<FieldMap>) {
+        let map = map.map(|m| match &self.builders {
+            Some(b) if b.map.names == m.names => Arc::clone(&b.map),
+            _ => Arc::new(m),
+        });
+        if let Some(b) = &self.builders
+            && !map.as_ref().is_some_and(|m| Arc::ptr_eq(m, &b.map))
+        {
+            if b.rows > 0 {
+                self.switch_pending = true;
+            } else {
+                self.builders = None;
+            }
+        }
+        self.map = map;
+    }
+
     fn row(&mut self, line: &[u8], start: u64) {
         if let Some(name) = &self.unsupported {
             let reason = RejectReason::UnsupportedLogType(name.clone());
             self.reject(start, line, None, &reason);
             return;
         }
-        let mut tokenizer = std::mem::take(&mut self.tokenizer);
-        match tokenizer.tokenize(line) {
-            Ok(fields) => {
-                if let Err(reason) = self.append(&fields, start) {
-                    let ts = fields.get(0).and_then(parse_datetime_ms);
-                    self.reject(start, line, ts, &reason);
-                }
-            }
-            Err(e) => self.reject(
-                start,
-                line,
-                None,
-                &RejectReason::UnterminatedQuote { at: e.at },
-            ),
+        let (data, bounds) = (self.tape.data.len(), self.tape.bounds.len());
+        let tokenized =
+            self.tokenizer
+                .tokenize_into(line, &mut self.tape.data, &mut self.tape.bounds);
+        if let Err(e) = tokenized {
+            let reason = RejectReason::UnterminatedQuote { at: e.at };
+            return self.reject(start, line, None, &reason);
         }
-        self.tokenizer = tokenizer;
+        if let Err(reason) = self.append(bounds, start) {
+            let tape = &self.tape;
+            let fields = Fields::over(&tape.data, &tape.bounds[bounds..]);
+            let ts = fields.get(0).and_then(parse_datetime_ms);
+            self.tape.truncate(data, bounds);
+            self.reject(start, line, ts, &reason);
+        }
     }
 
-    fn append(&mut self, fields: &Fields<'_>, start: u64) -> Result<(), RejectReason> {
+    /// Checks the row just put on the tape (its fields from `bounds` on) and completes it, or says
+    /// why it is rejected (the caller then takes it off the tape).
+    fn append(&mut self, bounds: usize, start: u64) -> Result<(), RejectReason> {
         if self.map.is_none() {
-            self.assume_layout(fields)?;
+            let tape = std::mem::take(&mut self.tape);
+            let assumed = self.assume_layout(&Fields::over(&tape.data, &tape.bounds[bounds..]));
+            self.tape = tape;
+            let (kind, map) = assumed?;
+            self.set_kind(Some(kind));
+            self.set_map(Some(map));
         }
         let (Some(map), Some(kind)) = (&self.map, self.kind) else {
-            return Err(RejectReason::UnknownLayout {
-                fields: fields.len(),
-            });
+            let found = self.tape.bounds.len() - bounds;
+            return Err(RejectReason::UnknownLayout { fields: found });
         };
+        let fields = Fields::over(&self.tape.data, &self.tape.bounds[bounds..]);
         if fields.len() != map.width {
             return Err(RejectReason::FieldCount {
                 expected: map.width,
@@ -558,19 +585,25 @@ impl Decoder {
                 ts_field,
             ));
         };
-        let table = kind.table();
-        // Integers are the typed fields that can fail: check them all before appending anything,
-        // so a rejected row leaves no half-appended columns. Other slots stay None.
-        self.ints.resize(map.sources.len(), None);
-        for &(col, src, is_i32) in &map.ints {
-            self.ints[col] = match fields.get(src).filter(|f| !f.is_empty()) {
+        // Integers are the typed fields that can fail: check them all before the row counts, so
+        // a rejected row leaves nothing behind.
+        let ints = self.tape.ints.len();
+        for &(_, src, is_i32) in &map.ints {
+            let value = match fields.get(src).filter(|f| !f.is_empty()) {
                 None => None,
-                Some(f) => {
-                    let v = parse_i64(f).filter(|v| !is_i32 || i32::try_from(*v).is_ok());
-                    Some(v.ok_or_else(|| bad_value(map.name(Some(src)), "an integer", f))?)
-                }
+                Some(f) => match parse_i64(f).filter(|v| !is_i32 || i32::try_from(*v).is_ok()) {
+                    Some(v) => Some(v),
+                    None => {
+                        self.tape.ints.truncate(ints);
+                        return Err(bad_value(map.name(Some(src)), "an integer", f));
+                    }
+                },
             };
+            self.tape.ints.push(value);
         }
+        self.tape.timestamps.push(ts);
+        self.tape.offsets.push(start as i64);
+        let table = kind.table();
         let builders = match &mut self.builders {
             Some(b) => b,
             None => {
@@ -583,12 +616,14 @@ impl Decoder {
                     role: self.role,
                 };
                 let hints = &self.hints[table_index(table)];
+                let (map, size) = (Arc::clone(map), self.batch_size);
                 self.builders
-                    .insert(TableBuilders::new(table, constants, hints, self.batch_size))
+                    .insert(TableBuilders::new(table, constants, map, hints, size))
             }
         };
-        if builders.append_row(ts, start, fields, map, &self.ints) {
-            self.stats.lossy_rows += 1;
+        builders.rows += 1;
+        if self.tape.data.len() >= CHUNK_BYTES || self.tape.timestamps.len() >= CHUNK_ROWS {
+            builders.absorb(&mut self.tape);
         }
         self.stats.rows += 1;
         Ok(())
@@ -596,28 +631,22 @@ impl Decoder {
 
     /// A row arrived before any `#Fields` header: use the documented layout of the kind the
     /// log type, path or row shape suggests, and say so.
-    fn assume_layout(&mut self, fields: &Fields<'_>) -> Result<(), RejectReason> {
+    fn assume_layout(&mut self, fields: &Fields<'_>) -> Result<(LogKind, FieldMap), RejectReason> {
+        let unknown = RejectReason::UnknownLayout {
+            fields: fields.len(),
+        };
         let kind = match self.kind {
             Some(k) => k,
-            None => kind_from_shape(fields).ok_or(RejectReason::UnknownLayout {
-                fields: fields.len(),
-            })?,
+            None => kind_from_shape(fields).ok_or(unknown.clone())?,
         };
-        let (layout, names) =
-            default_fields(kind, fields.len()).ok_or(RejectReason::UnknownLayout {
-                fields: fields.len(),
-            })?;
+        let (layout, names) = default_fields(kind, fields.len()).ok_or(unknown)?;
         self.notes.push(Note::AssumedLayout {
             line: self.line,
             layout,
             columns: names.len(),
         });
-        self.set_kind(Some(kind));
-        self.map = Some(FieldMap::new(
-            kind.table(),
-            names.iter().map(|n| n.as_bytes()),
-        ));
-        Ok(())
+        let map = FieldMap::new(kind.table(), names.iter().map(|n| n.as_bytes()));
+        Ok((kind, map))
     }
 
     fn reject(&mut self, start: u64, raw: &[u8], ts: Option<i64>, reason: &RejectReason) {

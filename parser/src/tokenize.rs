@@ -95,6 +95,17 @@ pub struct Fields<'a> {
 const IN_SCRATCH: u32 = 1 << 31;
 
 impl<'a> Fields<'a> {
+    /// A row of a batch tape: bounds absolute in `data`, bytes not yet checked as text.
+    pub(crate) fn over(data: &'a [u8], bounds: &'a [(u32, u32)]) -> Fields<'a> {
+        Fields {
+            data,
+            text: None,
+            scratch: &[],
+            scratch_text: None,
+            bounds,
+        }
+    }
+
     /// Number of fields.
     pub fn len(&self) -> usize {
         self.bounds.len()
@@ -162,7 +173,8 @@ impl Tokenizer {
     /// Splits `line` (no line terminator) into fields. Lines must be shorter than 2 GiB; the
     /// decoder's line-length cap guarantees it.
     pub fn tokenize<'a>(&'a mut self, line: &'a [u8]) -> Result<Fields<'a>, UnterminatedQuote> {
-        if self.split_plain(line) {
+        self.bounds.clear();
+        if split_plain(line, 0, &mut self.bounds) {
             let text = simdutf8::basic::from_utf8(line).ok();
             Ok(Fields {
                 data: line,
@@ -199,41 +211,34 @@ impl Tokenizer {
         })
     }
 
-    /// Splits a line at its commas. Returns false as soon as it meets a quote: the line then
-    /// needs the quoted path.
-    fn split_plain(&mut self, line: &[u8]) -> bool {
-        self.bounds.clear();
-        let mut start = 0u32;
-        let mut base = 0usize;
-        let mut chunks = line.chunks_exact(64);
-        for chunk in &mut chunks {
-            let (commas, quotes) = masks(chunk);
-            if quotes != 0 {
-                return false;
-            }
-            self.push_commas(commas, base, &mut start);
-            base += 64;
+    /// Appends `line`'s fields to a batch tape: their bytes to `data`, their bounds (absolute in
+    /// `data`) to `bounds`. A plain line is copied whole in one `memcpy`; a quoted one field by
+    /// field, unescaped. On error nothing is appended. `data` must stay under 2 GiB (the decoder's
+    /// batch byte budget plus one capped line keeps it there).
+    pub(crate) fn tokenize_into(
+        &mut self,
+        line: &[u8],
+        data: &mut Vec<u8>,
+        bounds: &mut Vec<(u32, u32)>,
+    ) -> Result<(), UnterminatedQuote> {
+        let first = bounds.len();
+        if split_plain(line, data.len() as u32, bounds) {
+            data.extend_from_slice(line);
+            return Ok(());
         }
-        let tail = chunks.remainder();
-        let mut padded = [0u8; 64];
-        padded[..tail.len()].copy_from_slice(tail);
-        let (commas, quotes) = masks(&padded);
-        if quotes != 0 {
-            return false;
+        bounds.truncate(first);
+        self.split_quoted(line)?;
+        for &(s, e) in &self.bounds {
+            let field = if s & IN_SCRATCH == 0 {
+                &line[s as usize..e as usize]
+            } else {
+                &self.unquoted[(s & !IN_SCRATCH) as usize..e as usize]
+            };
+            let start = data.len() as u32;
+            data.extend_from_slice(field);
+            bounds.push((start, data.len() as u32));
         }
-        self.push_commas(commas, base, &mut start);
-        self.bounds.push((start, line.len() as u32));
-        true
-    }
-
-    #[inline]
-    fn push_commas(&mut self, mut commas: u64, base: usize, start: &mut u32) {
-        while commas != 0 {
-            let at = (base + commas.trailing_zeros() as usize) as u32;
-            self.bounds.push((*start, at));
-            *start = at + 1;
-            commas &= commas - 1;
-        }
+        Ok(())
     }
 
     /// Splits a line that holds quotes. A quoted field without doubled quotes is borrowed from
@@ -287,6 +292,43 @@ impl Tokenizer {
             }
             i = end + 1;
         }
+    }
+}
+
+/// Splits a line at its commas, pushing bounds shifted by `base` onto `out`. Returns false as
+/// soon as it meets a quote (the line then needs the quoted path); `out` may then hold some of
+/// the line's bounds, which the caller discards.
+fn split_plain(line: &[u8], base: u32, out: &mut Vec<(u32, u32)>) -> bool {
+    let mut start = base;
+    let mut at = base;
+    let mut chunks = line.chunks_exact(64);
+    for chunk in &mut chunks {
+        let (commas, quotes) = masks(chunk);
+        if quotes != 0 {
+            return false;
+        }
+        push_commas(out, commas, at, &mut start);
+        at += 64;
+    }
+    let tail = chunks.remainder();
+    let mut padded = [0u8; 64];
+    padded[..tail.len()].copy_from_slice(tail);
+    let (commas, quotes) = masks(&padded);
+    if quotes != 0 {
+        return false;
+    }
+    push_commas(out, commas, at, &mut start);
+    out.push((start, base + line.len() as u32));
+    true
+}
+
+#[inline]
+fn push_commas(out: &mut Vec<(u32, u32)>, mut commas: u64, at: u32, start: &mut u32) {
+    while commas != 0 {
+        let comma = at + commas.trailing_zeros();
+        out.push((*start, comma));
+        *start = comma + 1;
+        commas &= commas - 1;
     }
 }
 
