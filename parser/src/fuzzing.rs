@@ -55,7 +55,7 @@ pub fn decode(data: &[u8]) {
     );
 }
 
-/// Every field parser on arbitrary bytes; the tokenizer's two paths must agree on quote-free input.
+/// Every field parser on arbitrary bytes; the tokenizer's paths must agree.
 pub fn fields(data: &[u8]) {
     let _ = datetime::parse_datetime_ms(data);
     let e = endpoint::parse_endpoint(data);
@@ -75,6 +75,8 @@ pub fn fields(data: &[u8]) {
         .tokenize_quoted(data)
         .map(|f| f.iter().map(<[u8]>::to_vec).collect::<Vec<_>>());
     assert_eq!(fast, slow, "tokenizer paths disagree");
+    let tape = crate::tokenize::tape_fields(data);
+    assert_eq!(tape, slow, "tape path disagrees with the quoted path");
 }
 
 /// The directive parser and sniffing on arbitrary bytes.
