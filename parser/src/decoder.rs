@@ -26,7 +26,10 @@ use crate::batch::{
 };
 use crate::directive::{Directive, field_names, normalize_name, parse_directive};
 use crate::error::{Error, RejectReason};
-use crate::fields::{datetime::parse_datetime_ms, number::parse_i64};
+use crate::fields::{
+    datetime::{DatetimeParser, parse_datetime_ms},
+    number::parse_i64,
+};
 use crate::kind::{
     LogKind, LogTypeKind, PathInfo, Table, default_fields, kind_from_field_names,
     kind_from_log_type, kind_from_shape, path_info,
@@ -145,6 +148,7 @@ impl DecoderBuilder {
             rejects: RejectBuilders::new(),
             tokenizer: Tokenizer::default(),
             tape: Tape::default(),
+            datetime: DatetimeParser::default(),
             partial: Vec::new(),
             partial_start: 0,
             skipping: false,
@@ -270,6 +274,7 @@ pub struct Decoder {
     rejects: RejectBuilders,
     tokenizer: Tokenizer,
     tape: Tape,
+    datetime: DatetimeParser,
 
     partial: Vec<u8>,
     partial_start: u64,
@@ -578,7 +583,7 @@ impl Decoder {
             .timestamp
             .and_then(|i| fields.get(i))
             .unwrap_or_default();
-        let Some(ts) = parse_datetime_ms(ts_field) else {
+        let Some(ts) = self.datetime.parse(ts_field) else {
             return Err(bad_value(
                 map.name(map.timestamp),
                 "an ISO 8601 UTC timestamp",

@@ -28,7 +28,8 @@ pub fn parse_endpoint(s: &[u8]) -> Endpoint<'_> {
             port,
         };
     }
-    let Some(colon) = memchr::memrchr(b':', s) else {
+    // Plain scans, not memchr: endpoints are a few dozen bytes, shorter than its setup.
+    let Some(colon) = s.iter().rposition(|&b| b == b':') else {
         return Endpoint { ip: s, port: None };
     };
     let (host, port) = (&s[..colon], &s[colon + 1..]);
@@ -37,7 +38,7 @@ pub fn parse_endpoint(s: &[u8]) -> Endpoint<'_> {
     };
     // With more colons the value is IPv6; `2001:db8::1` alone must not lose its last group to
     // the port, so split only when what is left is itself a complete IPv6 address.
-    if memchr::memchr(b':', host).is_some() && !is_ipv6(host) {
+    if host.contains(&b':') && !is_ipv6(host) {
         return Endpoint { ip: s, port: None };
     }
     if host.is_empty() {
