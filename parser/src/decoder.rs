@@ -9,7 +9,8 @@
 //! and the rest of it is skipped without buffering, so memory stays bounded whatever the input.
 //!
 //! `decode` returns early, with bytes left unconsumed, when the batch is full or when a header
-//! switched the file to another kind (a batch holds one table and one set of per-file constants).
+//! switched the file to another kind or column layout (a batch holds one table, one layout and one
+//! set of per-file constants).
 //! The caller then calls `flush()` and passes the rest again. `source_offset` is the absolute byte
 //! offset of each line's first byte, counted over every byte consumed (BOM, headers and `\r`
 //! included), so `(file, offset)` finds the raw line again.
@@ -183,7 +184,7 @@ pub struct DecoderStats {
     pub rows: u64,
     /// Lines that went to rejects.
     pub rejects: u64,
-    /// Rows kept with invalid UTF-8 replaced by U+FFFD.
+    /// Rows kept with invalid UTF-8 replaced by U+FFFD (counted when their batch is flushed).
     pub lossy_rows: u64,
 }
 
@@ -366,7 +367,7 @@ impl Decoder {
     }
 
     /// True when a batch should be taken before decoding more: it is full, or the file switched
-    /// to another kind of log.
+    /// to another kind of log or column layout.
     pub fn needs_flush(&self) -> bool {
         self.switch_pending
             || self.pending_rows() >= self.batch_size

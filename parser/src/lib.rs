@@ -4,7 +4,8 @@
 //! connectivity logs, POP3/IMAP4 protocol logs, agent logs) into typed Arrow record batches.
 //!
 //! Columns are mapped by each file's `#Fields` header, never by position, so every Exchange version
-//! parses with one code path; a header that changes mid-file is followed. Fields are typed:
+//! parses with one code path; a header that changes mid-file is followed (the batch ends there:
+//! every batch follows one layout). Fields are typed:
 //! timestamps as `Timestamp(ms, UTC)`, integers as integers, endpoints split into ip and port,
 //! `;` lists as lists, `custom-data` as a map, low-cardinality text dictionary-encoded, protocol
 //! event symbols named, SMTP reply and enhanced status codes split out. A line that cannot be
