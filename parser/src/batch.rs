@@ -32,6 +32,7 @@ use crate::fields::{
 use crate::kind::Table;
 use crate::mapping::FieldMap;
 use crate::schema::{self, ColKind, ColumnDef};
+use crate::tokenize::Fields;
 
 /// Per-file values that are the same on every row of a batch.
 #[derive(Debug, Clone)]
@@ -103,11 +104,35 @@ pub(crate) struct Tape {
     pub(crate) ints: Vec<Option<i64>>,
 }
 
+/// Lengths of the tape before a row was put on it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mark {
+    data: usize,
+    pub(crate) bounds: usize,
+    ints: usize,
+}
+
 impl Tape {
-    /// Drops a row that was put on the tape and then rejected.
-    pub(crate) fn truncate(&mut self, data: usize, bounds: usize) {
-        self.data.truncate(data);
-        self.bounds.truncate(bounds);
+    /// Where the next row starts, to look at it or take it back.
+    pub(crate) fn mark(&self) -> Mark {
+        Mark {
+            data: self.data.len(),
+            bounds: self.bounds.len(),
+            ints: self.ints.len(),
+        }
+    }
+
+    /// The fields of the row put on the tape since `mark`.
+    pub(crate) fn row(&self, mark: Mark) -> Fields<'_> {
+        Fields::over(&self.data, &self.bounds[mark.bounds..])
+    }
+
+    /// Takes back the row put on the tape since `mark` (it was rejected). Timestamps and offsets
+    /// are pushed only once a row is accepted.
+    pub(crate) fn rollback(&mut self, mark: Mark) {
+        self.data.truncate(mark.data);
+        self.bounds.truncate(mark.bounds);
+        self.ints.truncate(mark.ints);
     }
 
     fn clear(&mut self) {
@@ -281,12 +306,15 @@ impl TableBuilders {
         }
         let map = &*self.map;
         let width = map.width.max(1);
-        if simdutf8::basic::from_utf8(&tape.data).is_err() {
-            self.lossy += tape.repair_utf8(width);
-        }
-        // Valid after repair (every invalid row was rewritten); empty text otherwise reads as
-        // nulls rather than panicking.
-        let text = simdutf8::basic::from_utf8(&tape.data).unwrap_or_default();
+        let text = match simdutf8::basic::from_utf8(&tape.data) {
+            Ok(text) => text,
+            Err(_) => {
+                self.lossy += tape.repair_utf8(width);
+                // Valid after repair (every invalid row was rewritten); empty text otherwise
+                // reads as nulls rather than panicking.
+                simdutf8::basic::from_utf8(&tape.data).unwrap_or_default()
+            }
+        };
         let tape_rows = || tape.bounds.chunks_exact(width);
         let field = |row: &[(u32, u32)], i: usize| -> &str {
             let (s, e) = row[i];

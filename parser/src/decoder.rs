@@ -23,7 +23,8 @@ use arrow_array::RecordBatch;
 use memchr::memchr;
 
 use crate::batch::{
-    CHUNK_BYTES, CHUNK_ROWS, CapacityHints, FileConstants, RejectBuilders, TableBuilders, Tape,
+    CHUNK_BYTES, CHUNK_ROWS, CapacityHints, FileConstants, Mark, RejectBuilders, TableBuilders,
+    Tape,
 };
 use crate::directive::{Directive, field_names, normalize_name, parse_directive};
 use crate::error::{Error, RejectReason};
@@ -541,7 +542,7 @@ impl Decoder {
             self.reject(start, line, None, &reason);
             return;
         }
-        let (data, bounds) = (self.tape.data.len(), self.tape.bounds.len());
+        let mark = self.tape.mark();
         let tokenized =
             self.tokenizer
                 .tokenize_into(line, &mut self.tape.data, &mut self.tape.bounds);
@@ -549,31 +550,28 @@ impl Decoder {
             let reason = RejectReason::UnterminatedQuote { at: e.at };
             return self.reject(start, line, None, &reason);
         }
-        if let Err(reason) = self.append(bounds, start) {
-            let tape = &self.tape;
-            let fields = Fields::over(&tape.data, &tape.bounds[bounds..]);
-            let ts = fields.get(0).and_then(parse_datetime_ms);
-            self.tape.truncate(data, bounds);
+        if let Err(reason) = self.append(mark, start) {
+            let ts = self.tape.row(mark).get(0).and_then(parse_datetime_ms);
+            self.tape.rollback(mark);
             self.reject(start, line, ts, &reason);
         }
     }
 
-    /// Checks the row just put on the tape (its fields from `bounds` on) and completes it, or says
-    /// why it is rejected (the caller then takes it off the tape).
-    fn append(&mut self, bounds: usize, start: u64) -> Result<(), RejectReason> {
+    /// Checks the row just put on the tape (since `mark`) and completes it, or says why it is
+    /// rejected (the caller then takes it off the tape).
+    fn append(&mut self, mark: Mark, start: u64) -> Result<(), RejectReason> {
         if self.map.is_none() {
-            let tape = std::mem::take(&mut self.tape);
-            let assumed = self.assume_layout(&Fields::over(&tape.data, &tape.bounds[bounds..]));
-            self.tape = tape;
-            let (kind, map) = assumed?;
+            let (kind, map, note) = assume_layout(self.kind, self.line, &self.tape.row(mark))?;
+            self.notes.push(note);
             self.set_kind(Some(kind));
             self.set_map(Some(map));
         }
         let (Some(map), Some(kind)) = (&self.map, self.kind) else {
-            let found = self.tape.bounds.len() - bounds;
+            let found = self.tape.row(mark).len();
             return Err(RejectReason::UnknownLayout { fields: found });
         };
-        let fields = Fields::over(&self.tape.data, &self.tape.bounds[bounds..]);
+        // Field by field (not `Tape::row`), so the integers can go on the tape while it is read.
+        let fields = Fields::over(&self.tape.data, &self.tape.bounds[mark.bounds..]);
         if fields.len() != map.width {
             return Err(RejectReason::FieldCount {
                 expected: map.width,
@@ -591,19 +589,15 @@ impl Decoder {
                 ts_field,
             ));
         };
-        // Integers are the typed fields that can fail: check them all before the row counts, so
-        // a rejected row leaves nothing behind.
-        let ints = self.tape.ints.len();
+        // Integers are the typed fields that can fail: a rejected row's values are rolled back
+        // with the rest of it.
         for &(_, src, is_i32) in &map.ints {
             let value = match fields.get(src).filter(|f| !f.is_empty()) {
                 None => None,
-                Some(f) => match parse_i64(f).filter(|v| !is_i32 || i32::try_from(*v).is_ok()) {
-                    Some(v) => Some(v),
-                    None => {
-                        self.tape.ints.truncate(ints);
-                        return Err(bad_value(map.name(Some(src)), "an integer", f));
-                    }
-                },
+                Some(f) => {
+                    let v = parse_i64(f).filter(|v| !is_i32 || i32::try_from(*v).is_ok());
+                    Some(v.ok_or_else(|| bad_value(map.name(Some(src)), "an integer", f))?)
+                }
             };
             self.tape.ints.push(value);
         }
@@ -633,26 +627,6 @@ impl Decoder {
         }
         self.stats.rows += 1;
         Ok(())
-    }
-
-    /// A row arrived before any `#Fields` header: use the documented layout of the kind the
-    /// log type, path or row shape suggests, and say so.
-    fn assume_layout(&mut self, fields: &Fields<'_>) -> Result<(LogKind, FieldMap), RejectReason> {
-        let unknown = RejectReason::UnknownLayout {
-            fields: fields.len(),
-        };
-        let kind = match self.kind {
-            Some(k) => k,
-            None => kind_from_shape(fields).ok_or(unknown.clone())?,
-        };
-        let (layout, names) = default_fields(kind, fields.len()).ok_or(unknown)?;
-        self.notes.push(Note::AssumedLayout {
-            line: self.line,
-            layout,
-            columns: names.len(),
-        });
-        let map = FieldMap::new(kind.table(), names.iter().map(|n| n.as_bytes()));
-        Ok((kind, map))
     }
 
     fn reject(&mut self, start: u64, raw: &[u8], ts: Option<i64>, reason: &RejectReason) {
@@ -727,6 +701,30 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// A row arrived before any `#Fields` header: the documented layout of the kind the log type,
+/// path or row shape suggests, and the note that says so.
+fn assume_layout(
+    kind: Option<LogKind>,
+    line: u64,
+    fields: &Fields<'_>,
+) -> Result<(LogKind, FieldMap, Note), RejectReason> {
+    let unknown = RejectReason::UnknownLayout {
+        fields: fields.len(),
+    };
+    let kind = match kind {
+        Some(k) => k,
+        None => kind_from_shape(fields).ok_or(unknown.clone())?,
+    };
+    let (layout, names) = default_fields(kind, fields.len()).ok_or(unknown)?;
+    let note = Note::AssumedLayout {
+        line,
+        layout,
+        columns: names.len(),
+    };
+    let map = FieldMap::new(kind.table(), names.iter().map(|n| n.as_bytes()));
+    Ok((kind, map, note))
 }
 
 fn bad_value(column: String, expected: &'static str, value: &[u8]) -> RejectReason {

@@ -1,19 +1,20 @@
 //! Row → field boundaries.
 //!
 //! Exchange quotes a field only when it holds a comma (and so whenever it holds a quote), with
-//! quotes doubled inside. Most rows hold no quote at all, so there are two paths:
+//! quotes doubled inside. There are two paths:
 //!
-//! * **plain** (no `"` anywhere in the line): field boundaries are the comma positions; nothing
-//!   is copied and fields borrow the line. Commas and quotes are found together, 64 bytes at a
-//!   time, as bitmasks (a loop LLVM turns into vector compares), so a plain line is read once
-//!   whatever its field count; calling `memchr` per field costs more than the scan on lines of
-//!   30 short fields.
-//! * **quoted**: fields are unescaped into one reusable buffer and borrow that.
+//! * **masked**: commas and quotes are found together, 64 bytes at a time, as bitmasks (a loop
+//!   LLVM turns into vector compares), and commas inside quotes are masked off by a prefix XOR of
+//!   the quote bits. A line is read once whatever its field count; calling `memchr` per field
+//!   costs more than the scan on lines of 30 short fields. Fields borrow the line; only those
+//!   with doubled quotes are rebuilt. The decoder's tape path ([`Tokenizer::tokenize_into`]).
+//! * **lenient**: fields are unescaped one by one into a reusable buffer, the way Exchange's
+//!   readers take any quoting: text after a closing quote is kept, and a quote inside an unquoted
+//!   field is literal. Lines the masked path finds not quoted the Exchange way come here.
 //!
-//! Both paths must agree on every quote-free line; a property test holds them to it. The quoted
-//! path is lenient the way Exchange's readers are: text after a closing quote is kept, and a quote
-//! inside an unquoted field is literal. Only an unterminated quote is an error, because transport
-//! logs never continue a record onto the next line.
+//! Property tests and a fuzz target hold the two paths to the same fields on every line. Only an
+//! unterminated quote is an error, because transport logs never continue a record onto the next
+//! line.
 
 use memchr::memchr;
 
@@ -81,11 +82,8 @@ pub struct Tokenizer {
 #[derive(Debug, Clone, Copy)]
 pub struct Fields<'a> {
     data: &'a [u8],
-    /// `data` as text, when the whole row is valid UTF-8 (checked once per row, not per field).
-    text: Option<&'a str>,
     /// Unescaped copies of the fields that held doubled quotes.
     scratch: &'a [u8],
-    scratch_text: Option<&'a str>,
     /// Field bounds; a start with [`IN_SCRATCH`] set indexes `scratch`, otherwise `data`.
     bounds: &'a [(u32, u32)],
 }
@@ -95,13 +93,11 @@ pub struct Fields<'a> {
 const IN_SCRATCH: u32 = 1 << 31;
 
 impl<'a> Fields<'a> {
-    /// A row of a batch tape: bounds absolute in `data`, bytes not yet checked as text.
+    /// A row of a batch tape: bounds absolute in `data`.
     pub(crate) fn over(data: &'a [u8], bounds: &'a [(u32, u32)]) -> Fields<'a> {
         Fields {
             data,
-            text: None,
             scratch: &[],
-            scratch_text: None,
             bounds,
         }
     }
@@ -127,34 +123,6 @@ impl<'a> Fields<'a> {
         })
     }
 
-    /// Field `i` as text, if the row is valid UTF-8 and has field `i`. Fields split at ASCII
-    /// commas and quotes, so their bounds are always character boundaries of valid text.
-    #[inline]
-    pub fn get_str(&self, i: usize) -> Option<&'a str> {
-        let &(s, e) = self.bounds.get(i)?;
-        if s & IN_SCRATCH == 0 {
-            self.text?.get(s as usize..e as usize)
-        } else {
-            self.scratch_text?
-                .get((s & !IN_SCRATCH) as usize..e as usize)
-        }
-    }
-
-    /// `part` (a slice of one of this row's fields) as text, when the row is valid UTF-8. Any
-    /// slice cut at ASCII separators (`,` `;` `=` `:`) of valid text is itself valid text.
-    #[inline]
-    pub fn text_of(&self, part: &'a [u8]) -> Option<&'a str> {
-        let within = |whole: &[u8], text: Option<&'a str>| {
-            let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
-            let end = start.checked_add(part.len())?;
-            if end > whole.len() {
-                return None;
-            }
-            text?.get(start..end)
-        };
-        within(self.data, self.text).or_else(|| within(self.scratch, self.scratch_text))
-    }
-
     /// All fields in order.
     pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         let fields = *self;
@@ -174,13 +142,10 @@ impl Tokenizer {
     /// decoder's line-length cap guarantees it.
     pub fn tokenize<'a>(&'a mut self, line: &'a [u8]) -> Result<Fields<'a>, UnterminatedQuote> {
         self.bounds.clear();
-        if split_plain(line, 0, &mut self.bounds) {
-            let text = simdutf8::basic::from_utf8(line).ok();
+        if let Split::Plain = split_masked(line, 0, &mut self.bounds) {
             Ok(Fields {
                 data: line,
-                text,
                 scratch: &[],
-                scratch_text: None,
                 bounds: &self.bounds,
             })
         } else {
@@ -194,19 +159,9 @@ impl Tokenizer {
         line: &'a [u8],
     ) -> Result<Fields<'a>, UnterminatedQuote> {
         self.split_quoted(line)?;
-        let text = simdutf8::basic::from_utf8(line).ok();
-        // Scratch holds pieces of the line cut at ASCII quotes: valid whenever the line is.
-        let scratch = self.unquoted.as_slice();
-        let scratch_text = if text.is_some() {
-            simdutf8::basic::from_utf8(scratch).ok()
-        } else {
-            None
-        };
         Ok(Fields {
             data: line,
-            text,
-            scratch,
-            scratch_text,
+            scratch: &self.unquoted,
             bounds: &self.bounds,
         })
     }
@@ -240,13 +195,7 @@ impl Tokenizer {
             Split::Lenient => {}
         }
         bounds.truncate(first);
-        self.split_quoted(line)?;
-        for &(s, e) in &self.bounds {
-            let field = if s & IN_SCRATCH == 0 {
-                &line[s as usize..e as usize]
-            } else {
-                &self.unquoted[(s & !IN_SCRATCH) as usize..e as usize]
-            };
+        for field in self.tokenize_quoted(line)?.iter() {
             let start = data.len() as u32;
             data.extend_from_slice(field);
             bounds.push((start, data.len() as u32));
@@ -422,33 +371,6 @@ fn unquote(
         *bound = (start as u32, data.len() as u32);
     }
     accounted == quotes
-}
-
-/// Splits a line at its commas, pushing bounds shifted by `base` onto `out`. Returns false as
-/// soon as it meets a quote (the line then needs the quoted path); `out` may then hold some of
-/// the line's bounds, which the caller discards.
-fn split_plain(line: &[u8], base: u32, out: &mut Vec<(u32, u32)>) -> bool {
-    let mut start = base;
-    let mut at = base;
-    let mut chunks = line.chunks_exact(64);
-    for chunk in &mut chunks {
-        let (commas, quotes) = masks(chunk);
-        if quotes != 0 {
-            return false;
-        }
-        push_commas(out, commas, at, &mut start);
-        at += 64;
-    }
-    let tail = chunks.remainder();
-    let mut padded = [0u8; 64];
-    padded[..tail.len()].copy_from_slice(tail);
-    let (commas, quotes) = masks(&padded);
-    if quotes != 0 {
-        return false;
-    }
-    push_commas(out, commas, at, &mut start);
-    out.push((start, base + line.len() as u32));
-    true
 }
 
 #[inline]
