@@ -8,13 +8,18 @@ multi-file read costs DuckDB about 0.9 s per 10 MB file here, which would make i
 than it is. The five header lines are skipped with `skip=5`, not `comment='#'`, which would also cut
 subjects such as `order #88231`.
 
-Usage: benches/ingest_vs_duckdb.py [--gib 1] [--dir /tmp/mailflow-bench] [--python .venv/bin/python]
+The two jobs run in turns, `--runs` times each (default 5), and the ratio is taken between the
+medians: on a shared machine one run of either side swings by 30%, which a single pair of runs
+would report as a speed-up or a regression.
+
+Usage: benches/ingest_vs_duckdb.py [--gib 1] [--runs 5] [--dir /tmp/mailflow-bench] [--python .venv/bin/python]
 Needs a release build (`cargo build --release`) and the venv from `.ci/run` (duckdb).
 """
 import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -56,6 +61,7 @@ def run(cmd):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=float, default=1.0)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--dir", default="/tmp/mailflow-bench")
     ap.add_argument("--python", default=os.path.join(ROOT, ".venv/bin/python"))
     ap.add_argument("--mailflow", default=os.path.join(ROOT, "target/release/mailflow"))
@@ -66,24 +72,32 @@ def main():
                         "--seed", "1", "--servers", "2", "--out", logs], check=True)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(logs) for f in fs)
     out = os.path.join(args.dir, "out")
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
-
-    m_secs, m_rss, _ = run([args.mailflow, "ingest", logs, "--parquet", os.path.join(out, "mailflow"), "--quiet",
-                            "--threads", "2", "--summary-json", os.path.join(out, "summary.json")])
-    rows = json.load(open(os.path.join(out, "summary.json")))["rows"]["message_tracking"]
-    d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_JOB, logs, os.path.join(out, "duckdb.parquet"),
-                                ",".join(TRACKING_COLUMNS)])
-    d_rows = int(d_out.strip().splitlines()[-1])
+    mailflow_runs, duckdb_runs = [], []
+    for turn in range(max(1, args.runs)):
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        m_secs, m_rss, _ = run([args.mailflow, "ingest", logs, "--parquet", os.path.join(out, "mailflow"), "--quiet",
+                                "--threads", "2", "--summary-json", os.path.join(out, "summary.json")])
+        rows = json.load(open(os.path.join(out, "summary.json")))["rows"]["message_tracking"]
+        d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_JOB, logs, os.path.join(out, "duckdb.parquet"),
+                                    ",".join(TRACKING_COLUMNS)])
+        d_rows = int(d_out.strip().splitlines()[-1])
+        if rows != d_rows:
+            sys.exit(f"row counts differ: mailflow {rows}, duckdb {d_rows}")
+        mailflow_runs.append((m_secs, m_rss))
+        duckdb_runs.append((d_secs, d_rss))
+        print(f"turn {turn + 1}: mailflow {m_secs:.2f} s, duckdb {d_secs:.2f} s, ratio {d_secs / m_secs:.2f}x",
+              flush=True)
     mb = size / 1e6
     print(f"input: {mb:.0f} MB of generated message tracking logs, {rows} rows (duckdb: {d_rows})")
-    print(f"{'':10} {'seconds':>8} {'MB/s':>8} {'peak RSS MiB':>13}")
-    print(f"{'mailflow':10} {m_secs:8.2f} {mb / m_secs:8.1f} {m_rss:13.0f}")
-    print(f"{'duckdb':10} {d_secs:8.2f} {mb / d_secs:8.1f} {d_rss:13.0f}")
-    print(f"mailflow/duckdb throughput ratio: {d_secs / m_secs:.2f}x")
-    if rows != d_rows:
-        sys.exit(f"row counts differ: mailflow {rows}, duckdb {d_rows}")
-
+    print(f"{'':10} {'median s':>9} {'min s':>7} {'max s':>7} {'MB/s':>7} {'peak RSS MiB (max)':>19}")
+    for name, runs in (("mailflow", mailflow_runs), ("duckdb", duckdb_runs)):
+        secs = [s for s, _ in runs]
+        med = statistics.median(secs)
+        print(f"{name:10} {med:9.2f} {min(secs):7.2f} {max(secs):7.2f} {mb / med:7.1f} {max(r for _, r in runs):19.0f}")
+    m_med = statistics.median(s for s, _ in mailflow_runs)
+    d_med = statistics.median(s for s, _ in duckdb_runs)
+    print(f"mailflow/duckdb throughput ratio (medians of {len(mailflow_runs)} runs each): {d_med / m_med:.2f}x")
 
 if __name__ == "__main__":
     main()
