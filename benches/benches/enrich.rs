@@ -1,11 +1,14 @@
 //! What diagnosis costs: parse alone against parse plus record-level diagnosis (the columns
 //! `ingest` adds), on generated logs with about 2% failures. Target: at most 15% slower.
 //!
+//! Also message correlation alone (`correlate_messages`), which `ingest` runs on its own thread.
+//!
 //! `cargo bench -p mailflow-benches --bench enrich`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mailflow::generate::LogFile;
 use mailflow_benches::{generated, mailflow_parse_then};
+use mailflow_enrich::messages::MessageCorrelator;
 use mailflow_enrich::{Catalog, Matcher};
 use std::hint::black_box;
 use std::time::Duration;
@@ -65,5 +68,36 @@ fn enrich(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, enrich);
+/// Message correlation as `ingest` runs it on its own thread: enriched tracking batches in, the
+/// `messages` table out (every message closes at the end of the input).
+fn correlate(c: &mut Criterion) {
+    let matcher = Matcher::new(Catalog::builtin()).expect("the built-in catalog compiles");
+    let input = generated(LogFile::MessageTracking, INPUT_BYTES);
+    let mut batches = Vec::new();
+    mailflow_parse_then("MSGTRK2024012500-1.LOG", &input, 4096, |table, b| {
+        batches.push(matcher.enrich(table, &b).expect("enrich"));
+        b.num_rows()
+    });
+    let correlate = || {
+        let mut correlator = MessageCorrelator::new(Duration::from_secs(3600));
+        for b in &batches {
+            correlator.add(black_box(b));
+        }
+        correlator
+            .finish()
+            .expect("messages")
+            .map_or(0, |b| b.num_rows())
+    };
+    let messages = correlate();
+    assert!(messages > 1000, "{messages} messages");
+    let mut group = c.benchmark_group("correlate_messages");
+    group.throughput(Throughput::Bytes(input.len() as u64));
+    group.sample_size(20);
+    group.bench_function("add_finish", |b| {
+        b.iter(|| assert_eq!(correlate(), messages))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, enrich, correlate);
 criterion_main!(benches);

@@ -17,7 +17,7 @@ use arrow_array::builder::{
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
-use arrow_array::{Array, ArrayRef, MapArray, RecordBatch};
+use arrow_array::{Array, ArrayRef, MapArray, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, SchemaRef, TimeUnit};
 
 use crate::catalog::Severity;
@@ -134,8 +134,9 @@ struct Message {
     events: Vec<u32>,
     servers: Vec<u32>,
     recipients: Vec<(Box<str>, Fate)>,
-    /// The worst diagnosis among the message's events.
-    diagnosis: Option<Diagnosed>,
+    /// The worst diagnosis among the message's events (boxed: most messages have none, and a
+    /// smaller `Message` is cheaper to move when the map grows).
+    diagnosis: Option<Box<Diagnosed>>,
 }
 
 /// A diagnosis as the enriched rows carry it.
@@ -199,6 +200,7 @@ pub struct MessageCorrelator {
     /// The slowest server's time at the last sweep.
     swept: i64,
     idle_ms: i64,
+    max_open: usize,
     done: Vec<Message>,
 }
 
@@ -211,8 +213,16 @@ impl MessageCorrelator {
             watermarks: HashMap::new(),
             swept: i64::MIN,
             idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
+            max_open: MAX_OPEN,
             done: Vec::new(),
         }
+    }
+
+    /// Caps the messages open at once (default 200,000); past it the idle-longest tenth is
+    /// written early.
+    pub fn with_max_open(mut self, max: usize) -> Self {
+        self.max_open = max.max(1);
+        self
     }
 
     /// Messages still open.
@@ -231,12 +241,16 @@ impl MessageCorrelator {
                 .and_then(|c| c.as_primitive_opt::<Int64Type>())
         };
         let (internal, bytes) = (int("internal_message_id"), int("total_bytes"));
+        // Lists and maps are read through their offsets: `value(row)` would build a sliced
+        // array (several allocations) per row.
         let recipients = batch
             .column_by_name("recipient_address")
-            .and_then(|c| c.as_list_opt::<i32>());
+            .and_then(|c| c.as_list_opt::<i32>())
+            .and_then(|l| Some((l, l.values().as_string_opt::<i32>()?)));
         let custom = batch
             .column_by_name("custom_data")
-            .and_then(|c| c.as_any().downcast_ref::<MapArray>());
+            .and_then(|c| c.as_any().downcast_ref::<MapArray>())
+            .and_then(CustomData::of);
         let column = |name| Text::of(batch, name);
         let (server_col, file_col, message_col) = (
             column("server"),
@@ -311,15 +325,14 @@ impl MessageCorrelator {
             if m.events.len() < MAX_EVENTS {
                 m.events.push(event_id);
             }
-            if let Some(e2e) = custom.and_then(|c| e2e_latency_ms(c, row)) {
+            if let Some(e2e) = custom.as_ref().and_then(|c| c.e2e_latency_ms(row)) {
                 m.e2e_ms = Some(m.e2e_ms.map_or(e2e, |x| x.max(e2e)));
             }
-            if let (Some(fate), Some(list)) = (Fate::of(event), recipients)
+            if let (Some(fate), Some((list, items))) = (Fate::of(event), recipients)
                 && list.is_valid(row)
             {
-                let items = list.value(row);
-                let items = items.as_string::<i32>();
-                for i in 0..items.len() {
+                let offsets = list.value_offsets();
+                for i in offsets[row] as usize..offsets[row + 1] as usize {
                     if !items.is_valid(i) {
                         continue;
                     }
@@ -343,12 +356,12 @@ impl MessageCorrelator {
                     .and_then(Severity::from_name)
                     .unwrap_or(Severity::Info);
                 if m.diagnosis.as_ref().is_none_or(|d| severity > d.severity) {
-                    m.diagnosis = Some(Diagnosed {
+                    m.diagnosis = Some(Box::new(Diagnosed {
                         severity,
                         code: code.to_string(),
                         category: text(&category_col, row).unwrap_or_default().to_string(),
                         evidence: status_col.first(row).unwrap_or(event).to_string(),
-                    });
+                    }));
                 }
             }
             let w = self.watermarks.entry(server).or_insert(t);
@@ -362,30 +375,27 @@ impl MessageCorrelator {
         // visits every open message, so it runs only when that time has moved a minute on, or
         // when the cap is reached (and then frees a tenth of it at once).
         let slowest = self.watermarks.values().copied().min().unwrap_or(i64::MIN);
-        let over_cap = self.open.len() > MAX_OPEN;
+        let cap = self.max_open;
+        let over_cap = self.open.len() > cap;
         if !over_cap && slowest < self.swept.saturating_add(60_000) {
             return;
         }
         self.swept = slowest;
         let idle = self.idle_ms;
-        let mut finished: Vec<String> = self
-            .open
-            .iter()
-            .filter(|(_, m)| slowest.saturating_sub(m.last) > idle)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let left = self.open.len() - finished.len();
-        if left > MAX_OPEN - MAX_OPEN / 10 {
-            let mut by_age: Vec<(&String, i64)> =
-                self.open.iter().map(|(k, m)| (k, m.last)).collect();
-            by_age.sort_by_key(|(_, last)| *last);
-            let excess = left - (MAX_OPEN - MAX_OPEN / 10);
-            finished.extend(by_age.into_iter().take(excess).map(|(k, _)| k.clone()));
-        }
-        for k in finished {
-            if let Some(m) = self.open.remove(&k) {
-                self.done.push(m);
-            }
+        self.done.extend(
+            self.open
+                .extract_if(|_, m| slowest.saturating_sub(m.last) > idle)
+                .map(|(_, m)| m),
+        );
+        let left = self.open.len();
+        if left > cap - cap / 10 {
+            let mut by_age: Vec<i64> = self.open.values().map(|m| m.last).collect();
+            let excess = left - (cap - cap / 10);
+            // The excess-th oldest time: everything at or before it goes (ties may free a few
+            // more than the excess, never fewer).
+            let (_, &mut cut, _) = by_age.select_nth_unstable(excess - 1);
+            self.done
+                .extend(self.open.extract_if(|_, m| m.last <= cut).map(|(_, m)| m));
         }
     }
 
@@ -394,9 +404,21 @@ impl MessageCorrelator {
         if self.done.is_empty() || self.done.len() < min {
             return Ok(None);
         }
-        let mut done = std::mem::take(&mut self.done);
-        done.sort_by(|a, b| (a.first, &a.message_id).cmp(&(b.first, &b.message_id)));
-        build(&done, &self.names).map(Some)
+        let done = std::mem::take(&mut self.done);
+        // Sorted by index: a `Message` is a few hundred bytes, and moving them was most of the
+        // sort's cost.
+        let mut order: Vec<u32> = (0..done.len() as u32).collect();
+        let key = |i: &u32| {
+            let m = &done[*i as usize];
+            (m.first, m.message_id.as_deref())
+        };
+        order.sort_by(|a, b| key(a).cmp(&key(b)));
+        build(
+            order.iter().map(|&i| &done[i as usize]),
+            done.len(),
+            &self.names,
+        )
+        .map(Some)
     }
 
     /// Writes every open message (end of input).
@@ -407,22 +429,40 @@ impl MessageCorrelator {
     }
 }
 
-/// `S:E2ELatency=1.928` in custom-data: seconds from submission to this event.
-fn e2e_latency_ms(map: &MapArray, row: usize) -> Option<i64> {
-    if !map.is_valid(row) {
-        return None;
-    }
-    let entries = map.value(row);
-    let keys = entries.column(0).as_string::<i32>();
-    let values = entries.column(1).as_string::<i32>();
-    (0..keys.len())
-        .find(|&i| keys.value(i) == "E2ELatency" && values.is_valid(i))
-        .and_then(|i| values.value(i).parse::<f64>().ok())
-        .map(|s| (s * 1000.0).round() as i64)
+/// The `custom_data` map's parts, taken once per batch.
+struct CustomData<'a> {
+    map: &'a MapArray,
+    keys: &'a StringArray,
+    values: &'a StringArray,
 }
 
-fn build(messages: &[Message], names: &Names) -> Result<RecordBatch, ArrowError> {
-    let n = messages.len();
+impl<'a> CustomData<'a> {
+    fn of(map: &'a MapArray) -> Option<Self> {
+        Some(CustomData {
+            map,
+            keys: map.keys().as_string_opt::<i32>()?,
+            values: map.values().as_string_opt::<i32>()?,
+        })
+    }
+
+    /// `S:E2ELatency=1.928` in custom-data: seconds from submission to this event.
+    fn e2e_latency_ms(&self, row: usize) -> Option<i64> {
+        if !self.map.is_valid(row) {
+            return None;
+        }
+        let offsets = self.map.value_offsets();
+        (offsets[row] as usize..offsets[row + 1] as usize)
+            .find(|&i| self.keys.value(i) == "E2ELatency" && self.values.is_valid(i))
+            .and_then(|i| self.values.value(i).parse::<f64>().ok())
+            .map(|s| (s * 1000.0).round() as i64)
+    }
+}
+
+fn build<'a>(
+    messages: impl Iterator<Item = &'a Message>,
+    n: usize,
+    names: &Names,
+) -> Result<RecordBatch, ArrowError> {
     let dict = || StringDictionaryBuilder::<Int32Type>::new();
     let strings = || StringBuilder::with_capacity(n, n * 24);
     let lists = || ListBuilder::new(StringBuilder::new());
@@ -508,4 +548,83 @@ fn build(messages: &[Message], names: &Names) -> Result<RecordBatch, ArrowError>
         Arc::new(evidence.finish()),
     ];
     RecordBatch::try_new(schema(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int64Array, StringArray, TimestampMillisecondArray};
+
+    /// Tracking rows: (time ms, message id, event).
+    fn batch(rows: &[(i64, &'static str, &'static str)]) -> RecordBatch {
+        let text = |f: fn(&(i64, &'static str, &'static str)) -> &'static str| -> ArrayRef {
+            Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>())
+        };
+        RecordBatch::try_from_iter([
+            (
+                "timestamp",
+                Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.0),
+                )) as ArrayRef,
+            ),
+            ("server", text(|_| "EX01")),
+            ("source_file", text(|_| "MSGTRK1.LOG")),
+            (
+                "source_offset",
+                Arc::new(Int64Array::from_iter_values(0..rows.len() as i64)),
+            ),
+            ("message_id", text(|r| r.1)),
+            ("event_id", text(|r| r.2)),
+        ])
+        .unwrap()
+    }
+
+    fn ids(batch: &RecordBatch) -> Vec<String> {
+        let ids = batch
+            .column_by_name("message_id")
+            .unwrap()
+            .as_string::<i32>();
+        ids.iter().map(|v| v.unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn idle_messages_close_and_come_out_in_time_order() {
+        let mut c = MessageCorrelator::new(Duration::from_secs(60));
+        c.add(&batch(&[
+            (0, "<b@x>", "RECEIVE"),
+            (1_000, "<a@x>", "RECEIVE"),
+        ]));
+        assert_eq!(c.open_messages(), 2);
+        // The log moves two minutes on: both are idle past a minute.
+        c.add(&batch(&[
+            (121_000, "<c@x>", "RECEIVE"),
+            (122_000, "<b@x>", "X"),
+        ]));
+        let closed = c.take(1).unwrap().unwrap();
+        // <b@x> saw an event at 122 s, so only <a@x> is idle.
+        assert_eq!(ids(&closed), ["<a@x>"]);
+        let rest = c.finish().unwrap().unwrap();
+        assert_eq!(ids(&rest), ["<b@x>", "<c@x>"]);
+        let events = rest.column_by_name("event_count").unwrap();
+        assert_eq!(events.as_primitive::<Int32Type>().value(0), 2);
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_close_early_and_none_is_lost() {
+        let mut c = MessageCorrelator::new(Duration::from_secs(3600)).with_max_open(10);
+        let names: Vec<&'static str> = (0..25).map(|i| &*format!("<m{i:02}@x>").leak()).collect();
+        let mut written = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            c.add(&batch(&[(i as i64 * 1_000, name, "RECEIVE")]));
+            assert!(c.open_messages() <= 10, "{} open", c.open_messages());
+            if let Some(b) = c.take(1).unwrap() {
+                written.extend(ids(&b));
+            }
+        }
+        // Evicted early means oldest first: what went out is a prefix of the arrival order.
+        assert!(!written.is_empty());
+        assert_eq!(written, names[..written.len()]);
+        written.extend(ids(&c.finish().unwrap().unwrap()));
+        assert_eq!(written, names);
+    }
 }
