@@ -519,15 +519,26 @@ impl TableBuilders {
 }
 
 fn append_custom_data(b: &mut MapBuilder<StringBuilder, StringBuilder>, field: &str) {
-    for (seen, (key, value)) in custom_data::entries(field.as_bytes()).enumerate() {
+    let first = b.keys().len();
+    // Which key shapes (length and last byte, hashed to a bit) the row has had: a key whose bit
+    // is new cannot repeat an earlier one, so the scan below runs only on a likely repeat.
+    let mut shapes = 0u64;
+    for (key, value) in custom_data::entries(field.as_bytes()) {
         let key = sub(field, key);
         // Parquet readers (DuckDB) refuse maps with repeated keys, and Exchange repeats some
-        // (`S:AMA=SUM|...;S:AMA=EV|...`): the second becomes `AMA#2`, the third `AMA#3`.
+        // (`S:AMA=SUM|...;S:AMA=EV|...`): the second becomes `AMA#2`, the third `AMA#3`. A
+        // renamed key keeps its original's shape bit.
+        let shape = 1u64
+            << ((key.len() * 7 + usize::from(key.as_bytes().last().copied().unwrap_or(0))) & 63);
         let keys = b.keys();
-        let start = keys.len() - seen;
-        let repeats = (start..keys.len())
-            .filter(|&i| same_key(stored_key(keys, i), key.as_bytes()))
-            .count();
+        let repeats = if shapes & shape == 0 {
+            0
+        } else {
+            (first..keys.len())
+                .filter(|&i| same_key(stored_key(keys, i), key.as_bytes()))
+                .count()
+        };
+        shapes |= shape;
         if repeats == 0 {
             keys.append_value(key);
         } else {

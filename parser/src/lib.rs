@@ -50,6 +50,7 @@ pub mod fields;
 pub mod fuzzing;
 mod kind;
 mod mapping;
+mod scan;
 pub mod schema;
 pub mod tokenize;
 

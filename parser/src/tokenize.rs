@@ -21,53 +21,7 @@ use memchr::memchr;
 /// Bitmasks of the commas and quotes in 64 bytes (bit i = byte i).
 #[inline(always)]
 fn masks(chunk: &[u8]) -> (u64, u64) {
-    let mut commas = 0u64;
-    let mut quotes = 0u64;
-    for (k, part) in chunk[..64].chunks_exact(16).enumerate() {
-        let (c, q) = masks16(part);
-        commas |= u64::from(c) << (16 * k);
-        quotes |= u64::from(q) << (16 * k);
-    }
-    (commas, quotes)
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn word(bytes: &[u8], at: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-/// SSE2 (always present on x86-64): one compare and one movemask per separator, through
-/// `safe_arch`, which keeps this crate free of `unsafe`.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn masks16(part: &[u8]) -> (u16, u16) {
-    use safe_arch::{
-        cmp_eq_mask_i8_m128i, load_unaligned_m128i, move_mask_i8_m128i, set_splat_i8_m128i,
-    };
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&part[..16]);
-    let v = load_unaligned_m128i(&bytes);
-    let commas = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b',' as i8)));
-    let quotes = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b'"' as i8)));
-    (commas as u16, quotes as u16)
-}
-
-/// Portable fallback: SWAR on two words (exact per-byte equality, no false positives).
-#[cfg(not(target_arch = "x86_64"))]
-#[inline(always)]
-fn masks16(part: &[u8]) -> (u16, u16) {
-    const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    fn eq(w: u64, b: u8) -> u8 {
-        let v = w ^ (0x0101_0101_0101_0101 * u64::from(b));
-        let high = !(((v & LO7) + LO7) | v | LO7);
-        (high.wrapping_mul(0x0002_0408_1020_4081) >> 56) as u8
-    }
-    let (lo, hi) = (word(part, 0), word(part, 8));
-    let commas = u16::from(eq(lo, b',')) | (u16::from(eq(hi, b',')) << 8);
-    let quotes = u16::from(eq(lo, b'"')) | (u16::from(eq(hi, b'"')) << 8);
+    let [commas, quotes] = crate::scan::masks(chunk, [b',', b'"']);
     (commas, quotes)
 }
 

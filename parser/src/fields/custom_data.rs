@@ -25,56 +25,103 @@ pub fn parse_type_tag(input: &[u8]) -> Option<(&[u8], &[u8])> {
 /// Iterates the entries of a custom-data field, skipping empty ones.
 pub fn entries(field: &[u8]) -> CustomData<'_> {
     CustomData {
-        rest: field,
+        field,
         tagged: parse_type_tag(field).is_some(),
+        start: 0,
+        block: 0,
+        pending: separators(field, 0),
+        done: field.is_empty(),
     }
 }
 
-/// Iterator returned by [`entries`].
+/// Bits of the `;` and `=` in the 64 bytes of `field` from `at`.
+#[inline]
+fn separators(field: &[u8], at: usize) -> u64 {
+    let [semis, eqs] = crate::scan::masks_at(field, at, [b';', b'=']);
+    semis | eqs
+}
+
+/// Iterator returned by [`entries`]. One pass over the field: the `;` and `=` of each 64-byte
+/// block are found together as a bitmask, and visited in order. (Searching each entry's end and
+/// then its `=` with `memchr` cost twice as much on these short entries.)
 #[derive(Debug, Clone)]
 pub struct CustomData<'a> {
-    rest: &'a [u8],
+    field: &'a [u8],
     tagged: bool,
+    /// Where the next entry starts.
+    start: usize,
+    /// Offset of the block `pending` comes from.
+    block: usize,
+    /// Separator bits of that block not visited yet.
+    pending: u64,
+    done: bool,
+}
+
+impl<'a> CustomData<'a> {
+    /// The next `;` or `=` at or after the cursor.
+    #[inline]
+    fn next_separator(&mut self) -> Option<usize> {
+        while self.pending == 0 {
+            self.block += 64;
+            if self.block >= self.field.len() {
+                return None;
+            }
+            self.pending = separators(self.field, self.block);
+        }
+        let at = self.block + self.pending.trailing_zeros() as usize;
+        self.pending &= self.pending - 1;
+        Some(at)
+    }
+
+    /// Whether the `;` at `semi` ends an entry: always in an untagged field; in a tagged one only
+    /// before another tag or at the very end.
+    fn ends_entry(&self, semi: usize) -> bool {
+        !self.tagged
+            || semi + 1 == self.field.len()
+            || parse_type_tag(&self.field[semi + 1..]).is_some()
+    }
 }
 
 impl<'a> Iterator for CustomData<'a> {
     type Item = Entry<'a>;
 
     fn next(&mut self) -> Option<Entry<'a>> {
-        loop {
-            if self.rest.is_empty() {
-                return None;
-            }
-            let end = self.entry_end();
-            let raw = &self.rest[..end];
-            self.rest = self.rest.get(end + 1..).unwrap_or(&[]);
-            let body = if self.tagged {
-                parse_type_tag(raw).map_or(raw, |(body, _)| body)
-            } else {
-                raw
+        while !self.done {
+            let mut eq = None;
+            let end = loop {
+                match self.next_separator() {
+                    None => {
+                        self.done = true;
+                        break self.field.len();
+                    }
+                    Some(i) if self.field[i] == b'=' => {
+                        eq = eq.or(Some(i));
+                    }
+                    Some(i) if self.ends_entry(i) => break i,
+                    Some(_) => {}
+                }
             };
-            if body.is_empty() {
+            let raw = &self.field[self.start..end];
+            let from = self.start;
+            self.start = end + 1;
+            let body_at = if self.tagged {
+                parse_type_tag(raw).map_or(0, |(_, tag)| tag.len())
+            } else {
+                0
+            };
+            if body_at == raw.len() {
                 continue;
             }
-            return Some(match memchr::memchr(b'=', body) {
-                Some(eq) => (&body[..eq], Some(&body[eq + 1..])),
-                None => (body, None),
+            // Tags hold no `=`, so the first `=` of the entry is the first of its body.
+            return Some(match eq {
+                Some(eq) => (
+                    &self.field[from + body_at..eq],
+                    Some(&self.field[eq + 1..end]),
+                ),
+                None => (&raw[body_at..], None),
             });
         }
-    }
-}
-
-impl CustomData<'_> {
-    fn entry_end(&self) -> usize {
-        for semi in memchr::memchr_iter(b';', self.rest) {
-            if !self.tagged
-                || parse_type_tag(&self.rest[semi + 1..]).is_some()
-                || semi + 1 == self.rest.len()
-            {
-                return semi;
-            }
-        }
-        self.rest.len()
+        None
     }
 }
 
@@ -145,6 +192,58 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    /// The split as first written (search each entry's end, then its `=`): the oracle for the
+    /// one-pass iterator.
+    fn reference(field: &[u8]) -> Vec<Entry<'_>> {
+        let tagged = parse_type_tag(field).is_some();
+        let mut rest = field;
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let end = memchr::memchr_iter(b';', rest)
+                .find(|&semi| {
+                    !tagged || parse_type_tag(&rest[semi + 1..]).is_some() || semi + 1 == rest.len()
+                })
+                .unwrap_or(rest.len());
+            let raw = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or(&[]);
+            let body = if tagged {
+                parse_type_tag(raw).map_or(raw, |(body, _)| body)
+            } else {
+                raw
+            };
+            if !body.is_empty() {
+                out.push(match memchr::memchr(b'=', body) {
+                    Some(eq) => (&body[..eq], Some(&body[eq + 1..])),
+                    None => (body, None),
+                });
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn one_pass_split_equals_the_reference(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec!["S:", "I32:", "Dbl:", "k", "Key", "=", ";", "|", "a=b", "1.5", ":", "é", " "]),
+                0..60,
+            )
+        ) {
+            let field = parts.concat();
+            proptest::prop_assert_eq!(entries(field.as_bytes()).collect::<Vec<_>>(), reference(field.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn long_fields_cross_blocks() {
+        let long: String = (0..40).map(|i| format!("S:Key{i}=value {i};")).collect();
+        assert_eq!(
+            entries(long.as_bytes()).collect::<Vec<_>>(),
+            reference(long.as_bytes())
+        );
+        assert_eq!(entries(long.as_bytes()).count(), 40);
     }
 
     #[test]
