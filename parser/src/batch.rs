@@ -254,7 +254,7 @@ impl TableBuilders {
             .map(|(i, d)| match d.kind {
                 ColKind::Text => ColBuilder::Text(StringBuilder::with_capacity(rows, sized(i)[0])),
                 ColKind::Dict => ColBuilder::Dict(DictBuilder::with_capacity(rows), false),
-                ColKind::Event => ColBuilder::Dict(DictBuilder::with_capacity(rows), true),
+                ColKind::Event => ColBuilder::Dict(DictBuilder::for_symbols(rows), true),
                 ColKind::Int64 => ColBuilder::I64(Int64Builder::with_capacity(rows), int_slot(i)),
                 ColKind::Int32 => ColBuilder::I32(Int32Builder::with_capacity(rows), int_slot(i)),
                 ColKind::List => ColBuilder::List(ListBuilder::with_capacity(
@@ -353,7 +353,10 @@ impl TableBuilders {
                         for row in tape_rows() {
                             match field(row, i) {
                                 "" => b.append_null(),
-                                t if *event => b.append(event_name(t.as_bytes()).unwrap_or(t)),
+                                t if *event => match (t.as_bytes(), event_name(t.as_bytes())) {
+                                    (&[symbol], Some(name)) => b.append_symbol(symbol, name),
+                                    _ => b.append(t),
+                                },
                                 t => b.append(t),
                             }
                         }

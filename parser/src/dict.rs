@@ -23,6 +23,9 @@ pub(crate) struct DictBuilder {
     table: HashTable<i32>,
     hasher: DefaultHashBuilder,
     last: Option<i32>,
+    /// For columns of one-byte symbols stored by name (protocol events): the key of each symbol
+    /// byte seen this batch, or -1. Empty unless asked for.
+    symbols: Vec<i32>,
 }
 
 fn value<'a>(values: &'a [u8], offsets: &[i32], key: i32) -> &'a [u8] {
@@ -36,6 +39,31 @@ impl DictBuilder {
             keys: Vec::with_capacity(rows),
             offsets: vec![0],
             ..Default::default()
+        }
+    }
+
+    /// A builder for a column of one-byte symbols appended by name ([`DictBuilder::append_symbol`]).
+    pub(crate) fn for_symbols(rows: usize) -> Self {
+        DictBuilder {
+            symbols: vec![-1; 256],
+            ..DictBuilder::with_capacity(rows)
+        }
+    }
+
+    /// Appends `name`, the value a one-byte `symbol` stands for. The five protocol events
+    /// alternate row by row, so the last-value check rarely holds; a symbol's key is looked up
+    /// by its byte instead of hashing its name.
+    #[inline]
+    pub(crate) fn append_symbol(&mut self, symbol: u8, name: &str) {
+        match self.symbols.get(usize::from(symbol)) {
+            Some(&key) if key >= 0 => self.push_key(key),
+            Some(_) => {
+                self.append(name);
+                if let Some(key) = self.last {
+                    self.symbols[usize::from(symbol)] = key;
+                }
+            }
+            None => self.append(name),
         }
     }
 
@@ -103,6 +131,7 @@ impl DictBuilder {
         )?;
         self.table.clear();
         self.last = None;
+        self.symbols.fill(-1);
         DictionaryArray::try_new(keys, Arc::new(values))
     }
 }
@@ -134,6 +163,31 @@ mod tests {
             strings,
             [Some("a"), Some("a"), None, Some("b"), Some("a"), None]
         );
+        // Symbols: looked up by byte, reset with the dictionary.
+        let mut e = DictBuilder::for_symbols(4);
+        for (sym, name) in [(b'<', "receive"), (b'>', "send"), (b'<', "receive")] {
+            e.append_symbol(sym, name);
+        }
+        e.append("other");
+        let d = e.finish().unwrap();
+        let strings: Vec<Option<&str>> = d
+            .downcast_dict::<StringArray>()
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            strings,
+            [
+                Some("receive"),
+                Some("send"),
+                Some("receive"),
+                Some("other")
+            ]
+        );
+        e.append_symbol(b'>', "send");
+        let d = e.finish().unwrap();
+        assert_eq!(d.values().as_string::<i32>().value(0), "send");
+        assert_eq!(d.keys().value(0), 0);
         // Reused after finish, with a fresh dictionary.
         b.append("z");
         let d = b.finish().unwrap();

@@ -26,6 +26,14 @@ pub struct SmtpReply<'a> {
 
 /// Parses a reply at the very start of `input`.
 pub fn parse_smtp_reply(input: &[u8]) -> IResult<&[u8], SmtpReply<'_>> {
+    // Most fields this runs on are not replies (commands, text, empty context): turn them away
+    // on their first bytes before the combinators run.
+    if !matches!(input, [b'2'..=b'5', b'0'..=b'9', b'0'..=b'9', ..]) {
+        return Err(nom::Err::Error(nom::error::Error::new(
+            input,
+            nom::error::ErrorKind::OneOf,
+        )));
+    }
     let (rest, code) = recognize((
         one_of("2345"),
         satisfy(|c| c.is_ascii_digit()),
