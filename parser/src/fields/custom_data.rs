@@ -24,61 +24,73 @@ pub fn parse_type_tag(input: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// Iterates the entries of a custom-data field, skipping empty ones.
 pub fn entries(field: &[u8]) -> CustomData<'_> {
+    let tag = parse_type_tag(field).map(|(_, tag)| tag.len());
+    let [semis, eqs] = separators(field, 0);
     CustomData {
         field,
-        tagged: parse_type_tag(field).is_some(),
+        tagged: tag.is_some(),
+        tag: tag.unwrap_or(0),
         start: 0,
         block: 0,
-        pending: separators(field, 0),
+        semis,
+        eqs,
         done: field.is_empty(),
     }
 }
 
-/// Bits of the `;` and `=` in the 64 bytes of `field` from `at`.
+/// Bits of the `;` and of the `=` in the 64 bytes of `field` from `at`.
 #[inline]
-fn separators(field: &[u8], at: usize) -> u64 {
-    let [semis, eqs] = crate::scan::masks_at(field, at, [b';', b'=']);
-    semis | eqs
+fn separators(field: &[u8], at: usize) -> [u64; 2] {
+    crate::scan::masks_at(field, at, [b';', b'='])
+}
+
+/// Bits 0 to `bit` of a word.
+#[inline]
+fn up_to(bit: usize) -> u64 {
+    u64::MAX >> (63 - bit)
 }
 
 /// Iterator returned by [`entries`]. One pass over the field: the `;` and `=` of each 64-byte
-/// block are found together as a bitmask, and visited in order. (Searching each entry's end and
-/// then its `=` with `memchr` cost twice as much on these short entries.)
+/// block are found as bitmasks, an entry's end is the next `;` that a tag follows, and its key
+/// ends at the first `=` bit past its start. (Searching each entry's end and then its `=` with
+/// `memchr` cost twice as much on these short entries.)
 #[derive(Debug, Clone)]
 pub struct CustomData<'a> {
     field: &'a [u8],
     tagged: bool,
+    /// Length of the type tag the entry at `start` opens with (found when the entry before it
+    /// ended; 0 in an untagged field).
+    tag: usize,
     /// Where the next entry starts.
     start: usize,
-    /// Offset of the block `pending` comes from.
+    /// Offset of the block the masks come from.
     block: usize,
-    /// Separator bits of that block not visited yet.
-    pending: u64,
+    /// `;` bits of that block not visited yet.
+    semis: u64,
+    /// `=` bits of that block at or after `start`.
+    eqs: u64,
     done: bool,
 }
 
 impl<'a> CustomData<'a> {
-    /// The next `;` or `=` at or after the cursor.
+    /// Moves to the next block; false past the end of the field.
     #[inline]
-    fn next_separator(&mut self) -> Option<usize> {
-        while self.pending == 0 {
-            self.block += 64;
-            if self.block >= self.field.len() {
-                return None;
-            }
-            self.pending = separators(self.field, self.block);
+    fn next_block(&mut self) -> bool {
+        self.block += 64;
+        if self.block >= self.field.len() {
+            return false;
         }
-        let at = self.block + self.pending.trailing_zeros() as usize;
-        self.pending &= self.pending - 1;
-        Some(at)
+        [self.semis, self.eqs] = separators(self.field, self.block);
+        true
     }
 
-    /// Whether the `;` at `semi` ends an entry: always in an untagged field; in a tagged one only
-    /// before another tag or at the very end.
-    fn ends_entry(&self, semi: usize) -> bool {
-        !self.tagged
-            || semi + 1 == self.field.len()
-            || parse_type_tag(&self.field[semi + 1..]).is_some()
+    /// The tag after the `;` at `semi` when that `;` ends an entry (a tag, or the very end,
+    /// follows it in a tagged field; every `;` ends one in an untagged field), else `None`.
+    fn tag_after(&self, semi: usize) -> Option<usize> {
+        if !self.tagged || semi + 1 == self.field.len() {
+            return Some(0);
+        }
+        parse_type_tag(&self.field[semi + 1..]).map(|(_, tag)| tag.len())
     }
 }
 
@@ -87,38 +99,42 @@ impl<'a> Iterator for CustomData<'a> {
 
     fn next(&mut self) -> Option<Entry<'a>> {
         while !self.done {
+            let from = self.start;
             let mut eq = None;
-            let end = loop {
-                match self.next_separator() {
-                    None => {
+            let (end, next_tag) = loop {
+                if self.semis == 0 {
+                    if eq.is_none() && self.eqs != 0 {
+                        eq = Some(self.block + self.eqs.trailing_zeros() as usize);
+                    }
+                    if !self.next_block() {
                         self.done = true;
-                        break self.field.len();
+                        break (self.field.len(), 0);
                     }
-                    Some(i) if self.field[i] == b'=' => {
-                        eq = eq.or(Some(i));
+                    continue;
+                }
+                let bit = self.semis.trailing_zeros() as usize;
+                self.semis &= self.semis - 1;
+                if eq.is_none() {
+                    let before = self.eqs & !up_to(bit);
+                    if self.eqs != before {
+                        eq = Some(self.block + self.eqs.trailing_zeros() as usize);
                     }
-                    Some(i) if self.ends_entry(i) => break i,
-                    Some(_) => {}
+                }
+                if let Some(tag) = self.tag_after(self.block + bit) {
+                    // The next entry starts after this `;`: its `=` bits are the later ones.
+                    self.eqs &= !up_to(bit);
+                    break (self.block + bit, tag);
                 }
             };
-            let raw = &self.field[self.start..end];
-            let from = self.start;
             self.start = end + 1;
-            let body_at = if self.tagged {
-                parse_type_tag(raw).map_or(0, |(_, tag)| tag.len())
-            } else {
-                0
-            };
-            if body_at == raw.len() {
+            let body = from + std::mem::replace(&mut self.tag, next_tag);
+            if body >= end {
                 continue;
             }
             // Tags hold no `=`, so the first `=` of the entry is the first of its body.
             return Some(match eq {
-                Some(eq) => (
-                    &self.field[from + body_at..eq],
-                    Some(&self.field[eq + 1..end]),
-                ),
-                None => (&raw[body_at..], None),
+                Some(eq) => (&self.field[body..eq], Some(&self.field[eq + 1..end])),
+                None => (&self.field[body..end], None),
             });
         }
         None
