@@ -334,10 +334,13 @@ impl TableBuilders {
         }
         let ints = map.ints.len();
         let int = |r: usize, k: Option<usize>| k.and_then(|k| tape.ints[r * ints + k]);
+        // Several columns are empty in every row of most logs (tenant-id on premises, reference,
+        // related-recipient-address): a chunk of them is appended as nulls at once.
+        let empty = |i: usize| tape_rows().all(|row| row[i].0 == row[i].1);
         for (col, srcs) in self.cols.iter_mut().zip(&map.sources) {
             let src = srcs.first().copied();
             match col {
-                ColBuilder::Text(b) => match src {
+                ColBuilder::Text(b) => match src.filter(|&i| !empty(i)) {
                     Some(i) => {
                         for row in tape_rows() {
                             match field(row, i) {
@@ -368,6 +371,7 @@ impl TableBuilders {
                 ColBuilder::I32(b, k) => {
                     (0..rows).for_each(|r| b.append_option(int(r, *k).map(|v| v as i32)))
                 }
+                ColBuilder::List(b) if src.is_none_or(empty) => b.append_nulls(rows),
                 ColBuilder::List(b) => {
                     for row in tape_rows() {
                         match src.map(|i| field(row, i)).unwrap_or_default() {
