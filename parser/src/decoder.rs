@@ -296,7 +296,9 @@ impl Decoder {
     /// rest again.
     pub fn decode(&mut self, buf: &[u8]) -> Result<usize, Error> {
         let mut pos = 0;
+        let mut fetched = 0;
         while pos < buf.len() && !self.needs_flush() {
+            prefetch_ahead(buf, pos, &mut fetched);
             let rest = &buf[pos..];
             let newline = memchr(b'\n', rest);
             if self.skipping {
@@ -701,6 +703,29 @@ impl Decoder {
         }
         Ok(())
     }
+}
+
+/// How far ahead of the line being parsed the input is fetched into cache.
+const PREFETCH_AHEAD: usize = 4096;
+
+/// Asks for the input bytes up to [`PREFETCH_AHEAD`] past `pos` to be brought into cache, one
+/// cache line at a time (`fetched`: how far it has been asked already). The hardware prefetcher
+/// stops at every 4 KiB page boundary, and a large input (a whole file in one buffer) otherwise
+/// makes the newline search wait on memory at each new page.
+#[inline]
+fn prefetch_ahead(buf: &[u8], pos: usize, fetched: &mut usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let until = buf.len().min(pos + PREFETCH_AHEAD);
+        // A line longer than the distance leaves nothing behind it worth fetching.
+        *fetched = (*fetched).max(pos);
+        while *fetched < until {
+            safe_arch::prefetch_t0(&buf[*fetched]);
+            *fetched += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (buf, pos, fetched);
 }
 
 /// A row arrived before any `#Fields` header: the documented layout of the kind the log type,
