@@ -5,6 +5,8 @@
 //! `mailflow-sinks`; this crate wires them into commands (`ingest`, `diagnose`, `compact`,
 //! `schema`, `generate`).
 
+#![forbid(unsafe_code)]
+
 pub mod diagnose;
 pub mod generate;
 pub mod ingest;

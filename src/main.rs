@@ -117,6 +117,28 @@ fn load_catalog(path: Option<&std::path::Path>) -> Result<mailflow_enrich::Catal
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc v2's `mi_option_e` (`mimalloc.h`); libmimalloc-sys
+/// exports no constant for it. Checked against the option's documented default before use.
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Lengthens how long mimalloc keeps freed memory before returning it to the kernel, from 10 ms
+/// to 100 ms. The Parquet encoders free and re-allocate megabytes per column chunk faster than
+/// every 10 ms; each round trip cost a page fault per 4 KiB and a TLB shootdown on the other
+/// core (system time 0.8-1.0 s of a 1 GiB ingest, against 0.5 s with 100 ms, and 5-8% of wall
+/// time). Peak RSS on that ingest stays under 300 MiB (267-272 MiB, against 250-257 MiB).
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mimalloc's option calls are not thread-safe; this runs first in `main`, before
+    // any other thread exists. Both take and return plain integers. The option is set only if
+    // it reads as its documented default: a different option layout is left alone, and so is a
+    // value the user set through `MIMALLOC_PURGE_DELAY`.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 10 {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100);
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct IngestArgs {
     /// Log files or folders.
@@ -223,6 +245,7 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MAILFLOW_LOG")

@@ -15,6 +15,7 @@
 //! - [`messages`]: `message_tracking` events correlated per message across servers into the
 //!   `messages` table (event chain, servers, per-recipient fate, latency, diagnosis).
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod catalog;

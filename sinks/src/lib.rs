@@ -9,6 +9,7 @@
 //!   journaled multi-file commits, provenance in every footer for exact resumption, and
 //!   compaction.
 
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
