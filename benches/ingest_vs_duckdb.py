@@ -62,6 +62,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=float, default=1.0)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--zstd-level", type=int, default=None,
+                    help="mailflow's zstd level (default: its own default, 1); DuckDB writes at zstd's default, 3")
     ap.add_argument("--dir", default="/tmp/mailflow-bench")
     ap.add_argument("--python", default=os.path.join(ROOT, ".venv/bin/python"))
     ap.add_argument("--mailflow", default=os.path.join(ROOT, "target/release/mailflow"))
@@ -76,8 +78,9 @@ def main():
     for turn in range(max(1, args.runs)):
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
+        level = [] if args.zstd_level is None else ["--zstd-level", str(args.zstd_level)]
         m_secs, m_rss, _ = run([args.mailflow, "ingest", logs, "--parquet", os.path.join(out, "mailflow"), "--quiet",
-                                "--threads", "2", "--summary-json", os.path.join(out, "summary.json")])
+                                "--threads", "2", "--summary-json", os.path.join(out, "summary.json")] + level)
         rows = json.load(open(os.path.join(out, "summary.json")))["rows"]["message_tracking"]
         d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_JOB, logs, os.path.join(out, "duckdb.parquet"),
                                     ",".join(TRACKING_COLUMNS)])
@@ -95,6 +98,11 @@ def main():
         secs = [s for s, _ in runs]
         med = statistics.median(secs)
         print(f"{name:10} {med:9.2f} {min(secs):7.2f} {max(secs):7.2f} {mb / med:7.1f} {max(r for _, r in runs):19.0f}")
+    tracking = os.path.join(out, "mailflow", "message_tracking")
+    m_size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tracking) for f in fs)
+    d_size = os.path.getsize(os.path.join(out, "duckdb.parquet"))
+    print(f"Parquet size: mailflow message_tracking {m_size / 1e6:.0f} MB, duckdb {d_size / 1e6:.0f} MB "
+          f"(mailflow also writes the messages table)")
     m_med = statistics.median(s for s, _ in mailflow_runs)
     d_med = statistics.median(s for s, _ in duckdb_runs)
     print(f"mailflow/duckdb throughput ratio (medians of {len(mailflow_runs)} runs each): {d_med / m_med:.2f}x")
