@@ -26,8 +26,11 @@ use arrow_schema::ArrowError;
 use crate::dict::DictBuilder;
 use crate::error::RejectReason;
 use crate::fields::{
-    custom_data, endpoint::parse_endpoint, event_symbol::event_name, multi_value,
-    smtp_reply::find_smtp_reply,
+    custom_data,
+    endpoint::parse_endpoint,
+    event_symbol::event_name,
+    multi_value,
+    smtp_reply::{find_smtp_reply, leading_smtp_reply},
 };
 use crate::kind::Table;
 use crate::mapping::FieldMap;
@@ -183,7 +186,9 @@ enum ColBuilder {
     List(ListBuilder<StringBuilder>),
     Map(MapBuilder<StringBuilder, StringBuilder>),
     Endpoint(StringBuilder, Int32Builder),
-    Reply(Int16Builder, DictBuilder),
+    /// Reply code and enhanced code; `true` when the reply may also follow a ` = ` (tracking
+    /// `source-context`), a search not worth running on every protocol log line.
+    Reply(Int16Builder, DictBuilder, bool),
     /// A per-file value, materialised at finish.
     Const(Option<&'static str>),
 }
@@ -269,6 +274,7 @@ impl TableBuilders {
                 ColKind::Reply => ColBuilder::Reply(
                     Int16Builder::with_capacity(rows),
                     DictBuilder::with_capacity(rows),
+                    table == Table::MessageTracking,
                 ),
                 ColKind::FileDirection => ColBuilder::Const(constants.direction),
                 ColKind::FileProtocol => ColBuilder::Const(constants.protocol),
@@ -408,11 +414,16 @@ impl TableBuilders {
                         }
                     }
                 }
-                ColBuilder::Reply(code, enhanced) => {
+                ColBuilder::Reply(code, enhanced, after_equals) => {
+                    let find = if *after_equals {
+                        find_smtp_reply
+                    } else {
+                        leading_smtp_reply
+                    };
                     for row in tape_rows() {
                         let reply = srcs.iter().find_map(|&i| {
                             let f = field(row, i);
-                            find_smtp_reply(f.as_bytes()).map(|r| (f, r))
+                            find(f.as_bytes()).map(|r| (f, r))
                         });
                         match reply {
                             Some((f, r)) => {
@@ -506,7 +517,7 @@ impl TableBuilders {
                     arrays.push(Arc::new(a));
                     arrays.push(Arc::new(port.finish()));
                 }
-                ColBuilder::Reply(code, enhanced) => {
+                ColBuilder::Reply(code, enhanced, _) => {
                     hints.sizes.push([0; 3]);
                     arrays.push(Arc::new(code.finish()));
                     arrays.push(Arc::new(enhanced.finish()?));

@@ -57,14 +57,23 @@ fn enhanced_code(input: &[u8]) -> IResult<&[u8], &[u8]> {
     Ok((rest, code))
 }
 
-/// Finds the reply a log field carries: at its start (after `;`, quotes or spaces), or after the
-/// ` = ` that tracking `source-context` puts between a server name and the reply it gave.
-pub fn find_smtp_reply(field: &[u8]) -> Option<SmtpReply<'_>> {
+/// The reply at the start of a field (after `;`, quotes or spaces): where protocol, agent and
+/// connectivity logs put one. Only tracking `source-context` also has the ` = ` shape
+/// [`find_smtp_reply`] looks for.
+pub fn leading_smtp_reply(field: &[u8]) -> Option<SmtpReply<'_>> {
     let start = field
         .iter()
         .position(|b| !matches!(b, b';' | b' ' | b'"'))
         .unwrap_or(field.len());
-    if let Ok((_, reply)) = parse_smtp_reply(&field[start..]) {
+    parse_smtp_reply(&field[start..])
+        .ok()
+        .map(|(_, reply)| reply)
+}
+
+/// Finds the reply a log field carries: at its start (after `;`, quotes or spaces), or after the
+/// ` = ` that tracking `source-context` puts between a server name and the reply it gave.
+pub fn find_smtp_reply(field: &[u8]) -> Option<SmtpReply<'_>> {
+    if let Some(reply) = leading_smtp_reply(field) {
         return Some(reply);
     }
     // `memchr` for the `=` rather than a substring search: this runs on every data field, and
@@ -125,6 +134,17 @@ mod tests {
                 "451 4.4.0 Primary target IP address responded with: \"421 4.4.1 Connection timed out.\""
             ),
             Some((451, Some("4.4.0")))
+        );
+    }
+
+    #[test]
+    fn only_tracking_source_context_needs_the_equals_search() {
+        let context = b"EX02.contoso.com = 250 2.6.0 <id@x> Queued mail for redundancy";
+        assert_eq!(leading_smtp_reply(context), None);
+        assert_eq!(find_smtp_reply(context).map(|r| r.code), Some(250));
+        assert_eq!(
+            leading_smtp_reply(b";250 2.0.0 OK;ClientSubmitTime:").map(|r| r.code),
+            Some(250)
         );
     }
 
