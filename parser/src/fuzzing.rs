@@ -62,10 +62,17 @@ pub fn fields(data: &[u8]) {
     assert!(e.ip.len() <= data.len());
     let _ = number::parse_i64(data);
     let _ = smtp_reply::find_smtp_reply(data);
-    for (k, v) in custom_data::entries(data) {
-        assert!(k.len() + v.map_or(0, <[u8]>::len) < data.len().max(1) + 1);
-    }
-    assert!(multi_value::items(data).all(|i| !i.is_empty()));
+    let entries: Vec<_> = custom_data::entries(data).collect();
+    assert_eq!(entries, custom_data_reference(data), "custom-data split");
+    let plain: Vec<&[u8]> = data
+        .split(|&b| b == b';')
+        .filter(|i| !i.is_empty())
+        .collect();
+    assert_eq!(
+        multi_value::items(data).collect::<Vec<_>>(),
+        plain,
+        "list split"
+    );
     let mut a = Tokenizer::default();
     let mut b = Tokenizer::default();
     let fast = a
@@ -77,6 +84,36 @@ pub fn fields(data: &[u8]) {
     assert_eq!(fast, slow, "tokenizer paths disagree");
     let tape = crate::tokenize::tape_fields(data);
     assert_eq!(tape, slow, "tape path disagrees with the quoted path");
+}
+
+/// The custom-data split as first written (search each entry's end with `memchr`, then its
+/// `=`): the oracle the one-pass [`custom_data::entries`] is held to, by tests and fuzzing.
+pub fn custom_data_reference(field: &[u8]) -> Vec<custom_data::Entry<'_>> {
+    use custom_data::parse_type_tag;
+    let tagged = parse_type_tag(field).is_some();
+    let mut rest = field;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let end = memchr::memchr_iter(b';', rest)
+            .find(|&semi| {
+                !tagged || parse_type_tag(&rest[semi + 1..]).is_some() || semi + 1 == rest.len()
+            })
+            .unwrap_or(rest.len());
+        let raw = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or(&[]);
+        let body = if tagged {
+            parse_type_tag(raw).map_or(raw, |(body, _)| body)
+        } else {
+            raw
+        };
+        if !body.is_empty() {
+            out.push(match memchr::memchr(b'=', body) {
+                Some(eq) => (&body[..eq], Some(&body[eq + 1..])),
+                None => (body, None),
+            });
+        }
+    }
+    out
 }
 
 /// The directive parser and sniffing on arbitrary bytes.

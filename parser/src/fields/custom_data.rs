@@ -210,34 +210,7 @@ mod tests {
         }
     }
 
-    /// The split as first written (search each entry's end, then its `=`): the oracle for the
-    /// one-pass iterator.
-    fn reference(field: &[u8]) -> Vec<Entry<'_>> {
-        let tagged = parse_type_tag(field).is_some();
-        let mut rest = field;
-        let mut out = Vec::new();
-        while !rest.is_empty() {
-            let end = memchr::memchr_iter(b';', rest)
-                .find(|&semi| {
-                    !tagged || parse_type_tag(&rest[semi + 1..]).is_some() || semi + 1 == rest.len()
-                })
-                .unwrap_or(rest.len());
-            let raw = &rest[..end];
-            rest = rest.get(end + 1..).unwrap_or(&[]);
-            let body = if tagged {
-                parse_type_tag(raw).map_or(raw, |(body, _)| body)
-            } else {
-                raw
-            };
-            if !body.is_empty() {
-                out.push(match memchr::memchr(b'=', body) {
-                    Some(eq) => (&body[..eq], Some(&body[eq + 1..])),
-                    None => (body, None),
-                });
-            }
-        }
-        out
-    }
+    use crate::fuzzing::custom_data_reference as reference;
 
     proptest::proptest! {
         #[test]
