@@ -14,7 +14,7 @@ use arrow_buffer::{Buffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::ArrowError;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct DictBuilder {
     keys: Vec<i32>,
     nulls: Option<NullBufferBuilder>,
@@ -23,9 +23,23 @@ pub(crate) struct DictBuilder {
     table: HashTable<i32>,
     hasher: DefaultHashBuilder,
     last: Option<i32>,
+    /// Keys by a cheap shape of their value (length, first and last byte): a value that
+    /// alternates with a few others (event ids, sources) is found with one comparison instead
+    /// of hashing it. -1 when empty.
+    recent: [i32; RECENT],
     /// For columns of one-byte symbols stored by name (protocol events): the key of each symbol
     /// byte seen this batch, or -1. Empty unless asked for.
     symbols: Vec<i32>,
+}
+
+/// Slots of the shape cache.
+const RECENT: usize = 64;
+
+/// The cache slot of a value: its length, first and last byte, mixed.
+#[inline]
+fn shape(v: &[u8]) -> usize {
+    let (first, last) = (v.first().copied(), v.last().copied());
+    (v.len() * 7 + usize::from(first.unwrap_or(0)) * 3 + usize::from(last.unwrap_or(0))) % RECENT
 }
 
 fn value<'a>(values: &'a [u8], offsets: &[i32], key: i32) -> &'a [u8] {
@@ -37,8 +51,14 @@ impl DictBuilder {
     pub(crate) fn with_capacity(rows: usize) -> Self {
         DictBuilder {
             keys: Vec::with_capacity(rows),
+            nulls: None,
+            values: Vec::new(),
             offsets: vec![0],
-            ..Default::default()
+            table: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            last: None,
+            recent: [-1; RECENT],
+            symbols: Vec::new(),
         }
     }
 
@@ -76,6 +96,13 @@ impl DictBuilder {
             self.push_key(last);
             return;
         }
+        let slot = shape(v);
+        let cached = self.recent[slot];
+        if cached >= 0 && value(&self.values, &self.offsets, cached) == v {
+            self.last = Some(cached);
+            self.push_key(cached);
+            return;
+        }
         let hash = self.hasher.hash_one(v);
         let (values, offsets) = (&self.values, &self.offsets);
         let key = match self.table.find(hash, |&k| value(values, offsets, k) == v) {
@@ -92,6 +119,7 @@ impl DictBuilder {
             }
         };
         self.last = Some(key);
+        self.recent[slot] = key;
         self.push_key(key);
     }
 
@@ -131,6 +159,7 @@ impl DictBuilder {
         )?;
         self.table.clear();
         self.last = None;
+        self.recent = [-1; RECENT];
         self.symbols.fill(-1);
         DictionaryArray::try_new(keys, Arc::new(values))
     }
@@ -163,6 +192,15 @@ mod tests {
             strings,
             [Some("a"), Some("a"), None, Some("b"), Some("a"), None]
         );
+        // Values of one shape (length, first and last byte) share a cache slot, and stay apart.
+        let mut c = DictBuilder::with_capacity(4);
+        assert_eq!(shape(b"Ab"), shape(b"\x01b"));
+        for v in ["Ab", "\u{1}b", "Ab", "\u{1}b", "xy", "Ab"] {
+            c.append(v);
+        }
+        let d = c.finish().unwrap();
+        assert_eq!(d.keys().values().to_vec(), [0, 1, 0, 1, 2, 0]);
+        assert_eq!(d.values().len(), 3);
         // Symbols: looked up by byte, reset with the dictionary.
         let mut e = DictBuilder::for_symbols(4);
         for (sym, name) in [(b'<', "receive"), (b'>', "send"), (b'<', "receive")] {
