@@ -443,7 +443,13 @@ impl TableBuilders {
                 ColBuilder::Const(_) => {}
             }
         }
-        for row in tape_rows() {
+        // MapBuilder's appends only fail when keys and values disagree in length, which the
+        // paired appends below rule out.
+        if map.extra.is_empty() {
+            // A header with no unknown columns (nearly every log): all nulls at once.
+            self.extra.append_nulls(rows).unwrap_or_default();
+        }
+        for row in tape_rows().filter(|_| !map.extra.is_empty()) {
             let mut any = false;
             for (i, name) in &map.extra {
                 match field(row, *i) {
@@ -455,8 +461,6 @@ impl TableBuilders {
                     }
                 }
             }
-            // MapBuilder::append only fails when keys and values disagree in length, which the
-            // paired appends above rule out.
             self.extra.append(any).unwrap_or_default();
         }
         tape.clear();
