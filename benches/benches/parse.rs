@@ -4,33 +4,26 @@
 //! `cargo bench -p mailflow-benches --bench parse`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mailflow::generate::LogFile;
 
 // The allocator `mailflow` itself runs with; arrow-csv shares it in the same process.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use mailflow_benches::{arrow_csv_parse, generated, mailflow_parse, strip_bom};
+use mailflow_benches::{
+    BenchInput, PARSE_INPUTS, arrow_csv_parse, generated, mailflow_parse, strip_bom,
+};
 use std::hint::black_box;
 use std::time::Duration;
 
 const INPUT_BYTES: usize = 16 << 20;
 
 fn parse(c: &mut Criterion) {
-    for (kind, name, file_name, columns) in [
-        (
-            LogFile::MessageTracking,
-            "message_tracking",
-            "MSGTRK2024012500-1.LOG",
-            30,
-        ),
-        (
-            LogFile::SmtpReceive,
-            "smtp_receive",
-            "RECV2024012500-1.LOG",
-            9,
-        ),
-        (LogFile::SmtpSend, "smtp_send", "SEND2024012500-1.LOG", 9),
-    ] {
+    for BenchInput {
+        kind,
+        name,
+        file_name,
+        columns,
+    } in PARSE_INPUTS
+    {
         let input = generated(kind, INPUT_BYTES);
         let (expected_rows, rejects) = mailflow_parse(file_name, &input, 8192);
         assert_eq!(rejects, 0, "generated {name} must parse cleanly");

@@ -9,8 +9,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use mailflow::generate::LogFile;
-use mailflow_benches::{arrow_csv_parse, generated, mailflow_parse, strip_bom};
+use mailflow_benches::{
+    BenchInput, PARSE_INPUTS, arrow_csv_parse, generated, mailflow_parse, strip_bom,
+};
 
 // The allocator `mailflow` itself runs with; arrow-csv shares it in the same process.
 #[global_allocator]
@@ -36,21 +37,13 @@ fn main() {
         "{:18} {:>13} {:>13} {:>12} {:>15}",
         "input", "mailflow ms", "arrow-csv ms", "ratio", "ratio min-max"
     );
-    for (kind, name, file_name, columns) in [
-        (
-            LogFile::MessageTracking,
-            "message_tracking",
-            "MSGTRK2024012500-1.LOG",
-            30,
-        ),
-        (
-            LogFile::SmtpReceive,
-            "smtp_receive",
-            "RECV2024012500-1.LOG",
-            9,
-        ),
-        (LogFile::SmtpSend, "smtp_send", "SEND2024012500-1.LOG", 9),
-    ] {
+    for BenchInput {
+        kind,
+        name,
+        file_name,
+        columns,
+    } in PARSE_INPUTS
+    {
         let input = generated(kind, mib << 20);
         let csv_input = strip_bom(&input);
         let (rows, rejects) = mailflow_parse(file_name, &input, batch);

@@ -8,6 +8,42 @@ use arrow_schema::{DataType, Field, Schema};
 use mailflow::generate::{Generator, LogFile};
 use mailflow_parser::{DecoderBuilder, Flushed};
 
+/// One kind of log the parse benches read: the generator's kind, the bench name, a file name
+/// that tells the decoder the kind, and the column count arrow-csv is given.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchInput {
+    /// What to generate.
+    pub kind: LogFile,
+    /// Name in the bench output.
+    pub name: &'static str,
+    /// The file name the decoder sees.
+    pub file_name: &'static str,
+    /// Columns of the all-Utf8 schema arrow-csv reads into.
+    pub columns: usize,
+}
+
+/// The inputs of the parse benches (criterion and `parse_vs_arrow_csv`).
+pub const PARSE_INPUTS: [BenchInput; 3] = [
+    BenchInput {
+        kind: LogFile::MessageTracking,
+        name: "message_tracking",
+        file_name: "MSGTRK2024012500-1.LOG",
+        columns: 30,
+    },
+    BenchInput {
+        kind: LogFile::SmtpReceive,
+        name: "smtp_receive",
+        file_name: "RECV2024012500-1.LOG",
+        columns: 9,
+    },
+    BenchInput {
+        kind: LogFile::SmtpSend,
+        name: "smtp_send",
+        file_name: "SEND2024012500-1.LOG",
+        columns: 9,
+    },
+];
+
 /// About `bytes` of one generated log file (seed fixed, so every run measures the same input).
 pub fn generated(kind: LogFile, bytes: usize) -> Vec<u8> {
     Generator::new(42, "EX01").file(kind, bytes)

@@ -171,6 +171,13 @@ mod tests {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
 
+    fn strings(d: &DictionaryArray<Int32Type>) -> Vec<Option<&str>> {
+        d.downcast_dict::<StringArray>()
+            .unwrap()
+            .into_iter()
+            .collect()
+    }
+
     #[test]
     fn repeats_and_nulls() {
         let mut b = DictBuilder::with_capacity(4);
@@ -183,13 +190,8 @@ mod tests {
         let d = b.finish().unwrap();
         assert_eq!(d.len(), 6);
         assert_eq!(d.values().len(), 2);
-        let strings: Vec<Option<&str>> = d
-            .downcast_dict::<StringArray>()
-            .unwrap()
-            .into_iter()
-            .collect();
         assert_eq!(
-            strings,
+            strings(&d),
             [Some("a"), Some("a"), None, Some("b"), Some("a"), None]
         );
         // Values of one shape (length, first and last byte) share a cache slot, and stay apart.
@@ -208,13 +210,8 @@ mod tests {
         }
         e.append("other");
         let d = e.finish().unwrap();
-        let strings: Vec<Option<&str>> = d
-            .downcast_dict::<StringArray>()
-            .unwrap()
-            .into_iter()
-            .collect();
         assert_eq!(
-            strings,
+            strings(&d),
             [
                 Some("receive"),
                 Some("send"),
