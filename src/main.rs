@@ -124,8 +124,9 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 /// Lengthens how long mimalloc keeps freed memory before returning it to the kernel, from 10 ms
 /// to 100 ms. The Parquet encoders free and re-allocate megabytes per column chunk faster than
 /// every 10 ms; each round trip cost a page fault per 4 KiB and a TLB shootdown on the other
-/// core (system time 0.8-1.0 s of a 1 GiB ingest, against 0.5 s with 100 ms, and 5-8% of wall
-/// time). Peak RSS on that ingest stays under 300 MiB (267-272 MiB, against 250-257 MiB).
+/// core. On the 1 GiB ingest bench, two runs each in turns (`/usr/bin/time`): system time
+/// 1.01-1.04 s against 0.56-0.61 s, wall time 4-11% less, peak RSS 249-251 MiB against
+/// 271-273 MiB (the target is 300).
 #[allow(unsafe_code)]
 fn tune_allocator() {
     // SAFETY: mimalloc's option calls are not thread-safe; this runs first in `main`, before

@@ -6,8 +6,7 @@
 //! `cargo bench -p mailflow-benches --bench enrich`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mailflow::generate::LogFile;
-use mailflow_benches::{generated, mailflow_parse_then};
+use mailflow_benches::{BenchInput, PARSE_INPUTS, generated, mailflow_parse_then};
 use mailflow_enrich::messages::MessageCorrelator;
 use mailflow_enrich::{Catalog, Matcher};
 use std::hint::black_box;
@@ -20,15 +19,13 @@ const INPUT_BYTES: usize = 16 << 20;
 
 fn enrich(c: &mut Criterion) {
     let matcher = Matcher::new(Catalog::builtin()).expect("the built-in catalog compiles");
-    for (kind, name, file_name) in [
-        (
-            LogFile::MessageTracking,
-            "message_tracking",
-            "MSGTRK2024012500-1.LOG",
-        ),
-        (LogFile::SmtpReceive, "smtp_receive", "RECV2024012500-1.LOG"),
-        (LogFile::SmtpSend, "smtp_send", "SEND2024012500-1.LOG"),
-    ] {
+    for BenchInput {
+        kind,
+        name,
+        file_name,
+        ..
+    } in PARSE_INPUTS
+    {
         let input = generated(kind, INPUT_BYTES);
         let mut diagnosed = 0usize;
         let (rows, _) = mailflow_parse_then(file_name, &input, 4096, |table, b| {
@@ -72,9 +69,10 @@ fn enrich(c: &mut Criterion) {
 /// `messages` table out (every message closes at the end of the input).
 fn correlate(c: &mut Criterion) {
     let matcher = Matcher::new(Catalog::builtin()).expect("the built-in catalog compiles");
-    let input = generated(LogFile::MessageTracking, INPUT_BYTES);
+    let tracking = PARSE_INPUTS[0];
+    let input = generated(tracking.kind, INPUT_BYTES);
     let mut batches = Vec::new();
-    mailflow_parse_then("MSGTRK2024012500-1.LOG", &input, 4096, |table, b| {
+    mailflow_parse_then(tracking.file_name, &input, 4096, |table, b| {
         batches.push(matcher.enrich(table, &b).expect("enrich"));
         b.num_rows()
     });

@@ -8,30 +8,16 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 // The allocator `mailflow` itself runs with; arrow-csv shares it in the same process.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use mailflow_benches::{
-    BenchInput, PARSE_INPUTS, arrow_csv_parse, generated, mailflow_parse, strip_bom,
-};
-use std::hint::black_box;
+use mailflow_benches::PARSE_INPUTS;
 use std::time::Duration;
 
 const INPUT_BYTES: usize = 16 << 20;
 
 fn parse(c: &mut Criterion) {
-    for BenchInput {
-        kind,
-        name,
-        file_name,
-        columns,
-    } in PARSE_INPUTS
-    {
-        let input = generated(kind, INPUT_BYTES);
-        let (expected_rows, rejects) = mailflow_parse(file_name, &input, 8192);
-        assert_eq!(rejects, 0, "generated {name} must parse cleanly");
-        let csv_input = strip_bom(&input);
-        assert_eq!(arrow_csv_parse(csv_input, columns, 8192), expected_rows);
-
-        let mut group = c.benchmark_group(name);
-        group.throughput(Throughput::Bytes(input.len() as u64));
+    for spec in PARSE_INPUTS {
+        let input = spec.prepare(INPUT_BYTES);
+        let mut group = c.benchmark_group(spec.name);
+        group.throughput(Throughput::Bytes(input.data.len() as u64));
         group
             .sample_size(10)
             .measurement_time(Duration::from_secs(8))
@@ -40,16 +26,10 @@ fn parse(c: &mut Criterion) {
         for batch_size in [1024, 4096, 8192] {
             let id = |name| BenchmarkId::new(name, batch_size);
             group.bench_function(id("mailflow_typed"), |b| {
-                b.iter(|| {
-                    let rows = mailflow_parse(file_name, black_box(&input), batch_size).0;
-                    assert_eq!(rows, expected_rows)
-                })
+                b.iter(|| input.parse_mailflow(batch_size))
             });
             group.bench_function(id("arrow_csv_utf8"), |b| {
-                b.iter(|| {
-                    let rows = arrow_csv_parse(black_box(csv_input), columns, batch_size);
-                    assert_eq!(rows, expected_rows)
-                })
+                b.iter(|| input.parse_arrow_csv(batch_size))
             });
         }
         group.finish();

@@ -6,12 +6,9 @@
 //! `cargo run --release -p mailflow-benches --example parse_vs_arrow_csv -- [rounds] [MiB] [batch]`
 //! (defaults: 30 rounds, 16 MiB per kind, batch 4096).
 
-use std::hint::black_box;
 use std::time::Instant;
 
-use mailflow_benches::{
-    BenchInput, PARSE_INPUTS, arrow_csv_parse, generated, mailflow_parse, strip_bom,
-};
+use mailflow_benches::PARSE_INPUTS;
 
 // The allocator `mailflow` itself runs with; arrow-csv shares it in the same process.
 #[global_allocator]
@@ -37,28 +34,15 @@ fn main() {
         "{:18} {:>13} {:>13} {:>12} {:>15}",
         "input", "mailflow ms", "arrow-csv ms", "ratio", "ratio min-max"
     );
-    for BenchInput {
-        kind,
-        name,
-        file_name,
-        columns,
-    } in PARSE_INPUTS
-    {
-        let input = generated(kind, mib << 20);
-        let csv_input = strip_bom(&input);
-        let (rows, rejects) = mailflow_parse(file_name, &input, batch);
-        assert_eq!(rejects, 0, "generated {name} must parse cleanly");
-        assert_eq!(arrow_csv_parse(csv_input, columns, batch), rows);
-        let time_mailflow = || {
+    for spec in PARSE_INPUTS {
+        let input = spec.prepare(mib << 20);
+        let time = |parse: &dyn Fn()| {
             let start = Instant::now();
-            assert_eq!(mailflow_parse(file_name, black_box(&input), batch).0, rows);
+            parse();
             start.elapsed().as_secs_f64() * 1e3
         };
-        let time_csv = || {
-            let start = Instant::now();
-            assert_eq!(arrow_csv_parse(black_box(csv_input), columns, batch), rows);
-            start.elapsed().as_secs_f64() * 1e3
-        };
+        let time_mailflow = || time(&|| input.parse_mailflow(batch));
+        let time_csv = || time(&|| input.parse_arrow_csv(batch));
         let (mut m, mut a, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             let (tm, ta) = if round % 2 == 0 {
@@ -76,7 +60,8 @@ fn main() {
             .iter()
             .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
         println!(
-            "{name:18} {:>13.2} {:>13.2} {:>11.2}x {:>7.2}-{:.2}x",
+            "{:18} {:>13.2} {:>13.2} {:>11.2}x {:>7.2}-{:.2}x",
+            spec.name,
             median(&mut m),
             median(&mut a),
             median(&mut ratios),

@@ -1,20 +1,19 @@
 //! Parses generated logs in a loop, for `perf record`: `cargo run --release -p mailflow-benches
 //! --example profile_parse -- <message_tracking|smtp_receive|smtp_send> [MiB] [loops] [batch]`.
 
-use mailflow::generate::LogFile;
-
 // The allocator `mailflow` itself runs with; arrow-csv shares it in the same process.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use mailflow_benches::{generated, mailflow_parse};
+use mailflow_benches::{PARSE_INPUTS, generated, mailflow_parse};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let (kind, name) = match args.get(1).map(String::as_str) {
-        Some("smtp_receive") => (LogFile::SmtpReceive, "RECV2024012500-1.LOG"),
-        Some("smtp_send") => (LogFile::SmtpSend, "SEND2024012500-1.LOG"),
-        _ => (LogFile::MessageTracking, "MSGTRK2024012500-1.LOG"),
-    };
+    let wanted = args.get(1).map_or("message_tracking", String::as_str);
+    let spec = PARSE_INPUTS
+        .into_iter()
+        .find(|s| s.name == wanted)
+        .unwrap_or(PARSE_INPUTS[0]);
+    let (kind, name) = (spec.kind, spec.file_name);
     let mib: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(16);
     let loops: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(20);
     let batch: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(4096);

@@ -22,7 +22,8 @@ pub struct BenchInput {
     pub columns: usize,
 }
 
-/// The inputs of the parse benches (criterion and `parse_vs_arrow_csv`).
+/// The inputs of the parse benches (criterion, `parse_vs_arrow_csv`, `profile_parse`), message
+/// tracking first.
 pub const PARSE_INPUTS: [BenchInput; 3] = [
     BenchInput {
         kind: LogFile::MessageTracking,
@@ -43,6 +44,57 @@ pub const PARSE_INPUTS: [BenchInput; 3] = [
         columns: 9,
     },
 ];
+
+impl BenchInput {
+    /// About `bytes` of this kind of log, checked before anything is timed: mailflow rejects
+    /// none of it, and arrow-csv reads as many rows from it.
+    pub fn prepare(self, bytes: usize) -> PreparedInput {
+        let data = generated(self.kind, bytes);
+        let (rows, rejects) = mailflow_parse(self.file_name, &data, 8192);
+        assert_eq!(rejects, 0, "generated {} must parse cleanly", self.name);
+        assert_eq!(
+            arrow_csv_parse(strip_bom(&data), self.columns, 8192),
+            rows,
+            "arrow-csv must read the rows mailflow reads from {}",
+            self.name
+        );
+        PreparedInput {
+            spec: self,
+            data,
+            rows,
+        }
+    }
+}
+
+/// A parse bench's input, generated and checked ([`BenchInput::prepare`]).
+#[derive(Debug)]
+pub struct PreparedInput {
+    /// What it is.
+    pub spec: BenchInput,
+    /// The log bytes, as mailflow reads them.
+    pub data: Vec<u8>,
+    /// Data rows both readers find.
+    pub rows: usize,
+}
+
+impl PreparedInput {
+    /// The bytes as arrow-csv reads them (no BOM).
+    pub fn csv(&self) -> &[u8] {
+        strip_bom(&self.data)
+    }
+
+    /// One mailflow parse at `batch` rows per batch, checked to find every row.
+    pub fn parse_mailflow(&self, batch: usize) {
+        let rows = mailflow_parse(self.spec.file_name, std::hint::black_box(&self.data), batch).0;
+        assert_eq!(rows, self.rows);
+    }
+
+    /// One arrow-csv parse at `batch` rows per batch, checked to find every row.
+    pub fn parse_arrow_csv(&self, batch: usize) {
+        let rows = arrow_csv_parse(std::hint::black_box(self.csv()), self.spec.columns, batch);
+        assert_eq!(rows, self.rows);
+    }
+}
 
 /// About `bytes` of one generated log file (seed fixed, so every run measures the same input).
 pub fn generated(kind: LogFile, bytes: usize) -> Vec<u8> {

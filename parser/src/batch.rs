@@ -23,7 +23,7 @@ use arrow_array::types::Int32Type;
 use arrow_array::{Array, ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray};
 use arrow_schema::ArrowError;
 
-use crate::dict::DictBuilder;
+use crate::dict::{self, DictBuilder};
 use crate::error::RejectReason;
 use crate::fields::{
     custom_data,
@@ -448,20 +448,21 @@ impl TableBuilders {
         if map.extra.is_empty() {
             // A header with no unknown columns (nearly every log): all nulls at once.
             self.extra.append_nulls(rows).unwrap_or_default();
-        }
-        for row in tape_rows().filter(|_| !map.extra.is_empty()) {
-            let mut any = false;
-            for (i, name) in &map.extra {
-                match field(row, *i) {
-                    "" => {}
-                    value => {
-                        self.extra.keys().append_value(name);
-                        self.extra.values().append_value(value);
-                        any = true;
+        } else {
+            for row in tape_rows() {
+                let mut any = false;
+                for (i, name) in &map.extra {
+                    match field(row, *i) {
+                        "" => {}
+                        value => {
+                            self.extra.keys().append_value(name);
+                            self.extra.values().append_value(value);
+                            any = true;
+                        }
                     }
                 }
+                self.extra.append(any).unwrap_or_default();
             }
-            self.extra.append(any).unwrap_or_default();
         }
         tape.clear();
     }
@@ -540,9 +541,12 @@ impl TableBuilders {
     }
 }
 
+// A key's shape is a bit of one word.
+const _: () = assert!(dict::RECENT <= 64);
+
 fn append_custom_data(b: &mut MapBuilder<StringBuilder, StringBuilder>, field: &str) {
     let first = b.keys().len();
-    // Which key shapes (length and last byte, hashed to a bit) the row has had: a key whose bit
+    // Which key shapes (the dictionaries' cache slot, as a bit) the row has had: a key whose bit
     // is new cannot repeat an earlier one, so the scan below runs only on a likely repeat.
     let mut shapes = 0u64;
     for (key, value) in custom_data::entries(field.as_bytes()) {
@@ -550,8 +554,7 @@ fn append_custom_data(b: &mut MapBuilder<StringBuilder, StringBuilder>, field: &
         // Parquet readers (DuckDB) refuse maps with repeated keys, and Exchange repeats some
         // (`S:AMA=SUM|...;S:AMA=EV|...`): the second becomes `AMA#2`, the third `AMA#3`. A
         // renamed key keeps its original's shape bit.
-        let shape = 1u64
-            << ((key.len() * 7 + usize::from(key.as_bytes().last().copied().unwrap_or(0))) & 63);
+        let shape = 1u64 << dict::shape(key.as_bytes());
         let keys = b.keys();
         let repeats = if shapes & shape == 0 {
             0

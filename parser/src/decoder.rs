@@ -511,11 +511,16 @@ impl Decoder {
             b.table == k.table() && c.direction == k.direction() && c.protocol == k.protocol()
         });
         if !same {
-            if b.rows > 0 {
-                self.switch_pending = true;
-            } else {
-                self.builders = None;
-            }
+            self.end_batch();
+        }
+    }
+
+    /// The batch in progress cannot take rows under what just changed: it is flushed first if it
+    /// holds rows, and its builders are dropped otherwise.
+    fn end_batch(&mut self) {
+        match &self.builders {
+            Some(b) if b.rows > 0 => self.switch_pending = true,
+            _ => self.builders = None,
         }
     }
 
@@ -529,11 +534,7 @@ impl Decoder {
         if let Some(b) = &self.builders
             && !map.as_ref().is_some_and(|m| Arc::ptr_eq(m, &b.map))
         {
-            if b.rows > 0 {
-                self.switch_pending = true;
-            } else {
-                self.builders = None;
-            }
+            self.end_batch();
         }
         self.map = map;
     }

@@ -33,11 +33,12 @@ pub(crate) struct DictBuilder {
 }
 
 /// Slots of the shape cache.
-const RECENT: usize = 64;
+pub(crate) const RECENT: usize = 64;
 
-/// The cache slot of a value: its length, first and last byte, mixed.
+/// A cheap shape of a value (its length, first and last byte, mixed), under [`RECENT`]: the
+/// slot of the dictionaries' key cache, and custom-data's repeated-key filter.
 #[inline]
-fn shape(v: &[u8]) -> usize {
+pub(crate) fn shape(v: &[u8]) -> usize {
     let (first, last) = (v.first().copied(), v.last().copied());
     (v.len() * 7 + usize::from(first.unwrap_or(0)) * 3 + usize::from(last.unwrap_or(0))) % RECENT
 }

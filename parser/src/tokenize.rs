@@ -18,12 +18,10 @@
 
 use memchr::memchr;
 
-/// Bitmasks of the commas and quotes in 64 bytes (bit i = byte i).
-#[inline(always)]
-fn masks(chunk: &[u8]) -> (u64, u64) {
-    let [commas, quotes] = crate::scan::masks(chunk, [b',', b'"']);
-    (commas, quotes)
-}
+use crate::scan;
+
+/// The bytes the masked pass finds, as bitmasks in this order.
+const SEPARATORS: [u8; 2] = [b',', b'"'];
 
 /// Reusable scratch for splitting rows: one byte buffer plus field bounds, reused for every row.
 #[derive(Debug, Default)]
@@ -266,14 +264,12 @@ fn split_masked(line: &[u8], base: u32, out: &mut Vec<(u32, u32)>) -> Split {
         push_commas(out, separators, at, start);
     };
     for chunk in &mut chunks {
-        let (commas, quotes) = masks(chunk);
+        let [commas, quotes] = scan::masks(chunk, SEPARATORS);
         step(commas, quotes, at, &mut start);
         at += 64;
     }
-    let tail = chunks.remainder();
-    let mut padded = [0u8; 64];
-    padded[..tail.len()].copy_from_slice(tail);
-    let (commas, quotes) = masks(&padded);
+    let tail = line.len() - chunks.remainder().len();
+    let [commas, quotes] = scan::masks_at(line, tail, SEPARATORS);
     step(commas, quotes, at, &mut start);
     if inside != 0 {
         return Split::Lenient;
