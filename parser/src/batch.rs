@@ -209,6 +209,9 @@ pub(crate) struct TableBuilders {
     cols: Vec<ColBuilder>,
     extra: MapBuilder<StringBuilder, StringBuilder>,
     lossy: u64,
+    batch_size: usize,
+    /// False while the builders are placeholders that the first chunk of rows will size.
+    sized: bool,
 }
 
 // Arrow's dictionary builders do not implement Debug; rows and table are what matter here.
@@ -237,19 +240,13 @@ impl TableBuilders {
         batch_size: usize,
     ) -> Self {
         let defs = schema::columns(table);
-        // The first batch of a table has nothing to go by: guess modestly and let it grow.
-        let rows = if hints.rows == 0 {
-            batch_size.min(1024)
-        } else {
-            hints.rows.min(batch_size)
-        };
-        let scale_size = |size: [usize; 3]| {
-            if hints.rows == 0 {
-                [rows * 32, rows * 32, rows * 2]
-            } else {
-                // Measured per row, times rows, plus 1/8 so a slightly larger batch fits.
-                size.map(|m| m / hints.rows * rows + m / 8)
-            }
+        // With no batch to go by, the builders wait for the first chunk of rows to size them
+        // ([`TableBuilders::size_from`]).
+        let rows = hints.rows.min(batch_size);
+        let scale_size = |size: [usize; 3]| match hints.rows {
+            0 => [0; 3],
+            // Measured per row, times rows, plus 1/8 so a slightly larger batch fits.
+            n => size.map(|m| m / n * rows + m / 8),
         };
         let sized = |i: usize| scale_size(hints.sizes.get(i).copied().unwrap_or_default());
         let int_slot = |c: usize| map.ints.iter().position(|&(col, _, _)| col == c);
@@ -295,7 +292,64 @@ impl TableBuilders {
             cols,
             extra: map_builder(rows, scale_size(hints.extra)),
             lossy: 0,
+            batch_size,
+            sized: hints.rows != 0,
         }
+    }
+
+    /// Replaces the placeholder builders of a table's first batch with ones sized from the first
+    /// chunk of rows, scaled to a whole batch: growing them by doubling instead copied each
+    /// buffer several times over.
+    fn size_from(&mut self, tape: &Tape) {
+        let width = self.map.width.max(1);
+        let chunk_rows = tape.timestamps.len().max(1);
+        let batch_rows = self.batch_size.max(chunk_rows);
+        let scale = |n: usize| n * batch_rows / chunk_rows;
+        let measure = |src: Option<usize>| {
+            let [mut bytes, mut items] = [0, 0];
+            for row in tape.bounds.chunks_exact(width) {
+                if let Some(&(s, e)) = src.and_then(|i| row.get(i)) {
+                    let f = tape.data.get(s as usize..e as usize).unwrap_or_default();
+                    bytes += f.len();
+                    items += usize::from(!f.is_empty()) + memchr::memchr_iter(b';', f).count();
+                }
+            }
+            (scale(bytes), scale(items))
+        };
+        let sizes = self
+            .defs
+            .iter()
+            .zip(&self.map.sources)
+            .map(|(d, srcs)| {
+                let (bytes, items) = measure(srcs.first().copied());
+                match d.kind {
+                    ColKind::Text | ColKind::Endpoint => [bytes, 0, 0],
+                    ColKind::List => [bytes, items, 0],
+                    // Keys and values together are the field less its separators.
+                    ColKind::CustomData => [bytes, bytes, items],
+                    _ => [0; 3],
+                }
+            })
+            .collect();
+        let extra = self.map.extra.iter().fold([0; 3], |[k, v, n], (i, name)| {
+            let (bytes, items) = measure(Some(*i));
+            [k + items * name.len(), v + bytes, n + items]
+        });
+        let hints = CapacityHints {
+            rows: batch_rows,
+            sizes,
+            extra,
+        };
+        let (rows, lossy) = (self.rows, self.lossy);
+        *self = TableBuilders::new(
+            self.table,
+            self.constants.clone(),
+            Arc::clone(&self.map),
+            &hints,
+            self.batch_size,
+        );
+        self.rows = rows;
+        self.lossy = lossy;
     }
 
     pub(crate) fn constants(&self) -> &FileConstants {
@@ -309,6 +363,9 @@ impl TableBuilders {
         if tape.timestamps.is_empty() {
             tape.clear();
             return;
+        }
+        if !self.sized {
+            self.size_from(tape);
         }
         let map = &*self.map;
         let width = map.width.max(1);
@@ -474,6 +531,10 @@ impl TableBuilders {
         tape: &mut Tape,
         hints: &mut CapacityHints,
     ) -> Result<(RecordBatch, u64), ArrowError> {
+        if !self.sized {
+            // The whole batch is on the tape: size for it alone, not for a full batch.
+            self.batch_size = tape.timestamps.len();
+        }
         self.absorb(tape);
         let rows = self.rows;
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.defs.len() + 8);
