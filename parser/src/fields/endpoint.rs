@@ -117,6 +117,40 @@ mod tests {
     }
 
     #[test]
+    fn equals_the_first_version() {
+        for s in [
+            "10.11.12.13:25",
+            "2001:db8::25:587",
+            "fe80::1%3:25",
+            "[::1]:25",
+            "2001:db8::1",
+            "::ffff:10.1.2.3:25",
+            "10.0.0.1:",
+            ":",
+            "a:b:c:1",
+            "1.2.3.4:123456",
+            "[x]y",
+            "",
+        ] {
+            assert_eq!(
+                parse_endpoint(s.as_bytes()),
+                crate::fuzzing::endpoint_reference(s.as_bytes()),
+                "{s}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn equals_the_first_version_on_any_endpoint(s in "[0-9a-f:.%\\[\\]]{0,40}") {
+            proptest::prop_assert_eq!(
+                parse_endpoint(s.as_bytes()),
+                crate::fuzzing::endpoint_reference(s.as_bytes())
+            );
+        }
+    }
+
+    #[test]
     fn bare_addresses_keep_their_last_group() {
         // `2001:db8:` is no address, so `:1` is part of the address, not a port.
         assert_eq!(ep("2001:db8::1"), ("2001:db8::1", None));
