@@ -298,41 +298,50 @@ impl TableBuilders {
     }
 
     /// Replaces the placeholder builders of a table's first batch with ones sized from the first
-    /// chunk of rows, scaled to a whole batch: growing them by doubling instead copied each
-    /// buffer several times over.
-    fn size_from(&mut self, tape: &Tape) {
+    /// chunk of rows, scaled to `batch_rows` (or the chunk, if larger): growing them by doubling
+    /// instead copied each buffer several times over.
+    fn size_from(&mut self, tape: &Tape, batch_rows: usize) {
         let width = self.map.width.max(1);
         let chunk_rows = tape.timestamps.len().max(1);
-        let batch_rows = self.batch_size.max(chunk_rows);
+        let batch_rows = batch_rows.max(chunk_rows);
         let scale = |n: usize| n * batch_rows / chunk_rows;
-        let measure = |src: Option<usize>| {
-            let [mut bytes, mut items] = [0, 0];
+        // Bytes of a source field over the chunk, and its `;`-separated items when `items`.
+        let measure = |src: Option<usize>, items: bool| {
+            let [mut bytes, mut count] = [0, 0];
             for row in tape.bounds.chunks_exact(width) {
                 if let Some(&(s, e)) = src.and_then(|i| row.get(i)) {
                     let f = tape.data.get(s as usize..e as usize).unwrap_or_default();
                     bytes += f.len();
-                    items += usize::from(!f.is_empty()) + memchr::memchr_iter(b';', f).count();
+                    if items {
+                        count += usize::from(!f.is_empty()) + memchr::memchr_iter(b';', f).count();
+                    }
                 }
             }
-            (scale(bytes), scale(items))
+            (scale(bytes), scale(count))
         };
         let sizes = self
             .defs
             .iter()
             .zip(&self.map.sources)
             .map(|(d, srcs)| {
-                let (bytes, items) = measure(srcs.first().copied());
+                let src = srcs.first().copied();
                 match d.kind {
-                    ColKind::Text | ColKind::Endpoint => [bytes, 0, 0],
-                    ColKind::List => [bytes, items, 0],
+                    ColKind::Text | ColKind::Endpoint => [measure(src, false).0, 0, 0],
+                    ColKind::List => {
+                        let (bytes, items) = measure(src, true);
+                        [bytes, items, 0]
+                    }
                     // Keys and values together are the field less its separators.
-                    ColKind::CustomData => [bytes, bytes, items],
+                    ColKind::CustomData => {
+                        let (bytes, entries) = measure(src, true);
+                        [bytes, bytes, entries]
+                    }
                     _ => [0; 3],
                 }
             })
             .collect();
         let extra = self.map.extra.iter().fold([0; 3], |[k, v, n], (i, name)| {
-            let (bytes, items) = measure(Some(*i));
+            let (bytes, items) = measure(Some(*i), true);
             [k + items * name.len(), v + bytes, n + items]
         });
         let hints = CapacityHints {
@@ -365,7 +374,7 @@ impl TableBuilders {
             return;
         }
         if !self.sized {
-            self.size_from(tape);
+            self.size_from(tape, self.batch_size);
         }
         let map = &*self.map;
         let width = map.width.max(1);
@@ -533,7 +542,7 @@ impl TableBuilders {
     ) -> Result<(RecordBatch, u64), ArrowError> {
         if !self.sized {
             // The whole batch is on the tape: size for it alone, not for a full batch.
-            self.batch_size = tape.timestamps.len();
+            self.size_from(tape, 0);
         }
         self.absorb(tape);
         let rows = self.rows;

@@ -89,48 +89,14 @@ pub fn fields(data: &[u8]) {
     assert_eq!(tape, slow, "tape path disagrees with the quoted path");
 }
 
-/// The endpoint split as first written (the last colon found by scanning the whole value, the
-/// host tested for a colon byte by byte): the oracle [`endpoint::parse_endpoint`] is held to.
+/// The endpoint split as first written: the last colon searched for in the whole value, not
+/// its last six bytes, and the address part tested for a colon byte by byte. The bracketed form
+/// and the split at the colon are shared with [`endpoint::parse_endpoint`], which this holds to.
 pub fn endpoint_reference(s: &[u8]) -> endpoint::Endpoint<'_> {
-    use endpoint::Endpoint;
-    if let [b'[', inner @ ..] = s
-        && let Some(close) = inner.iter().position(|&b| b == b']')
-    {
-        let port = match &inner[close + 1..] {
-            [b':', p @ ..] => port_reference(p),
-            _ => None,
-        };
-        return Endpoint {
-            ip: &inner[..close],
-            port,
-        };
-    }
-    let whole = Endpoint { ip: s, port: None };
-    let Some(colon) = s.iter().rposition(|&b| b == b':') else {
-        return whole;
-    };
-    let (host, port) = (&s[..colon], &s[colon + 1..]);
-    let Some(port) = port_reference(port) else {
-        return whole;
-    };
-    let ipv6 = || {
-        let addr = host.split(|&b| b == b'%').next().unwrap_or_default();
-        std::str::from_utf8(addr).is_ok_and(|a| a.parse::<std::net::Ipv6Addr>().is_ok())
-    };
-    if host.is_empty() || (host.contains(&b':') && !ipv6()) {
-        return whole;
-    }
-    Endpoint {
-        ip: host,
-        port: Some(port),
-    }
-}
-
-fn port_reference(p: &[u8]) -> Option<u16> {
-    if p.is_empty() || p.len() > 5 || !p.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(p).ok()?.parse().ok()
+    endpoint::bracketed(s).unwrap_or_else(|| match s.iter().rposition(|&b| b == b':') {
+        Some(colon) => endpoint::split_at(s, colon, |host| host.contains(&b':')),
+        None => endpoint::Endpoint { ip: s, port: None },
+    })
 }
 
 /// The custom-data split as first written (search each entry's end with `memchr`, then its
