@@ -186,9 +186,8 @@ enum ColBuilder {
     List(ListBuilder<StringBuilder>),
     Map(MapBuilder<StringBuilder, StringBuilder>),
     Endpoint(StringBuilder, Int32Builder),
-    /// Reply code and enhanced code; `true` when the reply may also follow a ` = ` (tracking
-    /// `source-context`), a search not worth running on every protocol log line.
-    Reply(Int16Builder, DictBuilder, bool),
+    /// Reply code and enhanced code.
+    Reply(Int16Builder, DictBuilder),
     /// A per-file value, materialised at finish.
     Const(Option<&'static str>),
 }
@@ -271,7 +270,6 @@ impl TableBuilders {
                 ColKind::Reply => ColBuilder::Reply(
                     Int16Builder::with_capacity(rows),
                     DictBuilder::with_capacity(rows),
-                    table == Table::MessageTracking,
                 ),
                 ColKind::FileDirection => ColBuilder::Const(constants.direction),
                 ColKind::FileProtocol => ColBuilder::Const(constants.protocol),
@@ -480,8 +478,10 @@ impl TableBuilders {
                         }
                     }
                 }
-                ColBuilder::Reply(code, enhanced, after_equals) => {
-                    let find = if *after_equals {
+                ColBuilder::Reply(code, enhanced) => {
+                    // Only tracking `source-context` puts a reply after a ` = `; the search for
+                    // it is not worth running on every protocol log line.
+                    let find = if self.table == Table::MessageTracking {
                         find_smtp_reply
                     } else {
                         leading_smtp_reply
@@ -592,7 +592,7 @@ impl TableBuilders {
                     arrays.push(Arc::new(a));
                     arrays.push(Arc::new(port.finish()));
                 }
-                ColBuilder::Reply(code, enhanced, _) => {
+                ColBuilder::Reply(code, enhanced) => {
                     hints.sizes.push([0; 3]);
                     arrays.push(Arc::new(code.finish()));
                     arrays.push(Arc::new(enhanced.finish()?));
