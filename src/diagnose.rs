@@ -14,6 +14,7 @@ use mailflow_parser::DecoderBuilder;
 use serde::Serialize;
 
 use crate::ingest::{Skipped, Triage, discover, host_name, triage};
+use crate::term::escape;
 
 /// What to diagnose.
 #[derive(Debug, Clone)]
@@ -59,13 +60,13 @@ fn time(ms: Option<i64>) -> Option<String> {
 pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report> {
     let mut skipped = Vec::new();
     let mut failed = Vec::new();
-    let (tx, rx) = unbounded::<PathBuf>();
+    let (tx, rx) = unbounded::<(PathBuf, Option<String>)>();
     let mut files = 0;
     for path in discover(&opts.paths)? {
         match triage(path) {
-            Triage::Read { path, .. } => {
+            Triage::Read { path, server, .. } => {
                 files += 1;
-                tx.send(path).context("queueing files")?;
+                tx.send((path, server)).context("queueing files")?;
             }
             Triage::Skip(s) => skipped.push(s),
             Triage::Fail(s) => failed.push(s),
@@ -84,10 +85,10 @@ pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report
             std::thread::spawn(move || {
                 let mut findings = Findings::new();
                 let mut errors = Vec::new();
-                for path in rx {
+                for (path, row_server) in rx {
                     let name = path.to_string_lossy().into_owned();
                     let mut decoder = DecoderBuilder::new(name)
-                        .with_server(server.clone())
+                        .with_server(server.clone().or(row_server))
                         .with_default_server(&host)
                         .build();
                     let result = File::open(&path)
@@ -163,8 +164,11 @@ fn names(n: &Names) -> String {
     s
 }
 
+/// Writes `label` and `text` wrapped to the width, both escaped (see [`crate::term`]).
 fn wrapped(out: &mut String, indent: &str, label: &str, text: &str) {
-    let first = format!("{indent}{label}");
+    let text = escape(text);
+    let text = text.as_ref();
+    let first = format!("{indent}{}", escape(label));
     let rest = " ".repeat(first.chars().count());
     let opts = textwrap::Options::new(WIDTH)
         .initial_indent(&first)
@@ -229,11 +233,16 @@ pub fn render_text(r: &Report, colour: bool) -> String {
             let _ = writeln!(
                 out,
                 "{style}{label:<8}{style:#} {}  ({})",
-                f_.code,
+                escape(&f_.code),
                 lines(f_.count)
             );
         } else {
-            let _ = writeln!(out, "{label:<8} {}  ({})", f_.code, lines(f_.count));
+            let _ = writeln!(
+                out,
+                "{label:<8} {}  ({})",
+                escape(&f_.code),
+                lines(f_.count)
+            );
         }
         wrapped(&mut out, "  ", "", &f_.title);
         wrapped(&mut out, "  ", "servers: ", &names(&f_.servers));
@@ -272,7 +281,12 @@ pub fn render_text(r: &Report, colour: bool) -> String {
         }
     }
     for s in &r.failed {
-        let _ = writeln!(out, "\nfailed to read {}: {}", s.path.display(), s.reason);
+        let _ = writeln!(
+            out,
+            "\nfailed to read {}: {}",
+            escape(&s.path.display().to_string()),
+            escape(&s.reason)
+        );
     }
     out
 }

@@ -211,7 +211,7 @@ fn server_comes_from_override_then_rows_then_path_then_host() {
     let row = "2024-03-01T10:05:00.000Z,,,,EX07,,,SMTP,RECEIVE,1,<a@b>,,x@y,,1,1,,,s,a@b,a@b,,Incoming,,,,,Email,g,15.02.1258.012\n";
     let empty_host = row.replace(",EX07,", ",,");
     let run = |b: DecoderBuilder, line: &str| {
-        let out = decode_with(b.build(), line.as_bytes(), 1024);
+        let out = decode_with(b.with_head(line.as_bytes()).build(), line.as_bytes(), 1024);
         column_strings(&out.data[&Table::MessageTracking][0], "server")
     };
     let path = "collected/EX09/MessageTracking/MSGTRK2024030110-1.LOG";
@@ -224,12 +224,38 @@ fn server_comes_from_override_then_rows_then_path_then_host() {
     );
     assert_eq!(run(DecoderBuilder::new(path), row), ["EX07"]);
     assert_eq!(run(DecoderBuilder::new(path), &empty_host), ["EX09"]);
+    // The host name is the last resort, and goes by the same one name per server.
     assert_eq!(
         run(
-            DecoderBuilder::new("MSGTRK2024030110-1.LOG").with_default_server("host1"),
+            DecoderBuilder::new("MSGTRK2024030110-1.LOG").with_default_server("host1.corp"),
             &empty_host
         ),
-        ["host1"]
+        ["HOST1"]
+    );
+}
+
+#[test]
+fn send_rows_are_filed_under_the_local_server_not_the_destination() {
+    // Outbound SEND rows name the destination in server-hostname and the local server in
+    // client-hostname (the real sample's shape); the whole file is one server, whatever the
+    // rows' remote hosts, and the host names the log gave stay in their own columns.
+    let rows = "2025-01-14T09:29:05.327Z,216.160.83.56,HELLOWORLD,175.16.199.1,mx1.remote.example,;250 2.6.0 OK;ClientSubmitTime:,Outbound,SMTP,SEND,1,<a@b>,,x@remote.example,250 2.1.5 OK,10,1,,,s,a@b,a@b,,Originating,,,,,Email,g,15.02.1258.012\n\
+2025-01-14T09:29:06.327Z,216.160.83.56,HELLOWORLD,175.16.199.2,mx2.other.example,;250 2.6.0 OK;ClientSubmitTime:,Outbound,SMTP,SEND,2,<c@b>,,y@other.example,250 2.1.5 OK,10,1,,,s,a@b,a@b,,Originating,,,,,Email,g,15.02.1258.012\n\
+2025-01-14T09:29:07.000Z,,,,,,,STOREDRIVER,DELIVER,3,<d@b>,,z@contoso.com,,10,1,,,s,a@b,a@b,,Incoming,,,,,Email,g,15.02.1258.012\n";
+    let path = "EX01/MessageTracking/MSGTRK2025011409-1.LOG";
+    let decoder = DecoderBuilder::new(path)
+        .with_head(rows.as_bytes())
+        .with_default_server("ingest-host")
+        .build();
+    let out = decode_with(decoder, rows.as_bytes(), 1024);
+    let batch = &out.data[&Table::MessageTracking][0];
+    assert_eq!(
+        column_strings(batch, "server"),
+        ["HELLOWORLD", "HELLOWORLD", "HELLOWORLD"]
+    );
+    assert_eq!(
+        column_strings(batch, "server_hostname"),
+        ["mx1.remote.example", "mx2.other.example", "<null>"]
     );
 }
 

@@ -41,10 +41,8 @@ use crate::tokenize::Fields;
 #[derive(Debug, Clone)]
 pub(crate) struct FileConstants {
     pub(crate) source_file: Arc<str>,
-    /// The server when it does not vary by row.
+    /// The server that wrote the file.
     pub(crate) server: Arc<str>,
-    /// Whether message tracking rows name their own server (`server-hostname`).
-    pub(crate) server_from_rows: bool,
     pub(crate) direction: Option<&'static str>,
     pub(crate) protocol: Option<&'static str>,
     pub(crate) role: Option<&'static str>,
@@ -203,7 +201,6 @@ pub(crate) struct TableBuilders {
     /// Rows of the batch, on the tape or already absorbed.
     pub(crate) rows: usize,
     timestamp: TimestampMillisecondBuilder,
-    server: Option<DictBuilder>,
     offset: Int64Builder,
     cols: Vec<ColBuilder>,
     extra: MapBuilder<StringBuilder, StringBuilder>,
@@ -276,8 +273,6 @@ impl TableBuilders {
                 ColKind::FileRole => ColBuilder::Const(constants.role),
             })
             .collect();
-        let server = (constants.server_from_rows && map.server_hostname.is_some())
-            .then(|| DictBuilder::with_capacity(rows));
         TableBuilders {
             table,
             defs,
@@ -285,7 +280,6 @@ impl TableBuilders {
             map,
             rows: 0,
             timestamp: TimestampMillisecondBuilder::with_capacity(rows),
-            server,
             offset: Int64Builder::with_capacity(rows),
             cols,
             extra: map_builder(rows, scale_size(hints.extra)),
@@ -394,14 +388,6 @@ impl TableBuilders {
 
         self.timestamp.append_slice(&tape.timestamps);
         self.offset.append_slice(&tape.offsets);
-        if let (Some(b), Some(i)) = (&mut self.server, map.server_hostname) {
-            for row in tape_rows() {
-                match field(row, i) {
-                    "" => b.append(&self.constants.server),
-                    name => b.append(name),
-                }
-            }
-        }
         let ints = map.ints.len();
         let int = |r: usize, k: Option<usize>| k.and_then(|k| tape.ints[r * ints + k]);
         // Several columns are empty in every row of most logs (tenant-id on premises, reference,
@@ -548,10 +534,7 @@ impl TableBuilders {
         let rows = self.rows;
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.defs.len() + 8);
         arrays.push(Arc::new(self.timestamp.finish().with_timezone("UTC")));
-        arrays.push(match &mut self.server {
-            Some(b) => Arc::new(b.finish()?),
-            None => const_dict(Some(&self.constants.server), rows)?,
-        });
+        arrays.push(const_dict(Some(&self.constants.server), rows)?);
         arrays.push(const_dict(Some(&self.constants.source_file), rows)?);
         arrays.push(Arc::new(self.offset.finish()));
         hints.rows = rows;

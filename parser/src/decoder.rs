@@ -37,6 +37,7 @@ use crate::kind::{
     kind_from_log_type, kind_from_shape, path_info,
 };
 use crate::mapping::FieldMap;
+use crate::server::canonical_server;
 
 use crate::tokenize::{Fields, Tokenizer};
 
@@ -60,6 +61,7 @@ pub struct DecoderBuilder {
     source_file: String,
     path: PathInfo,
     server: Option<String>,
+    row_server: Option<String>,
     default_server: Option<String>,
     kind: Option<LogKind>,
     batch_size: usize,
@@ -77,6 +79,7 @@ impl DecoderBuilder {
             source_file,
             path,
             server: None,
+            row_server: None,
             default_server: None,
             kind: None,
             batch_size: DEFAULT_BATCH_SIZE,
@@ -91,9 +94,17 @@ impl DecoderBuilder {
         self
     }
 
-    /// Forces the server name for every row (the `--server` option).
+    /// Forces the server name for every row (the `--server` option), as given: the caller
+    /// checks it (see [`canonical_server`](crate::canonical_server)).
     pub fn with_server(mut self, server: Option<String>) -> Self {
         self.server = server;
+        self
+    }
+
+    /// Reads the file's first bytes for the server that wrote it (see
+    /// [`server_from_head`](crate::server_from_head)); rows name it before the path does.
+    pub fn with_head(mut self, head: &[u8]) -> Self {
+        self.row_server = crate::server::server_from_head(&self.source_file, head);
         self
     }
 
@@ -126,17 +137,19 @@ impl DecoderBuilder {
     /// The decoder.
     pub fn build(self) -> Decoder {
         let hint = self.kind.or(self.path.kind);
-        let server_fixed = self.server.is_some();
+        // One name per server, whichever source names it; the host name only when nothing else
+        // does, for the whole file.
+        let canonical = |s: Option<String>| s.as_deref().and_then(canonical_server);
         let server: Arc<str> = self
             .server
-            .or(self.path.server)
-            .or(self.default_server)
-            .unwrap_or_else(|| "unknown".to_string())
+            .or(self.row_server)
+            .or_else(|| canonical(self.path.server))
+            .or_else(|| canonical(self.default_server))
+            .unwrap_or_else(|| "UNKNOWN".to_string())
             .into();
         Decoder {
             source_file: self.source_file.into(),
             server,
-            server_fixed,
             role: self.path.role,
             hint,
             batch_size: self.batch_size,
@@ -261,7 +274,6 @@ pub struct Flushed {
 pub struct Decoder {
     source_file: Arc<str>,
     server: Arc<str>,
-    server_fixed: bool,
     role: Option<&'static str>,
     hint: Option<LogKind>,
     batch_size: usize,
@@ -613,7 +625,6 @@ impl Decoder {
                 let constants = FileConstants {
                     source_file: Arc::clone(&self.source_file),
                     server: Arc::clone(&self.server),
-                    server_from_rows: table == Table::MessageTracking && !self.server_fixed,
                     direction: kind.direction(),
                     protocol: kind.protocol(),
                     role: self.role,

@@ -53,6 +53,7 @@ mod kind;
 mod mapping;
 mod scan;
 pub mod schema;
+mod server;
 pub mod tokenize;
 
 pub use decoder::{
@@ -65,6 +66,9 @@ pub use kind::{
     kind_from_log_type, path_info,
 };
 pub use schema::{rejects_schema, schema};
+pub use server::{
+    HEAD_BYTES, LocalField, MAX_SERVER_NAME, canonical_server, local_field, server_from_head,
+};
 
 /// What a file looks like from its first bytes and its name: an Exchange log mailflow reads
 /// (and which kind, if known), an Exchange log of another type, or not an Exchange log.

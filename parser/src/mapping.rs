@@ -15,8 +15,6 @@ pub(crate) struct FieldMap {
     pub(crate) timestamp: Option<usize>,
     /// Header names as the log writes them, for reject messages.
     pub(crate) names: Vec<String>,
-    /// Header index of tracking `server-hostname`, which names the logging server per row.
-    pub(crate) server_hostname: Option<usize>,
     /// Per output column (schema order, excluding lineage and extra): header indexes in priority
     /// order. Empty when the header lacks the column (then the column is null).
     pub(crate) sources: Vec<Vec<usize>>,
@@ -41,11 +39,6 @@ impl FieldMap {
             Some(i)
         };
         let timestamp = TIMESTAMP_SOURCES.iter().find_map(|s| first(s, &mut used));
-        let server_hostname = if table == Table::MessageTracking {
-            names.iter().position(|(n, _)| n == "serverhostname")
-        } else {
-            None
-        };
         let sources = defs
             .iter()
             .map(|d| {
@@ -83,7 +76,6 @@ impl FieldMap {
             width: names.len(),
             timestamp,
             names,
-            server_hostname,
             sources,
             extra,
         }

@@ -118,7 +118,10 @@ pub fn decode_with(mut decoder: Decoder, bytes: &[u8], chunk: usize) -> Output {
 pub fn decode_file(path: &Path, chunk: usize, batch_size: usize) -> Output {
     let bytes = std::fs::read(path).unwrap();
     decode_with(
-        builder(path).with_batch_size(batch_size).build(),
+        builder(path)
+            .with_head(&bytes)
+            .with_batch_size(batch_size)
+            .build(),
         &bytes,
         chunk,
     )
