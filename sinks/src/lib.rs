@@ -8,10 +8,12 @@
 //! - [`lake`]: the partitioned Parquet lake (`<table>/date=…/server=…/part-….parquet`), with
 //!   journaled multi-file commits, provenance in every footer for exact resumption, and
 //!   compaction.
+//! - [`durable`]: making many files durable at once (the crate's platform-specific code).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod durable;
 pub mod lake;
 pub mod parquet;

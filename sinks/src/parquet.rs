@@ -153,17 +153,10 @@ impl Finished {
 /// Renames `from` to `to` and fsyncs `to`'s directory, so the new name survives a power cut.
 pub fn publish(from: &Path, to: &Path) -> Result<(), Error> {
     fs::rename(from, to).map_err(io_error(to))?;
-    sync_dir(to.parent())
-}
-
-/// Fsyncs a directory, making the entries created or renamed in it durable.
-pub fn sync_dir(dir: Option<&Path>) -> Result<(), Error> {
-    if let Some(dir) = dir.filter(|d| !d.as_os_str().is_empty()) {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(dir))?;
+    match to.parent() {
+        Some(dir) => crate::durable::sync_dir(dir),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + use<> {
@@ -250,12 +243,15 @@ impl ParquetFile {
 
     /// Closes, fsyncs and renames the file into place; durable when this returns.
     pub fn commit(self) -> Result<Committed, Error> {
-        self.finish()?.publish()
+        let done = self.finish()?;
+        crate::durable::sync_files(&done.temp_path, std::slice::from_ref(&done.temp_path))?;
+        done.publish()
     }
 
-    /// Closes and fsyncs the file under its temporary name: complete and durable, but not yet
-    /// visible. A caller that must make several files appear together records the renames
-    /// first (see the lake's journal), then calls [`Finished::publish`] on each.
+    /// Closes the file under its temporary name: complete, but neither durable nor visible. A
+    /// caller that must make several files appear together makes them durable at once
+    /// ([`crate::durable::sync_files`]), records the renames (see the lake's journal), then
+    /// calls [`Finished::publish`] on each.
     pub fn finish(self) -> Result<Finished, Error> {
         let ParquetFile {
             final_path,
@@ -272,7 +268,6 @@ impl ParquetFile {
             path: temp_path.clone(),
             source: e.into_error(),
         })?;
-        file.sync_all().map_err(io_error(&temp_path))?;
         let bytes = file.metadata().map_err(io_error(&temp_path))?.len();
         Ok(Finished {
             temp_path,

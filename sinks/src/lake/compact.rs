@@ -231,6 +231,7 @@ fn merge(
     })?;
     out.append_metadata(META_SOURCES, json);
     let done = out.finish()?;
+    crate::durable::sync_files(root, std::slice::from_ref(&done.temp_path))?;
     let relative = |p: &Path| {
         p.strip_prefix(root)
             .unwrap_or(p)

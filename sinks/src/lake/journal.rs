@@ -22,7 +22,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
-use crate::parquet::{io_error, publish, sync_dir};
+use crate::durable::{sync_dir, sync_dirs};
+use crate::parquet::{io_error, publish};
 
 /// The lake's own folder; the `_` prefix keeps DuckDB and Spark out of it.
 pub(crate) const STATE_DIR: &str = "_mailflow";
@@ -115,26 +116,26 @@ pub(crate) fn apply(root: &Path, journal: &Journal) -> Result<(), Error> {
         let (temp, target) = (root.join(temp), root.join(target));
         if temp.exists() {
             fs::rename(&temp, &target).map_err(io_error(&target))?;
-            dirs.insert(target.parent().map(Path::to_path_buf));
+            if let Some(dir) = target.parent() {
+                dirs.insert(dir.to_path_buf());
+            }
         }
     }
-    for dir in &dirs {
-        sync_dir(dir.as_deref())?;
-    }
+    sync_dirs(root, &dirs.into_iter().collect::<Vec<_>>())?;
     let mut dirs = BTreeSet::new();
     for path in &journal.deletes {
         let path = root.join(path);
         match fs::remove_file(&path) {
             Ok(()) => {
-                dirs.insert(path.parent().map(Path::to_path_buf));
+                if let Some(dir) = path.parent() {
+                    dirs.insert(dir.to_path_buf());
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error(&path)(e).into()),
         }
     }
-    for dir in &dirs {
-        sync_dir(dir.as_deref())?;
-    }
+    sync_dirs(root, &dirs.into_iter().collect::<Vec<_>>())?;
     Ok(())
 }
 
@@ -143,10 +144,53 @@ pub(crate) fn clear(root: &Path, writer: &str) -> Result<(), Error> {
     let dir = state(root, JOURNAL);
     let path = dir.join(format!("{writer}.json"));
     match fs::remove_file(&path) {
-        Ok(()) => Ok(sync_dir(Some(&dir))?),
+        Ok(()) => Ok(sync_dir(&dir)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io_error(&path)(e).into()),
     }
+}
+
+/// Fails with [`Error::Busy`] when a writer of another process is running on the lake.
+pub(crate) fn ensure_no_live_writer(root: &Path) -> Result<(), Error> {
+    let writers = state(root, WRITERS);
+    let Ok(entries) = fs::read_dir(&writers) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_error(&writers))?;
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "lock") {
+            continue;
+        }
+        let Ok(file) = OpenOptions::new().write(true).open(&path) else {
+            continue;
+        };
+        if let Err(e) = file.try_lock() {
+            return Err(Error::Busy {
+                what: path.display().to_string(),
+                reason: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Removes every pending journal (after the files they name were removed).
+pub(crate) fn discard_journals(root: &Path) -> Result<(), Error> {
+    let dir = state(root, JOURNAL);
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry.map_err(io_error(&dir))?.path();
+        fs::remove_file(&path).map_err(io_error(&path))?;
+    }
+    Ok(())
+}
+
+/// Whether `name` is one of a writer's temporaries ([`temp_name`]).
+pub(crate) fn is_temp(name: &str) -> bool {
+    temp_owner(name).is_some()
 }
 
 /// What [`recover`] did.

@@ -6,11 +6,17 @@
 //!   date is the UTC day of the row's `timestamp`; the server is the row's `server`, escaped the
 //!   way Hive escapes (see [`partition`]). The files keep the `server` column too, so a single file
 //!   read on its own still says where its rows came from.
-//! - **Epochs.** A [`LakeWriter`] keeps one open file per partition it has seen. They are all
-//!   committed together, as one *epoch*, when one of them is big enough, has enough rows, is
-//!   old enough, when too many are open, or when the writer closes. Committing them together
-//!   means that for every source the committed rows are always a prefix of its lines, which is
-//!   what makes resuming exact.
+//! - **Epochs.** A [`LakeWriter`] writes each partition it sees into a file of its own. All the
+//!   files written since the last commit are committed together, as one *epoch*, when one of
+//!   them is big enough, has enough rows, the oldest is old enough, the epoch holds many files, or
+//!   the writer closes. Committing them together means that for every source the committed rows
+//!   are always a prefix of its lines, which is what makes resuming exact.
+//! - **Bounded at any partition count.** At most `max_open_files` partitions have an open
+//!   Parquet writer (each holds encoders and buffers, several hundred KiB); opening one more
+//!   closes the least recently used, whose file waits, complete but hidden, for the epoch's
+//!   commit. Memory therefore does not grow with the number of partitions (a hostile log can
+//!   name thousands of days), and a commit of thousands of small files is made durable in bulk
+//!   (see [`crate::durable`]), so time grows with rows and files, not with their product.
 //! - **Commit.** Each file is written under a hidden temporary name and fsynced; then the journal
 //!   (see `journal`) records the renames; then they happen. Readers never see a partial file,
 //!   and a crash at any point leaves either the old state or, after recovery, the new one.
@@ -19,6 +25,7 @@
 //!   source's end offset when the epoch was cut (every line of the source before it is committed).
 //!   [`committed_sources`] reads them back, so a restarted ingest skips what is already there.
 
+mod clear;
 pub mod compact;
 mod journal;
 pub mod partition;
@@ -33,11 +40,12 @@ use arrow_array::RecordBatch;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::{Deserialize, Serialize};
 
+pub use clear::{Cleared, clear};
 pub use journal::Recovery;
 use journal::{Journal, WriterLock};
 use partition::PartitionKey;
 
-use crate::parquet::{Committed, ParquetFile, ParquetOptions, io_error};
+use crate::parquet::{Committed, Finished, ParquetFile, ParquetOptions, io_error};
 
 /// Footer key: the mailflow version that wrote the file.
 pub const META_VERSION: &str = "mailflow.version";
@@ -82,6 +90,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// `--overwrite` of a folder that mailflow did not make.
+    #[error(
+        "{path} is not a mailflow lake (it has no _mailflow folder) and is not empty: refusing to \
+         remove anything from it; give an empty or new folder, or the lake's own"
+    )]
+    NotALake {
+        /// The folder.
+        path: PathBuf,
+    },
     /// Another process holds a lock.
     #[error("{what} is held by another mailflow process: {reason}")]
     Busy {
@@ -103,7 +120,8 @@ pub struct LakeOptions {
     pub max_file_rows: u64,
     /// Roll once the oldest open file is this old, so a live agent's rows become visible.
     pub max_file_age: Duration,
-    /// Roll when more partitions than this are open at once.
+    /// Partitions with an open Parquet writer at most; the least recently used is closed (its
+    /// file committed with the epoch) to open another.
     pub max_open_files: usize,
     /// Buffered row groups above this many bytes are flushed early, largest first.
     pub memory_budget: usize,
@@ -123,7 +141,7 @@ impl Default for LakeOptions {
             max_file_bytes: 256 << 20,
             max_file_rows: 16 << 20,
             max_file_age: Duration::from_secs(300),
-            max_open_files: 64,
+            max_open_files: 16,
             memory_budget: 32 << 20,
             schema_version: 1,
         }
@@ -182,7 +200,14 @@ struct OpenFile {
     table: String,
     file: ParquetFile,
     sources: BTreeMap<String, SourceRange>,
+    /// When a batch was last appended (the writer's append counter), for closing the least
+    /// recently used.
+    last_use: u64,
 }
+
+/// Files one epoch may hold before it is committed: bounds the journal and the list of files
+/// kept for the commit when a backfill spreads over very many partitions.
+const MAX_EPOCH_FILES: usize = 4096;
 
 /// Writes batches into the lake; see the module docs. One per thread: batches of one source
 /// must all go through the same writer.
@@ -192,6 +217,10 @@ pub struct LakeWriter {
     lock: Option<WriterLock>,
     options: LakeOptions,
     open: HashMap<(String, PartitionKey), OpenFile>,
+    /// Files of this epoch closed already (complete under their temporary names).
+    closed: Vec<Finished>,
+    /// Appends so far, the clock of [`OpenFile::last_use`].
+    appends: u64,
     /// End offsets of the sources written since the last commit.
     marks: HashMap<String, u64>,
     opened_at: Option<Instant>,
@@ -240,6 +269,8 @@ impl LakeWriter {
             lock: Some(lock),
             options,
             open: HashMap::new(),
+            closed: Vec::new(),
+            appends: 0,
             marks: HashMap::new(),
             opened_at: None,
             seq: 0,
@@ -281,6 +312,9 @@ impl LakeWriter {
         let (first, last) = offsets(batch)?;
         let slot = (table.to_string(), key);
         if !self.open.contains_key(&slot) {
+            if self.open.len() >= self.options.max_open_files.max(1) {
+                self.close_least_recent()?;
+            }
             self.seq += 1;
             let dir = self.root.join(table).join(slot.1.dir());
             let final_path = dir.join(format!("part-{}-{:06}.parquet", self.id, self.seq));
@@ -294,12 +328,15 @@ impl LakeWriter {
                     table: table.to_string(),
                     file,
                     sources: BTreeMap::new(),
+                    last_use: 0,
                 },
             );
         }
+        self.appends += 1;
         let Some(open) = self.open.get_mut(&slot) else {
             return Ok(());
         };
+        open.last_use = self.appends;
         open.file.write(batch)?;
         let range = SourceRange {
             fingerprint: source.fingerprint.to_string(),
@@ -344,7 +381,7 @@ impl LakeWriter {
 
     fn should_roll(&self) -> bool {
         let o = &self.options;
-        self.open.len() > o.max_open_files
+        self.closed.len() + self.open.len() >= MAX_EPOCH_FILES
             || self
                 .opened_at
                 .is_some_and(|t| t.elapsed() >= o.max_file_age)
@@ -361,58 +398,99 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Commits every open file as one epoch; durable when this returns.
-    pub fn commit(&mut self) -> Result<(), Error> {
-        let open = std::mem::take(&mut self.open);
-        let marks = std::mem::take(&mut self.marks);
-        self.opened_at = None;
-        if open.is_empty() {
+    /// Closes the partition file used least recently; it is committed with the epoch.
+    fn close_least_recent(&mut self) -> Result<(), Error> {
+        let Some(key) = self
+            .open
+            .iter()
+            .min_by_key(|(_, f)| f.last_use)
+            .map(|(k, _)| k.clone())
+        else {
             return Ok(());
+        };
+        if let Some(f) = self.open.remove(&key) {
+            let done = self.close_file(f)?;
+            self.closed.push(done);
         }
-        let mut finished = Vec::with_capacity(open.len());
-        let mut open: Vec<_> = open.into_iter().collect();
+        Ok(())
+    }
+
+    /// Seals a file: its footer records the provenance and, per source, the end offset reached
+    /// by the writes finished so far. Those writes all belong to this epoch, which commits
+    /// whole, so the mark is true of the lake once the epoch is committed. A source's last write
+    /// of the epoch leaves the file it touched last open (only the least recently used is closed
+    /// early), so one of its files always records its final mark.
+    fn close_file(&self, f: OpenFile) -> Result<Finished, Error> {
+        let OpenFile {
+            table,
+            mut file,
+            sources,
+            ..
+        } = f;
+        let sources: Vec<SourceRange> = sources
+            .into_values()
+            .map(|mut r| {
+                r.end_offset = self.marks.get(&r.fingerprint).copied().unwrap_or_default();
+                r
+            })
+            .collect();
+        file.append_metadata(META_VERSION, env!("CARGO_PKG_VERSION"));
+        file.append_metadata(META_SCHEMA_VERSION, self.options.schema_version.to_string());
+        file.append_metadata(META_TABLE, table);
+        match serde_json::to_string(&sources) {
+            Ok(json) => file.append_metadata(META_SOURCES, json),
+            Err(e) => {
+                let path = file.final_path().to_path_buf();
+                file.abort();
+                return Err(Error::Journal {
+                    path,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(file.finish()?)
+    }
+
+    /// Commits every file of the epoch, open or closed; durable when this returns.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        let mut open: Vec<_> = std::mem::take(&mut self.open).into_iter().collect();
         open.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut finished = std::mem::take(&mut self.closed);
         let mut failure = None;
-        for (_, mut f) in open {
+        for (_, f) in open {
             if failure.is_some() {
                 f.file.abort();
                 continue;
             }
-            let sources: Vec<SourceRange> = f
-                .sources
-                .into_values()
-                .map(|mut r| {
-                    r.end_offset = marks.get(&r.fingerprint).copied().unwrap_or_default();
-                    r
-                })
-                .collect();
-            f.file
-                .append_metadata(META_VERSION, env!("CARGO_PKG_VERSION"));
-            f.file
-                .append_metadata(META_SCHEMA_VERSION, self.options.schema_version.to_string());
-            f.file.append_metadata(META_TABLE, f.table);
-            match serde_json::to_string(&sources) {
-                Ok(json) => f.file.append_metadata(META_SOURCES, json),
-                Err(e) => {
-                    failure = Some(Error::Journal {
-                        path: f.file.final_path().to_path_buf(),
-                        reason: e.to_string(),
-                    });
-                    f.file.abort();
-                    continue;
-                }
-            }
-            match f.file.finish() {
+            match self.close_file(f) {
                 Ok(done) => finished.push(done),
-                Err(e) => failure = Some(e.into()),
+                Err(e) => failure = Some(e),
             }
         }
-        if let Some(e) = failure {
+        self.marks.clear();
+        self.opened_at = None;
+        let result = match failure {
+            Some(e) => Err(e),
+            None => self.publish(&finished),
+        };
+        if let Err(e) = result {
             for f in finished {
                 let _ = fs::remove_file(&f.temp_path);
             }
             return Err(e);
         }
+        self.committed
+            .extend(finished.into_iter().map(|f| f.committed));
+        Ok(())
+    }
+
+    /// Makes an epoch's files durable, then visible together through the journal.
+    fn publish(&self, finished: &[Finished]) -> Result<(), Error> {
+        if finished.is_empty() {
+            return Ok(());
+        }
+        let temps: Vec<PathBuf> = finished.iter().map(|f| f.temp_path.clone()).collect();
+        crate::durable::sync_files(&self.root, &temps)?;
         let relative = |p: &Path| {
             p.strip_prefix(&self.root)
                 .unwrap_or(p)
@@ -428,10 +506,7 @@ impl LakeWriter {
         };
         journal::record(&self.root, &self.id, &journal)?;
         journal::apply(&self.root, &journal)?;
-        journal::clear(&self.root, &self.id)?;
-        self.committed
-            .extend(finished.into_iter().map(|f| f.committed));
-        Ok(())
+        journal::clear(&self.root, &self.id)
     }
 
     /// Commits what is open and releases the writer; returns every file it committed.
@@ -447,6 +522,9 @@ impl LakeWriter {
     pub fn abort(mut self) {
         for (_, f) in self.open.drain() {
             f.file.abort();
+        }
+        for f in self.closed.drain(..) {
+            let _ = fs::remove_file(&f.temp_path);
         }
         if let Some(lock) = self.lock.take() {
             lock.release();
@@ -477,6 +555,11 @@ fn offsets(batch: &RecordBatch) -> Result<(i64, i64), Error> {
     let first = values.iter().copied().min().unwrap_or_default();
     let last = values.iter().copied().max().unwrap_or_default();
     Ok((first, last))
+}
+
+/// Whether a file name is one the lake gives: a committed file or a writer's temporary.
+pub(crate) fn is_lake_file(name: &str) -> bool {
+    (name.starts_with("part-") && name.ends_with(".parquet")) || journal::is_temp(name)
 }
 
 /// Committed Parquet files under `root` (every table), sorted.

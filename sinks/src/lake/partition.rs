@@ -1,6 +1,7 @@
 //! Hive partition values: which `date=…/server=…` folder a row belongs in, and how a value taken
 //! from log data is written into a path without escaping the lake or breaking its layout.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -112,6 +113,9 @@ enum ServerColumn<'a> {
 
 const DAY_MS: i64 = 86_400_000;
 
+/// Groups found by a linear scan before [`split`] switches to a map.
+const SCAN_GROUPS: usize = 8;
+
 impl<'a> Keys<'a> {
     fn new(batch: &'a RecordBatch) -> Result<Self, Error> {
         let column = |name: &'static str| {
@@ -201,16 +205,32 @@ pub fn split(batch: &RecordBatch) -> Result<Vec<(PartitionKey, RecordBatch)>, Er
     // (day, server) and the rows that have them.
     type Group<'a> = ((Option<i64>, &'a str), Vec<u32>);
     let mut groups: Vec<Group<'_>> = Vec::new();
+    // Few groups per batch (a day boundary, a handful of servers): a scan beats a map. A batch
+    // spread over many partitions (a hostile log naming a new day on every line) switches to a
+    // map, so a row costs the same whatever the number of partitions.
+    let mut index_of: HashMap<(Option<i64>, &str), usize> = HashMap::new();
     for row in 0..batch.num_rows() {
         let k = (keys.day(row), keys.server(row));
         let index = u32::try_from(row).map_err(|_| Error::Schema {
             column: "timestamp",
             reason: "batch has more than 2^32 rows".into(),
         })?;
-        // Few groups per batch (a day boundary, a handful of servers): a scan beats a map.
-        match groups.iter_mut().find(|(g, _)| *g == k) {
-            Some((_, rows)) => rows.push(index),
-            None => groups.push((k, vec![index])),
+        let found = if groups.len() <= SCAN_GROUPS {
+            groups.iter().position(|(g, _)| *g == k)
+        } else {
+            if index_of.is_empty() {
+                index_of.extend(groups.iter().enumerate().map(|(i, (g, _))| (*g, i)));
+            }
+            index_of.get(&k).copied()
+        };
+        match found {
+            Some(i) => groups[i].1.push(index),
+            None => {
+                if !index_of.is_empty() {
+                    index_of.insert(k, groups.len());
+                }
+                groups.push((k, vec![index]));
+            }
         }
     }
     groups
@@ -345,6 +365,25 @@ mod tests {
             .column(2)
             .as_primitive::<arrow_array::types::Int64Type>();
         assert_eq!(offsets.values().to_vec(), vec![1, 4]);
+    }
+
+    #[test]
+    fn many_partitions_split_like_few() {
+        // Rows cycle over 50 days: past the scan's reach, so the map takes over mid-batch.
+        let ts: Vec<Option<i64>> = (0..500).map(|i| Some((i % 50) * DAY_MS + i)).collect();
+        let b = batch(ts, vec!["EX01"; 500]);
+        let parts = split(&b).unwrap();
+        assert_eq!(parts.len(), 50);
+        for (k, (key, part)) in parts.iter().enumerate() {
+            assert_eq!(key.date, date_value(Some(k as i64 * DAY_MS)));
+            let offsets = part
+                .column(2)
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .values()
+                .to_vec();
+            let want: Vec<i64> = (0..10).map(|j| k as i64 + 50 * j).collect();
+            assert_eq!(offsets, want, "partition {k} keeps row order");
+        }
     }
 
     #[test]
