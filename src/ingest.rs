@@ -32,9 +32,13 @@ use mailflow_enrich::messages::{self, MessageCorrelator};
 use mailflow_enrich::records::{SCHEMA_VERSION, count_codes};
 use mailflow_enrich::sessions::{self, SessionCorrelator};
 use mailflow_parser::schema::REJECTS;
-use mailflow_parser::{BatchSizes, DecoderBuilder, DecoderStats, Flushed, Sniffed, Table, sniff};
+use mailflow_parser::{
+    BatchSizes, DecoderBuilder, DecoderStats, Flushed, Sniffed, Table, server_from_head, sniff,
+};
 use mailflow_sinks::lake::{self, LakeOptions, LakeWriter, Source};
 use serde::Serialize;
+
+use crate::term::escape;
 
 /// What to ingest and how.
 #[derive(Debug, Clone)]
@@ -88,6 +92,19 @@ pub struct Summary {
     pub already_in_lake: AlreadyInLake,
     /// Interrupted commits of an earlier, killed run that this run finished or discarded.
     pub recovered: Recovered,
+    /// What `--overwrite` removed first.
+    pub overwritten: Overwritten,
+}
+
+/// What `--overwrite` removed: only files the lake wrote.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overwritten {
+    /// Lake files removed.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Files in table folders that mailflow did not write, left in place.
+    pub kept: Vec<PathBuf>,
 }
 
 /// What an earlier run had committed, and this one did not write again.
@@ -143,6 +160,18 @@ impl Summary {
             s += &format!("; {} FAILED", self.failed.len());
         }
         s.push('\n');
+        let o = &self.overwritten;
+        if o.files > 0 || !o.kept.is_empty() {
+            s += &format!(
+                "  --overwrite removed {} lake files ({:.1} MB) first",
+                o.files,
+                o.bytes as f64 / 1e6
+            );
+            if !o.kept.is_empty() {
+                s += &format!("; kept {} files mailflow did not write", o.kept.len());
+            }
+            s.push('\n');
+        }
         let a = &self.already_in_lake;
         if a.files > 0 || a.lines > 0 {
             s += &format!(
@@ -184,7 +213,11 @@ impl Summary {
             );
         }
         for f in &self.failed {
-            s += &format!("  failed: {}: {}\n", f.path.display(), f.reason);
+            s += &format!(
+                "  failed: {}: {}\n",
+                escape(&f.path.display().to_string()),
+                escape(&f.reason)
+            );
         }
         s
     }
@@ -254,6 +287,8 @@ pub enum Triage {
         path: PathBuf,
         /// Its first 64 KiB.
         head: Vec<u8>,
+        /// The server its first rows name (canonical), if they name one.
+        server: Option<String>,
     },
     /// Not a log mailflow reads: skipped with a warning, never a failure.
     Skip(Skipped),
@@ -270,16 +305,19 @@ pub fn triage(path: PathBuf) -> Triage {
             reason: e.to_string(),
         }),
         Ok(head) => match sniff(&shown, &head) {
-            Sniffed::Readable(_) => Triage::Read { path, head },
+            Sniffed::Readable(_) => {
+                let server = server_from_head(&shown, &head);
+                Triage::Read { path, head, server }
+            }
             Sniffed::Unsupported(log_type) => {
-                tracing::warn!(file = %path.display(), log_type, "Skipping an Exchange log of a type mailflow does not read.");
+                tracing::warn!(file = %escape(&shown), log_type = %escape(&log_type), "Skipping an Exchange log of a type mailflow does not read.");
                 Triage::Skip(Skipped {
                     path,
                     reason: format!("log type {log_type:?} is not read"),
                 })
             }
             Sniffed::NotALog => {
-                tracing::warn!(file = %path.display(), "Skipping a file that is not an Exchange transport log.");
+                tracing::warn!(file = %escape(&shown), "Skipping a file that is not an Exchange transport log.");
                 Triage::Skip(Skipped {
                     path,
                     reason: "not an Exchange transport log".into(),
@@ -296,14 +334,12 @@ fn head(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// Every table folder mailflow writes under a lake root, and its own state folder.
-fn lake_folders() -> impl Iterator<Item = &'static str> {
-    Table::ALL.iter().map(|t| t.name()).chain([
-        REJECTS,
-        sessions::TABLE,
-        messages::TABLE,
-        "_mailflow",
-    ])
+/// Every table folder mailflow writes under a lake root.
+fn lake_tables() -> impl Iterator<Item = &'static str> {
+    Table::ALL
+        .iter()
+        .map(|t| t.name())
+        .chain([REJECTS, sessions::TABLE, messages::TABLE])
 }
 
 /// Identity of a source file: a hash of its first 4 KiB (which hold the header block with its
@@ -344,17 +380,24 @@ fn rows_from(batch: RecordBatch, from: u64) -> (Option<RecordBatch>, u64) {
 pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let started = Instant::now();
     let root = &opts.parquet;
+    let mut summary = Summary::default();
     if opts.overwrite {
-        for name in lake_folders() {
-            let dir = root.join(name);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("removing {}", dir.display()))?;
-            }
+        let tables: Vec<&str> = lake_tables().collect();
+        let cleared = lake::clear(root, &tables)
+            .with_context(|| format!("--overwrite: emptying {}", root.display()))?;
+        for kept in &cleared.kept {
+            tracing::warn!(
+                file = %escape(&kept.display().to_string()),
+                "--overwrite left a file mailflow did not write in place."
+            );
         }
+        summary.overwritten = Overwritten {
+            files: cleared.files,
+            bytes: cleared.bytes,
+            kept: cleared.kept,
+        };
     }
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    let mut summary = Summary::default();
     let recovery = lake::recover(root).context("recovering the lake")?;
     summary.recovered = Recovered {
         journals_replayed: recovery.journals_replayed,
@@ -364,7 +407,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let mut jobs: Vec<Job> = Vec::new();
     for path in discover(&opts.paths)? {
         match triage(path) {
-            Triage::Read { path, head } => {
+            Triage::Read { path, head, server } => {
                 let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 let fingerprint = fingerprint(&head);
                 let resume_from = committed.get(&fingerprint).map_or(0, |p| p.end_offset);
@@ -377,6 +420,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     len,
                     fingerprint,
                     resume_from,
+                    server,
                 });
             }
             Triage::Skip(s) => summary.skipped.push(s),
@@ -491,6 +535,8 @@ struct Job {
     fingerprint: String,
     /// Rows before this offset are in the lake already.
     resume_from: u64,
+    /// The server the file's rows name.
+    server: Option<String>,
 }
 
 /// An enriched tracking batch on its way to message correlation, with where it came from.
@@ -572,11 +618,12 @@ fn worker(
             fingerprint,
             resume_from,
             len,
+            server,
         } = job;
         let name = path.to_string_lossy().into_owned();
         let mut decoder = DecoderBuilder::new(name.clone())
             .with_sizes(std::mem::take(&mut sizes))
-            .with_server(opts.server.clone())
+            .with_server(opts.server.clone().or(server))
             .with_default_server(host)
             .with_batch_size(opts.batch_size)
             .with_max_line_bytes(opts.max_line_bytes)
@@ -683,7 +730,7 @@ fn collect(
                     }
                 }
                 for n in notes {
-                    tracing::warn!("{n}");
+                    tracing::warn!("{}", escape(&n));
                 }
             }
             Msg::Derived(rows) => {
@@ -692,7 +739,11 @@ fn collect(
                 }
             }
             Msg::Failed(path, reason) => {
-                tracing::error!(file = %path.display(), error = %reason, "Reading failed.");
+                tracing::error!(
+                    file = %escape(&path.display().to_string()),
+                    error = %escape(&reason),
+                    "Reading failed."
+                );
                 summary.failed.push(Skipped { path, reason });
             }
         }

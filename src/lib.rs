@@ -10,3 +10,4 @@
 pub mod diagnose;
 pub mod generate;
 pub mod ingest;
+pub mod term;

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use mailflow::diagnose::{DiagnoseOptions, diagnose, render_text};
 use mailflow::generate::{GenKind, generate_dir};
 use mailflow::ingest::{IngestOptions, ingest};
+use mailflow::term::escape;
 use mailflow_enrich::records::enriched_schema;
 use mailflow_parser::{Table, rejects_schema, schema};
 use mailflow_sinks::lake::LakeOptions;
@@ -45,7 +46,7 @@ enum Command {
         #[arg(long)]
         catalog: Option<PathBuf>,
         /// Server name for every row (default: from the rows, the folder, else this host).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_server)]
         server: Option<String>,
         /// Parse workers (default: the number of cores).
         #[arg(long)]
@@ -148,8 +149,9 @@ struct IngestArgs {
     /// The Parquet lake's root folder (created if missing).
     #[arg(long)]
     parquet: PathBuf,
-    /// Server name for every row (default: from the rows, the folder, else this host).
-    #[arg(long)]
+    /// Server name for every row (default: from the rows, the folder, else this host). Taken as
+    /// its short name in upper case (`ex01.contoso.com` is `EX01`), as every source is.
+    #[arg(long, value_parser = parse_server)]
     server: Option<String>,
     /// Parse workers (default: the number of cores).
     #[arg(long)]
@@ -238,6 +240,17 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .map_err(|e| format!("{s:?} is not a size: {e}"))
 }
 
+/// `--server`: a host name, reduced to the one name the lake files that server under.
+fn parse_server(s: &str) -> Result<String, String> {
+    mailflow_parser::canonical_server(s).ok_or_else(|| {
+        format!(
+            "not a server name: want a host name whose first label is 1 to {} ASCII letters, \
+             digits, '-' or '_' (e.g. EX01 or ex01.contoso.com)",
+            mailflow_parser::MAX_SERVER_NAME
+        )
+    })
+}
+
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     if s.trim() == "0" {
         return Ok(std::time::Duration::ZERO);
@@ -259,7 +272,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("mailflow: error: {e:#}");
+            eprintln!("mailflow: error: {}", escape(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

@@ -215,39 +215,113 @@ fn write_two_schema_versions(lake: &Path) {
     }
 }
 
+const TRACKING_HEADER: &str = "#Software: Microsoft Exchange Server\r\n#Version: 15.02.1258.012\r\n#Log-type: Message Tracking Log\r\n#Fields: date-time,client-ip,client-hostname,server-ip,server-hostname,source-context,connector-id,source,event-id,internal-message-id,message-id,recipient-address,recipient-status,total-bytes,recipient-count,related-recipient-address,reference,message-subject,sender-address,return-path,message-info\r\n";
+
+/// A tracking row: `client` and `server` host names, event, source.
+fn tracking_row(day: &str, client: &str, server: &str, event: &str, source: &str) -> String {
+    format!(
+        "{day}T10:00:00.000Z,10.0.0.1,{client},10.0.0.2,{server},ctx,Conn,{source},{event},1,<a@b>,x@y,250 2.1.5 OK,10,1,,,s,a@b,a@b,\r\n"
+    )
+}
+
 #[test]
 fn hostile_server_names_stay_inside_the_lake() {
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("a/lake");
-    let hostile = "../../escaped/x=y\t%41\\*?";
+    // `--server` takes a server name or nothing: a path, a Hive marker or 5,000 characters are
+    // refused before anything is written, with the option named.
+    for hostile in [
+        "../../escaped/x=y\t%41\\*?",
+        "__HIVE_DEFAULT_PARTITION__",
+        &"a".repeat(5000),
+        "EX01\u{1b}]0;pwned\u{7}",
+    ] {
+        let out = cli::run_mailflow(&[
+            "ingest".as_ref(),
+            data("samples").as_os_str(),
+            "--parquet".as_ref(),
+            lake.as_os_str(),
+            "--server".as_ref(),
+            hostile.as_ref(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{hostile:?} accepted");
+        assert!(
+            stderr.contains("--server") && stderr.contains("not a server name"),
+            "{stderr}"
+        );
+        assert!(!lake.exists());
+    }
+    // Rows and folders that name hostile servers are not taken for server names: the file goes
+    // by the next source that names one (here, the host), never a path, NULL or a cut name.
+    let input = tmp.path().join("in");
+    let evil = input.join("evil x=y%41/MessageTracking");
+    std::fs::create_dir_all(&evil).unwrap();
+    let mut log = TRACKING_HEADER.to_string();
+    for name in [
+        "../../escaped",
+        "__HIVE_DEFAULT_PARTITION__",
+        &"b".repeat(5000),
+    ] {
+        log += &tracking_row("2025-01-14", "remote.example", name, "RECEIVE", "SMTP");
+        log += &tracking_row("2025-01-14", name, "mx.remote.example", "SEND", "SMTP");
+    }
+    std::fs::write(evil.join("MSGTRK2025011410-1.LOG"), &log).unwrap();
+    // A server's own rows, in a folder with its short name, while the rows give its FQDN.
+    let good = input.join("EX05/MessageTracking");
+    std::fs::create_dir_all(&good).unwrap();
+    let mut log = TRACKING_HEADER.to_string();
+    log += &tracking_row(
+        "2025-01-14",
+        "mail.sender.example",
+        "ex05.contoso.com",
+        "RECEIVE",
+        "SMTP",
+    );
+    log += &tracking_row("2025-01-14", "EX05", "mx.fabrikam.example", "SEND", "SMTP");
+    std::fs::write(good.join("MSGTRK2025011410-1.LOG"), &log).unwrap();
     mailflow(&[
         "ingest".as_ref(),
-        data("samples").as_os_str(),
+        input.as_os_str(),
         "--parquet".as_ref(),
         lake.as_os_str(),
-        "--server".as_ref(),
-        hostile.as_ref(),
         "--quiet".as_ref(),
     ]);
-    // Nothing was created beside the lake.
+    let host = mailflow_parser::canonical_server(&gethostname::gethostname().to_string_lossy())
+        .unwrap_or_else(|| "UNKNOWN".into());
     let beside: Vec<_> = walkdir::WalkDir::new(tmp.path())
         .into_iter()
         .map(|e| e.unwrap().into_path())
-        .filter(|p| !p.starts_with(&lake) && p != tmp.path() && p != &tmp.path().join("a"))
+        .filter(|p| !p.starts_with(&lake) && !p.starts_with(&input))
+        .filter(|p| p != tmp.path() && p != &tmp.path().join("a"))
         .collect();
     assert!(beside.is_empty(), "{beside:?}");
     let (parts, _) = lake_files(&lake);
-    assert!(!parts.is_empty());
+    let mut dirs: Vec<String> = parts
+        .iter()
+        .map(|p| {
+            p.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut want = vec![format!("server={host}"), "server=EX05".to_string()];
+    want.sort();
+    assert_eq!(dirs, want);
     for p in &parts {
-        let server_dir = p.parent().unwrap().file_name().unwrap().to_string_lossy();
-        assert_eq!(
-            server_dir,
-            "server=..%2F..%2Fescaped%2Fx%3Dy%09%2541%5C%2A%3F"
-        );
         assert_eq!(p.strip_prefix(&lake).unwrap().components().count(), 4);
     }
-    // DuckDB reads the name back as it was written in the rows.
-    assert_eq!(count(&lake).servers, vec![hostile.to_string()]);
+    // DuckDB reads every name back exactly as the folder gives it: no NULL, nothing cut.
+    let mut servers = count(&lake).servers;
+    servers.sort();
+    let mut want = vec![host, "EX05".to_string()];
+    want.sort();
+    assert_eq!(servers, want);
 }
 
 /// Runs `mailflow ARGS` and kills it with SIGKILL after `after`; returns whether it finished
