@@ -589,3 +589,34 @@ fn a_message_is_followed_across_servers() {
     assert_eq!(col("diagnosis_code"), "ADDR.RECIPIENT_NOT_FOUND_ONPREM");
     assert!(col("diagnosis_evidence").contains("RecipNotFound"));
 }
+
+#[test]
+fn control_characters_from_logs_and_paths_never_reach_the_terminal_raw() {
+    // A remote client chooses its EHLO name and the texts it sends, and whoever collected the
+    // logs the folder names: ESC, BEL, CR and bidi overrides in any of them are shown escaped.
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("EX01\u{1b}]0;pwned\u{7}/SmtpSend");
+    std::fs::create_dir_all(&folder).unwrap();
+    let fixture =
+        std::fs::read_to_string(data("diagnosis").join("TLS.CERT_NO_PRIVATE_KEY.log")).unwrap();
+    let hostile = fixture
+        .replace("Internet,", "Inter\u{1b}[2Jnet\u{202e},")
+        .replace("mx.example.net", "mx\u{1b}[1A\rFAKE: healthy\u{9b}");
+    std::fs::write(folder.join("SEND20250114-1.LOG"), hostile).unwrap();
+    std::fs::write(folder.join("notes\u{1b}[31m.txt"), "not a log").unwrap();
+    let out = mailflow(&["diagnose".as_ref(), tmp.path().as_os_str()]);
+    let (stdout, stderr) = (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    );
+    assert!(stdout.contains("TLS.CERT_NO_PRIVATE_KEY"), "{stdout}");
+    for (name, text) in [("stdout", &stdout), ("stderr", &stderr)] {
+        let raw: Vec<char> = text
+            .chars()
+            .filter(|&c| (c.is_control() && c != '\n') || ('\u{202a}'..='\u{202e}').contains(&c))
+            .collect();
+        assert!(raw.is_empty(), "{name} has raw {raw:?}:\n{text}");
+    }
+    assert!(stdout.contains("Inter\\x1b[2Jnet\\u{202e}"), "{stdout}");
+    assert!(stderr.contains("notes\\x1b[31m.txt"), "{stderr}");
+}

@@ -514,3 +514,55 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn overwrite_removes_only_what_the_lake_wrote() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A folder that is not a lake, whose subfolder shares a table's name: refused, untouched.
+    let notlake = tmp.path().join("notlake");
+    std::fs::create_dir_all(notlake.join("messages")).unwrap();
+    std::fs::write(notlake.join("messages/important.txt"), "keep").unwrap();
+    let out = cli::run_mailflow(&[
+        "ingest".as_ref(),
+        data("samples").as_os_str(),
+        "--parquet".as_ref(),
+        notlake.as_os_str(),
+        "--overwrite".as_ref(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("not a mailflow lake") && stderr.contains("notlake"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(notlake.join("messages/important.txt")).unwrap(),
+        "keep"
+    );
+    assert!(!notlake.join("_mailflow").exists());
+    // A lake with a file of someone else's in a table folder: the lake's files go, that stays.
+    let lake = tmp.path().join("lake");
+    let ingest = |extra: &[&str]| {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "ingest".into(),
+            data("samples").into(),
+            "--parquet".into(),
+            lake.clone().into(),
+            "--quiet".into(),
+        ];
+        args.extend(extra.iter().map(Into::into));
+        String::from_utf8(mailflow(&args).stdout).unwrap()
+    };
+    ingest(&[]);
+    let before = count(&lake);
+    std::fs::write(lake.join("message_tracking/README.txt"), "analyst notes").unwrap();
+    let summary = ingest(&["--overwrite"]);
+    assert!(summary.contains("--overwrite removed"), "{summary}");
+    assert!(summary.contains("kept 1 files mailflow did not write"), "{summary}");
+    assert_eq!(
+        std::fs::read_to_string(lake.join("message_tracking/README.txt")).unwrap(),
+        "analyst notes"
+    );
+    // Emptied first, then written again: the same rows, once.
+    assert_eq!(count(&lake), before);
+}
