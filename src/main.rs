@@ -67,6 +67,13 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         zstd_level: i32,
     },
+    /// Finish or undo what a killed ingest or compaction left half-done in a lake, so that a
+    /// reader sees every row exactly once (every writing command does this first anyway).
+    Recover {
+        /// The lake's root folder.
+        #[arg(long)]
+        lake: PathBuf,
+    },
     /// Print the Arrow schema of a table (all tables when none is named).
     Schema {
         /// message_tracking, smtp_protocol, connectivity, pop_imap_protocol, agent_log or rejects.
@@ -359,6 +366,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     r.recovery.journals_replayed, r.recovery.temporaries_removed
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Recover { lake } => {
+            let r = mailflow_sinks::lake::recover(&lake)
+                .with_context(|| format!("recovering {}", lake.display()))?;
+            println!(
+                "{}: finished {} interrupted commits, removed {} partial files",
+                escape(&lake.display().to_string()),
+                r.journals_replayed,
+                r.temporaries_removed
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema { table } => {

@@ -1,14 +1,18 @@
-"""Reads a lake written by `mailflow ingest` with real DuckDB and real Spark, and checks that both
-see the same tables, with the expected types, the same answer to a trend query, and mailflow's
+"""Reads a lake written by `mailflow ingest` with real DuckDB, Spark, pyarrow and pandas, and checks
+that they all see the same tables, with the expected types, the same answer to a trend query, and mailflow's
 own row counts.
 
 Usage: lake_engines.py LAKE SUMMARY_JSON. Exits non-zero with a message on any mismatch. A
 missing engine is a failure, never a skip.
 """
+import glob
 import json
 import sys
 
 import duckdb
+import pandas
+import pyarrow.dataset
+import pyarrow.parquet
 from pyspark.sql import SparkSession
 
 lake, summary_path = sys.argv[1], sys.argv[2]
@@ -87,10 +91,32 @@ spark.stop()
 check(duck_evolution == (5, 2, 15), f"duckdb over two schema versions: {duck_evolution}")
 check(spark_evolution == (5, 2, 15), f"spark over two schema versions: {spark_evolution}")
 
+# ---- pyarrow datasets and pandas, with Hive partitioning. They refuse a column that is both in
+# the files and in the folder names (`dictionary<...> vs string`), so the Hive convention holds:
+# no file holds `server`, and the folder gives it back.
+arrow_counts, pandas_counts = {}, {}
+for table in expected:
+    for f in glob.glob(f"{lake}/{table}/**/*.parquet", recursive=True):
+        names = pyarrow.parquet.read_schema(f).names
+        check("server" not in names, f"{f} holds the partition column server")
+    try:
+        ds = pyarrow.dataset.dataset(f"{lake}/{table}", format="parquet", partitioning="hive")
+        t = ds.to_table()
+        arrow_counts[table] = t.num_rows
+        check(t.column("server").null_count == 0, f"pyarrow {table}: null server")
+        pandas_counts[table] = len(pandas.read_parquet(f"{lake}/{table}"))
+    except Exception as e:  # the failure is the finding
+        check(False, f"pyarrow/pandas cannot read {table}: {e}")
+for table in expected:
+    check(spark_types[table] and list(spark_types[table]).count("server") == 1,
+          f"spark {table}: server columns {list(spark_types[table]).count('server')}")
+
 # ---- Agreement
 for table, n in expected.items():
     check(duck_counts[table] == n, f"{table}: duckdb {duck_counts[table]} rows, mailflow {n}")
     check(spark_counts[table] == n, f"{table}: spark {spark_counts[table]} rows, mailflow {n}")
+    check(arrow_counts.get(table) == n, f"{table}: pyarrow {arrow_counts.get(table)} rows, mailflow {n}")
+    check(pandas_counts.get(table) == n, f"{table}: pandas {pandas_counts.get(table)} rows, mailflow {n}")
 check(len(duck_failures) > 0, "no diagnosed failures found; the query proves nothing")
 by_code = {}
 for _, code, _, n in duck_failures:

@@ -181,7 +181,8 @@ enum ColBuilder {
     Dict(DictBuilder, bool),
     I64(Int64Builder, Option<usize>),
     I32(Int32Builder, Option<usize>),
-    List(ListBuilder<StringBuilder>),
+    /// A `;` list; `true`: a list of SMTP statuses, split only where a new status starts.
+    List(ListBuilder<StringBuilder>, bool),
     Map(MapBuilder<StringBuilder, StringBuilder>),
     Endpoint(StringBuilder, Int32Builder),
     /// Reply code and enhanced code.
@@ -255,10 +256,13 @@ impl TableBuilders {
                 ColKind::Event => ColBuilder::Dict(DictBuilder::for_symbols(rows), true),
                 ColKind::Int64 => ColBuilder::I64(Int64Builder::with_capacity(rows), int_slot(i)),
                 ColKind::Int32 => ColBuilder::I32(Int32Builder::with_capacity(rows), int_slot(i)),
-                ColKind::List => ColBuilder::List(ListBuilder::with_capacity(
-                    StringBuilder::with_capacity(sized(i)[1], sized(i)[0]),
-                    rows,
-                )),
+                ColKind::List | ColKind::StatusList => ColBuilder::List(
+                    ListBuilder::with_capacity(
+                        StringBuilder::with_capacity(sized(i)[1], sized(i)[0]),
+                        rows,
+                    ),
+                    d.kind == ColKind::StatusList,
+                ),
                 ColKind::CustomData => ColBuilder::Map(map_builder(rows, sized(i))),
                 ColKind::Endpoint => ColBuilder::Endpoint(
                     StringBuilder::with_capacity(rows, sized(i)[0]),
@@ -319,7 +323,7 @@ impl TableBuilders {
                 let src = srcs.first().copied();
                 match d.kind {
                     ColKind::Text | ColKind::Endpoint => [measure(src, false).0, 0, 0],
-                    ColKind::List => {
+                    ColKind::List | ColKind::StatusList => {
                         let (bytes, items) = measure(src, true);
                         [bytes, items, 0]
                     }
@@ -427,13 +431,26 @@ impl TableBuilders {
                 ColBuilder::I32(b, k) => {
                     (0..rows).for_each(|r| b.append_option(int(r, *k).map(|v| v as i32)))
                 }
-                ColBuilder::List(b) if src.is_none_or(empty) => b.append_nulls(rows),
-                ColBuilder::List(b) => {
+                ColBuilder::List(b, _) if src.is_none_or(empty) => b.append_nulls(rows),
+                ColBuilder::List(b, false) => {
                     for row in tape_rows() {
                         match src.map(|i| field(row, i)).unwrap_or_default() {
                             "" => b.append(false),
                             f => {
                                 for item in multi_value::items(f.as_bytes()) {
+                                    b.values().append_value(sub(f, item));
+                                }
+                                b.append(true);
+                            }
+                        }
+                    }
+                }
+                ColBuilder::List(b, true) => {
+                    for row in tape_rows() {
+                        match src.map(|i| field(row, i)).unwrap_or_default() {
+                            "" => b.append(false),
+                            f => {
+                                for item in multi_value::statuses(f.as_bytes()) {
                                     b.values().append_value(sub(f, item));
                                 }
                                 b.append(true);
@@ -558,7 +575,7 @@ impl TableBuilders {
                     hints.sizes.push([0; 3]);
                     arrays.push(Arc::new(b.finish()));
                 }
-                ColBuilder::List(b) => {
+                ColBuilder::List(b, _) => {
                     let a = b.finish();
                     let items = a.values().as_string::<i32>();
                     hints.sizes.push([items.value_data().len(), items.len(), 0]);

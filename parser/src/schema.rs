@@ -75,6 +75,9 @@ pub(crate) enum ColKind {
     Int32,
     /// `;`-separated list of Utf8.
     List,
+    /// `;`-separated list of SMTP statuses: a `;` inside one status (`550 4.4.7
+    /// QUEUE.Expired;message expired`, an `[{LRT=…};{LED=…}]` block) stays in it.
+    StatusList,
     /// `custom-data` map.
     CustomData,
     /// An endpoint split into `<name>_ip` (Utf8) and `<name>_port` (Int32).
@@ -126,7 +129,7 @@ const MESSAGE_TRACKING: &[ColumnDef] = &[
     col("message_id", Text, &["messageid"]),
     col("network_message_id", Text, &["networkmessageid"]),
     col("recipient_address", List, &["recipientaddress"]),
-    col("recipient_status", List, &["recipientstatus"]),
+    col("recipient_status", StatusList, &["recipientstatus"]),
     col("total_bytes", Int64, &["totalbytes"]),
     col("recipient_count", Int32, &["recipientcount"]),
     col(
@@ -264,7 +267,7 @@ fn build_schema(table: Table) -> Schema {
             }
             Int64 => fields.push(Field::new(c.name, DataType::Int64, true)),
             Int32 => fields.push(Field::new(c.name, DataType::Int32, true)),
-            List => fields.push(Field::new(c.name, list_type(), true)),
+            List | StatusList => fields.push(Field::new(c.name, list_type(), true)),
             CustomData => fields.push(Field::new(c.name, map_type(), true)),
             Endpoint => {
                 fields.push(Field::new(format!("{}_ip", c.name), DataType::Utf8, true));

@@ -61,6 +61,9 @@ pub struct ParquetOptions {
     pub row_group_rows: usize,
     /// A row group is closed once its buffered, encoded size passes this many bytes.
     pub row_group_bytes: usize,
+    /// zstd when true; uncompressed when false (a file of a few rows: a zstd context per column
+    /// costs more than the bytes it would save).
+    pub compress: bool,
 }
 
 /// The zstd level `ingest` writes with. On transport logs level 1 is the better trade on both
@@ -77,6 +80,7 @@ impl Default for ParquetOptions {
             zstd_level: DEFAULT_ZSTD_LEVEL,
             row_group_rows: 1 << 20,
             row_group_bytes: 128 << 20,
+            compress: true,
         }
     }
 }
@@ -103,7 +107,11 @@ impl ParquetOptions {
         }
         Ok(builder
             .set_writer_version(WriterVersion::PARQUET_1_0)
-            .set_compression(Compression::ZSTD(level))
+            .set_compression(if self.compress {
+                Compression::ZSTD(level)
+            } else {
+                Compression::UNCOMPRESSED
+            })
             .set_dictionary_enabled(true)
             .set_statistics_enabled(EnabledStatistics::Chunk)
             .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))

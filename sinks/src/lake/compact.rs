@@ -8,6 +8,16 @@
 //! exists leaves the old files and a temporary (removed on the next start); a crash after it is
 //! finished on the next start. Rows are neither lost nor duplicated, and the new file's footer
 //! carries the union of the old files' source ranges, so resuming stays exact.
+//!
+//! **What a reader can see.** Plain files have no atomic swap of several names, so between the
+//! rename of the new file and the removal of the old ones (a few milliseconds per partition) a
+//! reader that lists the partition sees both, and counts those rows twice. If compaction is
+//! killed in that window, the state stays until the next mailflow command opens the lake
+//! (`ingest`, `compact` or `recover`, which replay the journal first). A reader that must be
+//! exact therefore: does not read while a compaction runs, and, after one was killed, runs
+//! `mailflow recover --lake DIR` (or checks that `_mailflow/journal/` holds no `*.json`: each
+//! one lists under `deletes` the files it replaced) before reading. On object storage the lake is
+//! a Delta table, whose commit has no such window.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -2,21 +2,26 @@
 //!
 //! This module owns the layout, the commit protocol and what a restart may trust:
 //!
-//! - **Layout.** Hive-style partitions that DuckDB (`hive_partitioning`) and Spark discover. The
-//!   date is the UTC day of the row's `timestamp`; the server is the row's `server`, escaped the
-//!   way Hive escapes (see [`partition`]). The files keep the `server` column too, so a single file
-//!   read on its own still says where its rows came from.
+//! - **Layout.** Hive-style partitions that DuckDB (`hive_partitioning`), Spark, pyarrow and
+//!   pandas discover. The date is the UTC day of the row's `timestamp`; the server is the row's
+//!   `server`, escaped the way Hive escapes (see [`partition`]). As Hive lays a table out, a
+//!   partition column lives in the folder name only: the files hold every column but `server`
+//!   (a column in both places makes Spark warn on every read and pyarrow refuse the dataset).
 //! - **Epochs.** A [`LakeWriter`] writes each partition it sees into a file of its own. All the
 //!   files written since the last commit are committed together, as one *epoch*, when one of
 //!   them is big enough, has enough rows, the oldest is old enough, the epoch holds many files, or
 //!   the writer closes. Committing them together means that for every source the committed rows
 //!   are always a prefix of its lines, which is what makes resuming exact.
-//! - **Bounded at any partition count.** At most `max_open_files` partitions have an open
-//!   Parquet writer (each holds encoders and buffers, several hundred KiB); opening one more
-//!   closes the least recently used, whose file waits, complete but hidden, for the epoch's
-//!   commit. Memory therefore does not grow with the number of partitions (a hostile log can
-//!   name thousands of days), and a commit of thousands of small files is made durable in bulk
-//!   (see [`crate::durable`]), so time grows with rows and files, not with their product.
+//! - **Bounded at any partition count.** A partition's rows are first held as they came; once
+//!   they reach 1 MiB the partition gets a streaming Parquet writer (zstd). At most
+//!   `max_open_files` writers are open (each holds encoders and buffers, several hundred KiB),
+//!   and the held rows of all small partitions together stay under half the memory budget:
+//!   past either bound the least recently used is sealed, its file waiting, complete but hidden,
+//!   for the epoch's commit (a small partition's in one go, uncompressed, since a compressor per
+//!   column costs more than it saves on a few rows). Memory therefore does not grow with the
+//!   number of partitions (a hostile log can name thousands of days), and a commit of thousands
+//!   of small files is made durable in bulk (see [`crate::durable`]), so time grows with rows and
+//!   files, not with their product.
 //! - **Commit.** Each file is written under a hidden temporary name and fsynced; then the journal
 //!   (see `journal`) records the renames; then they happen. Readers never see a partial file,
 //!   and a crash at any point leaves either the old state or, after recovery, the new one.
@@ -125,7 +130,8 @@ pub struct LakeOptions {
     pub max_open_files: usize,
     /// Buffered row groups above this many bytes are flushed early, largest first.
     pub memory_budget: usize,
-    /// Written to every footer as [`META_SCHEMA_VERSION`].
+    /// Written to the footer as [`META_SCHEMA_VERSION`] when the batch's Arrow schema states no
+    /// version of its own under that key.
     pub schema_version: u32,
 }
 
@@ -196,18 +202,44 @@ pub struct SourceProgress {
     pub file: String,
 }
 
+/// A partition's file of the current epoch.
 struct OpenFile {
     table: String,
-    file: ParquetFile,
+    body: Body,
+    /// Its name once committed, and its temporary name meanwhile.
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    rows: u64,
     sources: BTreeMap<String, SourceRange>,
     /// When a batch was last appended (the writer's append counter), for closing the least
     /// recently used.
     last_use: u64,
+    /// The table's schema version, as its Arrow schema states it.
+    schema_version: String,
 }
+
+/// What a partition's file is so far.
+enum Body {
+    /// Too small yet to be worth a Parquet writer: its batches, held as they came. A Parquet
+    /// writer costs a compressor per column (most of the time of a small file), so a partition
+    /// that stays small is written in one go, uncompressed, when it is sealed.
+    Buffered {
+        batches: Vec<RecordBatch>,
+        bytes: usize,
+    },
+    /// Streaming into a Parquet file.
+    Writing(Box<ParquetFile>),
+}
+
+/// A partition's buffered batches become a streaming Parquet file at this many bytes of Arrow
+/// memory.
+const STREAM_BYTES: usize = 1 << 20;
 
 /// Files one epoch may hold before it is committed: bounds the journal and the list of files
 /// kept for the commit when a backfill spreads over very many partitions.
 const MAX_EPOCH_FILES: usize = 4096;
+
+type Slot = (String, PartitionKey);
 
 /// Writes batches into the lake; see the module docs. One per thread: batches of one source
 /// must all go through the same writer.
@@ -216,7 +248,12 @@ pub struct LakeWriter {
     id: String,
     lock: Option<WriterLock>,
     options: LakeOptions,
-    open: HashMap<(String, PartitionKey), OpenFile>,
+    open: HashMap<Slot, OpenFile>,
+    /// The open files by last use, oldest first: those still buffered, and those writing.
+    buffered_lru: BTreeMap<u64, Slot>,
+    writing_lru: BTreeMap<u64, Slot>,
+    /// Bytes held by buffered files.
+    buffered_bytes: usize,
     /// Files of this epoch closed already (complete under their temporary names).
     closed: Vec<Finished>,
     /// Appends so far, the clock of [`OpenFile::last_use`].
@@ -269,6 +306,9 @@ impl LakeWriter {
             lock: Some(lock),
             options,
             open: HashMap::new(),
+            buffered_lru: BTreeMap::new(),
+            writing_lru: BTreeMap::new(),
+            buffered_bytes: 0,
             closed: Vec::new(),
             appends: 0,
             marks: HashMap::new(),
@@ -287,7 +327,7 @@ impl LakeWriter {
     ) -> Result<(), Error> {
         for &(table, batch) in batches {
             for (key, part) in partition::split(batch)? {
-                self.append(table, key, source, &part)?;
+                self.append(table, key, source, &without_partition_columns(&part)?)?;
             }
         }
         let mark = self
@@ -312,23 +352,33 @@ impl LakeWriter {
         let (first, last) = offsets(batch)?;
         let slot = (table.to_string(), key);
         if !self.open.contains_key(&slot) {
-            if self.open.len() >= self.options.max_open_files.max(1) {
-                self.close_least_recent()?;
-            }
             self.seq += 1;
             let dir = self.root.join(table).join(slot.1.dir());
             let final_path = dir.join(format!("part-{}-{:06}.parquet", self.id, self.seq));
             let temp_path = dir.join(journal::temp_name(&self.id, self.seq));
-            let file =
-                ParquetFile::create(final_path, temp_path, batch.schema(), &self.options.parquet)?;
             self.opened_at.get_or_insert_with(Instant::now);
+            // The footer says what the schema says; a schema that states no version gets the
+            // writer's.
+            let schema_version = batch
+                .schema()
+                .metadata()
+                .get(META_SCHEMA_VERSION)
+                .cloned()
+                .unwrap_or_else(|| self.options.schema_version.to_string());
             self.open.insert(
                 slot.clone(),
                 OpenFile {
                     table: table.to_string(),
-                    file,
+                    body: Body::Buffered {
+                        batches: Vec::new(),
+                        bytes: 0,
+                    },
+                    final_path,
+                    temp_path,
+                    rows: 0,
                     sources: BTreeMap::new(),
                     last_use: 0,
+                    schema_version,
                 },
             );
         }
@@ -336,8 +386,28 @@ impl LakeWriter {
         let Some(open) = self.open.get_mut(&slot) else {
             return Ok(());
         };
-        open.last_use = self.appends;
-        open.file.write(batch)?;
+        let previous = std::mem::replace(&mut open.last_use, self.appends);
+        let mut start_writing = false;
+        match &mut open.body {
+            Body::Buffered { batches, bytes } => {
+                self.buffered_lru.remove(&previous);
+                let size = batch.get_array_memory_size();
+                batches.push(batch.clone());
+                *bytes += size;
+                self.buffered_bytes += size;
+                if *bytes >= STREAM_BYTES {
+                    start_writing = true;
+                } else {
+                    self.buffered_lru.insert(self.appends, slot.clone());
+                }
+            }
+            Body::Writing(file) => {
+                file.write(batch)?;
+                self.writing_lru.remove(&previous);
+                self.writing_lru.insert(self.appends, slot.clone());
+            }
+        }
+        open.rows += batch.num_rows() as u64;
         let range = SourceRange {
             fingerprint: source.fingerprint.to_string(),
             file: source.file.to_string(),
@@ -352,28 +422,75 @@ impl LakeWriter {
                 open.sources.insert(source.fingerprint.to_string(), range);
             }
         }
+        if start_writing {
+            if self.writing_lru.len() >= self.options.max_open_files.max(1) {
+                self.close_least_recent(false)?;
+            }
+            self.start_writing(&slot)?;
+        }
+        // Many small partitions: the oldest are sealed once they hold too much together.
+        while self.buffered_bytes > self.options.memory_budget / 2
+            || self.buffered_lru.len() > MAX_EPOCH_FILES / 2
+        {
+            if !self.close_least_recent(true)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns a buffered file into a streaming Parquet file.
+    fn start_writing(&mut self, slot: &Slot) -> Result<(), Error> {
+        let Some(open) = self.open.get_mut(slot) else {
+            return Ok(());
+        };
+        let Body::Buffered { batches, bytes } = std::mem::replace(
+            &mut open.body,
+            Body::Buffered {
+                batches: Vec::new(),
+                bytes: 0,
+            },
+        ) else {
+            return Ok(());
+        };
+        self.buffered_bytes -= bytes;
+        let file = write_all(open, &batches, &self.options.parquet)?;
+        open.body = Body::Writing(Box::new(file));
+        self.writing_lru.insert(open.last_use, slot.clone());
         Ok(())
     }
 
     /// Row groups are flushed early when the open files together buffer more than the budget:
     /// a backfill over many days and servers must not hold a row group per partition.
     fn keep_within_budget(&mut self) -> Result<(), Error> {
-        for _ in 0..self.open.len() {
-            let mut total = 0;
-            let mut largest: Option<(&(String, PartitionKey), usize)> = None;
-            for (k, f) in &self.open {
-                let b = f.file.buffered_bytes();
+        let budget = self.options.memory_budget;
+        for _ in 0..self.writing_lru.len() {
+            let mut total = self.buffered_bytes;
+            let mut largest: Option<(&Slot, usize)> = None;
+            for slot in self.writing_lru.values() {
+                let Some(OpenFile {
+                    body: Body::Writing(f),
+                    ..
+                }) = self.open.get(slot)
+                else {
+                    continue;
+                };
+                let b = f.buffered_bytes();
                 total += b;
                 if largest.is_none_or(|(_, lb)| b > lb) {
-                    largest = Some((k, b));
+                    largest = Some((slot, b));
                 }
             }
-            let Some((key, _)) = largest.filter(|_| total > self.options.memory_budget) else {
+            let Some((slot, _)) = largest.filter(|_| total > budget) else {
                 return Ok(());
             };
-            let key = key.clone();
-            if let Some(f) = self.open.get_mut(&key) {
-                f.file.flush_row_group()?;
+            let slot = slot.clone();
+            if let Some(OpenFile {
+                body: Body::Writing(f),
+                ..
+            }) = self.open.get_mut(&slot)
+            {
+                f.flush_row_group()?;
             }
         }
         Ok(())
@@ -386,7 +503,8 @@ impl LakeWriter {
                 .opened_at
                 .is_some_and(|t| t.elapsed() >= o.max_file_age)
             || self.open.values().any(|f| {
-                f.file.rows() >= o.max_file_rows || f.file.bytes() as u64 >= o.max_file_bytes
+                f.rows >= o.max_file_rows
+                    || matches!(&f.body, Body::Writing(w) if w.bytes() as u64 >= o.max_file_bytes)
             })
     }
 
@@ -398,21 +516,25 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Closes the partition file used least recently; it is committed with the epoch.
-    fn close_least_recent(&mut self) -> Result<(), Error> {
-        let Some(key) = self
-            .open
-            .iter()
-            .min_by_key(|(_, f)| f.last_use)
-            .map(|(k, _)| k.clone())
-        else {
-            return Ok(());
+    /// Seals the buffered (or the writing) file used least recently; it is committed with the
+    /// epoch. False when there is none.
+    fn close_least_recent(&mut self, buffered: bool) -> Result<bool, Error> {
+        let lru = if buffered {
+            &mut self.buffered_lru
+        } else {
+            &mut self.writing_lru
         };
-        if let Some(f) = self.open.remove(&key) {
+        let Some((_, slot)) = lru.pop_first() else {
+            return Ok(false);
+        };
+        if let Some(f) = self.open.remove(&slot) {
+            if let Body::Buffered { bytes, .. } = &f.body {
+                self.buffered_bytes -= bytes;
+            }
             let done = self.close_file(f)?;
             self.closed.push(done);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Seals a file: its footer records the provenance and, per source, the end offset reached
@@ -420,14 +542,24 @@ impl LakeWriter {
     /// whole, so the mark is true of the lake once the epoch is committed. A source's last write
     /// of the epoch leaves the file it touched last open (only the least recently used is closed
     /// early), so one of its files always records its final mark.
-    fn close_file(&self, f: OpenFile) -> Result<Finished, Error> {
-        let OpenFile {
-            table,
-            mut file,
-            sources,
-            ..
-        } = f;
-        let sources: Vec<SourceRange> = sources
+    fn close_file(&self, mut f: OpenFile) -> Result<Finished, Error> {
+        let mut file = match std::mem::replace(
+            &mut f.body,
+            Body::Buffered {
+                batches: Vec::new(),
+                bytes: 0,
+            },
+        ) {
+            Body::Writing(file) => *file,
+            Body::Buffered { batches, .. } => {
+                let small = ParquetOptions {
+                    compress: false,
+                    ..self.options.parquet.clone()
+                };
+                write_all(&f, &batches, &small)?
+            }
+        };
+        let sources: Vec<SourceRange> = std::mem::take(&mut f.sources)
             .into_values()
             .map(|mut r| {
                 r.end_offset = self.marks.get(&r.fingerprint).copied().unwrap_or_default();
@@ -435,8 +567,8 @@ impl LakeWriter {
             })
             .collect();
         file.append_metadata(META_VERSION, env!("CARGO_PKG_VERSION"));
-        file.append_metadata(META_SCHEMA_VERSION, self.options.schema_version.to_string());
-        file.append_metadata(META_TABLE, table);
+        file.append_metadata(META_SCHEMA_VERSION, f.schema_version);
+        file.append_metadata(META_TABLE, f.table);
         match serde_json::to_string(&sources) {
             Ok(json) => file.append_metadata(META_SOURCES, json),
             Err(e) => {
@@ -455,11 +587,14 @@ impl LakeWriter {
     pub fn commit(&mut self) -> Result<(), Error> {
         let mut open: Vec<_> = std::mem::take(&mut self.open).into_iter().collect();
         open.sort_by(|a, b| a.0.cmp(&b.0));
+        self.buffered_lru.clear();
+        self.writing_lru.clear();
+        self.buffered_bytes = 0;
         let mut finished = std::mem::take(&mut self.closed);
         let mut failure = None;
         for (_, f) in open {
             if failure.is_some() {
-                f.file.abort();
+                f.abort();
                 continue;
             }
             match self.close_file(f) {
@@ -521,7 +656,7 @@ impl LakeWriter {
     /// Drops what is open without committing it (temporaries removed).
     pub fn abort(mut self) {
         for (_, f) in self.open.drain() {
-            f.file.abort();
+            f.abort();
         }
         for f in self.closed.drain(..) {
             let _ = fs::remove_file(&f.temp_path);
@@ -535,6 +670,54 @@ impl LakeWriter {
     pub fn id(&self) -> &str {
         &self.id
     }
+}
+
+impl OpenFile {
+    /// Drops the file; a streaming one's temporary is removed.
+    fn abort(self) {
+        if let Body::Writing(f) = self.body {
+            f.abort();
+        }
+    }
+}
+
+/// Starts the Parquet file of `open` and writes `batches` to it.
+fn write_all(
+    open: &OpenFile,
+    batches: &[RecordBatch],
+    options: &ParquetOptions,
+) -> Result<ParquetFile, Error> {
+    let Some(schema) = batches.first().map(RecordBatch::schema) else {
+        return Err(Error::Schema {
+            column: "source_offset",
+            reason: "a partition file with no rows".into(),
+        });
+    };
+    let mut file = ParquetFile::create(
+        open.final_path.clone(),
+        open.temp_path.clone(),
+        schema,
+        options,
+    )?;
+    for b in batches {
+        if let Err(e) = file.write(b) {
+            file.abort();
+            return Err(e.into());
+        }
+    }
+    Ok(file)
+}
+
+/// The batch less the columns its partition folder names (`server`).
+fn without_partition_columns(batch: &RecordBatch) -> Result<RecordBatch, Error> {
+    let schema = batch.schema();
+    let Ok(server) = schema.index_of(partition::SERVER) else {
+        return Ok(batch.clone());
+    };
+    let keep: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| i != server)
+        .collect();
+    batch.project(&keep).map_err(|e| Error::Arrow(Arc::new(e)))
 }
 
 /// First and last `source_offset` of a batch (its rows are in source order).

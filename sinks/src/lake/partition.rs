@@ -12,6 +12,9 @@ use arrow_schema::{DataType, TimeUnit};
 
 use super::Error;
 
+/// The partition column that is also a column of the batches (the date comes from `timestamp`).
+pub const SERVER: &str = "server";
+
 /// The partition value Hive, Spark and DuckDB read back as NULL.
 pub const NULL_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
 
@@ -72,13 +75,17 @@ pub fn escape_value(value: &str) -> String {
     out
 }
 
-/// The `date=` value for a timestamp in milliseconds since the epoch (UTC day).
+/// The `date=` value for a timestamp in milliseconds since the epoch (UTC day). A row without a
+/// timestamp (a reject of a line that had none) is filed under the UTC day it is written: a
+/// NULL partition (`__HIVE_DEFAULT_PARTITION__`) reads back in DuckDB and Spark, but pandas'
+/// default reader fails on it (it cannot unify a dictionary holding a null).
 pub fn date_value(ms: Option<i64>) -> String {
-    ms.and_then(chrono::DateTime::from_timestamp_millis)
-        .map_or_else(
-            || NULL_PARTITION.to_string(),
-            |t| t.date_naive().to_string(),
-        )
+    let day = |t: chrono::DateTime<chrono::Utc>| t.date_naive().to_string();
+    match ms {
+        Some(ms) => chrono::DateTime::from_timestamp_millis(ms)
+            .map_or_else(|| NULL_PARTITION.to_string(), day),
+        None => day(chrono::Utc::now()),
+    }
 }
 
 /// A partition of one table: the escaped `date=` and `server=` values.
@@ -134,7 +141,7 @@ impl<'a> Keys<'a> {
                 });
             }
         };
-        let sv = column("server")?;
+        let sv = column(SERVER)?;
         let server = match sv.data_type() {
             DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
                 let dict = sv.as_dictionary::<Int32Type>();
@@ -306,7 +313,11 @@ mod tests {
         assert_eq!(date_value(Some(1_736_899_199_999)), "2025-01-14");
         assert_eq!(date_value(Some(1_736_899_200_000)), "2025-01-15");
         assert_eq!(date_value(Some(-1)), "1969-12-31");
-        assert_eq!(date_value(None), NULL_PARTITION);
+        let today = chrono::Utc::now().date_naive().to_string();
+        let undated = date_value(None);
+        // The test may straddle midnight.
+        assert!(undated <= today, "{undated} is not today ({today})");
+        assert_ne!(undated, NULL_PARTITION);
     }
 
     fn batch(ts: Vec<Option<i64>>, servers: Vec<&str>) -> RecordBatch {
@@ -356,7 +367,7 @@ mod tests {
             vec![
                 ("date=1970-01-01/server=EX01".to_string(), 1),
                 ("date=1970-01-02/server=EX01".to_string(), 2),
-                (format!("date={NULL_PARTITION}/server=EX01"), 1),
+                (format!("date={}/server=EX01", date_value(None)), 1),
                 ("date=1970-01-01/server=EX02".to_string(), 1),
             ]
         );

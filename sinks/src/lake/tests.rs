@@ -39,6 +39,15 @@ fn batch(rows: &[(i64, &str, i64)]) -> RecordBatch {
     RecordBatch::try_new(schema, cols).unwrap()
 }
 
+/// 80,000 rows of one partition from `first`: over the 1 MiB at which a partition streams, even
+/// without the server column the lake drops.
+fn big_batch(first: i64) -> RecordBatch {
+    let rows: Vec<(i64, &str, i64)> = (0..80_000).map(|k| (JAN14, "EX01", first + k)).collect();
+    let b = batch(&rows);
+    assert!(b.get_array_memory_size() - b.column(1).get_array_memory_size() >= STREAM_BYTES);
+    b
+}
+
 fn offsets_in(path: &Path) -> Vec<i64> {
     let reader = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path).unwrap())
         .unwrap()
@@ -170,8 +179,8 @@ fn abort_leaves_nothing_and_a_crash_is_recovered() {
     assert!(committed_files(root).unwrap().is_empty());
 
     let mut w = LakeWriter::new(root, LakeOptions::default()).unwrap();
-    w.write(&source(10), &[("t", &batch(&[(JAN14, "EX01", 0)]))])
-        .unwrap();
+    // Big enough to be streaming to a temporary (a small partition is only held in memory).
+    w.write(&source(10), &[("t", &big_batch(0))]).unwrap();
     let id = w.id().to_string();
     // As if the process died: the file stays a temporary, the lock is released by the OS.
     std::mem::forget(w.open.drain().collect::<Vec<_>>());
@@ -191,14 +200,12 @@ fn memory_budget_flushes_row_groups_early() {
     };
     let mut w = LakeWriter::new(root, options).unwrap();
     for k in 0..3 {
-        w.write(
-            &source(k + 1),
-            &[("t", &batch(&[(JAN14, "EX01", k as i64)]))],
-        )
-        .unwrap();
+        w.write(&source(k + 1), &[("t", &big_batch(k as i64 * 100_000))])
+            .unwrap();
     }
     w.close().unwrap();
     let files = committed_files(root).unwrap();
+    assert_eq!(files.len(), 1);
     let reader = SerializedFileReader::new(fs::File::open(&files[0]).unwrap()).unwrap();
     assert_eq!(reader.metadata().num_row_groups(), 3);
 }
@@ -261,6 +268,8 @@ fn open_files_stay_bounded_at_any_partition_count() {
     let root = dir.path();
     let options = LakeOptions {
         max_open_files: 4,
+        // Small enough that buffered partitions are sealed as the batch goes.
+        memory_budget: 64 << 10,
         ..LakeOptions::default()
     };
     let mut w = LakeWriter::new(root, options).unwrap();
@@ -275,7 +284,12 @@ fn open_files_stay_bounded_at_any_partition_count() {
             end_offset: 500,
         };
         w.write(&s, &[("t", &batch(&rows))]).unwrap();
-        assert!(w.open.len() <= 4, "{} files open", w.open.len());
+        assert!(
+            w.writing_lru.len() <= 4,
+            "{} writers open",
+            w.writing_lru.len()
+        );
+        assert!(w.buffered_bytes <= w.options.memory_budget / 2);
     }
     w.close().unwrap();
     let files = committed_files(root).unwrap();
