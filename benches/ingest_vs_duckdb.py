@@ -12,7 +12,12 @@ The two jobs run in turns, `--runs` times each (default 5), and the ratio is tak
 medians: on a shared machine one run of either side swings by 30%, which a single pair of runs
 would report as a speed-up or a regression.
 
-Usage: benches/ingest_vs_duckdb.py [--gib 1] [--runs 5] [--dir /tmp/mailflow-bench] [--python .venv/bin/python]
+`--fleet` replaces the generator's logs with tracking logs shaped like a fleet's: four server
+folders, a week, and outbound `SEND` rows naming 5,000 remote hosts in `server-hostname`, as
+Exchange writes them (see `benches/partitions.py`). `--before BINARY` times a second mailflow
+build in the same turns (an earlier commit's), for before-and-after figures.
+
+Usage: benches/ingest_vs_duckdb.py [--gib 1] [--runs 5] [--fleet] [--before BINARY] [--dir /tmp/mailflow-bench] [--python .venv/bin/python]
 Needs a release build (`cargo build --release`) and the venv from `.ci/run` (duckdb).
 """
 import argparse
@@ -23,6 +28,10 @@ import statistics
 import subprocess
 import sys
 import time
+from datetime import date, timedelta
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import partitions  # noqa: E402  (the fleet-shaped tracking lines)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACKING_COLUMNS = ("date-time,client-ip,client-hostname,server-ip,server-hostname,source-context,connector-id,source,"
@@ -58,6 +67,27 @@ def run(cmd):
     return secs, usage.ru_maxrss / 1024, out
 
 
+def write_fleet(folder, size):
+    """About `size` bytes of tracking logs: 4 servers, 7 days, rows in time order per server."""
+    servers = [f"EX0{k}" for k in range(1, 5)]
+    per_server = size // len(servers)
+    start = date(2025, 1, 13)
+    for srv in servers:
+        out = partitions.Rolled(os.path.join(folder, srv, "MessageTracking"))
+        written, i = 0, 0
+        # ~390 bytes a line: spread the server's lines evenly over the week.
+        lines = max(1, per_server // 390)
+        while written < per_server:
+            day = min(i * 7 // lines, 6)
+            secs = (i * 7 * 86400 // lines) % 86400
+            t = f"{start + timedelta(days=day)}T{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.000Z"
+            line = partitions.row(i, t, srv)
+            out.write(line)
+            written += len(line)
+            i += 1
+        out.close()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=float, default=1.0)
@@ -67,14 +97,18 @@ def main():
     ap.add_argument("--dir", default="/tmp/mailflow-bench")
     ap.add_argument("--python", default=os.path.join(ROOT, ".venv/bin/python"))
     ap.add_argument("--mailflow", default=os.path.join(ROOT, "target/release/mailflow"))
+    ap.add_argument("--fleet", action="store_true", help="fleet-shaped tracking logs (see above)")
+    ap.add_argument("--before", default=None, help="another mailflow binary, timed in the same turns")
     args = ap.parse_args()
-    logs = os.path.join(args.dir, f"logs-{args.gib}g")
+    logs = os.path.join(args.dir, f"logs-{args.gib}g" + ("-fleet" if args.fleet else ""))
+    if args.fleet and not os.path.isdir(logs):
+        write_fleet(logs, int(args.gib * (1 << 30)))
     if not os.path.isdir(logs):
         subprocess.run([args.mailflow, "generate", "--kind", "message-tracking", "--bytes", f"{int(args.gib * 1024)}M",
                         "--seed", "1", "--servers", "2", "--out", logs], check=True)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(logs) for f in fs)
     out = os.path.join(args.dir, "out")
-    mailflow_runs, duckdb_runs = [], []
+    mailflow_runs, duckdb_runs, before_runs = [], [], []
     for turn in range(max(1, args.runs)):
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
@@ -82,6 +116,13 @@ def main():
         m_secs, m_rss, _ = run([args.mailflow, "ingest", logs, "--parquet", os.path.join(out, "mailflow"), "--quiet",
                                 "--threads", "2", "--summary-json", os.path.join(out, "summary.json")] + level)
         rows = json.load(open(os.path.join(out, "summary.json")))["rows"]["message_tracking"]
+        if args.before:
+            shutil.rmtree(os.path.join(out, "before"), ignore_errors=True)
+            b_secs, b_rss, _ = run([args.before, "ingest", logs, "--parquet", os.path.join(out, "before"),
+                                    "--quiet", "--threads", "2"] + level)
+            before_runs.append((b_secs, b_rss))
+            parts = {d for d, _, fs in os.walk(os.path.join(out, "before", "message_tracking")) if fs}
+            print(f"turn {turn + 1}: before {b_secs:.2f} s, {len(parts)} message_tracking partitions", flush=True)
         d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_JOB, logs, os.path.join(out, "duckdb.parquet"),
                                     ",".join(TRACKING_COLUMNS)])
         d_rows = int(d_out.strip().splitlines()[-1])
@@ -94,7 +135,9 @@ def main():
     mb = size / 1e6
     print(f"input: {mb:.0f} MB of generated message tracking logs, {rows} rows (duckdb: {d_rows})")
     print(f"{'':10} {'median s':>9} {'min s':>7} {'max s':>7} {'MB/s':>7} {'peak RSS MiB (max)':>19}")
-    for name, runs in (("mailflow", mailflow_runs), ("duckdb", duckdb_runs)):
+    for name, runs in (("mailflow", mailflow_runs), ("duckdb", duckdb_runs), ("before", before_runs)):
+        if not runs:
+            continue
         secs = [s for s, _ in runs]
         med = statistics.median(secs)
         print(f"{name:10} {med:9.2f} {min(secs):7.2f} {max(secs):7.2f} {mb / med:7.1f} {max(r for _, r in runs):19.0f}")
@@ -106,6 +149,11 @@ def main():
     m_med = statistics.median(s for s, _ in mailflow_runs)
     d_med = statistics.median(s for s, _ in duckdb_runs)
     print(f"mailflow/duckdb throughput ratio (medians of {len(mailflow_runs)} runs each): {d_med / m_med:.2f}x")
+    parts = {d for d, _, fs in os.walk(tracking) if fs}
+    print(f"mailflow message_tracking partitions: {len(parts)}")
+    if before_runs:
+        b_med = statistics.median(s for s, _ in before_runs)
+        print(f"before/duckdb throughput ratio: {d_med / b_med:.2f}x; this build is {b_med / m_med:.2f}x faster")
 
 if __name__ == "__main__":
     main()

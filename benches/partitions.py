@@ -32,43 +32,64 @@ HEADER = (
 )
 
 ROWS = [
-    # Inbound over SMTP, then delivered, then an outbound SEND naming the remote host.
-    "{t},198.51.100.{a},mail{a}.sender.example,10.0.0.5,EX01,08DD{n:012X};{t};0,"
-    "EX01\\Default EX01,SMTP,RECEIVE,{n},<{n}@sender.example>,0b7099ea-cb95-4c2e-{n:012x},"
+    # Inbound over SMTP, then delivered, then an outbound SEND naming the remote host in
+    # server-hostname, as Exchange writes it.
+    "{t},198.51.100.{a},mail{a}.sender.example,10.0.0.5,{srv},08DD{n:012X};{t};0,"
+    "{srv}\\Default {srv},SMTP,RECEIVE,{n},<{n}@sender.example>,0b7099ea-cb95-4c2e-{n:012x},"
     "user{a}@contoso.com,,{size},1,,,Quarterly report {n},alice@sender.example,"
     "alice@sender.example,,Incoming,,,,S:DeliveryPriority=Normal,Email,{n:08x},15.02.1258.012",
-    "{t},10.0.0.5,ex01.contoso.com,10.0.0.5,EX01,,,STOREDRIVER,DELIVER,{n},<{n}@sender.example>,"
+    "{t},10.0.0.5,{lsrv}.contoso.com,10.0.0.5,{srv},,,STOREDRIVER,DELIVER,{n},<{n}@sender.example>,"
     "0b7099ea-cb95-4c2e-{n:012x},user{a}@contoso.com,,{size},1,,,Quarterly report {n},"
-    "alice@sender.example,alice@sender.example,{t};LSRV=ex01.contoso.com:TOTAL-HUB=0.1,"
+    "alice@sender.example,alice@sender.example,{t};LSRV={lsrv}.contoso.com:TOTAL-HUB=0.1,"
     "Incoming,,,,S:E2ELatency=0.120,Email,{n:08x},15.02.1258.012",
-    "{t},10.0.0.5,EX01,203.0.113.{a},mx{a}.remote{a}.example,;250 2.6.0 OK;ClientSubmitTime:,"
-    "Outbound,SMTP,SEND,{n},<{n}@contoso.com>,0b7099ea-cb95-4c2e-{n:012x},bob@remote{a}.example,"
+    "{t},10.0.0.5,{srv},203.0.113.{a},mx{r}.remote{r}.example,;250 2.6.0 OK;ClientSubmitTime:,"
+    "Outbound,SMTP,SEND,{n},<{n}@contoso.com>,0b7099ea-cb95-4c2e-{n:012x},bob@remote{r}.example,"
     "250 2.1.5 Recipient OK,{size},1,,,Re: report {n},user@contoso.com,user@contoso.com,"
-    "{t};SRV=ex01.contoso.com:TOTAL-SUB=0.1,Originating,,,,S:E2ELatency=0.2,Email,{n:08x},"
+    "{t};SRV={lsrv}.contoso.com:TOTAL-SUB=0.1,Originating,,,,S:E2ELatency=0.2,Email,{n:08x},"
     "15.02.1258.012",
 ]
 
 
+def row(i, t, srv="EX01"):
+    """The i-th tracking line of server `srv` at time `t`; outbound mail goes to 5,000 remote
+    hosts."""
+    return ROWS[i % 3].format(
+        t=t, n=i, a=i % 250, r=i % 5000, size=5000 + i % 9000, srv=srv, lsrv=srv.lower()
+    ) + "\r\n"
+
+
+class Rolled:
+    """Writes one server's tracking lines into files rolled at 10 MiB, as Exchange rolls them."""
+
+    def __init__(self, folder):
+        self.folder, self.out, self.size, self.k = folder, None, 0, 0
+        os.makedirs(folder)
+
+    def write(self, line):
+        if self.out is None or self.size > 10 << 20:
+            self.close()
+            self.k += 1
+            self.out = open(os.path.join(self.folder, f"MSGTRK2025011400-{self.k}.LOG"), "w",
+                            newline="")
+            self.out.write(HEADER)
+            self.size = len(HEADER)
+        self.out.write(line)
+        self.size += len(line)
+
+    def close(self):
+        if self.out:
+            self.out.close()
+
+
 def write_logs(folder, rows, partitions, order):
-    """One server folder, files of at most 10 MiB as Exchange rolls them."""
-    tracking = os.path.join(folder, "EX01", "MessageTracking")
-    os.makedirs(tracking)
+    """One server folder; row i goes to day i mod P (interleaved) or rows fill the days in turn."""
+    out = Rolled(os.path.join(folder, "EX01", "MessageTracking"))
     start = date(1970, 1, 1)
     per = max(1, rows // partitions)
-    out, size, k = None, 0, 0
     for i in range(rows):
         day = (i % partitions) if order == "interleaved" else min(i // per, partitions - 1)
         t = f"{start + timedelta(days=day)}T10:{(i // 60) % 60:02d}:{i % 60:02d}.000Z"
-        line = ROWS[i % 3].format(t=t, n=i, a=i % 250, size=5000 + i % 9000) + "\r\n"
-        if out is None or size > 10 << 20:
-            if out:
-                out.close()
-            k += 1
-            out = open(os.path.join(tracking, f"MSGTRK2025011400-{k}.LOG"), "w", newline="")
-            out.write(HEADER)
-            size = len(HEADER)
-        out.write(line)
-        size += len(line)
+        out.write(row(i, t))
     out.close()
 
 

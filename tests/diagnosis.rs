@@ -461,6 +461,42 @@ fn sessions_carry_tls_certificate_and_the_diagnosis_with_its_evidence() {
 }
 
 #[test]
+fn receive_sessions_carry_the_certificate_the_connector_sent() {
+    // The real sample logs the certificate on one line ("Sending certificate Subject Issuer
+    // name ..."); every certificate column is filled from it, the names as a list.
+    let files = [data("samples").join("smtp-receive.artefacts-help.log")];
+    let batches = sessions_of(&files, 4096);
+    let b = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let row = (0..b.num_rows())
+        .find(|&r| {
+            let id = b.column_by_name("session_id").unwrap();
+            arrow_cast::display::array_value_to_string(id, r).unwrap() == "123453EC62278461"
+        })
+        .unwrap();
+    let col = |name: &str| {
+        arrow_cast::display::array_value_to_string(b.column_by_name(name).unwrap(), row).unwrap()
+    };
+    assert_eq!(col("certificate_subject"), "CN=SERVER-HOSTNAME");
+    assert_eq!(col("certificate_issuer"), "CN=SERVER-HOSTNAME");
+    assert_eq!(
+        col("certificate_serial"),
+        "12DEABC6565646512346ABDC13456894"
+    );
+    assert_eq!(
+        col("certificate_thumbprint"),
+        "12DEABC6565646512346ABDC1345689413589876"
+    );
+    assert_eq!(
+        col("certificate_names"),
+        "[SERVER-HOSTNAME, SERVER-HOSTNAME.DOMAIN.TEST]"
+    );
+    assert_eq!(col("certificate_not_after"), "2025-01-17T15:15:33Z");
+    assert_eq!(col("certificate_not_before"), "2020-01-17T15:15:33Z");
+    assert_eq!(col("tls_protocol"), "SP_PROT_TLS1_2_SERVER");
+    assert_eq!(col("tls_version"), "1.2");
+}
+
+#[test]
 fn sessions_span_batches_and_files() {
     // One receive session cut in two by a log roll: the second file holds its end.
     let tmp = tempfile::tempdir().unwrap();

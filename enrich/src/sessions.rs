@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::builder::{
-    BooleanBuilder, Int32Builder, Int64Builder, StringBuilder, StringDictionaryBuilder,
-    TimestampMillisecondBuilder,
+    BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
+    StringDictionaryBuilder, TimestampMillisecondBuilder,
 };
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int16Type, Int32Type};
@@ -66,6 +66,17 @@ pub fn schema() -> SchemaRef {
         f("certificate_serial", DataType::Utf8, true),
         f("certificate_thumbprint", DataType::Utf8, true),
         f("certificate_alternate_names", DataType::Utf8, true),
+        // The names of certificate_alternate_names as a list, and the validity period, from
+        // either form Exchange logs a certificate in.
+        f(
+            "certificate_names",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
+        f("certificate_not_before", ts(), true),
+        f("certificate_not_after", ts(), true),
+        // `1.2` for `SP_PROT_TLS1_2_SERVER`: the protocol version, whichever side logged it.
+        f("tls_version", dict(), true),
         f("auth_mechanism", dict(), true),
         f("auth_outcome", dict(), true),
         f("mail_from", DataType::Utf8, true),
@@ -102,6 +113,8 @@ struct Session {
     tls_protocol: Option<String>,
     tls_cipher: Option<String>,
     cert: [Option<String>; 5],
+    cert_not_before: Option<i64>,
+    cert_not_after: Option<i64>,
     auth_mechanism: Option<String>,
     auth_outcome: Option<&'static str>,
     mail_from: Option<String>,
@@ -370,6 +383,28 @@ fn observe_remark(s: &mut Session, data: &str, context: &str) {
         if !data.is_empty() {
             s.cert[i] = Some(data.to_string());
         }
+    } else if context.starts_with("Sending certificate Subject") {
+        if let Some(c) = CertificateLine::parse(data) {
+            s.cert = [
+                Some(c.subject.to_string()),
+                c.issuer.map(str::to_string),
+                Some(c.serial.to_string()),
+                Some(c.thumbprint.to_string()),
+                Some(c.names.to_string()).filter(|n| !n.is_empty()),
+            ];
+            s.cert_not_before = Some(c.not_before);
+            s.cert_not_after = Some(c.not_after);
+        }
+    } else if let Some(i) = ["Certificate not before", "Certificate not after"]
+        .iter()
+        .position(|a| *a == context)
+    {
+        let t = mailflow_parser::fields::datetime::parse_datetime_ms(data.trim().as_bytes());
+        if i == 0 {
+            s.cert_not_before = t;
+        } else {
+            s.cert_not_after = t;
+        }
     } else if let Some(rest) = context.strip_prefix("TLS protocol ") {
         if rest.contains("negotiation succeeded") {
             s.tls_ok = true;
@@ -389,6 +424,85 @@ fn observe_remark(s: &mut Session, data: &str, context: &str) {
     }
 }
 
+/// The certificate a receive connector presents, as Exchange logs it on one line: context
+/// `Sending certificate Subject Issuer name Serial number Thumbprint Not before Not after Subject
+/// alternate names`, data the values in that order, space-separated (the names `;`-separated).
+/// A distinguished name holds spaces only after its commas, so the issuer starts at the first
+/// space that follows no comma and precedes an attribute (`CN=`); the two ISO timestamps anchor
+/// serial and thumbprint before them and the names after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CertificateLine<'a> {
+    subject: &'a str,
+    issuer: Option<&'a str>,
+    serial: &'a str,
+    thumbprint: &'a str,
+    not_before: i64,
+    not_after: i64,
+    names: &'a str,
+}
+
+impl<'a> CertificateLine<'a> {
+    fn parse(data: &'a str) -> Option<Self> {
+        let time = |t: &str| mailflow_parser::fields::datetime::parse_datetime_ms(t.as_bytes());
+        let tokens: Vec<(usize, &str)> = data
+            .split(' ')
+            .scan(0usize, |at, t| {
+                let start = *at;
+                *at += t.len() + 1;
+                Some((start, t))
+            })
+            .filter(|(_, t)| !t.is_empty())
+            .collect();
+        let k = (2..tokens.len().saturating_sub(1))
+            .find(|&k| time(tokens[k].1).is_some() && time(tokens[k + 1].1).is_some())?;
+        let (serial, thumbprint) = (tokens[k - 2].1, tokens[k - 1].1);
+        let dn = data[..tokens[k - 2].0].trim();
+        let names = tokens.get(k + 2).map_or("", |&(at, _)| data[at..].trim());
+        let boundary = dn
+            .char_indices()
+            .find(|&(i, c)| c == ' ' && !dn[..i].ends_with(',') && is_attribute(&dn[i + 1..]));
+        let (subject, issuer) = match boundary {
+            Some((i, _)) => (&dn[..i], Some(dn[i + 1..].trim())),
+            None => (dn, None),
+        };
+        (!subject.is_empty()).then_some(CertificateLine {
+            subject,
+            issuer,
+            serial,
+            thumbprint,
+            not_before: time(tokens[k].1)?,
+            not_after: time(tokens[k + 1].1)?,
+            names,
+        })
+    }
+}
+
+/// Whether `text` starts with a distinguished name attribute: upper-case letters, then `=`.
+fn is_attribute(text: &str) -> bool {
+    let key = text.bytes().take_while(u8::is_ascii_uppercase).count();
+    key > 0 && text.as_bytes().get(key) == Some(&b'=')
+}
+
+/// The TLS version in Schannel's protocol name: `SP_PROT_TLS1_2_SERVER` is `1.2`.
+fn tls_version(protocol: &str) -> Option<&'static str> {
+    let p = protocol.to_ascii_uppercase();
+    Some(if p.contains("TLS1_3") {
+        "1.3"
+    } else if p.contains("TLS1_2") {
+        "1.2"
+    } else if p.contains("TLS1_1") {
+        "1.1"
+    } else if p.contains("TLS1") {
+        "1.0"
+    } else if p.contains("SSL3") {
+        "SSL 3.0"
+    } else if p.contains("SSL2") {
+        "SSL 2.0"
+    } else {
+        return None;
+    })
+}
+
 fn build(matcher: &Matcher, sessions: &[Session]) -> Result<RecordBatch, ArrowError> {
     let n = sessions.len();
     let dict = || StringDictionaryBuilder::<Int32Type>::new();
@@ -402,6 +516,10 @@ fn build(matcher: &Matcher, sessions: &[Session]) -> Result<RecordBatch, ArrowEr
     let mut duration = Int64Builder::with_capacity(n);
     let mut lines = Int32Builder::with_capacity(n);
     let mut closed = BooleanBuilder::with_capacity(n);
+    let mut names = ListBuilder::new(StringBuilder::new());
+    let mut not_before = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut not_after = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut version = dict();
     let mut starttls = BooleanBuilder::with_capacity(n);
     let mut tls_ok = BooleanBuilder::with_capacity(n);
     let mut ports = [
@@ -438,6 +556,18 @@ fn build(matcher: &Matcher, sessions: &[Session]) -> Result<RecordBatch, ArrowEr
         for (i, c) in x.cert.iter().enumerate() {
             text[4 + i].append_option(c.as_deref());
         }
+        match &x.cert[4] {
+            Some(all) => {
+                for name in all.split(';').map(str::trim).filter(|n| !n.is_empty()) {
+                    names.values().append_value(name);
+                }
+                names.append(true);
+            }
+            None => names.append(false),
+        }
+        not_before.append_option(x.cert_not_before);
+        not_after.append_option(x.cert_not_after);
+        version.append_option(x.tls_protocol.as_deref().and_then(tls_version));
         auth_mech.append_option(x.auth_mechanism.as_deref());
         auth_out.append_option(x.auth_outcome);
         text[9].append_option(x.mail_from.as_deref());
@@ -512,6 +642,10 @@ fn build(matcher: &Matcher, sessions: &[Session]) -> Result<RecordBatch, ArrowEr
         c2,
         c3,
         c4,
+        Arc::new(names.finish()),
+        Arc::new(not_before.finish()),
+        Arc::new(not_after.finish()),
+        Arc::new(version.finish()),
         Arc::new(auth_mech.finish()),
         Arc::new(auth_out.finish()),
         mail_from,
@@ -525,4 +659,46 @@ fn build(matcher: &Matcher, sessions: &[Session]) -> Result<RecordBatch, ArrowEr
         evidence,
     ];
     RecordBatch::try_new(schema(), columns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_one_line_certificate_of_a_receive_connector() {
+        // Real sample (smtp-receive.artefacts-help.log, sequence 6).
+        let c = CertificateLine::parse(" CN=SERVER-HOSTNAME CN=SERVER-HOSTNAME 12DEABC6565646512346ABDC13456894 12DEABC6565646512346ABDC1345689413589876 2020-01-17T15:15:33.000Z 2025-01-17T15:15:33.000Z SERVER-HOSTNAME;SERVER-HOSTNAME.DOMAIN.TEST").unwrap();
+        assert_eq!(c.subject, "CN=SERVER-HOSTNAME");
+        assert_eq!(c.issuer, Some("CN=SERVER-HOSTNAME"));
+        assert_eq!(c.serial, "12DEABC6565646512346ABDC13456894");
+        assert_eq!(c.thumbprint, "12DEABC6565646512346ABDC1345689413589876");
+        assert_eq!(c.not_before, 1_579_274_133_000);
+        assert_eq!(c.not_after, 1_737_126_933_000);
+        assert_eq!(c.names, "SERVER-HOSTNAME;SERVER-HOSTNAME.DOMAIN.TEST");
+    }
+
+    #[test]
+    fn distinguished_names_with_spaces_split_where_the_issuer_starts() {
+        let c = CertificateLine::parse("CN=mail.contoso.com, OU=IT Dept, O=Contoso Ltd, C=US CN=R3, O=Let's Encrypt, C=US 04A1 9F00AA 2025-01-01T00:00:00.000Z 2025-04-01T00:00:00.000Z mail.contoso.com").unwrap();
+        assert_eq!(
+            c.subject,
+            "CN=mail.contoso.com, OU=IT Dept, O=Contoso Ltd, C=US"
+        );
+        assert_eq!(c.issuer, Some("CN=R3, O=Let's Encrypt, C=US"));
+        assert_eq!((c.serial, c.thumbprint), ("04A1", "9F00AA"));
+        assert_eq!(c.names, "mail.contoso.com");
+        assert_eq!(CertificateLine::parse("CN=x"), None);
+        assert_eq!(CertificateLine::parse(""), None);
+    }
+
+    #[test]
+    fn tls_versions_from_schannel_names() {
+        assert_eq!(tls_version("SP_PROT_TLS1_2_SERVER"), Some("1.2"));
+        assert_eq!(tls_version("SP_PROT_TLS1_3_CLIENT"), Some("1.3"));
+        assert_eq!(tls_version("SP_PROT_TLS1_1_CLIENT"), Some("1.1"));
+        assert_eq!(tls_version("SP_PROT_TLS1_SERVER"), Some("1.0"));
+        assert_eq!(tls_version("SP_PROT_SSL3_CLIENT"), Some("SSL 3.0"));
+        assert_eq!(tls_version("unknown"), None);
+    }
 }
