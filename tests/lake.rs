@@ -648,3 +648,52 @@ fn a_compaction_killed_between_rename_and_delete_is_seen_twice_until_recover() {
     assert_eq!(count(&lake), expected);
     assert!(!journal.join("killed.json").exists());
 }
+
+#[test]
+fn a_message_joins_the_session_that_carried_it_both_ways() {
+    // One receive session on EX01 that queues a message, and the tracking RECEIVE row of that
+    // message: DuckDB joins them by the session id tracking gives and by the message id the
+    // session lists.
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in/EX01");
+    std::fs::create_dir_all(input.join("SmtpReceive")).unwrap();
+    std::fs::create_dir_all(input.join("MessageTracking")).unwrap();
+    let session = "08DD34A1B2C3D4E5";
+    let lines = [
+        "+,,",
+        "*, CN=ex01.contoso.com CN=Contoso CA 0A1B 3F2504E04F8911D39A0C0305E82C3301ABCDEF12 2025-01-01T00:00:00.000Z 2026-01-01T00:00:00.000Z ex01.contoso.com,Sending certificate Subject Issuer name Serial number Thumbprint Not before Not after Subject alternate names",
+        "<,MAIL FROM:<alice@fabrikam.com>,",
+        "<,RCPT TO:<bob@contoso.com>,",
+        ">,250 2.6.0 <m1@fabrikam.com> [InternalId=1] Queued mail for delivery,",
+        "-,,Local",
+    ];
+    let mut log = "#Software: Microsoft Exchange Server\r\n#Log-type: SMTP Receive Protocol Log\r\n#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context\r\n".to_string();
+    for (k, l) in lines.iter().enumerate() {
+        log += &format!(
+            "2025-01-14T09:00:0{k}.000Z,EX01\\Default EX01,{session},{k},10.0.0.5:25,198.51.100.7:50000,{l}\r\n"
+        );
+    }
+    std::fs::write(input.join("SmtpReceive/RECV2025011409-1.LOG"), log).unwrap();
+    let mut tracking = TRACKING_HEADER.to_string();
+    tracking += &format!(
+        "2025-01-14T09:00:05.000Z,198.51.100.7,mail.fabrikam.com,10.0.0.5,EX01,{session};2025-01-14T09:00:00.000Z;0,EX01\\Default EX01,SMTP,RECEIVE,1,<m1@fabrikam.com>,bob@contoso.com,,10,1,,,s,alice@fabrikam.com,alice@fabrikam.com,\r\n"
+    );
+    std::fs::write(input.join("MessageTracking/MSGTRK2025011409-1.LOG"), tracking).unwrap();
+    let lake = tmp.path().join("lake");
+    mailflow(&[
+        "ingest".as_ref(),
+        tmp.path().join("in").as_os_str(),
+        "--parquet".as_ref(),
+        lake.as_os_str(),
+        "--quiet".as_ref(),
+    ]);
+    let out = python_script("lake_join.py", &[&lake]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let want = serde_json::json!([[
+        "<m1@fabrikam.com>",
+        session,
+        "3F2504E04F8911D39A0C0305E82C3301ABCDEF12"
+    ]]);
+    assert_eq!(v["by_session_id"], want, "{out}");
+    assert_eq!(v["by_message_id"], want, "{out}");
+}

@@ -77,6 +77,13 @@ pub fn schema() -> SchemaRef {
         f("certificate_not_after", ts(), true),
         // `1.2` for `SP_PROT_TLS1_2_SERVER`: the protocol version, whichever side logged it.
         f("tls_version", dict(), true),
+        // The messages the session carried, as tracking's `message_id`: joins
+        // `message_tracking` and `messages` (whose RECEIVE rows name this `session_id`).
+        f(
+            "message_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+            true,
+        ),
         f("auth_mechanism", dict(), true),
         f("auth_outcome", dict(), true),
         f("mail_from", DataType::Utf8, true),
@@ -113,6 +120,8 @@ struct Session {
     tls_protocol: Option<String>,
     tls_cipher: Option<String>,
     cert: [Option<String>; 5],
+    /// Message ids of the messages the session carried (the `250 2.6.0 <id>` replies).
+    message_ids: Vec<String>,
     cert_not_before: Option<i64>,
     cert_not_after: Option<i64>,
     auth_mechanism: Option<String>,
@@ -290,6 +299,10 @@ impl SessionCorrelator {
                 }
                 if code == 250 && (data.contains("2.6.0") || data.contains("Queued mail")) {
                     s.messages += 1;
+                    // `250 2.6.0 <message id> [InternalId=…] Queued mail for delivery`.
+                    if let Some(id) = queued_message_id(data) {
+                        s.message_ids.push(id.to_string());
+                    }
                 }
             }
             if let Some(Some(hit)) = hits.get(row) {
@@ -477,6 +490,15 @@ impl<'a> CertificateLine<'a> {
     }
 }
 
+/// The message id in a `250 2.6.0 <id> ...` reply, brackets included (as tracking's
+/// `message-id` holds it).
+fn queued_message_id(reply: &str) -> Option<&str> {
+    let start = reply.find('<')?;
+    let len = reply[start..].find('>')? + 1;
+    let id = &reply[start..start + len];
+    (len > 2 && !id.contains(' ')).then_some(id)
+}
+
 /// Whether `text` starts with a distinguished name attribute: upper-case letters, then `=`.
 fn is_attribute(text: &str) -> bool {
     let key = text.bytes().take_while(u8::is_ascii_uppercase).count();
@@ -520,6 +542,7 @@ fn build(matcher: &Matcher, sessions: &[Session]) -> Result<RecordBatch, ArrowEr
     let mut not_before = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut not_after = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut version = dict();
+    let mut message_ids = ListBuilder::new(StringBuilder::new());
     let mut starttls = BooleanBuilder::with_capacity(n);
     let mut tls_ok = BooleanBuilder::with_capacity(n);
     let mut ports = [
@@ -568,6 +591,10 @@ fn build(matcher: &Matcher, sessions: &[Session]) -> Result<RecordBatch, ArrowEr
         not_before.append_option(x.cert_not_before);
         not_after.append_option(x.cert_not_after);
         version.append_option(x.tls_protocol.as_deref().and_then(tls_version));
+        for id in &x.message_ids {
+            message_ids.values().append_value(id);
+        }
+        message_ids.append(true);
         auth_mech.append_option(x.auth_mechanism.as_deref());
         auth_out.append_option(x.auth_outcome);
         text[9].append_option(x.mail_from.as_deref());
@@ -646,6 +673,7 @@ fn build(matcher: &Matcher, sessions: &[Session]) -> Result<RecordBatch, ArrowEr
         Arc::new(not_before.finish()),
         Arc::new(not_after.finish()),
         Arc::new(version.finish()),
+        Arc::new(message_ids.finish()),
         Arc::new(auth_mech.finish()),
         Arc::new(auth_out.finish()),
         mail_from,
@@ -690,6 +718,21 @@ mod tests {
         assert_eq!(c.names, "mail.contoso.com");
         assert_eq!(CertificateLine::parse("CN=x"), None);
         assert_eq!(CertificateLine::parse(""), None);
+    }
+
+    #[test]
+    fn queued_replies_name_their_message() {
+        assert_eq!(
+            queued_message_id(
+                "250 2.6.0 <1736846922.907742.2942@foo.bar.local> [InternalId=5450313518243, Hostname=A.b.prod.outlook.com] 141301 bytes in 0.101, 1361.827 KB/sec Queued mail for delivery"
+            ),
+            Some("<1736846922.907742.2942@foo.bar.local>")
+        );
+        assert_eq!(
+            queued_message_id("250 2.6.0 Queued mail for delivery"),
+            None
+        );
+        assert_eq!(queued_message_id("250 2.6.0 <> x"), None);
     }
 
     #[test]

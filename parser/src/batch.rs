@@ -30,6 +30,7 @@ use crate::fields::{
     endpoint::parse_endpoint,
     event_symbol::event_name,
     multi_value,
+    session_ref::session_ref,
     smtp_reply::{find_smtp_reply, leading_smtp_reply},
 };
 use crate::kind::Table;
@@ -187,6 +188,8 @@ enum ColBuilder {
     Endpoint(StringBuilder, Int32Builder),
     /// Reply code and enhanced code.
     Reply(Int16Builder, DictBuilder),
+    /// The SMTP session id a tracking row's `source-context` names.
+    SessionRef(StringBuilder),
     /// A per-file value, materialised at finish.
     Const(Option<&'static str>),
 }
@@ -252,6 +255,9 @@ impl TableBuilders {
             .enumerate()
             .map(|(i, d)| match d.kind {
                 ColKind::Text => ColBuilder::Text(StringBuilder::with_capacity(rows, sized(i)[0])),
+                ColKind::SessionRef => {
+                    ColBuilder::SessionRef(StringBuilder::with_capacity(rows, sized(i)[0]))
+                }
                 ColKind::Dict => ColBuilder::Dict(DictBuilder::with_capacity(rows), false),
                 ColKind::Event => ColBuilder::Dict(DictBuilder::for_symbols(rows), true),
                 ColKind::Int64 => ColBuilder::I64(Int64Builder::with_capacity(rows), int_slot(i)),
@@ -411,6 +417,14 @@ impl TableBuilders {
                     }
                     None => b.append_nulls(rows),
                 },
+                ColBuilder::SessionRef(b) => match src.filter(|&i| !empty(i)) {
+                    Some(i) => {
+                        for row in tape_rows() {
+                            b.append_option(session_ref(field(row, i)));
+                        }
+                    }
+                    None => b.append_nulls(rows),
+                },
                 ColBuilder::Dict(b, event) => match src {
                     Some(i) => {
                         for row in tape_rows() {
@@ -558,7 +572,7 @@ impl TableBuilders {
         hints.sizes.clear();
         for col in &mut self.cols {
             match col {
-                ColBuilder::Text(b) => {
+                ColBuilder::Text(b) | ColBuilder::SessionRef(b) => {
                     let a = b.finish();
                     hints.sizes.push([a.value_data().len(), 0, 0]);
                     arrays.push(Arc::new(a));

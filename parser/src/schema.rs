@@ -85,6 +85,8 @@ pub(crate) enum ColKind {
     /// `smtp_reply_code` (Int16) and `enhanced_status_code` (dictionary) from the first source
     /// field that holds a reply.
     Reply,
+    /// The SMTP session id a `source-context` names (see `fields::session_ref`), Utf8.
+    SessionRef,
     /// Event symbol, named (`+` → `connect`), dictionary-encoded.
     Event,
     /// SMTP direction from the file (`send`/`receive`).
@@ -151,6 +153,8 @@ const MESSAGE_TRACKING: &[ColumnDef] = &[
     col("log_id", Text, &["logid"]),
     col("schema_version", Dict, &["schemaversion"]),
     col("reply", Reply, &["recipientstatus", "sourcecontext"]),
+    // The receive session that carried the message: joins `smtp_protocol` and `smtp_sessions`.
+    col("session_id", SessionRef, &["sourcecontext"]),
 ];
 
 const SMTP_PROTOCOL: &[ColumnDef] = &[
@@ -261,7 +265,7 @@ fn build_schema(table: Table) -> Schema {
     let mut fields = lineage(false);
     for c in columns(table) {
         match c.kind {
-            Text => fields.push(Field::new(c.name, DataType::Utf8, true)),
+            Text | SessionRef => fields.push(Field::new(c.name, DataType::Utf8, true)),
             Dict | Event | FileDirection | FileProtocol | FileRole => {
                 fields.push(Field::new(c.name, dict_type(), true))
             }

@@ -7,4 +7,5 @@ pub mod endpoint;
 pub mod event_symbol;
 pub mod multi_value;
 pub mod number;
+pub mod session_ref;
 pub mod smtp_reply;
