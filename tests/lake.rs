@@ -678,7 +678,11 @@ fn a_message_joins_the_session_that_carried_it_both_ways() {
     tracking += &format!(
         "2025-01-14T09:00:05.000Z,198.51.100.7,mail.fabrikam.com,10.0.0.5,EX01,{session};2025-01-14T09:00:00.000Z;0,EX01\\Default EX01,SMTP,RECEIVE,1,<m1@fabrikam.com>,bob@contoso.com,,10,1,,,s,alice@fabrikam.com,alice@fabrikam.com,\r\n"
     );
-    std::fs::write(input.join("MessageTracking/MSGTRK2025011409-1.LOG"), tracking).unwrap();
+    std::fs::write(
+        input.join("MessageTracking/MSGTRK2025011409-1.LOG"),
+        tracking,
+    )
+    .unwrap();
     let lake = tmp.path().join("lake");
     mailflow(&[
         "ingest".as_ref(),

@@ -3,7 +3,9 @@
 //! blank line, whatever the chunking.
 
 use crate::DecoderBuilder;
-use crate::fields::{custom_data, datetime, endpoint, multi_value, number, smtp_reply};
+use crate::fields::{
+    custom_data, datetime, endpoint, multi_value, number, session_ref, smtp_reply,
+};
 use crate::tokenize::Tokenizer;
 
 /// Decodes `data` in chunks whose sizes come from the first bytes, with a tiny batch size and
@@ -76,6 +78,28 @@ pub fn fields(data: &[u8]) {
         plain,
         "list split"
     );
+    // Statuses group the list's items without losing or repeating one.
+    let grouped: Vec<&[u8]> = multi_value::statuses(data)
+        .flat_map(multi_value::items)
+        .collect();
+    assert_eq!(grouped, plain, "status split");
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Some(id) = session_ref::session_ref(text) {
+            assert!(id.len() == 16 && text.starts_with(id), "session ref");
+        }
+        // A canonical server name is a name that reads back as itself.
+        if let Some(name) = crate::canonical_server(text) {
+            assert_eq!(
+                crate::canonical_server(&name).as_deref(),
+                Some(name.as_str())
+            );
+            assert!(name.len() <= crate::MAX_SERVER_NAME && !name.is_empty());
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+        }
+    }
     let mut a = Tokenizer::default();
     let mut b = Tokenizer::default();
     let fast = a
@@ -138,4 +162,13 @@ pub fn directive(data: &[u8]) {
         "a # line always parses"
     );
     let _ = crate::sniff("fuzz.log", data);
+    // The server a file's first bytes name, if any, is canonical.
+    for path in ["fuzz/MSGTRK2024010100-1.LOG", "fuzz/RECV2024010100-1.LOG"] {
+        if let Some(name) = crate::server_from_head(path, data) {
+            assert_eq!(
+                crate::canonical_server(&name).as_deref(),
+                Some(name.as_str())
+            );
+        }
+    }
 }
