@@ -96,7 +96,12 @@ fn starts_status(text: &[u8]) -> bool {
 }
 
 /// `[` minus `]` in `text`: positive while inside a bracketed block.
+#[inline]
 fn depth(text: &[u8]) -> i64 {
+    // Nearly every status has no bracket at all.
+    if memchr::memchr2(b'[', b']', text).is_none() {
+        return 0;
+    }
     text.iter().fold(0, |d, &b| match b {
         b'[' => d + 1,
         b']' => d - 1,
@@ -107,6 +112,7 @@ fn depth(text: &[u8]) -> i64 {
 impl<'a> Iterator for Statuses<'a> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         let first = self.next.take().or_else(|| self.items.next())?;
         let start = offset(self.field, first);
