@@ -296,7 +296,8 @@ impl Generator {
         let roll = self.rng.random_range(0..1000);
         let latency = format!("{t};{}", self.latency());
         if roll < 8 {
-            let status = "451 4.4.0 Primary target IP address responded with: \"421 4.4.1 Connection timed out.\" Attempted failover to alternate host, but that did not succeed. Either there are no alternate hosts, or delivery failed to all alternate hosts. The last endpoint attempted was 203.0.113.25:25";
+            // One status per recipient, in recipient order, as Exchange writes them.
+            let status = vec!["451 4.4.0 Primary target IP address responded with: \"421 4.4.1 Connection timed out.\" Attempted failover to alternate host, but that did not succeed. Either there are no alternate hosts, or delivery failed to all alternate hosts. The last endpoint attempted was 203.0.113.25:25"; rcpts.len()].join(";");
             row.write(
                 out,
                 &t,
@@ -304,7 +305,7 @@ impl Generator {
                 "Outbound to Internet",
                 "SMTP",
                 "DEFER",
-                status,
+                &status,
                 &latency,
                 "Originating",
                 "S:DeliveryPriority=Normal;S:AccountForest=contoso.com",
@@ -316,6 +317,7 @@ impl Generator {
                 "550 4.4.7 QUEUE.Expired;message expired",
                 "552 5.3.4 Message size exceeds fixed maximum message size",
             ][self.rng.random_range(0..3)];
+            let status = vec![status; rcpts.len()].join(";");
             row.write(
                 out,
                 &t,
@@ -323,7 +325,7 @@ impl Generator {
                 "Outbound to Internet",
                 "SMTP",
                 "FAIL",
-                status,
+                &status,
                 &latency,
                 "Originating",
                 "S:DeliveryPriority=Normal;S:AccountForest=contoso.com",

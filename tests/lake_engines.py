@@ -91,6 +91,20 @@ spark.stop()
 check(duck_evolution == (5, 2, 15), f"duckdb over two schema versions: {duck_evolution}")
 check(spark_evolution == (5, 2, 15), f"spark over two schema versions: {spark_evolution}")
 
+# ---- One status per recipient: the lists line up, so a one-row-per-recipient view is a zip.
+replies = "event_id IN ('SEND', 'FAIL', 'DEFER') AND recipient_status IS NOT NULL"
+fails, misaligned = con.execute(
+    f"SELECT count(*) FILTER (WHERE event_id = 'FAIL'), "
+    f"count(*) FILTER (WHERE len(recipient_status) <> len(recipient_address)) "
+    f"FROM message_tracking WHERE {replies}").fetchone()
+check(fails > 0, "no FAIL rows: the alignment check proves nothing")
+check(misaligned == 0, f"{misaligned} tracking rows whose statuses do not line up with recipients")
+per_recipient, recipients = con.execute(
+    f"SELECT (SELECT count(*) FROM (SELECT unnest(recipient_address) AS rcpt, "
+    f"unnest(recipient_status) AS status FROM message_tracking WHERE {replies})), "
+    f"(SELECT sum(len(recipient_address)) FROM message_tracking WHERE {replies})").fetchone()
+check(per_recipient == recipients, f"per-recipient view: {per_recipient} rows for {recipients} recipients")
+
 # ---- pyarrow datasets and pandas, with Hive partitioning. They refuse a column that is both in
 # the files and in the folder names (`dictionary<...> vs string`), so the Hive convention holds:
 # no file holds `server`, and the folder gives it back.
