@@ -701,3 +701,44 @@ fn a_message_joins_the_session_that_carried_it_both_ways() {
     assert_eq!(v["by_session_id"], want, "{out}");
     assert_eq!(v["by_message_id"], want, "{out}");
 }
+
+#[test]
+fn the_real_samples_are_filed_under_their_own_servers() {
+    // The 2016 tracking sample sends to global-mail-onmicrosoft-com.mail.protection.outlook.com
+    // and exchange.example.com: neither may become a partition. Each server is one partition,
+    // under its short name; a file that names no server goes under this host's.
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    mailflow(&[
+        "ingest".as_ref(),
+        data("samples").as_os_str(),
+        "--parquet".as_ref(),
+        lake.as_os_str(),
+        "--quiet".as_ref(),
+    ]);
+    let host = mailflow_parser::canonical_server(&gethostname::gethostname().to_string_lossy())
+        .unwrap_or_else(|| "UNKNOWN".into());
+    let (parts, _) = lake_files(&lake);
+    let servers: std::collections::BTreeSet<String> = parts
+        .iter()
+        .map(|p| {
+            p.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    let want: std::collections::BTreeSet<String> = [
+        "EX13D13UWA001",
+        "EXCHANGE-MAIL",
+        "NETBIOS",
+        "SERVER-HOSTNAME",
+        host.as_str(),
+    ]
+    .iter()
+    .map(|s| format!("server={s}"))
+    .collect();
+    assert_eq!(servers, want);
+}
