@@ -428,11 +428,14 @@ impl LakeWriter {
             }
             self.start_writing(&slot)?;
         }
-        // Many small partitions: the oldest are sealed once they hold too much together.
+        // Many small partitions: the oldest are sealed once they hold too much together. Never
+        // the one just appended to: its footer would be written before this write's end offset
+        // is known, and the source's final mark could then be in no file.
         while self.buffered_bytes > self.options.memory_budget / 2
             || self.buffered_lru.len() > MAX_EPOCH_FILES / 2
         {
-            if !self.close_least_recent(true)? {
+            let oldest = self.buffered_lru.first_key_value().map(|(_, s)| s);
+            if oldest.is_none_or(|s| *s == slot) || !self.close_least_recent(true)? {
                 break;
             }
         }

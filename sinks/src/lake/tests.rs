@@ -317,3 +317,21 @@ fn open_files_stay_bounded_at_any_partition_count() {
         .count();
     assert_eq!(hidden, 0);
 }
+
+#[test]
+fn the_partition_being_written_is_never_sealed_before_its_mark_is_known() {
+    // A budget smaller than one small partition: sealing the partition being appended to would
+    // write its footer before the write's end offset is recorded, and a restart would read
+    // those rows again.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let options = LakeOptions {
+        memory_budget: 1024,
+        ..LakeOptions::default()
+    };
+    let mut w = LakeWriter::new(root, options).unwrap();
+    let rows: Vec<(i64, &str, i64)> = (0..100).map(|k| (JAN14, "EX01", k)).collect();
+    w.write(&source(100), &[("t", &batch(&rows))]).unwrap();
+    w.close().unwrap();
+    assert_eq!(committed_sources(root).unwrap()["fp1"].end_offset, 100);
+}
