@@ -114,6 +114,24 @@ fn lake_files(lake: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (parts, hidden)
 }
 
+/// This machine's server name, as the lake files a log that names none.
+fn this_host() -> String {
+    mailflow_parser::canonical_server(&gethostname::gethostname().to_string_lossy())
+        .unwrap_or_else(|| "UNKNOWN".into())
+}
+
+/// The `server=` folders of every committed file.
+fn server_dirs(lake: &Path) -> std::collections::BTreeSet<String> {
+    let (parts, _) = lake_files(lake);
+    parts
+        .iter()
+        .map(|p| {
+            let dir = p.parent().unwrap().file_name().unwrap();
+            dir.to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
 #[test]
 fn duckdb_and_spark_read_the_same_lake() {
     let tmp = tempfile::tempdir().unwrap();
@@ -301,8 +319,7 @@ fn hostile_server_names_stay_inside_the_lake() {
         lake.as_os_str(),
         "--quiet".as_ref(),
     ]);
-    let host = mailflow_parser::canonical_server(&gethostname::gethostname().to_string_lossy())
-        .unwrap_or_else(|| "UNKNOWN".into());
+    let host = this_host();
     let beside: Vec<_> = walkdir::WalkDir::new(tmp.path())
         .into_iter()
         .map(|e| e.unwrap().into_path())
@@ -311,22 +328,9 @@ fn hostile_server_names_stay_inside_the_lake() {
         .collect();
     assert!(beside.is_empty(), "{beside:?}");
     let (parts, _) = lake_files(&lake);
-    let mut dirs: Vec<String> = parts
-        .iter()
-        .map(|p| {
-            p.parent()
-                .unwrap()
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    let mut want = vec![format!("server={host}"), "server=EX05".to_string()];
-    want.sort();
-    assert_eq!(dirs, want);
+    let want: std::collections::BTreeSet<String> =
+        [format!("server={host}"), "server=EX05".to_string()].into();
+    assert_eq!(server_dirs(&lake), want);
     for p in &parts {
         assert_eq!(p.strip_prefix(&lake).unwrap().components().count(), 4);
     }
@@ -716,20 +720,8 @@ fn the_real_samples_are_filed_under_their_own_servers() {
         lake.as_os_str(),
         "--quiet".as_ref(),
     ]);
-    let host = mailflow_parser::canonical_server(&gethostname::gethostname().to_string_lossy())
-        .unwrap_or_else(|| "UNKNOWN".into());
-    let (parts, _) = lake_files(&lake);
-    let servers: std::collections::BTreeSet<String> = parts
-        .iter()
-        .map(|p| {
-            p.parent()
-                .unwrap()
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
+    let host = this_host();
+    let servers = server_dirs(&lake);
     let want: std::collections::BTreeSet<String> = [
         "EX13D13UWA001",
         "EXCHANGE-MAIL",

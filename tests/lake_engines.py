@@ -67,12 +67,16 @@ spark = (
     .getOrCreate()
 )
 spark.sparkContext.setLogLevel("ERROR")
-spark_counts, spark_types = {}, {}
+spark_counts, spark_types, spark_names = {}, {}, {}
 for table in expected:
     df = spark.read.option("mergeSchema", "true").parquet(f"{lake}/{table}")
     df.createOrReplaceTempView(table)
     spark_counts[table] = df.count()
     spark_types[table] = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    # Spark folds a column that is both in the files and in the folder names into one (with a
+    # COLUMN_ALREADY_EXISTS warning), so the per-file schema check below is what guards the
+    # Hive convention; this only shows Spark gets `server` from the folders.
+    spark_names[table] = df.schema.fieldNames()
 spark_failures = [tuple(r) for r in spark.sql(DAILY_FAILURES).collect()]
 spark_server = spark.sql("SELECT DISTINCT server FROM message_tracking").collect()
 
@@ -122,8 +126,8 @@ for table in expected:
     except Exception as e:  # the failure is the finding
         check(False, f"pyarrow/pandas cannot read {table}: {e}")
 for table in expected:
-    check(spark_types[table] and list(spark_types[table]).count("server") == 1,
-          f"spark {table}: server columns {list(spark_types[table]).count('server')}")
+    n = [c.lower() for c in spark_names[table]].count("server")
+    check(n == 1, f"spark {table}: {n} server columns")
 
 # ---- Agreement
 for table, n in expected.items():

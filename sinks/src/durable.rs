@@ -22,32 +22,32 @@ const BULK_FILES: usize = 16;
 
 /// Makes the data of `files` durable; `root` is any path on their file system.
 pub fn sync_files(root: &Path, files: &[PathBuf]) -> Result<(), Error> {
-    #[cfg(target_os = "linux")]
-    if files.len() >= BULK_FILES {
-        return sync_file_system(root);
-    }
-    let _ = root;
-    for path in files {
+    sync_each(root, files, |path| {
         File::options()
             .write(true)
             .open(path)
             .and_then(|f| f.sync_all())
-            .map_err(io_error(path))?;
-    }
-    Ok(())
+            .map_err(io_error(path))
+    })
 }
 
 /// Makes the entries created, renamed or removed in `dirs` durable; `root` as above.
 pub fn sync_dirs(root: &Path, dirs: &[PathBuf]) -> Result<(), Error> {
+    sync_each(root, dirs, sync_dir)
+}
+
+/// One file-system-wide sync for many paths (Linux), else `one` for each.
+fn sync_each(
+    root: &Path,
+    paths: &[PathBuf],
+    one: impl Fn(&Path) -> Result<(), Error>,
+) -> Result<(), Error> {
     #[cfg(target_os = "linux")]
-    if dirs.len() >= BULK_FILES {
+    if paths.len() >= BULK_FILES {
         return sync_file_system(root);
     }
     let _ = root;
-    for dir in dirs {
-        sync_dir(dir)?;
-    }
-    Ok(())
+    paths.iter().try_for_each(|p| one(p))
 }
 
 /// Fsyncs one folder (a no-op on Windows, see the module docs).
