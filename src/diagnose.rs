@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::fs::File;
+use std::io::BufReader;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use anyhow::{Context, Result};
 use crossbeam_channel::unbounded;
 use mailflow_enrich::Matcher;
 use mailflow_enrich::findings::{Evidence, Finding, Findings, Names};
-use mailflow_parser::DecoderBuilder;
+use mailflow_parser::{DecoderBuilder, LogReader};
 use serde::Serialize;
 
 use crate::ingest::{Skipped, Triage, discover, host_name, triage};
@@ -87,18 +88,20 @@ pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report
                 let mut errors = Vec::new();
                 for (path, row_server) in rx {
                     let name = path.to_string_lossy().into_owned();
-                    let mut decoder = DecoderBuilder::new(name)
+                    let decoder = DecoderBuilder::new(name)
                         .with_server(server.clone().or(row_server))
                         .with_default_server(&host)
                         .build();
                     let result = File::open(&path)
                         .map_err(mailflow_parser::Error::from)
                         .and_then(|f| {
-                            decoder.decode_reader(f, 256 * 1024, |flushed| {
-                                if let Some(d) = flushed.data {
+                            let reader = BufReader::with_capacity(256 * 1024, f);
+                            for flushed in LogReader::new(decoder, reader) {
+                                if let Some(d) = flushed?.data {
                                     findings.add(&matcher, d.table.name(), &d.batch);
                                 }
-                            })
+                            }
+                            Ok(())
                         });
                     if let Err(e) = result {
                         errors.push(Skipped {

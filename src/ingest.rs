@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{IsTerminal, Read};
+use std::io::{BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +33,8 @@ use mailflow_enrich::records::{SCHEMA_VERSION, count_codes};
 use mailflow_enrich::sessions::{self, SessionCorrelator};
 use mailflow_parser::schema::REJECTS;
 use mailflow_parser::{
-    BatchSizes, DecoderBuilder, DecoderStats, Flushed, Sniffed, Table, server_from_head, sniff,
+    BatchSizes, DecoderBuilder, DecoderStats, Flushed, LogReader, Sniffed, Table, server_from_head,
+    sniff,
 };
 use mailflow_sinks::lake::{self, LakeOptions, LakeWriter, Source};
 use serde::Serialize;
@@ -621,7 +622,7 @@ fn worker(
             server,
         } = job;
         let name = path.to_string_lossy().into_owned();
-        let mut decoder = DecoderBuilder::new(name.clone())
+        let decoder = DecoderBuilder::new(name.clone())
             .with_sizes(std::mem::take(&mut sizes))
             .with_server(opts.server.clone().or(server))
             .with_default_server(host)
@@ -630,40 +631,47 @@ fn worker(
             .build();
         let mut rows: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut diagnoses: BTreeMap<String, u64> = BTreeMap::new();
-        let mut write_error = None;
-        let result = File::open(&path)
-            .map_err(mailflow_parser::Error::from)
-            .and_then(|file| {
-                let reader = Counting {
-                    inner: file,
-                    total: Arc::clone(progress),
-                };
-                decoder.decode_reader(reader, 256 * 1024, |flushed| {
-                    if write_error.is_none() {
-                        let source = Source {
-                            fingerprint: &fingerprint,
-                            file: &name,
-                            end_offset: flushed.end_offset,
-                        };
-                        returned.try_iter().for_each(drop);
-                        write_error = write_flushed(
-                            writer,
-                            (&opts.matcher, &mut sessions, (msg_tx, &back)),
-                            &source,
-                            flushed,
-                            resume_from,
-                            (&mut rows, &mut diagnoses),
-                        )
-                        .err();
-                    }
-                })
-            });
-        if let Some(e) = write_error {
-            return Err(e);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(path, e.to_string()));
+                continue;
+            }
+        };
+        let counting = Counting {
+            inner: file,
+            total: Arc::clone(progress),
+        };
+        let mut reader = LogReader::new(decoder, BufReader::with_capacity(256 * 1024, counting));
+        let mut read_error = None;
+        for flushed in reader.by_ref() {
+            let flushed = match flushed {
+                Ok(f) => f,
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            };
+            let source = Source {
+                fingerprint: &fingerprint,
+                file: &name,
+                end_offset: flushed.end_offset,
+            };
+            returned.try_iter().for_each(drop);
+            // A write error stops the file here: nothing after it may be committed.
+            write_flushed(
+                writer,
+                (&opts.matcher, &mut sessions, (msg_tx, &back)),
+                &source,
+                flushed,
+                resume_from,
+                (&mut rows, &mut diagnoses),
+            )?;
         }
+        let decoder = reader.decoder_mut();
         sizes = decoder.take_sizes();
-        let msg = match result {
-            Ok(()) => {
+        let msg = match read_error {
+            None => {
                 let notes = decoder
                     .notes()
                     .iter()
@@ -671,7 +679,7 @@ fn worker(
                     .collect();
                 Msg::Done(decoder.stats(), rows, diagnoses, notes)
             }
-            Err(e) => Msg::Failed(path, e.to_string()),
+            Some(e) => Msg::Failed(path, e.to_string()),
         };
         // The receiver lives until every worker is done; a send cannot fail before that.
         let _ = tx.send(msg);

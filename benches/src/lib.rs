@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
 use mailflow::generate::{Generator, LogFile};
-use mailflow_parser::{DecoderBuilder, Flushed};
+use mailflow_parser::{DecoderBuilder, LogReader};
 
 /// One kind of log the parse benches read: the generator's kind, the bench name, a file name
 /// that tells the decoder the kind, and the column count arrow-csv is given.
@@ -114,25 +114,17 @@ pub fn mailflow_parse_then(
     batch_size: usize,
     mut then: impl FnMut(&str, RecordBatch) -> usize,
 ) -> (usize, usize) {
-    let mut decoder = DecoderBuilder::new(name)
+    let decoder = DecoderBuilder::new(name)
         .with_default_server("bench")
         .with_batch_size(batch_size)
         .build();
     let (mut rows, mut rejects) = (0, 0);
-    let mut take = |f: Flushed| {
+    // A slice is its own `BufRead`: the decoder parses it in place, as one chunk.
+    for f in LogReader::new(decoder, input) {
+        let f = f.expect("decode");
         rows += f.data.map_or(0, |d| then(d.table.name(), d.batch));
         rejects += f.rejects.map_or(0, |r| r.num_rows());
-    };
-    let mut rest = input;
-    while !rest.is_empty() {
-        let used = decoder.decode(rest).expect("decode");
-        rest = &rest[used..];
-        if decoder.needs_flush() {
-            take(decoder.flush().expect("flush"));
-        }
     }
-    decoder.finish().expect("finish");
-    take(decoder.flush().expect("flush"));
     (rows, rejects)
 }
 

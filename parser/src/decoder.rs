@@ -679,42 +679,6 @@ impl Decoder {
         head.clear();
         self.partial = head;
     }
-
-    /// Decodes everything `reader` yields, in chunks of `chunk_bytes`, handing each batch to
-    /// `sink`, then finishes the input. The reference driver for the push API.
-    pub fn decode_reader<R: std::io::Read>(
-        &mut self,
-        mut reader: R,
-        chunk_bytes: usize,
-        mut sink: impl FnMut(Flushed),
-    ) -> Result<(), Error> {
-        let mut buf = vec![0u8; chunk_bytes.max(1)];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let mut chunk = &buf[..n];
-            while !chunk.is_empty() {
-                let used = self.decode(chunk)?;
-                chunk = &chunk[used..];
-                if self.needs_flush() {
-                    sink(self.flush()?);
-                }
-            }
-        }
-        if self.needs_flush() {
-            sink(self.flush()?);
-        }
-        self.finish()?;
-        let last = self.flush()?;
-        if last.data.is_some() || last.rejects.is_some() {
-            sink(last);
-        }
-        Ok(())
-    }
 }
 
 /// How far ahead of the line being parsed the input is fetched into cache.

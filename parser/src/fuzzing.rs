@@ -2,11 +2,11 @@
 //! same invariants: no panic, and every input byte ends up in a row, a reject, a header or a
 //! blank line, whatever the chunking.
 
-use crate::DecoderBuilder;
 use crate::fields::{
     custom_data, datetime, endpoint, multi_value, number, session_ref, smtp_reply,
 };
 use crate::tokenize::Tokenizer;
+use crate::{DecoderBuilder, LogReader};
 
 /// Decodes `data` in chunks whose sizes come from the first bytes, with a tiny batch size and
 /// line cap so the flush and overlong paths run, and checks the accounting.
@@ -15,34 +15,18 @@ pub fn decode(data: &[u8]) {
         Some((&c, rest)) => (usize::from(c % 61) + 1, rest),
         None => (1, data),
     };
-    let mut decoder = DecoderBuilder::new("fuzz/EX01/SmtpReceive/RECV2024010100-1.LOG")
+    let decoder = DecoderBuilder::new("fuzz/EX01/SmtpReceive/RECV2024010100-1.LOG")
         .with_batch_size(3)
         .with_max_line_bytes(300)
         .build();
     let (mut rows, mut rejects) = (0u64, 0u64);
-    let mut take = |d: &mut crate::Decoder| {
-        let f = d.flush().expect("flush never fails on any input");
+    let mut reader = LogReader::new(decoder, std::io::BufReader::with_capacity(chunk, data));
+    for f in reader.by_ref() {
+        let f = f.expect("decoding never fails on any input");
         rows += f.data.map_or(0, |b| b.batch.num_rows() as u64);
         rejects += f.rejects.map_or(0, |b| b.num_rows() as u64);
-    };
-    for piece in data.chunks(chunk) {
-        let mut rest = piece;
-        while !rest.is_empty() {
-            let used = decoder
-                .decode(rest)
-                .expect("decode never fails on any input");
-            assert!(used > 0 || decoder.needs_flush(), "decode made no progress");
-            rest = &rest[used..];
-            if decoder.needs_flush() {
-                take(&mut decoder);
-            }
-        }
     }
-    if decoder.needs_flush() {
-        take(&mut decoder);
-    }
-    decoder.finish().expect("finish");
-    take(&mut decoder);
+    let decoder = reader.decoder();
     let s = decoder.stats();
     assert_eq!(s.bytes, data.len() as u64, "every byte consumed");
     assert_eq!(

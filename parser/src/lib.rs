@@ -12,8 +12,9 @@
 //! parsed goes to a rejects batch with its file, byte offset, raw bytes and reason; nothing is
 //! dropped and nothing panics.
 //!
-//! The crate does no I/O: it is fed bytes through [`Decoder::decode`] (a push API, as arrow-csv's)
-//! and knows nothing of diagnoses, files on disk or sinks.
+//! The crate opens no files: it is fed bytes through [`Decoder::decode`] (a push API, as
+//! arrow-csv's), or driven over any `BufRead` by [`LogReader`], and knows nothing of diagnoses,
+//! files on disk or sinks.
 //!
 //! ```
 //! use mailflow_parser::{DecoderBuilder, Table};
@@ -51,6 +52,7 @@ pub mod fields;
 pub mod fuzzing;
 mod kind;
 mod mapping;
+mod reader;
 mod scan;
 pub mod schema;
 mod server;
@@ -65,6 +67,7 @@ pub use kind::{
     Direction, LogKind, LogTypeKind, MailProtocol, PathInfo, Table, default_fields,
     kind_from_log_type, path_info,
 };
+pub use reader::LogReader;
 pub use schema::{rejects_schema, schema};
 pub use server::{
     HEAD_BYTES, LocalField, MAX_SERVER_NAME, canonical_server, local_field, server_from_head,

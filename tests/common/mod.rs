@@ -5,11 +5,12 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
-use mailflow_parser::{Decoder, DecoderBuilder, DecoderStats, Note, Table};
+use mailflow_parser::{Decoder, DecoderBuilder, DecoderStats, LogReader, Note, Table};
 
 pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
@@ -84,34 +85,21 @@ pub fn builder(path: &Path) -> DecoderBuilder {
     DecoderBuilder::new(path.file_name().unwrap().to_string_lossy()).with_default_server("testhost")
 }
 
-/// Decodes `bytes` in chunks of `chunk`, taking a batch whenever the decoder asks.
-pub fn decode_with(mut decoder: Decoder, bytes: &[u8], chunk: usize) -> Output {
+/// Decodes `bytes` in chunks of `chunk` through [`LogReader`], taking every batch.
+pub fn decode_with(decoder: Decoder, bytes: &[u8], chunk: usize) -> Output {
     let mut out = Output::default();
-    let collect = |f: mailflow_parser::Flushed, out: &mut Output| {
+    let mut reader = LogReader::new(decoder, BufReader::with_capacity(chunk.max(1), bytes));
+    for f in reader.by_ref() {
+        let f = f.unwrap();
         if let Some(d) = f.data {
             out.data.entry(d.table).or_default().push(d.batch);
         }
         if let Some(r) = f.rejects {
             out.rejects.push(r);
         }
-    };
-    for piece in bytes.chunks(chunk.max(1)) {
-        let mut rest = piece;
-        while !rest.is_empty() {
-            let used = decoder.decode(rest).unwrap();
-            rest = &rest[used..];
-            if decoder.needs_flush() {
-                collect(decoder.flush().unwrap(), &mut out);
-            }
-        }
     }
-    if decoder.needs_flush() {
-        collect(decoder.flush().unwrap(), &mut out);
-    }
-    decoder.finish().unwrap();
-    collect(decoder.flush().unwrap(), &mut out);
-    out.stats = decoder.stats();
-    out.notes = decoder.notes().to_vec();
+    out.stats = reader.decoder().stats();
+    out.notes = reader.decoder().notes().to_vec();
     out
 }
 
