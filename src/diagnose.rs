@@ -98,7 +98,7 @@ pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report
                             let reader = BufReader::with_capacity(256 * 1024, f);
                             for flushed in LogReader::new(decoder, reader) {
                                 if let Some(d) = flushed?.data {
-                                    findings.add(&matcher, d.table.name(), &d.batch);
+                                    findings.add(&matcher, d.table, &d.batch);
                                 }
                             }
                             Ok(())

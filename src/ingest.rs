@@ -453,7 +453,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let host = host_name();
     // Messages cross servers, whose logs different workers read: one thread correlates the
     // tracking events of all of them, with a lake writer of its own.
-    let (msg_tx, msg_rx) = bounded::<Tracked>(4);
+    let (msg_tx, msg_rx) = bounded::<ToMessages>(4);
     let message_thread = {
         let (root, mut options) = (opts.parquet.clone(), opts.lake_options.clone());
         options.schema_version = SCHEMA_VERSION;
@@ -480,7 +480,15 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                 options.schema_version = SCHEMA_VERSION;
                 let mut writer = LakeWriter::new(&opts.parquet, options)
                     .with_context(|| format!("starting lake writer {k}"))?;
-                match worker(share, (&tx, &msg_tx), &progress, &opts, &host, &mut writer) {
+                match worker(
+                    k,
+                    share,
+                    (&tx, &msg_tx),
+                    &progress,
+                    &opts,
+                    &host,
+                    &mut writer,
+                ) {
                     Ok(()) => Ok(writer.close()?.into_iter().map(|c| c.path).collect()),
                     Err(e) => {
                         writer.abort();
@@ -540,8 +548,26 @@ struct Job {
     server: Option<String>,
 }
 
+/// Where a worker sends its tracking batches: the message correlation thread, with the way
+/// back for the batch's memory and the stream it belongs to.
+struct TrackedTo<'a> {
+    messages: &'a Sender<ToMessages>,
+    back: &'a Sender<RecordBatch>,
+    stream: &'a Arc<str>,
+}
+
+/// What the workers tell the message correlation thread.
+enum ToMessages {
+    Batch(Tracked),
+    /// A worker has read the last of a server's files it had: its stream holds nothing back.
+    EndStream(Arc<str>),
+}
+
 /// An enriched tracking batch on its way to message correlation, with where it came from.
 struct Tracked {
+    /// The worker's run of one server's files: read in time order, so its progress tells when
+    /// a message can receive no more events from it.
+    stream: Arc<str>,
     fingerprint: String,
     file: String,
     batch: RecordBatch,
@@ -554,7 +580,7 @@ struct Tracked {
 /// Correlates tracking events into `messages` and writes them; returns the files committed and
 /// the rows written.
 fn correlate_messages(
-    rx: &Receiver<Tracked>,
+    rx: &Receiver<ToMessages>,
     root: &Path,
     options: LakeOptions,
 ) -> Result<(Vec<PathBuf>, u64)> {
@@ -574,8 +600,15 @@ fn correlate_messages(
         writer.write(&source, &[(messages::TABLE, &batch)])
     };
     let result = (|| -> Result<()> {
-        for t in rx {
-            correlator.add(&t.batch);
+        for msg in rx {
+            let t = match msg {
+                ToMessages::Batch(t) => t,
+                ToMessages::EndStream(stream) => {
+                    correlator.end_stream(&stream);
+                    continue;
+                }
+            };
+            correlator.add_from(&t.stream, &t.batch);
             // The worker may be gone at the very end; then the batch is freed here.
             let _ = t.back.send(t.batch);
             let from = (t.fingerprint, t.file);
@@ -602,8 +635,9 @@ fn correlate_messages(
 const MESSAGE_IDLE: Duration = Duration::from_secs(3600);
 
 fn worker(
+    k: usize,
     jobs: Vec<Job>,
-    (tx, msg_tx): (&Sender<Msg>, &Sender<Tracked>),
+    (tx, msg_tx): (&Sender<Msg>, &Sender<ToMessages>),
     progress: &Arc<AtomicU64>,
     opts: &IngestOptions,
     host: &str,
@@ -613,6 +647,7 @@ fn worker(
     let mut sessions = SessionCorrelator::new(SESSION_TIMEOUT);
     let (back, returned) = unbounded::<RecordBatch>();
     let mut last: Option<(String, String, u64)> = None;
+    let mut stream: Option<Arc<str>> = None;
     for job in jobs {
         let Job {
             path,
@@ -629,6 +664,12 @@ fn worker(
             .with_batch_size(opts.batch_size)
             .with_max_line_bytes(opts.max_line_bytes)
             .build();
+        // This worker's run of one server's files is one stream of message correlation.
+        let this_stream: Arc<str> = format!("{k}/{}", decoder.server()).into();
+        if let Some(old) = stream.take_if(|s| *s != this_stream) {
+            let _ = msg_tx.send(ToMessages::EndStream(old));
+        }
+        let stream = stream.get_or_insert(this_stream);
         let mut rows: BTreeMap<&'static str, u64> = BTreeMap::new();
         let mut diagnoses: BTreeMap<String, u64> = BTreeMap::new();
         let file = match File::open(&path) {
@@ -661,7 +702,15 @@ fn worker(
             // A write error stops the file here: nothing after it may be committed.
             write_flushed(
                 writer,
-                (&opts.matcher, &mut sessions, (msg_tx, &back)),
+                (
+                    &opts.matcher,
+                    &mut sessions,
+                    TrackedTo {
+                        messages: msg_tx,
+                        back: &back,
+                        stream,
+                    },
+                ),
                 &source,
                 flushed,
                 resume_from,
@@ -684,6 +733,9 @@ fn worker(
         // The receiver lives until every worker is done; a send cannot fail before that.
         let _ = tx.send(msg);
         last = Some((fingerprint, name, len));
+    }
+    if let Some(done) = stream {
+        let _ = msg_tx.send(ToMessages::EndStream(done));
     }
     // Sessions still open at the end of the input are written as they are (not closed).
     if let Some(batch) = sessions.finish(&opts.matcher)?
@@ -763,42 +815,45 @@ fn collect(
 /// [`ALREADY`], rows skipped; `diagnoses` counts rows per diagnosis code.
 fn write_flushed(
     writer: &mut LakeWriter,
-    (matcher, sessions, (messages, back)): (
-        &Matcher,
-        &mut SessionCorrelator,
-        (&Sender<Tracked>, &Sender<RecordBatch>),
-    ),
+    (matcher, sessions, tracked): (&Matcher, &mut SessionCorrelator, TrackedTo<'_>),
     source: &Source<'_>,
     flushed: Flushed,
     resume_from: u64,
     (rows, diagnoses): (&mut BTreeMap<&'static str, u64>, &mut BTreeMap<String, u64>),
 ) -> Result<()> {
-    let mut parts: Vec<(&'static str, RecordBatch)> = Vec::with_capacity(2);
-    let data = flushed.data.map(|d| (d.table.name(), d.batch));
-    for (table, batch) in data
-        .into_iter()
-        .chain(flushed.rejects.map(|r| (REJECTS, r)))
-    {
-        let (kept, skipped) = rows_from(batch, resume_from);
+    let mut parts: Vec<(&'static str, RecordBatch)> = Vec::with_capacity(3);
+    if let Some(d) = flushed.data {
+        let (kept, skipped) = rows_from(d.batch, resume_from);
         *rows.entry(ALREADY).or_default() += skipped;
         if let Some(b) = kept {
-            *rows.entry(table).or_default() += b.num_rows() as u64;
-            let hits = matcher.classify(table, &b);
-            let b = matcher.enrich_with(table, &b, &hits)?;
+            *rows.entry(d.table.name()).or_default() += b.num_rows() as u64;
+            let hits = matcher.classify(d.table, &b);
+            let b = matcher.enrich_with(d.table, &b, &hits)?;
             count_codes(&b, diagnoses);
-            if table == "smtp_protocol" {
-                sessions.add(matcher, &b, &hits);
-            } else if table == "message_tracking" {
+            match d.table {
+                Table::SmtpProtocol => sessions.add(matcher, &b, &hits),
                 // Only the columns correlation reads travel: the rest of the batch's memory is
                 // freed once the lake has it. The thread lives until every worker is done.
-                let _ = messages.send(Tracked {
-                    fingerprint: source.fingerprint.to_string(),
-                    file: source.file.to_string(),
-                    batch: project(&b, messages::INPUT_COLUMNS)?,
-                    back: back.clone(),
-                });
+                Table::MessageTracking => {
+                    let _ = tracked.messages.send(ToMessages::Batch(Tracked {
+                        stream: Arc::clone(tracked.stream),
+                        fingerprint: source.fingerprint.to_string(),
+                        file: source.file.to_string(),
+                        batch: project(&b, messages::INPUT_COLUMNS)?,
+                        back: tracked.back.clone(),
+                    }));
+                }
+                _ => {}
             }
-            parts.push((table, b));
+            parts.push((d.table.name(), b));
+        }
+    }
+    if let Some(r) = flushed.rejects {
+        let (kept, skipped) = rows_from(r, resume_from);
+        *rows.entry(ALREADY).or_default() += skipped;
+        if let Some(b) = kept {
+            *rows.entry(REJECTS).or_default() += b.num_rows() as u64;
+            parts.push((REJECTS, b));
         }
     }
     if let Some(b) = sessions.take(matcher, 4096)? {

@@ -384,7 +384,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let tables: Vec<(&str, arrow_schema::SchemaRef)> = match table.as_deref() {
                 None => Table::ALL
                     .iter()
-                    .map(|t| (t.name(), enriched_schema(t.name(), &schema(*t))))
+                    .map(|t| (t.name(), enriched_schema(*t, &schema(*t))))
                     .chain([(schema::REJECTS, rejects_schema())])
                     .collect(),
                 Some(name) if name == schema::REJECTS => vec![(name, rejects_schema())],
@@ -396,7 +396,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                             known.join(", ")
                         )
                     })?;
-                    vec![(t.name(), enriched_schema(t.name(), &schema(t)))]
+                    vec![(t.name(), enriched_schema(t, &schema(t)))]
                 }
             };
             for (name, s) in tables {

@@ -34,7 +34,7 @@ fn codes_in(m: &Matcher, path: &Path) -> BTreeSet<String> {
     let mut codes = BTreeSet::new();
     for (table, batches) in &out.data {
         for b in batches {
-            for hit in m.classify(table.name(), b).into_iter().flatten() {
+            for hit in m.classify(*table, b).into_iter().flatten() {
                 codes.insert(m.code(hit.diagnosis));
             }
         }
@@ -354,7 +354,7 @@ fn healthy_traffic_gets_no_diagnosis() {
         let out = common::decode_file(&path, 64 * 1024, 4096);
         for (table, batches) in &out.data {
             for b in batches {
-                let hits = m.classify(table.name(), b);
+                let hits = m.classify(*table, b);
                 let failures = failure_rows(table.name(), b);
                 for (row, (hit, failure)) in hits.iter().zip(failures).enumerate() {
                     if let Some(h) = hit {
@@ -393,7 +393,7 @@ fn sessions_of(files: &[std::path::PathBuf], batch_size: usize) -> Vec<RecordBat
             .into_iter()
             .flatten()
         {
-            let hits = m.classify("smtp_protocol", b);
+            let hits = m.classify(mailflow_parser::Table::SmtpProtocol, b);
             c.add(&m, b, &hits);
             out.extend(c.take(&m, 1).unwrap());
         }
@@ -559,7 +559,7 @@ fn an_unfinished_session_times_out_or_stays_open_to_the_end() {
     std::fs::write(&open, kept.join("\r\n")).unwrap();
     let decoded = common::decode_file(&open, 64 * 1024, 4096);
     let batch = &decoded.data[&mailflow_parser::Table::SmtpProtocol][0];
-    let hits = m.classify("smtp_protocol", batch);
+    let hits = m.classify(mailflow_parser::Table::SmtpProtocol, batch);
     let mut c = SessionCorrelator::new(std::time::Duration::from_secs(600));
     c.add(&m, batch, &hits);
     assert_eq!(

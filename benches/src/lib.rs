@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
 use mailflow::generate::{Generator, LogFile};
-use mailflow_parser::{DecoderBuilder, LogReader};
+use mailflow_parser::{DecoderBuilder, LogReader, Table};
 
 /// One kind of log the parse benches read: the generator's kind, the bench name, a file name
 /// that tells the decoder the kind, and the column count arrow-csv is given.
@@ -112,7 +112,7 @@ pub fn mailflow_parse_then(
     name: &str,
     input: &[u8],
     batch_size: usize,
-    mut then: impl FnMut(&str, RecordBatch) -> usize,
+    mut then: impl FnMut(Table, RecordBatch) -> usize,
 ) -> (usize, usize) {
     let decoder = DecoderBuilder::new(name)
         .with_default_server("bench")
@@ -122,7 +122,7 @@ pub fn mailflow_parse_then(
     // A slice is its own `BufRead`: the decoder parses it in place, as one chunk.
     for f in LogReader::new(decoder, input) {
         let f = f.expect("decode");
-        rows += f.data.map_or(0, |d| then(d.table.name(), d.batch));
+        rows += f.data.map_or(0, |d| then(d.table, d.batch));
         rejects += f.rejects.map_or(0, |r| r.num_rows());
     }
     (rows, rejects)
@@ -156,4 +156,48 @@ pub fn arrow_csv_parse(input: &[u8], columns: usize, batch_size: usize) -> usize
     reader
         .map(|b: Result<RecordBatch, _>| b.expect("arrow-csv batch").num_rows())
         .sum()
+}
+
+/// What `ingest` does to every batch after the parse, on one core: record diagnosis (the three
+/// columns appended), SMTP session correlation of protocol rows and message correlation of
+/// tracking rows, every derived row built; returns (data rows, sessions, messages).
+pub fn mailflow_parse_enrich(
+    name: &str,
+    input: &[u8],
+    batch_size: usize,
+    matcher: &mailflow_enrich::Matcher,
+) -> (usize, usize, usize) {
+    use mailflow_enrich::messages::MessageCorrelator;
+    use mailflow_enrich::sessions::SessionCorrelator;
+    use std::time::Duration;
+    let mut sessions = SessionCorrelator::new(Duration::from_secs(600));
+    let mut messages = MessageCorrelator::new(Duration::from_secs(3600));
+    let (mut n_sessions, mut n_messages) = (0, 0);
+    let (rows, _) = mailflow_parse_then(name, input, batch_size, |table, b| {
+        let hits = matcher.classify(table, &b);
+        let e = matcher.enrich_with(table, &b, &hits).expect("enrich");
+        match table {
+            Table::SmtpProtocol => sessions.add(matcher, &e, &hits),
+            Table::MessageTracking => messages.add(&e),
+            _ => {}
+        }
+        n_sessions += sessions
+            .take(matcher, 4096)
+            .expect("sessions")
+            .map_or(0, |s| s.num_rows());
+        n_messages += messages
+            .take(4096)
+            .expect("messages")
+            .map_or(0, |m| m.num_rows());
+        e.num_rows()
+    });
+    n_sessions += sessions
+        .finish(matcher)
+        .expect("sessions")
+        .map_or(0, |s| s.num_rows());
+    n_messages += messages
+        .finish()
+        .expect("messages")
+        .map_or(0, |m| m.num_rows());
+    (rows, n_sessions, n_messages)
 }

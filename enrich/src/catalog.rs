@@ -8,19 +8,75 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use mailflow_parser::Table;
 use serde::Deserialize;
 
 const BUILTIN: &str = include_str!("../catalog.toml");
 
-/// Tables a rule can match.
-pub const TABLES: [&str; 3] = ["message_tracking", "smtp_protocol", "connectivity"];
+/// Tables a rule can match: the parser's tables that get diagnosis columns.
+pub const DIAGNOSED: [Table; 3] = [
+    Table::MessageTracking,
+    Table::SmtpProtocol,
+    Table::Connectivity,
+];
+
+/// A text field the catalog searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TextField {
+    /// `message_tracking.recipient_status`.
+    RecipientStatus,
+    /// `message_tracking.source_context`.
+    SourceContext,
+    /// `smtp_protocol.data`.
+    Data,
+    /// `smtp_protocol.context`.
+    Context,
+    /// `connectivity.description`.
+    Description,
+}
+
+impl TextField {
+    /// Every searched field, in a stable order.
+    pub const ALL: [TextField; 5] = [
+        TextField::RecipientStatus,
+        TextField::SourceContext,
+        TextField::Data,
+        TextField::Context,
+        TextField::Description,
+    ];
+
+    /// The column's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TextField::RecipientStatus => "recipient_status",
+            TextField::SourceContext => "source_context",
+            TextField::Data => "data",
+            TextField::Context => "context",
+            TextField::Description => "description",
+        }
+    }
+
+    /// Looks a field up by [`TextField::name`].
+    pub fn from_name(name: &str) -> Option<TextField> {
+        TextField::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The position of a diagnosed table in [`DIAGNOSED`] (none for the other tables).
+pub(crate) fn slot(table: Table) -> Option<usize> {
+    DIAGNOSED.iter().position(|t| *t == table)
+}
 
 /// Text fields searched per table when a match block names none.
-pub fn default_fields(table: &str) -> &'static [&'static str] {
+pub fn default_fields(table: Table) -> &'static [TextField] {
     match table {
-        "message_tracking" => &["recipient_status", "source_context"],
-        "smtp_protocol" => &["data", "context"],
-        "connectivity" => &["description"],
+        Table::MessageTracking => &[TextField::RecipientStatus, TextField::SourceContext],
+        Table::SmtpProtocol => &[TextField::Data, TextField::Context],
+        Table::Connectivity => &[TextField::Description],
         _ => &[],
     }
 }
@@ -411,24 +467,28 @@ fn validate(rule: &Rule, index: usize, origin: &str) -> Result<(), CatalogError>
     for (k, m) in rule.matches.iter().enumerate() {
         let at = |key: &str| format!("match[{k}].{key}");
         for t in &m.tables {
-            if !TABLES.contains(&t.as_str()) {
+            if Table::from_name(t).and_then(slot).is_none() {
+                let names: Vec<&str> = DIAGNOSED.iter().map(|t| t.name()).collect();
                 return Err(invalid(
                     origin,
                     code,
                     &at("tables"),
-                    format!("unknown table {t:?}; tables are {}", TABLES.join(", ")),
+                    format!("unknown table {t:?}; tables are {}", names.join(", ")),
                 ));
             }
         }
-        let tables: Vec<&str> = if m.tables.is_empty() {
-            TABLES.to_vec()
+        let tables: Vec<Table> = if m.tables.is_empty() {
+            DIAGNOSED.to_vec()
         } else {
-            m.tables.iter().map(String::as_str).collect()
+            m.tables
+                .iter()
+                .filter_map(|t| Table::from_name(t))
+                .collect()
         };
         for f in &m.fields {
             if !tables
                 .iter()
-                .any(|t| default_fields(t).contains(&f.as_str()))
+                .any(|t| default_fields(*t).iter().any(|d| d.name() == f))
             {
                 return Err(invalid(
                     origin,

@@ -9,6 +9,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMillisecondType};
 use arrow_array::{Array, RecordBatch};
 
+use mailflow_parser::Table;
+
 use crate::catalog::Severity;
 use crate::matcher::{Diagnosis, Matcher};
 use crate::records::{Text, hit_text, text_at};
@@ -129,10 +131,10 @@ impl Findings {
     }
 
     /// Adds a batch of `table`.
-    pub fn add(&mut self, matcher: &Matcher, table: &str, batch: &RecordBatch) {
+    pub fn add(&mut self, matcher: &Matcher, table: Table, batch: &RecordBatch) {
         self.rows += batch.num_rows() as u64;
         let hits = matcher.classify(table, batch);
-        let smtp = table == "smtp_protocol";
+        let smtp = table == Table::SmtpProtocol;
         let ts = batch
             .column_by_name("timestamp")
             .map(|c| c.as_primitive::<TimestampMillisecondType>());
@@ -140,8 +142,21 @@ impl Findings {
             .column_by_name("source_offset")
             .map(|c| c.as_primitive::<Int64Type>());
         // Columns read on every row are looked up once per batch.
-        let [server_col, session_col, context_col, data_col] =
-            ["server", "session_id", "context", "data"].map(|n| Text::of(batch, n));
+        let [
+            server_col,
+            session_col,
+            context_col,
+            data_col,
+            connector_col,
+        ] = ["server", "session_id", "context", "data", "connector_id"].map(|n| Text::of(batch, n));
+        let remote_col = Text::of(
+            batch,
+            match table {
+                Table::SmtpProtocol => "remote_ip",
+                Table::Connectivity => "destination",
+                _ => "recipient_address",
+            },
+        );
         for (row, hit) in hits.iter().enumerate() {
             let session = if smtp { session_col.first(row) } else { None };
             let server = server_col.first(row).unwrap_or_default();
@@ -157,20 +172,15 @@ impl Findings {
                 .or_insert_with(|| new_finding(matcher, hit.diagnosis));
             f.count += 1;
             f.servers.add(server);
-            let connector = text_at(batch, "connector_id", row).unwrap_or_default();
-            f.connectors.add(connector);
+            f.connectors
+                .add(connector_col.first(row).unwrap_or_default());
+            let remote = remote_col.first(row).unwrap_or_default();
             match table {
-                "smtp_protocol" => f
+                Table::SmtpProtocol | Table::Connectivity => f.remotes.add(remote),
+                // The recipient's domain.
+                _ => f
                     .remotes
-                    .add(text_at(batch, "remote_ip", row).unwrap_or_default()),
-                "connectivity" => f
-                    .remotes
-                    .add(text_at(batch, "destination", row).unwrap_or_default()),
-                _ => {
-                    let recipient = text_at(batch, "recipient_address", row).unwrap_or_default();
-                    f.remotes
-                        .add(recipient.rsplit_once('@').map_or("", |(_, d)| d));
-                }
+                    .add(remote.rsplit_once('@').map_or("", |(_, d)| d)),
             }
             let t = ts.filter(|a| a.is_valid(row)).map(|a| a.value(row));
             if let Some(t) = t {

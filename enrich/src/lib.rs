@@ -19,6 +19,8 @@
 #![deny(missing_docs)]
 
 pub mod catalog;
+mod correlate;
+mod derived;
 pub mod esc;
 pub mod findings;
 mod matcher;
@@ -26,7 +28,7 @@ pub mod messages;
 pub mod records;
 pub mod sessions;
 
-pub use catalog::{Catalog, CatalogError, Rule, Severity};
+pub use catalog::{Catalog, CatalogError, Rule, Severity, TextField};
 /// The parser this crate builds on, re-exported so later stages name one version of it.
 pub use mailflow_parser as parser;
 pub use matcher::{Diagnosis, Hit, Matcher, Reply, RowFacts};
@@ -58,8 +60,8 @@ pub mod fuzzing {
                 information: true,
             },
         ];
-        for table in 0..crate::catalog::TABLES.len() {
-            for field in 0..5 {
+        for table in crate::catalog::DIAGNOSED {
+            for field in crate::catalog::TextField::ALL {
                 for f in &facts {
                     if let Some((_, d)) = m.unit(table, field, &text, f, &mut scratch) {
                         let _ = (m.code(d), m.title(d), m.category(d), m.severity(d));

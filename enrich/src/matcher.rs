@@ -13,25 +13,11 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use mailflow_parser::fields::smtp_reply::{find_smtp_reply, parse_smtp_reply};
 use memchr::memmem;
 
-use crate::catalog::{Catalog, EnhancedRange, Rule, Severity, TABLES, default_fields};
+use crate::catalog::{
+    Catalog, DIAGNOSED, EnhancedRange, Rule, Severity, TextField, default_fields, slot,
+};
 use crate::esc::Registry;
-
-/// Searchable fields, by id.
-pub(crate) const FIELDS: [&str; 5] = [
-    "recipient_status",
-    "source_context",
-    "data",
-    "context",
-    "description",
-];
-
-fn field_id(name: &str) -> Option<usize> {
-    FIELDS.iter().position(|f| *f == name)
-}
-
-fn table_id(name: &str) -> Option<usize> {
-    TABLES.iter().position(|t| *t == name)
-}
+use mailflow_parser::Table;
 
 /// What a row was diagnosed as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,8 +33,8 @@ pub enum Diagnosis {
 pub struct Hit {
     /// The diagnosis.
     pub diagnosis: Diagnosis,
-    /// The field that showed it (index into the searchable fields).
-    pub field: u8,
+    /// The field that showed it (none for a diagnosis of the row as a whole).
+    pub field: Option<TextField>,
     /// For list fields, the item.
     pub item: u32,
 }
@@ -127,8 +113,8 @@ impl Matcher {
     pub fn new(catalog: Catalog) -> Result<Self, crate::catalog::CatalogError> {
         let mut patterns: Vec<String> = Vec::new();
         let mut blocks = Vec::new();
-        let mut by_unit = vec![vec![Vec::new(); FIELDS.len()]; TABLES.len()];
-        let mut row_blocks = vec![Vec::new(); TABLES.len()];
+        let mut by_unit = vec![vec![Vec::new(); TextField::ALL.len()]; DIAGNOSED.len()];
+        let mut row_blocks = vec![Vec::new(); DIAGNOSED.len()];
         for (r, rule) in catalog.rules().iter().enumerate() {
             if rule.deprecated_by.is_some() {
                 continue;
@@ -175,21 +161,19 @@ impl Matcher {
                     && block.min_reply.is_none();
                 let index = blocks.len();
                 blocks.push(block);
-                for (t, table) in TABLES.iter().enumerate() {
-                    if !m.tables.is_empty() && !m.tables.iter().any(|x| x == table) {
+                for (t, table) in DIAGNOSED.iter().enumerate() {
+                    if !m.tables.is_empty() && !m.tables.iter().any(|x| x == table.name()) {
                         continue;
                     }
                     if unitless {
                         row_blocks[t].push(index);
                         continue;
                     }
-                    for field in default_fields(table) {
-                        if !m.fields.is_empty() && !m.fields.iter().any(|x| x == field) {
+                    for field in default_fields(*table) {
+                        if !m.fields.is_empty() && !m.fields.iter().any(|x| x == field.name()) {
                             continue;
                         }
-                        if let Some(f) = field_id(field) {
-                            by_unit[t][f].push(index);
-                        }
+                        by_unit[t][field.index()].push(index);
                     }
                 }
             }
@@ -280,6 +264,17 @@ impl Matcher {
         }
     }
 
+    /// The public code, written into `out` (no allocation for a catalog rule's code).
+    pub fn write_code(&self, d: Diagnosis, out: &mut String) {
+        use std::fmt::Write as _;
+        match d {
+            Diagnosis::Rule(i) => out.push_str(&self.catalog.rules()[usize::from(i)].code),
+            Diagnosis::Esc(c, s, x) => {
+                let _ = write!(out, "ESC.{c}.{s}.{x}");
+            }
+        }
+    }
+
     /// One line for people.
     pub fn title(&self, d: Diagnosis) -> &str {
         match d {
@@ -305,8 +300,8 @@ impl Matcher {
     }
 
     /// Whether `healthy` texts are searched in (table, field), in a line with this outer reply.
-    pub fn searches_healthy(&self, table: usize, field: usize, reply: Option<u16>) -> bool {
-        self.healthy_units[table][field]
+    pub fn searches_healthy(&self, table: Table, field: TextField, reply: Option<u16>) -> bool {
+        slot(table).is_some_and(|t| self.healthy_units[t][field.index()])
             && self
                 .healthy_replies
                 .as_ref()
@@ -352,8 +347,8 @@ impl Matcher {
     /// The best diagnosis of one unit, with its score.
     pub fn unit(
         &self,
-        table: usize,
-        field: usize,
+        table: Table,
+        field: TextField,
         text: &str,
         row: &RowFacts<'_>,
         scratch: &mut Vec<bool>,
@@ -361,7 +356,7 @@ impl Matcher {
         if text.is_empty() {
             return None;
         }
-        let name = FIELDS[field];
+        let t = slot(table)?;
         // Most rows are healthy: decide from the outer reply (a short parse at the start of the
         // field) whether anything more is worth doing before any search.
         let outer = find_smtp_reply(text.as_bytes());
@@ -372,12 +367,12 @@ impl Matcher {
         );
         // Exchange's own remarks (`*` lines, context, connectivity descriptions) carry failures
         // without a reply code.
-        let remark =
-            matches!(name, "context" | "description") || (name == "data" && row.information);
+        let remark = matches!(field, TextField::Context | TextField::Description)
+            || (field == TextField::Data && row.information);
         let search = outer_failed
             || remark
-            || (failure_event && name != "data")
-            || (name == "recipient_status" && text.starts_with('['))
+            || (failure_event && field != TextField::Data)
+            || (field == TextField::RecipientStatus && text.starts_with('['))
             || (self.searches_healthy(table, field, outer.map(|r| r.code))
                 && self.in_healthy_line(text));
         if !search {
@@ -411,7 +406,7 @@ impl Matcher {
             code: r.code,
             enhanced: r.enhanced.and_then(parse_enhanced),
         });
-        for &b in &self.by_unit[table][field] {
+        for &b in &self.by_unit[t][field.index()] {
             let block = &self.blocks[b];
             if !block.texts.is_empty() && (!any_text || !block.texts.iter().all(|&t| scratch[t])) {
                 continue;
@@ -449,23 +444,13 @@ impl Matcher {
     }
 
     /// Diagnoses that need no field value (e.g. a `POISONMESSAGE` event).
-    pub fn row_only(&self, table: usize, row: &RowFacts<'_>) -> Option<(u32, Diagnosis)> {
-        self.row_blocks[table]
+    pub fn row_only(&self, table: Table, row: &RowFacts<'_>) -> Option<(u32, Diagnosis)> {
+        self.row_blocks[slot(table)?]
             .iter()
             .map(|&b| &self.blocks[b])
             .filter(|b| row_ok(b, row))
             .map(|b| (b.score, Diagnosis::Rule(b.rule)))
             .max_by_key(|(s, _)| *s)
-    }
-
-    /// Index of a table name in [`TABLES`].
-    pub fn table_index(name: &str) -> Option<usize> {
-        table_id(name)
-    }
-
-    /// Index of a field name.
-    pub fn field_index(name: &str) -> Option<usize> {
-        field_id(name)
     }
 }
 
@@ -518,8 +503,8 @@ mod tests {
         row: RowFacts<'_>,
     ) -> Option<String> {
         let mut scratch = Vec::new();
-        let t = Matcher::table_index(table).unwrap();
-        let f = Matcher::field_index(field).unwrap();
+        let t = Table::from_name(table).unwrap();
+        let f = TextField::from_name(field).unwrap();
         m.unit(t, f, text, &row, &mut scratch)
             .map(|(_, d)| m.code(d))
     }

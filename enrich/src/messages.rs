@@ -7,21 +7,18 @@
 //! open until every server's log has moved an hour past its last event (or the input ends).
 //! Memory is bounded: past a cap, the message idle longest is written early.
 
-use hashbrown::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use arrow_array::builder::{
-    Int32Builder, Int64Builder, ListBuilder, StringBuilder, StringDictionaryBuilder,
-    TimestampMillisecondBuilder,
-};
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Int32Type, Int64Type};
-use arrow_array::{Array, ArrayRef, MapArray, RecordBatch, StringArray};
-use arrow_schema::{ArrowError, DataType, Field, SchemaRef, TimeUnit};
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, MapArray, RecordBatch, StringArray};
+use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::catalog::Severity;
-use crate::records::Text;
+use crate::correlate::{Clock, Item, Names, Window};
+use crate::derived::{Column, Value, col};
+use crate::records::{Interned, Text};
 
 /// The table's name.
 pub const TABLE: &str = "messages";
@@ -46,45 +43,141 @@ pub const INPUT_COLUMNS: &[&str] = &[
     "diagnosis_severity",
 ];
 
-/// Messages open at once before the one idle longest is written early.
-const MAX_OPEN: usize = 200_000;
+/// Messages open at once before the idle-longest are written early. An open message costs
+/// about 400 bytes, so this bounds the window near 40 MiB.
+const MAX_OPEN: usize = 100_000;
 
 /// Events kept per message (a mail storm to one message id must not grow without end).
 const MAX_EVENTS: usize = 256;
 
-fn dict() -> DataType {
-    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-}
-
-fn list() -> DataType {
-    DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
-}
-
 /// The `messages` schema.
 pub fn schema() -> SchemaRef {
-    let ts = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
-    let f = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
-    let fields = vec![
-        f("timestamp", ts.clone(), false),
-        f("server", dict(), false),
-        f("source_file", dict(), false),
-        f("source_offset", DataType::Int64, false),
-        f("message_id", DataType::Utf8, true),
-        f("internal_message_id", DataType::Int64, true),
-        f("sender_address", DataType::Utf8, true),
-        f("message_subject", DataType::Utf8, true),
-        f("total_bytes", DataType::Int64, true),
-        f("last_seen", ts, false),
-        f("latency_ms", DataType::Int64, false),
-        f("e2e_latency_ms", DataType::Int64, true),
-        f("event_count", DataType::Int32, false),
-        f("events", list(), false),
-        f("servers", list(), false),
-        f("recipients", list(), false),
-        f("recipient_status", list(), false),
-        f("status", dict(), false),
-    ];
-    crate::records::derived_schema(TABLE, fields)
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    Arc::clone(SCHEMA.get_or_init(|| crate::derived::schema(TABLE, columns())))
+}
+
+/// A closed message with its window key.
+type M = (Vec<u8>, Message);
+
+/// The table, column by column: what each holds and where it comes from.
+fn columns() -> &'static [Column<M, Names>] {
+    static COLUMNS: OnceLock<Vec<Column<M, Names>>> = OnceLock::new();
+    COLUMNS.get_or_init(|| {
+        vec![
+            col("timestamp", false, Value::Time(|m: &M, _| Some(m.1.first))),
+            col(
+                "server",
+                false,
+                Value::Dict(|m: &M, n| Some(n.name(m.1.server))),
+            ),
+            col(
+                "source_file",
+                false,
+                Value::Dict(|m: &M, n| Some(n.name(m.1.source_file))),
+            ),
+            col(
+                "source_offset",
+                false,
+                Value::Int64(|m: &M, _| Some(m.1.first_offset)),
+            ),
+            // The key is `m` and the id for a message that has one, `i` and the server's internal id
+            // otherwise.
+            col("message_id", true, Value::Text(|m: &M, _| message_id(&m.0))),
+            col(
+                "internal_message_id",
+                true,
+                Value::Int64(|m: &M, _| m.1.internal_id),
+            ),
+            col(
+                "sender_address",
+                true,
+                Value::Text(|m: &M, _| m.1.sender.as_deref()),
+            ),
+            col(
+                "message_subject",
+                true,
+                Value::Text(|m: &M, _| m.1.subject.as_deref()),
+            ),
+            col(
+                "total_bytes",
+                true,
+                Value::Int64(|m: &M, _| m.1.total_bytes),
+            ),
+            col("last_seen", false, Value::Time(|m: &M, _| Some(m.1.last))),
+            col(
+                "latency_ms",
+                false,
+                Value::Int64(|m: &M, _| Some(m.1.last - m.1.first)),
+            ),
+            col("e2e_latency_ms", true, Value::Int64(|m: &M, _| m.1.e2e_ms)),
+            col(
+                "event_count",
+                false,
+                Value::Int32(|m: &M, _| Some(i32::try_from(m.1.events.len()).unwrap_or(i32::MAX))),
+            ),
+            col(
+                "events",
+                false,
+                Value::List(|m: &M, n, f| {
+                    m.1.events.iter().for_each(|e| f(n.name(*e)));
+                    true
+                }),
+            ),
+            col(
+                "servers",
+                false,
+                Value::List(|m: &M, n, f| {
+                    m.1.servers.iter().for_each(|s| f(n.name(*s)));
+                    true
+                }),
+            ),
+            col(
+                "recipients",
+                false,
+                Value::List(|m: &M, _, f| {
+                    m.1.recipients.iter().for_each(|(r, _)| f(r));
+                    true
+                }),
+            ),
+            col(
+                "recipient_status",
+                false,
+                Value::List(|m: &M, _, f| {
+                    m.1.recipients.iter().for_each(|(_, fate)| f(fate.name()));
+                    true
+                }),
+            ),
+            col("status", false, Value::Dict(|m: &M, _| Some(m.1.status()))),
+            col(
+                "diagnosis_code",
+                true,
+                Value::Dict(|m: &M, _| m.1.diagnosis.as_deref().map(|d| &*d.code)),
+            ),
+            col(
+                "diagnosis_category",
+                true,
+                Value::Dict(|m: &M, _| m.1.diagnosis.as_deref().map(|d| &*d.category)),
+            ),
+            col(
+                "diagnosis_severity",
+                true,
+                Value::Dict(|m: &M, _| m.1.diagnosis.as_deref().map(|d| d.severity.name())),
+            ),
+            col(
+                "diagnosis_evidence",
+                true,
+                Value::Text(|m: &M, _| m.1.diagnosis.as_deref().map(|d| &*d.evidence)),
+            ),
+        ]
+    })
+}
+
+/// The message id a key holds, if the message had one.
+fn message_id(key: &[u8]) -> Option<&str> {
+    match key.split_first() {
+        Some((b'm', id)) => std::str::from_utf8(id).ok(),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -117,13 +210,14 @@ impl Fate {
 }
 
 /// Kept per message while it is open: names repeated across messages (servers, files, event
-/// ids) are numbers into the correlator's tables, so an open message costs a few hundred bytes.
+/// ids) are numbers into the correlator's name table, and the message id is the window's key,
+/// so an open message costs a few hundred bytes.
 #[derive(Debug, Clone, Default)]
 struct Message {
+    stream: u32,
     server: u32,
     source_file: u32,
     first_offset: i64,
-    message_id: Option<Box<str>>,
     internal_id: Option<i64>,
     sender: Option<Box<str>>,
     subject: Option<Box<str>>,
@@ -134,54 +228,43 @@ struct Message {
     events: Vec<u32>,
     servers: Vec<u32>,
     recipients: Vec<(Box<str>, Fate)>,
-    /// The worst diagnosis among the message's events (boxed: most messages have none, and a
-    /// smaller `Message` is cheaper to move when the map grows).
+    /// The worst diagnosis among the message's events (boxed: most messages have none).
     diagnosis: Option<Box<Diagnosed>>,
+}
+
+impl Item for Message {
+    fn stream(&self) -> u32 {
+        self.stream
+    }
+    fn last(&self) -> i64 {
+        self.last
+    }
+    fn origin(&self) -> (u32, i64) {
+        (self.source_file, self.first_offset)
+    }
 }
 
 /// A diagnosis as the enriched rows carry it.
 #[derive(Debug, Clone)]
 struct Diagnosed {
     severity: Severity,
-    code: String,
-    category: String,
-    evidence: String,
-}
-
-/// Strings seen often, numbered.
-#[derive(Debug, Default)]
-struct Names {
-    ids: HashMap<String, u32>,
-    names: Vec<Box<str>>,
-}
-
-impl Names {
-    fn id(&mut self, name: &str) -> u32 {
-        let next = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        let names = &mut self.names;
-        *self.ids.entry_ref(name).or_insert_with(|| {
-            names.push(name.into());
-            next
-        })
-    }
-
-    fn name(&self, id: u32) -> &str {
-        self.names.get(id as usize).map_or("", |n| n)
-    }
+    code: Box<str>,
+    category: Box<str>,
+    evidence: Box<str>,
 }
 
 impl Message {
     fn status(&self) -> &'static str {
-        let fates: Vec<Fate> = self.recipients.iter().map(|r| r.1).collect();
-        let any = |f: Fate| fates.contains(&f);
+        let fates = || self.recipients.iter().map(|r| r.1);
+        let any = |f: Fate| fates().any(|x| x == f);
         let done = |f: Fate| matches!(f, Fate::Delivered | Fate::Sent);
-        if fates.is_empty() {
+        if self.recipients.is_empty() {
             "pending"
-        } else if any(Fate::Failed) && fates.iter().any(|f| done(*f)) {
+        } else if any(Fate::Failed) && fates().any(done) {
             "partially_failed"
         } else if any(Fate::Failed) {
             "failed"
-        } else if fates.iter().all(|f| done(*f)) {
+        } else if fates().all(done) {
             "delivered"
         } else if any(Fate::Deferred) {
             "deferred"
@@ -194,44 +277,64 @@ impl Message {
 /// Groups tracking events into messages; see the module docs.
 #[derive(Debug)]
 pub struct MessageCorrelator {
-    open: HashMap<String, Message>,
+    window: Window<Vec<u8>, Message>,
     names: Names,
-    watermarks: HashMap<u32, i64>,
-    /// The slowest server's time at the last sweep.
-    swept: i64,
-    idle_ms: i64,
-    max_open: usize,
-    done: Vec<Message>,
+    streams: Names,
 }
 
 impl MessageCorrelator {
     /// Messages are written once every server's log is `idle` past their last event.
     pub fn new(idle: Duration) -> Self {
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
         MessageCorrelator {
-            open: HashMap::new(),
+            window: Window::new(Clock::Slowest, idle_ms, MAX_OPEN),
             names: Names::default(),
-            watermarks: HashMap::new(),
-            swept: i64::MIN,
-            idle_ms: i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
-            max_open: MAX_OPEN,
-            done: Vec::new(),
+            streams: Names::default(),
         }
     }
 
-    /// Caps the messages open at once (default 200,000); past it the idle-longest tenth is
+    /// Caps the messages open at once (default 100,000); past it the idle-longest tenth is
     /// written early.
     pub fn with_max_open(mut self, max: usize) -> Self {
-        self.max_open = max.max(1);
+        self.window.set_cap(max);
         self
     }
 
     /// Messages still open.
     pub fn open_messages(&self) -> usize {
-        self.open.len()
+        self.window.open_len()
     }
 
-    /// Adds a batch of enriched `message_tracking` rows.
+    /// Adds a batch of enriched `message_tracking` rows; each row's server is its stream.
     pub fn add(&mut self, batch: &RecordBatch) {
+        self.add_rows(None, batch);
+    }
+
+    /// Adds a batch read from `stream`: a sequence of batches in log-time order (e.g. one
+    /// reader's run of a server's files), whose progress times messages out.
+    pub fn add_from(&mut self, stream: &str, batch: &RecordBatch) {
+        let id = self.streams.id(stream);
+        self.add_rows(Some(id), batch);
+    }
+
+    /// `stream` will add nothing more: messages no longer wait for it.
+    pub fn end_stream(&mut self, stream: &str) {
+        if let Some(id) = self.streams.get(stream) {
+            self.window.end_stream(id);
+        }
+    }
+
+    /// Per source file, the offset of the first line an open message still needs (what a
+    /// checkpoint must not pass).
+    pub fn oldest_needed(&self) -> std::collections::BTreeMap<String, i64> {
+        self.window
+            .oldest_needed()
+            .into_iter()
+            .map(|(f, o)| (self.names.name(f).to_string(), o))
+            .collect()
+    }
+
+    fn add_rows(&mut self, stream: Option<u32>, batch: &RecordBatch) {
         let Some((time, offsets)) = crate::records::lineage(batch) else {
             return;
         };
@@ -251,16 +354,16 @@ impl MessageCorrelator {
             .column_by_name("custom_data")
             .and_then(|c| c.as_any().downcast_ref::<MapArray>())
             .and_then(CustomData::of);
+        let names = &mut self.names;
+        // Repeated names (servers, files, events) are numbered once per batch, not per row.
+        let server_col = Interned::of(batch, "server", names);
+        let file_col = Interned::of(batch, "source_file", names);
+        let event_col = Interned::of(batch, "event_id", names);
         let column = |name| Text::of(batch, name);
-        let (server_col, file_col, message_col) = (
-            column("server"),
-            column("source_file"),
+        let (message_col, sender_col, subject_col) = (
             column("message_id"),
-        );
-        let (sender_col, subject_col, event_col) = (
             column("sender_address"),
             column("message_subject"),
-            column("event_id"),
         );
         let (code_col, severity_col, category_col, status_col) = (
             column("diagnosis_code"),
@@ -271,43 +374,45 @@ impl MessageCorrelator {
         fn text<'a>(c: &Text<'a>, row: usize) -> Option<&'a str> {
             c.first(row).filter(|s| !s.is_empty())
         }
-        let mut key = String::new();
+        let mut key: Vec<u8> = Vec::with_capacity(64);
+        let empty = names.id("");
         for row in 0..batch.num_rows() {
             let t = if time.is_valid(row) {
                 time.value(row)
             } else {
                 0
             };
-            let server_name = text(&server_col, row).unwrap_or_default();
-            let server = self.names.id(server_name);
+            let server = server_col.id(row, names).unwrap_or(empty);
             let internal_id = internal.filter(|a| a.is_valid(row)).map(|a| a.value(row));
             let message_id = text(&message_col, row);
             key.clear();
             match (message_id, internal_id) {
-                (Some(m), _) => key.push_str(m),
+                (Some(m), _) => {
+                    key.push(b'm');
+                    key.extend_from_slice(m.as_bytes());
+                }
                 (None, Some(i)) => {
-                    key.push_str(server_name);
-                    key.push('\u{0}');
-                    key.push_str(&i.to_string());
+                    key.push(b'i');
+                    key.extend_from_slice(&server.to_le_bytes());
+                    key.extend_from_slice(&i.to_le_bytes());
                 }
                 (None, None) => continue,
             }
-            let event = text(&event_col, row).unwrap_or_default();
-            let event_id = self.names.id(event);
-            let names = &mut self.names;
-            let m = self
-                .open
-                .entry_ref(key.as_str())
-                .or_insert_with(|| Message {
-                    server,
-                    source_file: names.id(text(&file_col, row).unwrap_or_default()),
-                    first_offset: offsets.value(row),
-                    message_id: message_id.map(Into::into),
-                    internal_id,
-                    first: t,
-                    last: t,
-                    ..Message::default()
-                });
+            let event_id = event_col.id(row, names).unwrap_or(empty);
+            let source_file = file_col.id(row, names).unwrap_or(empty);
+            let event = names.name(event_id);
+            let fate = Fate::of(event);
+            let stream = stream.unwrap_or(server);
+            let m = self.window.entry(key.as_slice(), || Message {
+                stream,
+                server,
+                source_file,
+                first_offset: offsets.value(row),
+                internal_id,
+                first: t,
+                last: t,
+                ..Message::default()
+            });
             m.first = m.first.min(t);
             m.last = m.last.max(t);
             if m.sender.is_none() {
@@ -328,7 +433,7 @@ impl MessageCorrelator {
             if let Some(e2e) = custom.as_ref().and_then(|c| c.e2e_latency_ms(row)) {
                 m.e2e_ms = Some(m.e2e_ms.map_or(e2e, |x| x.max(e2e)));
             }
-            if let (Some(fate), Some((list, items))) = (Fate::of(event), recipients)
+            if let (Some(fate), Some((list, items))) = (fate, recipients)
                 && list.is_valid(row)
             {
                 let offsets = list.value_offsets();
@@ -358,63 +463,35 @@ impl MessageCorrelator {
                 if m.diagnosis.as_ref().is_none_or(|d| severity > d.severity) {
                     m.diagnosis = Some(Box::new(Diagnosed {
                         severity,
-                        code: code.to_string(),
-                        category: text(&category_col, row).unwrap_or_default().to_string(),
-                        evidence: status_col.first(row).unwrap_or(event).to_string(),
+                        code: code.into(),
+                        category: text(&category_col, row).unwrap_or_default().into(),
+                        evidence: status_col.first(row).unwrap_or(event).into(),
                     }));
                 }
             }
-            let w = self.watermarks.entry(server).or_insert(t);
-            *w = (*w).max(t);
+            self.window.advance(stream, t);
         }
-        self.close_idle();
-    }
-
-    fn close_idle(&mut self) {
-        // Every server's log must have moved past the message: the slowest decides. A sweep
-        // visits every open message, so it runs only when that time has moved a minute on, or
-        // when the cap is reached (and then frees a tenth of it at once).
-        let slowest = self.watermarks.values().copied().min().unwrap_or(i64::MIN);
-        let cap = self.max_open;
-        let over_cap = self.open.len() > cap;
-        if !over_cap && slowest < self.swept.saturating_add(60_000) {
-            return;
-        }
-        self.swept = slowest;
-        let idle = self.idle_ms;
-        self.done.extend(
-            self.open
-                .extract_if(|_, m| slowest.saturating_sub(m.last) > idle)
-                .map(|(_, m)| m),
-        );
-        let left = self.open.len();
-        if left > cap - cap / 10 {
-            let mut by_age: Vec<i64> = self.open.values().map(|m| m.last).collect();
-            let excess = left - (cap - cap / 10);
-            // The excess-th oldest time: everything at or before it goes (ties may free a few
-            // more than the excess, never fewer).
-            let (_, &mut cut, _) = by_age.select_nth_unstable(excess - 1);
-            self.done
-                .extend(self.open.extract_if(|_, m| m.last <= cut).map(|(_, m)| m));
-        }
+        self.window.sweep();
     }
 
     /// Messages written so far, as a batch, once there are at least `min` of them.
     pub fn take(&mut self, min: usize) -> Result<Option<RecordBatch>, ArrowError> {
-        if self.done.is_empty() || self.done.len() < min {
+        let Some(done) = self.window.take(min) else {
             return Ok(None);
-        }
-        let done = std::mem::take(&mut self.done);
-        // Sorted by index: a `Message` is a few hundred bytes, and moving them was most of the
-        // sort's cost.
-        let mut order: Vec<u32> = (0..done.len() as u32).collect();
-        let key = |i: &u32| {
-            let m = &done[*i as usize];
-            (m.first, m.message_id.as_deref())
         };
-        order.sort_by(|a, b| key(a).cmp(&key(b)));
-        build(
-            order.iter().map(|&i| &done[i as usize]),
+        // In order of first event (ties by key, so the order does not depend on the hash map),
+        // sorted as small (time, key, index) triples: moving the messages themselves was most
+        // of the sort's cost.
+        let mut order: Vec<(i64, &[u8], u32)> = done
+            .iter()
+            .enumerate()
+            .map(|(i, (k, m))| (m.first, k.as_slice(), i as u32))
+            .collect();
+        order.sort_unstable();
+        crate::derived::build(
+            schema(),
+            columns(),
+            order.iter().map(|&(_, _, i)| &done[i as usize]),
             done.len(),
             &self.names,
         )
@@ -423,12 +500,10 @@ impl MessageCorrelator {
 
     /// Writes every open message (end of input).
     pub fn finish(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
-        let open: Vec<Message> = self.open.drain().map(|(_, m)| m).collect();
-        self.done.extend(open);
+        self.window.close_all();
         self.take(1)
     }
 }
-
 /// The `custom_data` map's parts, taken once per batch.
 struct CustomData<'a> {
     map: &'a MapArray,
@@ -458,102 +533,11 @@ impl<'a> CustomData<'a> {
     }
 }
 
-fn build<'a>(
-    messages: impl Iterator<Item = &'a Message>,
-    n: usize,
-    names: &Names,
-) -> Result<RecordBatch, ArrowError> {
-    let dict = || StringDictionaryBuilder::<Int32Type>::new();
-    let strings = || StringBuilder::with_capacity(n, n * 24);
-    let lists = || ListBuilder::new(StringBuilder::new());
-    let mut first = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut last = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let (mut server, mut file, mut status) = (dict(), dict(), dict());
-    let (mut code, mut category, mut severity) = (dict(), dict(), dict());
-    let mut offset = Int64Builder::with_capacity(n);
-    let mut internal = Int64Builder::with_capacity(n);
-    let mut bytes = Int64Builder::with_capacity(n);
-    let mut latency = Int64Builder::with_capacity(n);
-    let mut e2e = Int64Builder::with_capacity(n);
-    let mut count = Int32Builder::with_capacity(n);
-    let (mut id, mut sender, mut subject, mut evidence) =
-        (strings(), strings(), strings(), strings());
-    let (mut events, mut servers, mut rcpts, mut fates) = (lists(), lists(), lists(), lists());
-    for m in messages {
-        first.append_value(m.first);
-        last.append_value(m.last);
-        server.append_value(names.name(m.server));
-        file.append_value(names.name(m.source_file));
-        offset.append_value(m.first_offset);
-        id.append_option(m.message_id.as_deref());
-        internal.append_option(m.internal_id);
-        sender.append_option(m.sender.as_deref());
-        subject.append_option(m.subject.as_deref());
-        bytes.append_option(m.total_bytes);
-        latency.append_value(m.last - m.first);
-        e2e.append_option(m.e2e_ms);
-        count.append_value(i32::try_from(m.events.len()).unwrap_or(i32::MAX));
-        for e in &m.events {
-            events.values().append_value(names.name(*e));
-        }
-        events.append(true);
-        for s in &m.servers {
-            servers.values().append_value(names.name(*s));
-        }
-        servers.append(true);
-        for (r, f) in &m.recipients {
-            rcpts.values().append_value(&**r);
-            fates.values().append_value(f.name());
-        }
-        rcpts.append(true);
-        fates.append(true);
-        status.append_value(m.status());
-        match &m.diagnosis {
-            Some(d) => {
-                code.append_value(&d.code);
-                category.append_value(&d.category);
-                severity.append_value(d.severity.name());
-                evidence.append_value(&d.evidence);
-            }
-            None => {
-                code.append_null();
-                category.append_null();
-                severity.append_null();
-                evidence.append_null();
-            }
-        }
-    }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(first.finish()),
-        Arc::new(server.finish()),
-        Arc::new(file.finish()),
-        Arc::new(offset.finish()),
-        Arc::new(id.finish()),
-        Arc::new(internal.finish()),
-        Arc::new(sender.finish()),
-        Arc::new(subject.finish()),
-        Arc::new(bytes.finish()),
-        Arc::new(last.finish()),
-        Arc::new(latency.finish()),
-        Arc::new(e2e.finish()),
-        Arc::new(count.finish()),
-        Arc::new(events.finish()),
-        Arc::new(servers.finish()),
-        Arc::new(rcpts.finish()),
-        Arc::new(fates.finish()),
-        Arc::new(status.finish()),
-        Arc::new(code.finish()),
-        Arc::new(category.finish()),
-        Arc::new(severity.finish()),
-        Arc::new(evidence.finish()),
-    ];
-    RecordBatch::try_new(schema(), columns)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow_array::types::Int32Type;
+    use arrow_array::{ArrayRef, Int64Array, StringArray, TimestampMillisecondArray};
 
     /// Tracking rows: (time ms, message id, event).
     fn batch(rows: &[(i64, &'static str, &'static str)]) -> RecordBatch {

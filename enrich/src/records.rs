@@ -11,8 +11,10 @@ use arrow_array::{
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef};
 
-use crate::catalog::TABLES;
-use crate::matcher::{FIELDS, Hit, Matcher, RowFacts};
+use crate::catalog::{TextField, default_fields, slot};
+use crate::correlate::Names;
+use crate::matcher::{Hit, Matcher, RowFacts};
+use mailflow_parser::Table;
 
 /// Version of the tables mailflow writes: the parser's version 1 plus the diagnosis columns.
 pub const SCHEMA_VERSION: u32 = 2;
@@ -22,12 +24,12 @@ pub const DIAGNOSIS_COLUMNS: [&str; 3] =
     ["diagnosis_code", "diagnosis_category", "diagnosis_severity"];
 
 /// Whether a table gets diagnosis columns.
-pub fn is_diagnosed(table: &str) -> bool {
-    TABLES.contains(&table)
+pub fn is_diagnosed(table: Table) -> bool {
+    slot(table).is_some()
 }
 
 /// A table's schema with the diagnosis columns (unchanged for tables that get none).
-pub fn enriched_schema(table: &str, schema: &SchemaRef) -> SchemaRef {
+pub fn enriched_schema(table: Table, schema: &SchemaRef) -> SchemaRef {
     if !is_diagnosed(table) {
         return Arc::clone(schema);
     }
@@ -152,6 +154,7 @@ impl<'a> Text<'a> {
     }
 
     /// The value of a row; for a list, its first item.
+    #[inline]
     pub(crate) fn first(&self, row: usize) -> Option<&'a str> {
         match self {
             Text::Plain(a) => a.is_valid(row).then(|| a.value(row)),
@@ -167,20 +170,54 @@ impl<'a> Text<'a> {
     }
 }
 
+/// A text column whose values are numbered in a correlator's [`Names`]: a dictionary column's
+/// values once per batch, so a row costs an index, not a hash of its text.
+pub(crate) struct Interned<'a> {
+    text: Text<'a>,
+    /// For a dictionary column, the name id of each dictionary value.
+    by_key: Vec<u32>,
+}
+
+impl<'a> Interned<'a> {
+    pub(crate) fn of(batch: &'a RecordBatch, name: &str, names: &mut Names) -> Self {
+        let text = Text::of(batch, name);
+        let by_key = match &text {
+            Text::Dict(_, values) => (0..values.len())
+                .map(|k| {
+                    names.id(if values.is_valid(k) {
+                        values.value(k)
+                    } else {
+                        ""
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Interned { text, by_key }
+    }
+
+    /// The row's name id (null and missing columns have none).
+    #[inline]
+    pub(crate) fn id(&self, row: usize, names: &mut Names) -> Option<u32> {
+        match &self.text {
+            Text::Dict(d, _) => d.key(row).and_then(|k| self.by_key.get(k).copied()),
+            other => other.first(row).map(|s| names.id(s)),
+        }
+    }
+}
+
 impl Matcher {
     /// The diagnosis of every row of a batch of `table` (all `None` for other tables).
-    pub fn classify(&self, table: &str, batch: &RecordBatch) -> Vec<Option<Hit>> {
+    pub fn classify(&self, table: Table, batch: &RecordBatch) -> Vec<Option<Hit>> {
         let mut out = vec![None; batch.num_rows()];
-        let Some(t) = Matcher::table_index(table) else {
+        if !is_diagnosed(table) {
             return out;
-        };
+        }
         let event_id = Text::of(batch, "event_id");
         let direction = Text::of(batch, "direction");
         let event = Text::of(batch, "event");
         let information = event.keys_equal("information");
         let context = Text::of(batch, "context");
-        let context_id = FIELDS.iter().position(|f| *f == "context");
-        let data_id = FIELDS.iter().position(|f| *f == "data");
         // The parser has split the outer reply out of `data` already: a healthy command or reply
         // needs no second look.
         let replies = batch
@@ -189,9 +226,9 @@ impl Matcher {
         // Exchange's remarks repeat ("Set Session Permissions", "Certificate subject", ...):
         // whether one names a failure is decided once per batch.
         let mut remarks: hashbrown::HashMap<&str, bool> = hashbrown::HashMap::new();
-        let fields: Vec<(usize, Text<'_>)> = crate::catalog::default_fields(table)
+        let fields: Vec<(TextField, Text<'_>)> = default_fields(table)
             .iter()
-            .filter_map(|f| Some((FIELDS.iter().position(|x| x == f)?, Text::of(batch, f))))
+            .map(|f| (*f, Text::of(batch, f.name())))
             .collect();
         let mut scratch = Vec::new();
         for (row, slot) in out.iter_mut().enumerate() {
@@ -201,30 +238,33 @@ impl Matcher {
                 information: event.is(row, &information)
                     && context.first(row).is_none_or(str::is_empty),
             };
-            let mut best: Option<(u32, Hit)> = self.row_only(t, &facts).map(|(s, d)| {
+            let mut best: Option<(u32, Hit)> = self.row_only(table, &facts).map(|(s, d)| {
                 (
                     s,
                     Hit {
                         diagnosis: d,
-                        field: u8::MAX,
+                        field: None,
                         item: 0,
                     },
                 )
             });
             for (f, text) in &fields {
-                if Some(*f) == data_id
+                if *f == TextField::Data
                     && !facts.information
                     && let Some(replies) = replies
                 {
                     let code = replies.is_valid(row).then(|| replies.value(row));
                     if code.is_none_or(|c| c < 400)
-                        && !(self.searches_healthy(t, *f, code.and_then(|c| u16::try_from(c).ok()))
-                            && text.first(row).is_some_and(|v| self.in_healthy_line(v)))
+                        && !(self.searches_healthy(
+                            table,
+                            *f,
+                            code.and_then(|c| u16::try_from(c).ok()),
+                        ) && text.first(row).is_some_and(|v| self.in_healthy_line(v)))
                     {
                         continue;
                     }
                 }
-                if Some(*f) == context_id
+                if *f == TextField::Context
                     && let Some(value) = context.first(row)
                     && !*remarks
                         .entry(value)
@@ -233,14 +273,14 @@ impl Matcher {
                     continue;
                 }
                 text.each(row, |item, value| {
-                    if let Some((score, d)) = self.unit(t, *f, value, &facts, &mut scratch)
+                    if let Some((score, d)) = self.unit(table, *f, value, &facts, &mut scratch)
                         && best.is_none_or(|(s, _)| score > s)
                     {
                         best = Some((
                             score,
                             Hit {
                                 diagnosis: d,
-                                field: *f as u8,
+                                field: Some(*f),
                                 item,
                             },
                         ));
@@ -253,7 +293,7 @@ impl Matcher {
     }
 
     /// The batch with the diagnosis columns appended (unchanged for tables that get none).
-    pub fn enrich(&self, table: &str, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    pub fn enrich(&self, table: Table, batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
         if !is_diagnosed(table) {
             return Ok(batch.clone());
         }
@@ -265,7 +305,7 @@ impl Matcher {
     /// [`Matcher::classify`], which session correlation needs too).
     pub fn enrich_with(
         &self,
-        table: &str,
+        table: Table,
         batch: &RecordBatch,
         hits: &[Option<Hit>],
     ) -> Result<RecordBatch, ArrowError> {
@@ -334,25 +374,6 @@ pub fn count_codes(batch: &RecordBatch, counts: &mut std::collections::BTreeMap<
     }
 }
 
-/// The schema of a table derived by correlation: its own `fields`, then the diagnosis columns
-/// and the evidence, with the table name and schema version in the metadata.
-pub(crate) fn derived_schema(table: &str, mut fields: Vec<Field>) -> SchemaRef {
-    let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
-    for name in DIAGNOSIS_COLUMNS {
-        fields.push(Field::new(name, dict.clone(), true));
-    }
-    fields.push(Field::new("diagnosis_evidence", DataType::Utf8, true));
-    let metadata = [
-        ("mailflow.table".to_string(), table.to_string()),
-        (
-            "mailflow.schema_version".to_string(),
-            SCHEMA_VERSION.to_string(),
-        ),
-    ]
-    .into();
-    Arc::new(Schema::new_with_metadata(fields, metadata))
-}
-
 /// A batch's `timestamp` and `source_offset` columns, when it has them in the lineage types.
 pub(crate) fn lineage(
     batch: &RecordBatch,
@@ -368,7 +389,7 @@ pub(crate) fn lineage(
 
 /// The text of the unit a hit came from (for evidence).
 pub fn hit_text(batch: &RecordBatch, row: usize, hit: &Hit) -> Option<String> {
-    let name = FIELDS.get(usize::from(hit.field))?;
+    let name = hit.field?.name();
     let mut out = None;
     Text::of(batch, name).each(row, |i, s| {
         if i == hit.item {

@@ -6,104 +6,281 @@
 //! by more than the timeout, or when the input ends. Memory is bounded by the sessions open at
 //! once (capped: past the cap the oldest is closed early).
 
-use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow_array::builder::{
-    BooleanBuilder, Int32Builder, Int64Builder, ListBuilder, StringBuilder,
-    StringDictionaryBuilder, TimestampMillisecondBuilder,
-};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int16Type, Int32Type};
-use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_schema::{ArrowError, DataType, Field, SchemaRef, TimeUnit};
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{ArrowError, SchemaRef};
+use hashbrown::HashMap;
 
 use crate::catalog::Severity;
+use crate::correlate::{Clock, Item, Names, Window};
+use crate::derived::{Column, Value, col};
 use crate::matcher::{Diagnosis, Hit, Matcher};
-use crate::records::Text;
+use crate::records::{Interned, Text};
 
 /// The table's name.
 pub const TABLE: &str = "smtp_sessions";
 
-/// Sessions open at once before the oldest is closed early.
-const MAX_OPEN: usize = 200_000;
-
-fn dict() -> DataType {
-    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
-}
-
-fn ts() -> DataType {
-    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
-}
+/// Sessions open at once before the idle-longest are closed early.
+const MAX_OPEN: usize = 100_000;
 
 /// The `smtp_sessions` schema.
 pub fn schema() -> SchemaRef {
-    let f = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
-    let fields = vec![
-        f("timestamp", ts(), false),
-        f("server", dict(), false),
-        f("source_file", dict(), false),
-        f("source_offset", DataType::Int64, false),
-        f("direction", dict(), true),
-        f("connector_id", dict(), true),
-        f("session_id", DataType::Utf8, true),
-        f("end_time", ts(), false),
-        f("duration_ms", DataType::Int64, false),
-        f("lines", DataType::Int32, false),
-        f("closed", DataType::Boolean, false),
-        f("local_ip", DataType::Utf8, true),
-        f("local_port", DataType::Int32, true),
-        f("remote_ip", DataType::Utf8, true),
-        f("remote_port", DataType::Int32, true),
-        f("ehlo", DataType::Utf8, true),
-        f("starttls_attempted", DataType::Boolean, false),
-        f("tls_succeeded", DataType::Boolean, false),
-        f("tls_protocol", dict(), true),
-        f("tls_cipher", dict(), true),
-        f("certificate_subject", DataType::Utf8, true),
-        f("certificate_issuer", DataType::Utf8, true),
-        f("certificate_serial", DataType::Utf8, true),
-        f("certificate_thumbprint", DataType::Utf8, true),
-        f("certificate_alternate_names", DataType::Utf8, true),
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    Arc::clone(SCHEMA.get_or_init(|| crate::derived::schema(TABLE, &columns())))
+}
+
+/// What building a batch reads besides the sessions.
+struct Ctx<'c> {
+    names: &'c Names,
+    matcher: &'c Matcher,
+}
+
+/// A closed session with its window key: stream, connector, then the session id's bytes.
+type S = (Vec<u8>, Session);
+
+fn session_id(key: &[u8]) -> Option<&str> {
+    key.get(8..).and_then(|id| std::str::from_utf8(id).ok())
+}
+
+fn some(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// The table, column by column: what each holds and where it comes from.
+fn columns<'c>() -> Vec<Column<S, Ctx<'c>>> {
+    vec![
+        col("timestamp", false, Value::Time(|s: &S, _| Some(s.1.start))),
+        col(
+            "server",
+            false,
+            Value::Dict(|s: &S, c: &Ctx<'c>| Some(c.names.name(s.1.server))),
+        ),
+        col(
+            "source_file",
+            false,
+            Value::Dict(|s: &S, c: &Ctx<'c>| Some(c.names.name(s.1.source_file))),
+        ),
+        col(
+            "source_offset",
+            false,
+            Value::Int64(|s: &S, _| Some(s.1.first_offset)),
+        ),
+        col(
+            "direction",
+            true,
+            Value::Dict(|s: &S, c: &Ctx<'c>| some(c.names.name(s.1.direction))),
+        ),
+        col(
+            "connector_id",
+            true,
+            Value::Dict(|s: &S, c: &Ctx<'c>| some(c.names.name(s.1.connector))),
+        ),
+        col("session_id", true, Value::Text(|s: &S, _| session_id(&s.0))),
+        col("end_time", false, Value::Time(|s: &S, _| Some(s.1.end))),
+        col(
+            "duration_ms",
+            false,
+            Value::Int64(|s: &S, _| Some(s.1.end - s.1.start)),
+        ),
+        col("lines", false, Value::Int32(|s: &S, _| Some(s.1.lines))),
+        col("closed", false, Value::Bool(|s: &S, _| s.1.closed)),
+        col(
+            "local_ip",
+            true,
+            Value::Text(|s: &S, _| s.1.local_ip.as_deref()),
+        ),
+        col("local_port", true, Value::Int32(|s: &S, _| s.1.local_port)),
+        col(
+            "remote_ip",
+            true,
+            Value::Text(|s: &S, _| s.1.remote_ip.as_deref()),
+        ),
+        col(
+            "remote_port",
+            true,
+            Value::Int32(|s: &S, _| s.1.remote_port),
+        ),
+        col("ehlo", true, Value::Text(|s: &S, _| s.1.ehlo.as_deref())),
+        col(
+            "starttls_attempted",
+            false,
+            Value::Bool(|s: &S, _| s.1.starttls),
+        ),
+        col("tls_succeeded", false, Value::Bool(|s: &S, _| s.1.tls_ok)),
+        col(
+            "tls_protocol",
+            true,
+            Value::Dict(|s: &S, _| s.1.tls_protocol.as_deref()),
+        ),
+        col(
+            "tls_cipher",
+            true,
+            Value::Dict(|s: &S, _| s.1.tls_cipher.as_deref()),
+        ),
+        col(
+            "certificate_subject",
+            true,
+            Value::Text(|s: &S, _| s.1.cert[0].as_deref()),
+        ),
+        col(
+            "certificate_issuer",
+            true,
+            Value::Text(|s: &S, _| s.1.cert[1].as_deref()),
+        ),
+        col(
+            "certificate_serial",
+            true,
+            Value::Text(|s: &S, _| s.1.cert[2].as_deref()),
+        ),
+        col(
+            "certificate_thumbprint",
+            true,
+            Value::Text(|s: &S, _| s.1.cert[3].as_deref()),
+        ),
+        col(
+            "certificate_alternate_names",
+            true,
+            Value::Text(|s: &S, _| s.1.cert[4].as_deref()),
+        ),
         // The names of certificate_alternate_names as a list, and the validity period, from
         // either form Exchange logs a certificate in.
-        f(
+        col(
             "certificate_names",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
             true,
+            Value::List(|s: &S, _, f| match &s.1.cert[4] {
+                Some(all) => {
+                    all.split(';')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .for_each(f);
+                    true
+                }
+                None => false,
+            }),
         ),
-        f("certificate_not_before", ts(), true),
-        f("certificate_not_after", ts(), true),
+        col(
+            "certificate_not_before",
+            true,
+            Value::Time(|s: &S, _| s.1.cert_not_before),
+        ),
+        col(
+            "certificate_not_after",
+            true,
+            Value::Time(|s: &S, _| s.1.cert_not_after),
+        ),
         // `1.2` for `SP_PROT_TLS1_2_SERVER`: the protocol version, whichever side logged it.
-        f("tls_version", dict(), true),
+        col(
+            "tls_version",
+            true,
+            Value::Dict(|s: &S, _| s.1.tls_protocol.as_deref().and_then(tls_version)),
+        ),
         // The messages the session carried, as tracking's `message_id`: joins
         // `message_tracking` and `messages` (whose RECEIVE rows name this `session_id`).
-        f(
+        col(
             "message_ids",
-            DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
             true,
+            Value::List(|s: &S, _, f| {
+                s.1.message_ids.iter().for_each(|id| f(id));
+                true
+            }),
         ),
-        f("auth_mechanism", dict(), true),
-        f("auth_outcome", dict(), true),
-        f("mail_from", DataType::Utf8, true),
-        f("recipients", DataType::Int32, false),
-        f("messages", DataType::Int32, false),
-        f("last_reply", DataType::Utf8, true),
-        f("outcome", dict(), false),
-    ];
-    crate::records::derived_schema(TABLE, fields)
+        col(
+            "auth_mechanism",
+            true,
+            Value::Dict(|s: &S, _| s.1.auth_mechanism.as_deref()),
+        ),
+        col(
+            "auth_outcome",
+            true,
+            Value::Dict(|s: &S, _| s.1.auth_outcome),
+        ),
+        col(
+            "mail_from",
+            true,
+            Value::Text(|s: &S, _| s.1.mail_from.as_deref()),
+        ),
+        col(
+            "recipients",
+            false,
+            Value::Int32(|s: &S, _| Some(s.1.recipients)),
+        ),
+        col(
+            "messages",
+            false,
+            Value::Int32(|s: &S, _| Some(s.1.messages)),
+        ),
+        col(
+            "last_reply",
+            true,
+            Value::Text(|s: &S, _| s.1.last_reply.as_deref()),
+        ),
+        col(
+            "outcome",
+            false,
+            Value::Dict(|s: &S, _| Some(s.1.outcome())),
+        ),
+        col(
+            "diagnosis_code",
+            true,
+            Value::DictMade(|s: &S, c: &Ctx<'c>, out| match &s.1.diagnosis {
+                Some((_, d, _)) => {
+                    c.matcher.write_code(*d, out);
+                    true
+                }
+                None => false,
+            }),
+        ),
+        col(
+            "diagnosis_category",
+            true,
+            Value::Dict(|s: &S, c: &Ctx<'c>| {
+                s.1.diagnosis
+                    .as_ref()
+                    .map(|(_, d, _)| c.matcher.category(*d))
+            }),
+        ),
+        col(
+            "diagnosis_severity",
+            true,
+            Value::Dict(|s: &S, _| s.1.diagnosis.as_ref().map(|(sev, _, _)| sev.name())),
+        ),
+        col(
+            "diagnosis_evidence",
+            true,
+            Value::Made(|s: &S, _, out| {
+                use std::fmt::Write as _;
+                let x = &s.1;
+                let Some((_, _, said)) = &x.diagnosis else {
+                    return false;
+                };
+                out.push_str(said);
+                if let Some(t) = &x.cert[3] {
+                    let _ = write!(out, "; certificate thumbprint {t}");
+                }
+                if let Some(subject) = &x.cert[0] {
+                    let _ = write!(out, "; certificate subject {subject}");
+                }
+                if let Some(ip) = &x.remote_ip {
+                    let _ = write!(out, "; remote {ip}");
+                }
+                true
+            }),
+        ),
+    ]
 }
 
 #[derive(Debug, Default, Clone)]
 struct Session {
-    /// `server \0 direction`: whose log's progress times this session out.
-    stream: String,
-    server: String,
-    direction: String,
-    connector: String,
-    id: String,
-    source_file: String,
+    /// The (server, direction) stream whose log's progress times this session out.
+    stream: u32,
+    server: u32,
+    direction: u32,
+    connector: u32,
+    source_file: u32,
     first_offset: i64,
     start: i64,
     end: i64,
@@ -135,6 +312,18 @@ struct Session {
     diagnosis: Option<(Severity, Diagnosis, String)>,
 }
 
+impl Item for Session {
+    fn stream(&self) -> u32 {
+        self.stream
+    }
+    fn last(&self) -> i64 {
+        self.end
+    }
+    fn origin(&self) -> (u32, i64) {
+        (self.source_file, self.first_offset)
+    }
+}
+
 impl Session {
     fn outcome(&self) -> &'static str {
         if self.messages > 0 {
@@ -157,33 +346,83 @@ const CERT_ATTRIBUTES: [&str; 5] = [
     "Certificate alternate names",
 ];
 
+/// A protocol log line's event, from its name; `send` and `receive` also name directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Send,
+    Receive,
+    Disconnect,
+    Information,
+    Other,
+}
+
+impl Event {
+    fn of(name: &str) -> Event {
+        match name {
+            "send" => Event::Send,
+            "receive" => Event::Receive,
+            "disconnect" => Event::Disconnect,
+            "information" => Event::Information,
+            _ => Event::Other,
+        }
+    }
+
+    /// The meaning of name `id`, decided the first time the id is seen.
+    #[inline]
+    fn of_id(kinds: &mut Vec<Event>, names: &Names, id: u32) -> Event {
+        let i = id as usize;
+        if i >= kinds.len() {
+            let from = kinds.len() as u32;
+            kinds.extend((from..=id).map(|k| Event::of(names.name(k))));
+        }
+        kinds[i]
+    }
+}
+
 /// Groups protocol log rows into sessions; see the module docs.
 #[derive(Debug)]
 pub struct SessionCorrelator {
-    /// By `server \0 direction \0 connector \0 session id`.
-    open: HashMap<String, Session>,
-    /// Latest time seen per (server, direction): a session idle for longer than the timeout
-    /// behind it is closed.
-    watermarks: HashMap<String, i64>,
-    timeout_ms: i64,
-    done: Vec<Session>,
+    window: Window<Vec<u8>, Session>,
+    names: Names,
+    /// (server, direction) name ids to stream ids.
+    streams: HashMap<(u32, u32), u32>,
+    /// By name id: what the name means as an event or a direction (decided once per name).
+    kinds: Vec<Event>,
 }
 
 impl SessionCorrelator {
     /// A correlator that closes sessions idle for `timeout` (Exchange's own connection
     /// timeouts are minutes; ten is generous).
     pub fn new(timeout: Duration) -> Self {
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         SessionCorrelator {
-            open: HashMap::new(),
-            watermarks: HashMap::new(),
-            timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
-            done: Vec::new(),
+            window: Window::new(Clock::Own, timeout_ms, MAX_OPEN),
+            names: Names::default(),
+            streams: HashMap::new(),
+            kinds: Vec::new(),
         }
+    }
+
+    /// Caps the sessions open at once (default 100,000); past it the idle-longest tenth is
+    /// closed early, as incomplete.
+    pub fn with_max_open(mut self, max: usize) -> Self {
+        self.window.set_cap(max);
+        self
     }
 
     /// Sessions still open.
     pub fn open_sessions(&self) -> usize {
-        self.open.len()
+        self.window.open_len()
+    }
+
+    /// Per source file, the offset of the first line an open session still needs (what a
+    /// checkpoint must not pass).
+    pub fn oldest_needed(&self) -> std::collections::BTreeMap<String, i64> {
+        self.window
+            .oldest_needed()
+            .into_iter()
+            .map(|(f, o)| (self.names.name(f).to_string(), o))
+            .collect()
     }
 
     /// Adds a batch of `smtp_protocol` rows with their diagnoses (from [`Matcher::classify`]).
@@ -200,95 +439,95 @@ impl SessionCorrelator {
         let replies = batch
             .column_by_name("smtp_reply_code")
             .and_then(|c| c.as_primitive_opt::<Int16Type>());
-        let names = [
-            "server",
-            "direction",
-            "connector_id",
-            "session_id",
-            "source_file",
-            "local_ip",
-            "remote_ip",
-            "data",
-            "context",
-            "event",
-        ];
-        let columns: Vec<Text<'_>> = names.iter().map(|n| Text::of(batch, n)).collect();
-        let text = |name: &str, row: usize| {
-            names
-                .iter()
-                .position(|n| *n == name)
-                .and_then(|i| columns[i].first(row))
-        };
-        let (mut key, mut stream) = (String::new(), String::new());
+        // Every column is resolved once here; repeated names are numbered once per batch.
+        let names = &mut self.names;
+        let server_col = Interned::of(batch, "server", names);
+        let direction_col = Interned::of(batch, "direction", names);
+        let connector_col = Interned::of(batch, "connector_id", names);
+        let file_col = Interned::of(batch, "source_file", names);
+        let event_col = Interned::of(batch, "event", names);
+        let text = |name| Text::of(batch, name);
+        let (id_col, local_col, remote_col) =
+            (text("session_id"), text("local_ip"), text("remote_ip"));
+        let (data_col, context_col) = (text("data"), text("context"));
+        let empty = names.id("");
+        let mut key: Vec<u8> = Vec::with_capacity(32);
+        let mut last_stream: Option<((u32, u32), u32)> = None;
         for row in 0..batch.num_rows() {
-            let server = text("server", row).unwrap_or_default();
-            let direction = text("direction", row).unwrap_or_default();
-            let connector = text("connector_id", row).unwrap_or_default();
-            let Some(id) = text("session_id", row).filter(|s| !s.is_empty()) else {
+            let Some(id) = id_col.first(row).filter(|s| !s.is_empty()) else {
                 continue;
             };
-            stream.clear();
-            stream.push_str(server);
-            stream.push('\0');
-            stream.push_str(direction);
+            let server = server_col.id(row, names).unwrap_or(empty);
+            let direction = direction_col.id(row, names).unwrap_or(empty);
+            let connector = connector_col.id(row, names).unwrap_or(empty);
+            let pair = (server, direction);
+            let stream = match last_stream {
+                Some((p, s)) if p == pair => s,
+                _ => {
+                    let next = u32::try_from(self.streams.len()).unwrap_or(u32::MAX);
+                    let s = *self.streams.entry(pair).or_insert(next);
+                    last_stream = Some((pair, s));
+                    s
+                }
+            };
             key.clear();
-            key.push_str(&stream);
-            key.push('\0');
-            key.push_str(connector);
-            key.push('\0');
-            key.push_str(id);
+            key.extend_from_slice(&stream.to_le_bytes());
+            key.extend_from_slice(&connector.to_le_bytes());
+            key.extend_from_slice(id.as_bytes());
             let t = if time.is_valid(row) {
                 time.value(row)
             } else {
                 0
             };
-            let s = self
-                .open
-                .entry_ref(key.as_str())
-                .or_insert_with(|| Session {
-                    stream: stream.clone(),
-                    server: server.to_string(),
-                    direction: direction.to_string(),
-                    connector: connector.to_string(),
-                    id: id.to_string(),
-                    source_file: text("source_file", row).unwrap_or_default().to_string(),
-                    first_offset: offsets.value(row),
-                    start: t,
-                    end: t,
-                    ..Session::default()
-                });
+            let source_file = file_col.id(row, names).unwrap_or(empty);
+            let event_id = event_col.id(row, names).unwrap_or(empty);
+            let event = Event::of_id(&mut self.kinds, names, event_id);
+            let side = Event::of_id(&mut self.kinds, names, direction);
+            let s = self.window.entry(key.as_slice(), || Session {
+                stream,
+                server,
+                direction,
+                connector,
+                source_file,
+                first_offset: offsets.value(row),
+                start: t,
+                end: t,
+                ..Session::default()
+            });
             s.start = s.start.min(t);
             s.end = s.end.max(t);
             s.lines += 1;
             if s.local_ip.is_none() {
-                s.local_ip = text("local_ip", row).map(str::to_string);
+                s.local_ip = local_col.first(row).map(str::to_string);
                 s.local_port = local_port.filter(|a| a.is_valid(row)).map(|a| a.value(row));
-                s.remote_ip = text("remote_ip", row).map(str::to_string);
+                s.remote_ip = remote_col.first(row).map(str::to_string);
                 s.remote_port = remote_port
                     .filter(|a| a.is_valid(row))
                     .map(|a| a.value(row));
             }
-            let data = text("data", row).unwrap_or_default();
-            let context = text("context", row).unwrap_or_default();
+            let data = data_col.first(row).unwrap_or_default();
+            let context = context_col.first(row).unwrap_or_default();
             let reply = replies.filter(|r| r.is_valid(row)).map(|r| r.value(row));
-            let event = text("event", row).unwrap_or_default();
             // Which side speaks: on a receive log the client's commands come in (`<`); on a
             // send log we are the client and our commands go out (`>`).
-            let command = match (direction, event) {
-                ("receive", "receive") | ("send", "send") => Some(data),
+            let command = match (side, event) {
+                (Event::Receive, Event::Receive) | (Event::Send, Event::Send) => Some(data),
                 _ => None,
             };
             match event {
-                "disconnect" => s.closed = true,
-                "information" => observe_remark(s, data, context),
+                Event::Disconnect => s.closed = true,
+                Event::Information => observe_remark(s, data, context),
                 _ => {}
             }
             if let Some(cmd) = command {
                 observe_command(s, cmd);
             } else if let Some(code) = reply.and_then(|c| u16::try_from(c).ok())
-                && matches!(event, "send" | "receive")
+                && matches!(event, Event::Send | Event::Receive)
             {
-                s.last_reply = Some(data.to_string());
+                // Most lines of a session are replies: the string is reused, not reallocated.
+                let last = s.last_reply.get_or_insert_with(String::new);
+                last.clear();
+                last.push_str(data);
                 if code >= 400 {
                     s.worst_reply = s.worst_reply.max(code);
                 }
@@ -313,38 +552,13 @@ impl SessionCorrelator {
                     s.diagnosis = Some((sev, hit.diagnosis, said.to_string()));
                 }
             }
-            let mark = self.watermarks.entry_ref(stream.as_str()).or_insert(t);
-            *mark = (*mark).max(t);
-        }
-        self.close_finished();
-    }
-
-    fn close_finished(&mut self) {
-        let timeout = self.timeout_ms;
-        let watermarks = &self.watermarks;
-        let mut finished: Vec<String> = self
-            .open
-            .iter()
-            .filter(|(_, s)| {
-                s.closed
-                    || watermarks
-                        .get(s.stream.as_str())
-                        .is_some_and(|w| w.saturating_sub(s.end) > timeout)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        if self.open.len() - finished.len() > MAX_OPEN {
-            let mut by_age: Vec<(&String, i64)> =
-                self.open.iter().map(|(k, s)| (k, s.end)).collect();
-            by_age.sort_by_key(|(_, end)| *end);
-            let excess = self.open.len() - finished.len() - MAX_OPEN;
-            finished.extend(by_age.into_iter().take(excess).map(|(k, _)| k.clone()));
-        }
-        for k in finished {
-            if let Some(s) = self.open.remove(&k) {
-                self.done.push(s);
+            let closed = s.closed;
+            self.window.advance(stream, t);
+            if closed {
+                self.window.close(key.as_slice());
             }
         }
+        self.window.sweep();
     }
 
     /// Sessions closed so far, as a batch, once there are at least `min` of them.
@@ -353,40 +567,48 @@ impl SessionCorrelator {
         matcher: &Matcher,
         min: usize,
     ) -> Result<Option<RecordBatch>, ArrowError> {
-        if self.done.is_empty() || self.done.len() < min {
+        let Some(mut done) = self.window.take(min) else {
             return Ok(None);
-        }
-        let mut done = std::mem::take(&mut self.done);
+        };
+        let names = &self.names;
         done.sort_by(|a, b| {
-            (&a.source_file, a.first_offset).cmp(&(&b.source_file, b.first_offset))
+            (names.name(a.1.source_file), a.1.first_offset)
+                .cmp(&(names.name(b.1.source_file), b.1.first_offset))
         });
-        build(matcher, &done).map(Some)
+        let ctx = Ctx { names, matcher };
+        crate::derived::build(schema(), &columns(), done.iter(), done.len(), &ctx).map(Some)
     }
 
     /// Closes every open session (end of input) and returns what is left.
     pub fn finish(&mut self, matcher: &Matcher) -> Result<Option<RecordBatch>, ArrowError> {
-        let open: Vec<Session> = self.open.drain().map(|(_, s)| s).collect();
-        self.done.extend(open);
+        self.window.close_all();
         self.take(matcher, 1)
     }
 }
 
+/// `cmd` starts with `verb`, in any case (SMTP verbs are case-insensitive).
+fn starts(cmd: &str, verb: &str) -> bool {
+    cmd.as_bytes()
+        .get(..verb.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(verb.as_bytes()))
+}
+
 fn observe_command(s: &mut Session, cmd: &str) {
-    let upper = |n: usize| cmd.get(..n).map(str::to_ascii_uppercase);
-    if matches!(upper(5).as_deref(), Some("EHLO " | "HELO ")) {
+    // The verb's bytes are ASCII, so slicing after a match is on a character boundary.
+    if starts(cmd, "EHLO ") || starts(cmd, "HELO ") {
         s.ehlo = Some(cmd[5..].trim().to_string());
-    } else if upper(8).as_deref() == Some("STARTTLS") {
+    } else if starts(cmd, "STARTTLS") {
         s.starttls = true;
-    } else if upper(5).as_deref() == Some("AUTH ") {
+    } else if starts(cmd, "AUTH ") {
         let mech = cmd[5..].split_whitespace().next().unwrap_or_default();
         s.auth_mechanism = Some(mech.to_ascii_uppercase());
-    } else if upper(7).as_deref() == Some("X-EXPS ") {
+    } else if starts(cmd, "X-EXPS ") {
         let mech = cmd[7..].split_whitespace().next().unwrap_or_default();
         s.auth_mechanism = Some(format!("X-EXPS {}", mech.to_ascii_uppercase()));
-    } else if upper(10).as_deref() == Some("MAIL FROM:") {
+    } else if starts(cmd, "MAIL FROM:") {
         let addr = cmd[10..].split_whitespace().next().unwrap_or_default();
         s.mail_from = Some(addr.trim_matches(['<', '>']).to_string());
-    } else if upper(8).as_deref() == Some("RCPT TO:") {
+    } else if starts(cmd, "RCPT TO:") {
         s.recipients += 1;
     }
 }
@@ -523,170 +745,6 @@ fn tls_version(protocol: &str) -> Option<&'static str> {
     } else {
         return None;
     })
-}
-
-fn build(matcher: &Matcher, sessions: &[Session]) -> Result<RecordBatch, ArrowError> {
-    let n = sessions.len();
-    let dict = || StringDictionaryBuilder::<Int32Type>::new();
-    let mut start = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut end = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let (mut server, mut file, mut direction, mut connector) = (dict(), dict(), dict(), dict());
-    let (mut tls_protocol, mut tls_cipher, mut auth_mech, mut auth_out, mut outcome) =
-        (dict(), dict(), dict(), dict(), dict());
-    let (mut code, mut category, mut severity) = (dict(), dict(), dict());
-    let mut offset = Int64Builder::with_capacity(n);
-    let mut duration = Int64Builder::with_capacity(n);
-    let mut lines = Int32Builder::with_capacity(n);
-    let mut closed = BooleanBuilder::with_capacity(n);
-    let mut names = ListBuilder::new(StringBuilder::new());
-    let mut not_before = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut not_after = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut version = dict();
-    let mut message_ids = ListBuilder::new(StringBuilder::new());
-    let mut starttls = BooleanBuilder::with_capacity(n);
-    let mut tls_ok = BooleanBuilder::with_capacity(n);
-    let mut ports = [
-        Int32Builder::with_capacity(n),
-        Int32Builder::with_capacity(n),
-    ];
-    let mut counts = [
-        Int32Builder::with_capacity(n),
-        Int32Builder::with_capacity(n),
-    ];
-    let s = || StringBuilder::with_capacity(n, n * 16);
-    let mut text: [StringBuilder; 12] = std::array::from_fn(|_| s());
-    for x in sessions {
-        start.append_value(x.start);
-        end.append_value(x.end);
-        server.append_value(&x.server);
-        file.append_value(&x.source_file);
-        offset.append_value(x.first_offset);
-        direction.append_option(Some(x.direction.as_str()).filter(|d| !d.is_empty()));
-        connector.append_option(Some(x.connector.as_str()).filter(|d| !d.is_empty()));
-        text[0].append_value(&x.id);
-        duration.append_value(x.end - x.start);
-        lines.append_value(x.lines);
-        closed.append_value(x.closed);
-        text[1].append_option(x.local_ip.as_deref());
-        ports[0].append_option(x.local_port);
-        text[2].append_option(x.remote_ip.as_deref());
-        ports[1].append_option(x.remote_port);
-        text[3].append_option(x.ehlo.as_deref());
-        starttls.append_value(x.starttls);
-        tls_ok.append_value(x.tls_ok);
-        tls_protocol.append_option(x.tls_protocol.as_deref());
-        tls_cipher.append_option(x.tls_cipher.as_deref());
-        for (i, c) in x.cert.iter().enumerate() {
-            text[4 + i].append_option(c.as_deref());
-        }
-        match &x.cert[4] {
-            Some(all) => {
-                for name in all.split(';').map(str::trim).filter(|n| !n.is_empty()) {
-                    names.values().append_value(name);
-                }
-                names.append(true);
-            }
-            None => names.append(false),
-        }
-        not_before.append_option(x.cert_not_before);
-        not_after.append_option(x.cert_not_after);
-        version.append_option(x.tls_protocol.as_deref().and_then(tls_version));
-        for id in &x.message_ids {
-            message_ids.values().append_value(id);
-        }
-        message_ids.append(true);
-        auth_mech.append_option(x.auth_mechanism.as_deref());
-        auth_out.append_option(x.auth_outcome);
-        text[9].append_option(x.mail_from.as_deref());
-        counts[0].append_value(x.recipients);
-        counts[1].append_value(x.messages);
-        text[10].append_option(x.last_reply.as_deref());
-        outcome.append_value(x.outcome());
-        match &x.diagnosis {
-            Some((sev, d, said)) => {
-                code.append_value(matcher.code(*d));
-                category.append_value(matcher.category(*d));
-                severity.append_value(sev.name());
-                let mut evidence = said.clone();
-                if let Some(t) = &x.cert[3] {
-                    evidence.push_str(&format!("; certificate thumbprint {t}"));
-                }
-                if let Some(subject) = &x.cert[0] {
-                    evidence.push_str(&format!("; certificate subject {subject}"));
-                }
-                if let Some(ip) = &x.remote_ip {
-                    evidence.push_str(&format!("; remote {ip}"));
-                }
-                text[11].append_value(evidence);
-            }
-            None => {
-                code.append_null();
-                category.append_null();
-                severity.append_null();
-                text[11].append_null();
-            }
-        }
-    }
-    let [
-        id,
-        local_ip,
-        remote_ip,
-        ehlo,
-        c0,
-        c1,
-        c2,
-        c3,
-        c4,
-        mail_from,
-        last_reply,
-        evidence,
-    ] = text.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let [local_port, remote_port] = ports.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let [recipients, messages] = counts.map(|mut b| Arc::new(b.finish()) as ArrayRef);
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(start.finish()),
-        Arc::new(server.finish()),
-        Arc::new(file.finish()),
-        Arc::new(offset.finish()),
-        Arc::new(direction.finish()),
-        Arc::new(connector.finish()),
-        id,
-        Arc::new(end.finish()),
-        Arc::new(duration.finish()),
-        Arc::new(lines.finish()),
-        Arc::new(closed.finish()),
-        local_ip,
-        local_port,
-        remote_ip,
-        remote_port,
-        ehlo,
-        Arc::new(starttls.finish()),
-        Arc::new(tls_ok.finish()),
-        Arc::new(tls_protocol.finish()),
-        Arc::new(tls_cipher.finish()),
-        c0,
-        c1,
-        c2,
-        c3,
-        c4,
-        Arc::new(names.finish()),
-        Arc::new(not_before.finish()),
-        Arc::new(not_after.finish()),
-        Arc::new(version.finish()),
-        Arc::new(message_ids.finish()),
-        Arc::new(auth_mech.finish()),
-        Arc::new(auth_out.finish()),
-        mail_from,
-        recipients,
-        messages,
-        last_reply,
-        Arc::new(outcome.finish()),
-        Arc::new(code.finish()),
-        Arc::new(category.finish()),
-        Arc::new(severity.finish()),
-        evidence,
-    ];
-    RecordBatch::try_new(schema(), columns)
 }
 
 #[cfg(test)]

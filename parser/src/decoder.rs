@@ -420,6 +420,11 @@ impl Decoder {
         BatchSizes(std::mem::take(&mut self.hints))
     }
 
+    /// The server every row of this file is filed under.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
     /// Cumulative counters.
     pub fn stats(&self) -> DecoderStats {
         self.stats

@@ -1,0 +1,99 @@
+//! What everything after the parse costs, measured in turns on one core: parse alone against
+//! parse + record diagnosis + session and message correlation (every derived row built), as
+//! `ingest` runs them on each batch. Each round times one pass of each (alternating which goes
+//! first); the overhead is the median of the rounds' ratios. Target (enrich issue): within 25%
+//! of parse alone on message tracking and SMTP receive.
+//!
+//! `cargo run --release -p mailflow-benches --example enrich_vs_parse -- [rounds] [MiB] [batch]`
+//! (defaults: 20 rounds, 16 MiB per kind, batch 4096); a fourth argument keeps the inputs whose
+//! name contains it (for profiling one kind).
+
+use std::time::Instant;
+
+use mailflow_benches::{PARSE_INPUTS, generated, mailflow_parse, mailflow_parse_enrich};
+use mailflow_enrich::{Catalog, Matcher};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg =
+        |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    let (rounds, mib, batch) = (arg(1, 20).max(1), arg(2, 16), arg(3, 4096));
+    let matcher = Matcher::new(Catalog::builtin()).expect("the built-in catalog compiles");
+    println!("{rounds} rounds, {mib} MiB per kind, batch {batch}; times are medians");
+    println!(
+        "{:18} {:>9} {:>9} {:>9} {:>10} {:>10} {:>15}",
+        "input", "sessions", "messages", "parse ms", "full ms", "overhead", "min-max"
+    );
+    let only = args.get(4).cloned().unwrap_or_default();
+    for spec in PARSE_INPUTS.into_iter().filter(|s| s.name.contains(&only)) {
+        let input = generated(spec.kind, mib << 20);
+        let (rows, _) = mailflow_parse(spec.file_name, &input, batch);
+        let (full_rows, sessions, messages) =
+            mailflow_parse_enrich(spec.file_name, &input, batch, &matcher);
+        assert_eq!(rows, full_rows);
+        let time = |f: &dyn Fn()| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e3
+        };
+        let parse = || {
+            time(&|| {
+                assert_eq!(
+                    mailflow_parse(spec.file_name, std::hint::black_box(&input), batch).0,
+                    rows
+                )
+            })
+        };
+        let full = || {
+            time(&|| {
+                let out = mailflow_parse_enrich(
+                    spec.file_name,
+                    std::hint::black_box(&input),
+                    batch,
+                    &matcher,
+                );
+                assert_eq!(out, (rows, sessions, messages));
+            })
+        };
+        let (mut p, mut f, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..rounds {
+            let (tp, tf) = if round % 2 == 0 {
+                let tp = parse();
+                (tp, full())
+            } else {
+                let tf = full();
+                (parse(), tf)
+            };
+            p.push(tp);
+            f.push(tf);
+            ratios.push(tf / tp - 1.0);
+        }
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        println!(
+            "{:18} {:>9} {:>9} {:>9.2} {:>10.2} {:>+9.1}% {:>+6.1}-{:+.1}%",
+            spec.name,
+            sessions,
+            messages,
+            median(&mut p),
+            median(&mut f),
+            median(&mut ratios) * 100.0,
+            lo * 100.0,
+            hi * 100.0
+        );
+    }
+}
