@@ -14,10 +14,12 @@ would report as a speed-up or a regression.
 
 `--fleet` replaces the generator's logs with tracking logs shaped like a fleet's: four server
 folders, a week, and outbound `SEND` rows naming 5,000 remote hosts in `server-hostname`, as
-Exchange writes them (see `benches/partitions.py`). `--before BINARY` times a second mailflow
+Exchange writes them (see `benches/partitions.py`). `--mixed` generates mixed logs instead (message tracking, SMTP send and receive in equal parts, two
+servers); DuckDB then copies each kind to its own file, as mailflow writes each to its own table.
+`--before BINARY` times a second mailflow
 build in the same turns (an earlier commit's), for before-and-after figures.
 
-Usage: benches/ingest_vs_duckdb.py [--gib 1] [--runs 5] [--fleet] [--before BINARY] [--dir /tmp/mailflow-bench] [--python .venv/bin/python]
+Usage: benches/ingest_vs_duckdb.py [--gib 1] [--runs 5] [--fleet | --mixed] [--before BINARY] [--dir /tmp/mailflow-bench] [--python .venv/bin/python]
 Needs a release build (`cargo build --release`) and the venv from `.ci/run` (duckdb).
 """
 import argparse
@@ -52,6 +54,29 @@ con.execute(f\"\"\"COPY (SELECT * FROM read_csv('{src}/**/*.LOG', skip=5, header
     delim=',', quote='"', escape='"', columns={types!r}))
     TO '{dst}' (FORMAT parquet, COMPRESSION zstd)\"\"\")
 print(con.sql(f"SELECT count(*) FROM '{dst}'").fetchall()[0][0])
+"""
+
+SMTP_COLUMNS = "date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context"
+
+# Mixed logs: each kind read with its own columns into its own file (what mailflow's tables are).
+DUCKDB_MIXED_JOB = """
+import duckdb, sys
+src, dst, tracking, smtp = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4].split(",")
+con = duckdb.connect()
+con.execute("SET threads=2")
+total = 0
+for glob, names, ints in (("MSGTRK*", tracking, {"internal-message-id": "BIGINT", "total-bytes": "BIGINT",
+                                                  "recipient-count": "INTEGER"}),
+                          ("RECV*", smtp, {"sequence-number": "BIGINT"}),
+                          ("SEND*", smtp, {"sequence-number": "BIGINT"})):
+    types = {n: "VARCHAR" for n in names}
+    types.update({"date-time": "TIMESTAMP"}, **ints)
+    out = f"{dst}.{glob.rstrip('*').lower()}.parquet"
+    con.execute(f\"\"\"COPY (SELECT * FROM read_csv('{src}/**/{glob}.LOG', skip=5, header=false, auto_detect=false,
+        delim=',', quote='"', escape='"', columns={types!r}))
+        TO '{out}' (FORMAT parquet, COMPRESSION zstd)\"\"\")
+    total += con.sql(f"SELECT count(*) FROM '{out}'").fetchall()[0][0]
+print(total)
 """
 
 
@@ -98,13 +123,15 @@ def main():
     ap.add_argument("--python", default=os.path.join(ROOT, ".venv/bin/python"))
     ap.add_argument("--mailflow", default=os.path.join(ROOT, "target/release/mailflow"))
     ap.add_argument("--fleet", action="store_true", help="fleet-shaped tracking logs (see above)")
+    ap.add_argument("--mixed", action="store_true", help="mixed logs of two servers (see above)")
     ap.add_argument("--before", default=None, help="another mailflow binary, timed in the same turns")
     args = ap.parse_args()
-    logs = os.path.join(args.dir, f"logs-{args.gib}g" + ("-fleet" if args.fleet else ""))
+    logs = os.path.join(args.dir, f"logs-{args.gib}g" + ("-fleet" if args.fleet else "-mixed" if args.mixed else ""))
     if args.fleet and not os.path.isdir(logs):
         write_fleet(logs, int(args.gib * (1 << 30)))
     if not os.path.isdir(logs):
-        subprocess.run([args.mailflow, "generate", "--kind", "message-tracking", "--bytes", f"{int(args.gib * 1024)}M",
+        kind = "mixed" if args.mixed else "message-tracking"
+        subprocess.run([args.mailflow, "generate", "--kind", kind, "--bytes", f"{int(args.gib * 1024)}M",
                         "--seed", "1", "--servers", "2", "--out", logs], check=True)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(logs) for f in fs)
     out = os.path.join(args.dir, "out")
@@ -115,7 +142,8 @@ def main():
         level = [] if args.zstd_level is None else ["--zstd-level", str(args.zstd_level)]
         m_secs, m_rss, _ = run([args.mailflow, "ingest", logs, "--parquet", os.path.join(out, "mailflow"), "--quiet",
                                 "--threads", "2", "--summary-json", os.path.join(out, "summary.json")] + level)
-        rows = json.load(open(os.path.join(out, "summary.json")))["rows"]["message_tracking"]
+        counts = json.load(open(os.path.join(out, "summary.json")))["rows"]
+        rows = counts.get("message_tracking", 0) + (counts.get("smtp_protocol", 0) if args.mixed else 0)
         if args.before:
             shutil.rmtree(os.path.join(out, "before"), ignore_errors=True)
             b_secs, b_rss, _ = run([args.before, "ingest", logs, "--parquet", os.path.join(out, "before"),
@@ -123,8 +151,12 @@ def main():
             before_runs.append((b_secs, b_rss))
             parts = {d for d, _, fs in os.walk(os.path.join(out, "before", "message_tracking")) if fs}
             print(f"turn {turn + 1}: before {b_secs:.2f} s, {len(parts)} message_tracking partitions", flush=True)
-        d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_JOB, logs, os.path.join(out, "duckdb.parquet"),
-                                    ",".join(TRACKING_COLUMNS)])
+        if args.mixed:
+            d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_MIXED_JOB, logs, os.path.join(out, "duckdb"),
+                                        ",".join(TRACKING_COLUMNS), SMTP_COLUMNS])
+        else:
+            d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_JOB, logs, os.path.join(out, "duckdb.parquet"),
+                                        ",".join(TRACKING_COLUMNS)])
         d_rows = int(d_out.strip().splitlines()[-1])
         if rows != d_rows:
             sys.exit(f"row counts differ: mailflow {rows}, duckdb {d_rows}")
@@ -133,7 +165,9 @@ def main():
         print(f"turn {turn + 1}: mailflow {m_secs:.2f} s, duckdb {d_secs:.2f} s, ratio {d_secs / m_secs:.2f}x",
               flush=True)
     mb = size / 1e6
-    print(f"input: {mb:.0f} MB of generated message tracking logs, {rows} rows (duckdb: {d_rows})")
+    what = "mixed" if args.mixed else "message tracking"
+    print(f"input: {mb:.0f} MB of generated {what} logs, {rows} rows (duckdb: {d_rows})")
+    print(f"mailflow rows per table: {counts}")
     print(f"{'':10} {'median s':>9} {'min s':>7} {'max s':>7} {'MB/s':>7} {'peak RSS MiB (max)':>19}")
     for name, runs in (("mailflow", mailflow_runs), ("duckdb", duckdb_runs), ("before", before_runs)):
         if not runs:
@@ -143,7 +177,7 @@ def main():
         print(f"{name:10} {med:9.2f} {min(secs):7.2f} {max(secs):7.2f} {mb / med:7.1f} {max(r for _, r in runs):19.0f}")
     tracking = os.path.join(out, "mailflow", "message_tracking")
     m_size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tracking) for f in fs)
-    d_size = os.path.getsize(os.path.join(out, "duckdb.parquet"))
+    d_size = os.path.getsize(os.path.join(out, "duckdb.msgtrk.parquet" if args.mixed else "duckdb.parquet"))
     print(f"Parquet size: mailflow message_tracking {m_size / 1e6:.0f} MB, duckdb {d_size / 1e6:.0f} MB "
           f"(mailflow also writes the messages table)")
     m_med = statistics.median(s for s, _ in mailflow_runs)

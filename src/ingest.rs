@@ -733,6 +733,9 @@ fn worker(
         // The receiver lives until every worker is done; a send cannot fail before that.
         let _ = tx.send(msg);
         last = Some((fingerprint, name, len));
+        // Files roll by age too: a long run of small files must not keep one lake file open
+        // past its age just because nothing was written to it since.
+        writer.tick()?;
     }
     if let Some(done) = stream {
         let _ = msg_tx.send(ToMessages::EndStream(done));

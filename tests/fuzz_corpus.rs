@@ -9,12 +9,13 @@ type Harness = fn(&[u8]);
 #[test]
 fn fuzz_corpus_replays_clean() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    let targets: [(&str, Harness); 5] = [
+    let targets: [(&str, Harness); 6] = [
         ("decode", mailflow_parser::fuzzing::decode),
         ("fields", mailflow_parser::fuzzing::fields),
         ("directive", mailflow_parser::fuzzing::directive),
         ("diagnose", mailflow_enrich::fuzzing::diagnose),
         ("catalog", mailflow_enrich::fuzzing::catalog),
+        ("sessions", mailflow_enrich::fuzzing::sessions),
     ];
     let mut replayed = 0;
     for (target, harness) in targets {

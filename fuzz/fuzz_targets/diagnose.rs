@@ -1,5 +1,5 @@
 #![no_main]
-//! Fuzz target: outside text through the diagnosis matcher (no panic on any field value).
+//! Fuzz target: see `mailflow_enrich::fuzzing::diagnose` for the invariants.
 
 use libfuzzer_sys::fuzz_target;
 

@@ -82,7 +82,7 @@ fn map_size(m: &arrow_array::MapArray) -> [usize; 3] {
 /// three sizes (text bytes; for lists, item count; for maps, key bytes, value bytes, entries).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CapacityHints {
-    rows: usize,
+    pub(crate) rows: usize,
     sizes: Vec<[usize; 3]>,
     extra: [usize; 3],
 }
@@ -212,6 +212,10 @@ pub(crate) struct TableBuilders {
     batch_size: usize,
     /// False while the builders are placeholders that the first chunk of rows will size.
     sized: bool,
+    /// The first error of a builder append (Arrow's map builder refuses keys and values of
+    /// unequal length, which the paired appends rule out): kept, and returned by `finish`,
+    /// rather than lost.
+    fault: Option<ArrowError>,
 }
 
 // Arrow's dictionary builders do not implement Debug; rows and table are what matter here.
@@ -296,6 +300,7 @@ impl TableBuilders {
             lossy: 0,
             batch_size,
             sized: hints.rows != 0,
+            fault: None,
         }
     }
 
@@ -474,9 +479,12 @@ impl TableBuilders {
                 }
                 ColBuilder::Map(b) => {
                     for row in tape_rows() {
-                        match src.map(|i| field(row, i)).unwrap_or_default() {
-                            "" => b.append(false).unwrap_or_default(),
+                        let appended = match src.map(|i| field(row, i)).unwrap_or_default() {
+                            "" => b.append(false),
                             f => append_custom_data(b, f),
+                        };
+                        if let Err(e) = appended {
+                            self.fault.get_or_insert(e);
                         }
                     }
                 }
@@ -526,11 +534,11 @@ impl TableBuilders {
                 ColBuilder::Const(_) => {}
             }
         }
-        // MapBuilder's appends only fail when keys and values disagree in length, which the
-        // paired appends below rule out.
         if map.extra.is_empty() {
             // A header with no unknown columns (nearly every log): all nulls at once.
-            self.extra.append_nulls(rows).unwrap_or_default();
+            if let Err(e) = self.extra.append_nulls(rows) {
+                self.fault.get_or_insert(e);
+            }
         } else {
             for row in tape_rows() {
                 let mut any = false;
@@ -544,7 +552,9 @@ impl TableBuilders {
                         }
                     }
                 }
-                self.extra.append(any).unwrap_or_default();
+                if let Err(e) = self.extra.append(any) {
+                    self.fault.get_or_insert(e);
+                }
             }
         }
         tape.clear();
@@ -562,6 +572,9 @@ impl TableBuilders {
             self.size_from(tape, 0);
         }
         self.absorb(tape);
+        if let Some(e) = self.fault.take() {
+            return Err(e);
+        }
         let rows = self.rows;
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.defs.len() + 8);
         arrays.push(Arc::new(self.timestamp.finish().with_timezone("UTC")));
@@ -628,7 +641,10 @@ impl TableBuilders {
 // A key's shape is a bit of one word.
 const _: () = assert!(dict::RECENT <= 64);
 
-fn append_custom_data(b: &mut MapBuilder<StringBuilder, StringBuilder>, field: &str) {
+fn append_custom_data(
+    b: &mut MapBuilder<StringBuilder, StringBuilder>,
+    field: &str,
+) -> Result<(), ArrowError> {
     let first = b.keys().len();
     // Which key shapes (the dictionaries' cache slot, as a bit) the row has had: a key whose bit
     // is new cannot repeat an earlier one, so the scan below runs only on a likely repeat.
@@ -660,7 +676,7 @@ fn append_custom_data(b: &mut MapBuilder<StringBuilder, StringBuilder>, field: &
             None => b.values().append_null(),
         }
     }
-    b.append(true).unwrap_or_default();
+    b.append(true)
 }
 
 /// The bytes of key `i` already appended: builders do not expose values, so read the buffers.
@@ -761,5 +777,101 @@ impl RejectBuilders {
             Arc::new(self.raw.finish()),
         ];
         RecordBatch::try_new(schema::rejects_schema(), arrays)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow_array::cast::AsArray;
+    use arrow_array::{Array, MapArray};
+
+    use super::*;
+
+    fn custom_data(rows: &[&str]) -> MapArray {
+        let mut b = map_builder(0, [0; 3]);
+        for row in rows {
+            append_custom_data(&mut b, row).unwrap();
+        }
+        b.finish()
+    }
+
+    fn entries(map: &MapArray, row: usize) -> Vec<(String, Option<String>)> {
+        let entry = map.value(row);
+        let (k, v) = (
+            entry.column(0).as_string::<i32>(),
+            entry.column(1).as_string::<i32>(),
+        );
+        (0..k.len())
+            .map(|i| {
+                (
+                    k.value(i).to_string(),
+                    v.is_valid(i).then(|| v.value(i).to_string()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn repeated_custom_data_keys_are_numbered_per_row() {
+        let map = custom_data(&[
+            "S:AMA=SUM|v=1;S:AMA=EV|v=2;S:E2ELatency=1.9;S:AMA=x",
+            "S:AMA=again;S:flag",
+        ]);
+        let pairs = |row| {
+            entries(&map, row)
+                .into_iter()
+                .map(|(k, v)| format!("{k}={}", v.unwrap_or_else(|| "<null>".into())))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            pairs(0),
+            ["AMA=SUM|v=1", "AMA#2=EV|v=2", "E2ELatency=1.9", "AMA#3=x"]
+        );
+        // The count starts again on each row; a key without `=` has a null value.
+        assert_eq!(pairs(1), ["AMA=again", "flag=<null>"]);
+    }
+
+    #[test]
+    fn a_renamed_repeat_is_the_same_key_and_a_longer_name_is_not() {
+        assert!(same_key(b"AMA", b"AMA"));
+        assert!(same_key(b"AMA#2", b"AMA"));
+        assert!(!same_key(b"AMAX", b"AMA"));
+        assert!(!same_key(b"AM", b"AMA"));
+    }
+
+    #[test]
+    fn constant_columns_and_rejects_carry_file_and_server() {
+        let c = const_dict(Some("EX01"), 3).unwrap();
+        let d = c.as_dictionary::<Int32Type>();
+        assert_eq!((d.len(), d.values().len(), d.null_count()), (3, 1, 0));
+        assert_eq!(const_dict(None, 2).unwrap().null_count(), 2);
+
+        let mut r = RejectBuilders::new();
+        let reason = RejectReason::LineTooLong { limit: 10 };
+        r.append(
+            Some(5),
+            40,
+            3,
+            Some(Table::SmtpProtocol),
+            &reason,
+            b"\xff raw",
+        );
+        r.append(None, 90, 4, None, &reason, b"");
+        let batch = r.finish("RECV1.LOG", "EX01").unwrap();
+        assert_eq!(
+            (batch.num_rows(), r.rows),
+            (2, 0),
+            "finish starts a new batch"
+        );
+        let raw = batch.column_by_name("raw").unwrap().as_binary::<i32>();
+        assert_eq!(raw.value(0), b"\xff raw");
+        let offsets = batch.column_by_name("source_offset").unwrap();
+        assert_eq!(
+            offsets
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .value(1),
+            90
+        );
+        assert!(batch.column_by_name("table").unwrap().is_null(1));
     }
 }

@@ -181,7 +181,7 @@ impl DecoderBuilder {
 /// the next ([`Decoder::take_sizes`], [`DecoderBuilder::with_sizes`]) so a new file's first batch
 /// is sized right instead of growing by reallocation.
 #[derive(Debug, Clone, Default)]
-pub struct BatchSizes([CapacityHints; 5]);
+pub struct BatchSizes([CapacityHints; Table::ALL.len()]);
 
 /// Counters for one decoder, cumulative over its life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -284,7 +284,7 @@ pub struct Decoder {
     unsupported: Option<String>,
     map: Option<Arc<FieldMap>>,
     builders: Option<TableBuilders>,
-    hints: [CapacityHints; 5],
+    hints: [CapacityHints; Table::ALL.len()],
     rejects: RejectBuilders,
     tokenizer: Tokenizer,
     tape: Tape,
@@ -742,6 +742,136 @@ fn bad_value(column: String, expected: &'static str, value: &[u8]) -> RejectReas
     }
 }
 
+/// A table's slot in the per-table arrays: its position in [`Table::ALL`], which lists every
+/// variant in declaration order (a test holds it to that), so the cast cannot go astray.
 fn table_index(t: Table) -> usize {
-    Table::ALL.iter().position(|&x| x == t).unwrap_or_default()
+    t as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &[u8] = b"#Software: Microsoft Exchange Server\r\n\
+#Log-type: SMTP Receive Protocol Log\r\n\
+#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context\r\n";
+
+    fn row(i: u32) -> Vec<u8> {
+        format!("2024-01-25T15:14:39.{i:03}Z,EX01\\Default,08DC1DB8591B22A0,{i},10.0.0.5:25,203.0.113.9:41822,<,EHLO x,\r\n").into_bytes()
+    }
+
+    fn decoder(batch: usize) -> Decoder {
+        DecoderBuilder::new("EX01/SmtpReceive/RECV2024012515-1.LOG")
+            .with_batch_size(batch)
+            .with_max_line_bytes(200)
+            .build()
+    }
+
+    #[test]
+    fn decode_stops_at_a_full_batch_and_resumes_after_the_flush() {
+        let mut d = decoder(2);
+        let mut input = HEADER.to_vec();
+        (0..5).for_each(|i| input.extend(row(i)));
+        let used = d.decode(&input).unwrap();
+        assert!(d.needs_flush());
+        assert!(used < input.len(), "stops at the batch's end");
+        assert_eq!(
+            d.decode(&input[used..]).unwrap(),
+            0,
+            "no progress until flushed"
+        );
+        let first = d.flush().unwrap();
+        assert_eq!(first.data.unwrap().batch.num_rows(), 2);
+        assert_eq!(
+            first.end_offset, used as u64,
+            "the checkpoint is where decoding stopped"
+        );
+        let mut at = used;
+        let mut rows = 2;
+        while at < input.len() {
+            at += d.decode(&input[at..]).unwrap();
+            rows += d.flush().unwrap().data.map_or(0, |x| x.batch.num_rows());
+        }
+        assert_eq!(rows, 5);
+    }
+
+    #[test]
+    fn a_line_split_across_buffers_is_one_row_and_not_complete_until_its_end() {
+        let mut d = decoder(100);
+        let line = row(7);
+        let mut input = HEADER.to_vec();
+        input.extend(&line[..20]);
+        d.decode(&input).unwrap();
+        assert_eq!(d.pending_rows(), 0);
+        assert_eq!(
+            d.complete_offset(),
+            HEADER.len() as u64,
+            "the half line is not done"
+        );
+        d.decode(&line[20..]).unwrap();
+        assert_eq!(d.pending_rows(), 1);
+        assert_eq!(d.complete_offset(), (HEADER.len() + line.len()) as u64);
+        assert_eq!(d.stats().rows, 1);
+    }
+
+    #[test]
+    fn an_unterminated_last_line_is_parsed_only_at_finish() {
+        let mut d = decoder(100);
+        let mut input = HEADER.to_vec();
+        let line = row(1);
+        input.extend(&line[..line.len() - 2]);
+        d.decode(&input).unwrap();
+        assert_eq!(d.pending_rows(), 0);
+        d.finish().unwrap();
+        let out = d.flush().unwrap();
+        assert_eq!(out.data.unwrap().batch.num_rows(), 1);
+        assert!(out.rejects.is_none());
+    }
+
+    #[test]
+    fn an_overlong_line_is_rejected_once_whatever_the_chunking() {
+        for chunk in [1, 13, 4096] {
+            let mut d = decoder(100);
+            let mut input = HEADER.to_vec();
+            input.extend(vec![b'x'; 500]);
+            input.extend(b"\r\n");
+            input.extend(row(2));
+            for piece in input.chunks(chunk) {
+                let mut rest = piece;
+                while !rest.is_empty() {
+                    rest = &rest[d.decode(rest).unwrap()..];
+                }
+            }
+            d.finish().unwrap();
+            let out = d.flush().unwrap();
+            let rejects = out.rejects.unwrap();
+            assert_eq!(rejects.num_rows(), 1, "chunk {chunk}");
+            assert_eq!(out.data.unwrap().batch.num_rows(), 1, "chunk {chunk}");
+            let s = d.stats();
+            assert_eq!(
+                s.lines,
+                s.directives + s.blank + s.rows + s.rejects,
+                "{s:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_header_ends_the_batch_and_sizes_pass_to_the_next_file() {
+        let mut d = decoder(100);
+        let mut input = HEADER.to_vec();
+        input.extend(row(0));
+        input.extend(b"#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data\r\n");
+        input.extend(b"2024-01-25T15:14:40.000Z,EX01\\Default,08DC1DB8591B22A1,0,10.0.0.5:25,203.0.113.9:41823,+,\r\n");
+        let used = d.decode(&input).unwrap();
+        assert!(d.needs_flush(), "the layout changed");
+        assert_eq!(d.flush().unwrap().data.unwrap().batch.num_rows(), 1);
+        d.decode(&input[used..]).unwrap();
+        d.finish().unwrap();
+        assert_eq!(d.flush().unwrap().data.unwrap().batch.num_rows(), 1);
+        let sizes = d.take_sizes();
+        let learned = &sizes.0[table_index(Table::SmtpProtocol)];
+        assert!(learned.rows > 0, "the table's batch sizes were learned");
+        assert_eq!(d.server(), "EX01", "the folder names the server");
+    }
 }

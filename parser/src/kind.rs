@@ -47,6 +47,19 @@ impl Table {
     }
 }
 
+#[cfg(test)]
+mod table_tests {
+    use super::Table;
+
+    #[test]
+    fn all_lists_every_table_in_declaration_order() {
+        for (i, t) in Table::ALL.into_iter().enumerate() {
+            assert_eq!(t as usize, i, "{t:?}");
+            assert_eq!(Table::from_name(t.name()), Some(t));
+        }
+    }
+}
+
 /// Send or receive, for SMTP protocol logs; carried from the file into every row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {

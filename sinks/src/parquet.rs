@@ -182,6 +182,15 @@ impl ParquetFile {
         schema: SchemaRef,
         options: &ParquetOptions,
     ) -> Result<Self, Error> {
+        // Options and schema are checked before anything is created: a bad option must not
+        // leave a temporary file behind.
+        let properties = options.properties(&schema)?;
+        parquet::arrow::ArrowSchemaConverter::new()
+            .convert(&schema)
+            .map_err(|source| Error::Parquet {
+                path: final_path.clone(),
+                source,
+            })?;
         if let Some(dir) = final_path.parent() {
             fs::create_dir_all(dir).map_err(|source| Error::Io {
                 path: dir.to_path_buf(),
@@ -192,7 +201,6 @@ impl ParquetFile {
             path: temp_path.clone(),
             source,
         })?;
-        let properties = options.properties(&schema)?;
         let writer = ArrowWriter::try_new(
             BufWriter::with_capacity(1 << 20, file),
             schema,
@@ -354,7 +362,10 @@ mod tests {
             zstd_level: 99,
             ..Default::default()
         };
-        let err = create(std::env::temp_dir().join("never.parquet"), &opts).unwrap_err();
+        let dir = tempfile::tempdir().unwrap();
+        let err = create(dir.path().join("never.parquet"), &opts).unwrap_err();
         assert!(err.to_string().contains("zstd_level"), "{err}");
+        // Nothing was created for the file that was refused.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }
