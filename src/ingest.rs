@@ -1,12 +1,16 @@
 //! One-shot backfill: files and folders in, the Parquet lake out
 //! (`<dir>/<table>/date=…/server=…/part-….parquet`, see `mailflow_sinks::lake`).
 //!
-//! Files are parsed in parallel, one decoder per file and as many workers as cores. Each worker
-//! has its own lake writer: encoding costs more CPU than parsing, and one writer thread fed by
-//! all workers kept the second core idle. Batches never cross threads, so memory is bounded by one
-//! batch plus the writer's row-group budget per worker. Files that are not Exchange logs mailflow
-//! reads are skipped with a warning and counted, never a failure; an unreadable file fails the run
-//! after everything else has been written.
+//! Files fall into series (a server's files of one kind, read one after the other in time order),
+//! and the workers, as many as cores, share the series on a [`Board`]: each takes the series
+//! furthest behind in log time, moves it one batch, and gives it back, so every series moves
+//! through time together and correlation holds little open (see `plan`). Each worker has its own
+//! lake writer: encoding costs more CPU than parsing, and one writer thread fed by all workers
+//! kept the second core idle. A file stays with the worker that opened it until it is closed, so
+//! its rows reach one writer in order. Memory is bounded by the open files (at most
+//! `OPEN_SERIES` decoders) plus the writers' row-group budgets. Files that are not Exchange logs
+//! mailflow reads are skipped with a warning and counted, never a failure; an unreadable file
+//! fails the run after everything else has been written.
 //!
 //! Exactly once: a source is known by a fingerprint of its first bytes, and every lake file's
 //! footer records how far into each source it is committed. A run first finishes or discards
@@ -39,6 +43,7 @@ use mailflow_parser::{
 use mailflow_sinks::lake::{self, LakeOptions, LakeWriter, Source};
 use serde::Serialize;
 
+use crate::plan::{Board, Lane, time_order};
 use crate::term::escape;
 
 /// What to ingest and how.
@@ -405,6 +410,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         temporaries_removed: recovery.temporaries_removed,
     };
     let committed = lake::committed_sources(root).context("reading what the lake holds")?;
+    let host = host_name();
     let mut jobs: Vec<Job> = Vec::new();
     for path in discover(&opts.paths)? {
         match triage(path) {
@@ -416,41 +422,35 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     summary.already_in_lake.files += 1;
                     continue;
                 }
+                let start = crate::plan::start_time(&head);
+                let server = opts.server.clone().or(server);
+                let filed_under = DecoderBuilder::new(path.to_string_lossy())
+                    .with_server(server.clone())
+                    .with_default_server(&host)
+                    .server();
                 jobs.push(Job {
                     path,
                     len,
                     fingerprint,
                     resume_from,
                     server,
+                    filed_under,
+                    start,
                 });
             }
             Triage::Skip(s) => summary.skipped.push(s),
             Triage::Fail(s) => summary.failed.push(s),
         }
     }
-    // In path order: Exchange names files by server folder and date, so each worker fills one
-    // partition at a time and few files are open at once (each buffers a row group). Files roll
-    // at 10 MiB, so the last one to finish is small and both cores stay busy anyway.
-    jobs.sort_by(|a, b| a.path.cmp(&b.path));
     let total_bytes: u64 = jobs.iter().map(|j| j.len).sum();
     let progress = Arc::new(AtomicU64::new(0));
     let bar = progress_bar(opts.progress, total_bytes);
-
+    // The workers share the series, each taking the one furthest behind in log time a batch at
+    // a time (see `plan`): sessions stay whole and messages close as the logs move on.
     let threads = opts.threads.max(1);
-    // Each worker takes a contiguous run of files of about equal bytes, in path order: a
-    // server's rolled logs then pass through one worker in sequence, so SMTP sessions that
-    // continue from one file into the next are correlated whole.
-    let mut shares: Vec<Vec<Job>> = (0..threads).map(|_| Vec::new()).collect();
-    let mut done_bytes = 0u64;
-    for job in jobs {
-        let k = usize::try_from(done_bytes.saturating_mul(threads as u64) / total_bytes.max(1))
-            .unwrap_or(0)
-            .min(threads - 1);
-        done_bytes += job.len;
-        shares[k].push(job);
-    }
+    let lead = i64::try_from(SERIES_LEAD.as_millis()).unwrap_or(i64::MAX);
+    let board = Arc::new(Board::new(series_of(jobs), OPEN_SERIES.max(threads), lead));
     let (tx, rx) = bounded::<Msg>(64);
-    let host = host_name();
     // Messages cross servers, whose logs different workers read: one thread correlates the
     // tracking events of all of them, with a lake writer of its own.
     let (msg_tx, msg_rx) = bounded::<ToMessages>(4);
@@ -464,16 +464,15 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
             .spawn(move || correlate_messages(&msg_rx, &root, options))
             .context("starting the message correlation thread")?
     };
-    let workers: Vec<_> = shares
-        .into_iter()
-        .enumerate()
-        .map(|(k, share)| {
-            let (tx, msg_tx, progress, opts, host) = (
+    let workers: Vec<_> = (0..threads)
+        .map(|k| {
+            let (tx, msg_tx, progress, opts, host, board) = (
                 tx.clone(),
                 msg_tx.clone(),
                 Arc::clone(&progress),
                 opts.clone(),
                 host.clone(),
+                Arc::clone(&board),
             );
             std::thread::spawn(move || -> Result<Vec<PathBuf>> {
                 let mut options = opts.lake_options.clone();
@@ -481,8 +480,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                 let mut writer = LakeWriter::new(&opts.parquet, options)
                     .with_context(|| format!("starting lake writer {k}"))?;
                 match worker(
-                    k,
-                    share,
+                    (&board, k),
                     (&tx, &msg_tx),
                     &progress,
                     &opts,
@@ -544,8 +542,12 @@ struct Job {
     fingerprint: String,
     /// Rows before this offset are in the lake already.
     resume_from: u64,
-    /// The server the file's rows name.
+    /// The server the file's rows name (or `--server`).
     server: Option<String>,
+    /// The server the decoder files its rows under.
+    filed_under: String,
+    /// When its first row was written.
+    start: Option<i64>,
 }
 
 /// Where a worker sends its tracking batches: the message correlation thread, with the way
@@ -634,115 +636,244 @@ fn correlate_messages(
 /// A message is written once every server's log is this far past its last event.
 const MESSAGE_IDLE: Duration = Duration::from_secs(3600);
 
+/// One log series: a server's files of one kind (`MSGTRK…`, `RECV…` in one folder), read
+/// oldest first, with its own session correlation (a session never leaves its series).
+struct Series {
+    /// The series' stream in message correlation.
+    stream: Arc<str>,
+    files: std::collections::VecDeque<Job>,
+    open: Option<OpenFile>,
+    /// The log time the series has reached: its last batch's last row, or its next file's start.
+    mark: i64,
+    sizes: BatchSizes,
+    sessions: SessionCorrelator,
+    /// The last file read (where the sessions left open at the end are filed).
+    last: Option<(String, String, u64)>,
+}
+
+impl Lane for Series {
+    fn mark(&self) -> i64 {
+        self.mark
+    }
+    fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+    fn is_done(&self) -> bool {
+        self.open.is_none() && self.files.is_empty()
+    }
+}
+
+/// The file a series is reading.
+struct OpenFile {
+    reader: LogReader<BufReader<Counting<File>>>,
+    path: PathBuf,
+    name: String,
+    fingerprint: String,
+    len: u64,
+    resume_from: u64,
+    rows: BTreeMap<&'static str, u64>,
+    diagnoses: BTreeMap<String, u64>,
+}
+
+/// How far in log time a series may run ahead of the one furthest behind: about one batch of a
+/// quiet server's log, so workers rarely wait, and messages wait at most this much longer.
+const SERIES_LEAD: Duration = Duration::from_secs(3600);
+
+/// Series with a file open at once (each holds a decoder and a batch in progress), at least
+/// one per worker.
+const OPEN_SERIES: usize = 4;
+
+/// The run's files as series, each in time order.
+fn series_of(mut jobs: Vec<Job>) -> Vec<Series> {
+    jobs.sort_by(|a, b| time_order((a.start, &a.path), (b.start, &b.path)));
+    let mut series: Vec<Series> = Vec::new();
+    let mut index: BTreeMap<(String, String, String), usize> = BTreeMap::new();
+    for job in jobs {
+        let key = series_key(&job);
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            series.push(Series {
+                stream: format!("{}/{}/{}", key.0, key.1, key.2).into(),
+                files: Default::default(),
+                open: None,
+                mark: job.start.unwrap_or(i64::MIN),
+                sizes: BatchSizes::default(),
+                sessions: SessionCorrelator::new(SESSION_TIMEOUT),
+                last: None,
+            });
+            series.len() - 1
+        });
+        series[i].files.push_back(job);
+    }
+    series
+}
+
+/// What names a series: its server, its folder and the letters its file names start with.
+fn series_key(job: &Job) -> (String, String, String) {
+    let folder = job
+        .path
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = job
+        .path
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .chars()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .collect::<String>()
+                .to_ascii_uppercase()
+        })
+        .unwrap_or_default();
+    (job.filed_under.clone(), folder, prefix)
+}
+
+/// A worker: takes the series furthest behind from the board, moves it one step (opens its next
+/// file, or decodes, enriches and writes one batch, or closes a finished file), and gives it
+/// back, until every series is done. Per-file and per-series order are kept; across series the
+/// run moves through log time together.
 fn worker(
-    k: usize,
-    jobs: Vec<Job>,
+    (board, me): (&Board<Series>, usize),
     (tx, msg_tx): (&Sender<Msg>, &Sender<ToMessages>),
     progress: &Arc<AtomicU64>,
     opts: &IngestOptions,
     host: &str,
     writer: &mut LakeWriter,
 ) -> Result<()> {
-    let mut sizes = BatchSizes::default();
-    let mut sessions = SessionCorrelator::new(SESSION_TIMEOUT);
     let (back, returned) = unbounded::<RecordBatch>();
-    let mut last: Option<(String, String, u64)> = None;
-    let mut stream: Option<Arc<str>> = None;
-    for job in jobs {
-        let Job {
-            path,
-            fingerprint,
-            resume_from,
-            len,
-            server,
-        } = job;
-        let name = path.to_string_lossy().into_owned();
+    while let Some((i, mut s)) = board.take(me) {
+        returned.try_iter().for_each(drop);
+        let step = step(&mut s, (tx, msg_tx, &back), progress, opts, host, writer);
+        match step {
+            Ok(()) => board.put(i, s, me),
+            Err(e) => {
+                board.fail();
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One step of a series (see [`worker`]).
+fn step(
+    s: &mut Series,
+    (tx, msg_tx, back): (&Sender<Msg>, &Sender<ToMessages>, &Sender<RecordBatch>),
+    progress: &Arc<AtomicU64>,
+    opts: &IngestOptions,
+    host: &str,
+    writer: &mut LakeWriter,
+) -> Result<()> {
+    let Some(f) = s.open.as_mut() else {
+        let Some(job) = s.files.pop_front() else {
+            return Ok(());
+        };
+        let name = job.path.to_string_lossy().into_owned();
         let decoder = DecoderBuilder::new(name.clone())
-            .with_sizes(std::mem::take(&mut sizes))
-            .with_server(opts.server.clone().or(server))
+            .with_sizes(std::mem::take(&mut s.sizes))
+            .with_server(job.server)
             .with_default_server(host)
             .with_batch_size(opts.batch_size)
             .with_max_line_bytes(opts.max_line_bytes)
             .build();
-        // This worker's run of one server's files is one stream of message correlation.
-        let this_stream: Arc<str> = format!("{k}/{}", decoder.server()).into();
-        if let Some(old) = stream.take_if(|s| *s != this_stream) {
-            let _ = msg_tx.send(ToMessages::EndStream(old));
-        }
-        let stream = stream.get_or_insert(this_stream);
-        let mut rows: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let mut diagnoses: BTreeMap<String, u64> = BTreeMap::new();
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                let _ = tx.send(Msg::Failed(path, e.to_string()));
-                continue;
+        match File::open(&job.path) {
+            Ok(file) => {
+                let counting = Counting {
+                    inner: file,
+                    total: Arc::clone(progress),
+                };
+                s.open = Some(OpenFile {
+                    reader: LogReader::new(decoder, BufReader::with_capacity(128 * 1024, counting)),
+                    path: job.path,
+                    name,
+                    fingerprint: job.fingerprint,
+                    len: job.len,
+                    resume_from: job.resume_from,
+                    rows: BTreeMap::new(),
+                    diagnoses: BTreeMap::new(),
+                });
             }
-        };
-        let counting = Counting {
-            inner: file,
-            total: Arc::clone(progress),
-        };
-        let mut reader = LogReader::new(decoder, BufReader::with_capacity(256 * 1024, counting));
-        let mut read_error = None;
-        for flushed in reader.by_ref() {
-            let flushed = match flushed {
-                Ok(f) => f,
-                Err(e) => {
-                    read_error = Some(e);
-                    break;
-                }
-            };
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(job.path, e.to_string()));
+                return finish_series(s, msg_tx, tx, opts, writer);
+            }
+        }
+        return Ok(());
+    };
+    match f.reader.next() {
+        Some(Ok(flushed)) => {
+            if let Some(t) = flushed.data.as_ref().and_then(|d| last_time(&d.batch)) {
+                s.mark = s.mark.max(t);
+            }
             let source = Source {
-                fingerprint: &fingerprint,
-                file: &name,
+                fingerprint: &f.fingerprint,
+                file: &f.name,
                 end_offset: flushed.end_offset,
             };
-            returned.try_iter().for_each(drop);
-            // A write error stops the file here: nothing after it may be committed.
+            // A write error stops the run here: nothing after it may be committed.
             write_flushed(
                 writer,
                 (
                     &opts.matcher,
-                    &mut sessions,
+                    &mut s.sessions,
                     TrackedTo {
                         messages: msg_tx,
-                        back: &back,
-                        stream,
+                        back,
+                        stream: &s.stream,
                     },
                 ),
                 &source,
                 flushed,
-                resume_from,
-                (&mut rows, &mut diagnoses),
-            )?;
+                f.resume_from,
+                (&mut f.rows, &mut f.diagnoses),
+            )
         }
-        let decoder = reader.decoder_mut();
-        sizes = decoder.take_sizes();
-        let msg = match read_error {
-            None => {
-                let notes = decoder
-                    .notes()
-                    .iter()
-                    .map(|n| format!("{name}: {n}"))
-                    .collect();
-                Msg::Done(decoder.stats(), rows, diagnoses, notes)
+        end => {
+            let Some(mut f) = s.open.take() else {
+                return Ok(());
+            };
+            let decoder = f.reader.decoder_mut();
+            s.sizes = decoder.take_sizes();
+            let msg = match end {
+                Some(Err(e)) => Msg::Failed(f.path, e.to_string()),
+                _ => {
+                    let notes = decoder
+                        .notes()
+                        .iter()
+                        .map(|n| format!("{}: {n}", f.name))
+                        .collect();
+                    Msg::Done(decoder.stats(), f.rows, f.diagnoses, notes)
+                }
+            };
+            // The receiver lives until every worker is done; a send cannot fail before that.
+            let _ = tx.send(msg);
+            s.last = Some((f.fingerprint, f.name, f.len));
+            if let Some(next) = s.files.front() {
+                s.mark = s.mark.max(next.start.unwrap_or(i64::MIN));
             }
-            Some(e) => Msg::Failed(path, e.to_string()),
-        };
-        // The receiver lives until every worker is done; a send cannot fail before that.
-        let _ = tx.send(msg);
-        last = Some((fingerprint, name, len));
-        // Files roll by age too: a long run of small files must not keep one lake file open
-        // past its age just because nothing was written to it since.
-        writer.tick()?;
+            // Files roll by age too: a long run of small files must not keep one lake file
+            // open past its age just because nothing was written to it since.
+            writer.tick()?;
+            finish_series(s, msg_tx, tx, opts, writer)
+        }
     }
-    if let Some(done) = stream {
-        let _ = msg_tx.send(ToMessages::EndStream(done));
+}
+
+/// At a series' end: its message stream ends, and its sessions still open are written as
+/// they are (not closed).
+fn finish_series(
+    s: &mut Series,
+    msg_tx: &Sender<ToMessages>,
+    tx: &Sender<Msg>,
+    opts: &IngestOptions,
+    writer: &mut LakeWriter,
+) -> Result<()> {
+    if !s.is_done() {
+        return Ok(());
     }
-    // Sessions still open at the end of the input are written as they are (not closed).
-    if let Some(batch) = sessions.finish(&opts.matcher)?
-        && let Some((fingerprint, file, len)) = &last
+    let _ = msg_tx.send(ToMessages::EndStream(Arc::clone(&s.stream)));
+    if let Some(batch) = s.sessions.finish(&opts.matcher)?
+        && let Some((fingerprint, file, len)) = &s.last
     {
         let source = Source {
             fingerprint,
@@ -756,6 +887,17 @@ fn worker(
         let _ = tx.send(Msg::Derived(rows));
     }
     Ok(())
+}
+
+/// The time of a batch's last row that has one (rows are in file order, which is time order).
+fn last_time(batch: &RecordBatch) -> Option<i64> {
+    let t = batch
+        .column_by_name("timestamp")?
+        .as_primitive_opt::<arrow_array::types::TimestampMillisecondType>()?;
+    (0..t.len())
+        .rev()
+        .find(|&i| arrow_array::Array::is_valid(t, i))
+        .map(|i| t.value(i))
 }
 
 /// An SMTP session idle this long behind its server's log is closed as incomplete.

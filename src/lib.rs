@@ -10,4 +10,5 @@
 pub mod diagnose;
 pub mod generate;
 pub mod ingest;
+pub mod plan;
 pub mod term;

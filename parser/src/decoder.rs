@@ -134,19 +134,23 @@ impl DecoderBuilder {
         self
     }
 
+    /// The server the decoder will file every row under: the forced name, else the one the
+    /// rows name, else the path's, else the default (the host name), else `UNKNOWN`. One name
+    /// per server, whichever source names it; the host name only when nothing else does.
+    pub fn server(&self) -> String {
+        let canonical = |s: &Option<String>| s.as_deref().and_then(canonical_server);
+        self.server
+            .clone()
+            .or_else(|| self.row_server.clone())
+            .or_else(|| canonical(&self.path.server))
+            .or_else(|| canonical(&self.default_server))
+            .unwrap_or_else(|| "UNKNOWN".to_string())
+    }
+
     /// The decoder.
     pub fn build(self) -> Decoder {
         let hint = self.kind.or(self.path.kind);
-        // One name per server, whichever source names it; the host name only when nothing else
-        // does, for the whole file.
-        let canonical = |s: Option<String>| s.as_deref().and_then(canonical_server);
-        let server: Arc<str> = self
-            .server
-            .or(self.row_server)
-            .or_else(|| canonical(self.path.server))
-            .or_else(|| canonical(self.default_server))
-            .unwrap_or_else(|| "UNKNOWN".to_string())
-            .into();
+        let server: Arc<str> = self.server().into();
         Decoder {
             source_file: self.source_file.into(),
             server,
