@@ -317,14 +317,19 @@ mod tests {
         l.open = true;
         board.put(i, l, 0);
         // Worker 1 may not take series 0 while worker 0 has its file open.
-        let (j, l1) = board.take(1).unwrap();
+        let (j, mut l1) = board.take(1).unwrap();
         assert_eq!(j, 1);
+        l1.mark = 6;
         board.put(j, l1, 1);
         let (i, mut l) = board.take(0).unwrap();
         assert_eq!(i, 0);
         l.open = false;
         board.put(i, l, 0);
-        // Closed, it is anyone's again (and still the one furthest behind).
+        // Closed, it is anyone's again; worker 1 still keeps to the series it has been moving.
+        let (j, mut l1) = board.take(1).unwrap();
+        assert_eq!(j, 1);
+        l1.left = 0;
+        board.put(j, l1, 1);
         assert_eq!(board.take(1).unwrap().0, 0);
     }
 
