@@ -641,6 +641,8 @@ const MESSAGE_IDLE: Duration = Duration::from_secs(3600);
 struct Series {
     /// The series' stream in message correlation.
     stream: Arc<str>,
+    /// The server its files are filed under.
+    server: String,
     files: std::collections::VecDeque<Job>,
     open: Option<OpenFile>,
     /// The log time the series has reached: its last batch's last row, or its next file's start.
@@ -660,6 +662,9 @@ impl Lane for Series {
     }
     fn is_done(&self) -> bool {
         self.open.is_none() && self.files.is_empty()
+    }
+    fn group(&self) -> &str {
+        &self.server
     }
 }
 
@@ -693,6 +698,7 @@ fn series_of(mut jobs: Vec<Job>) -> Vec<Series> {
         let i = *index.entry(key.clone()).or_insert_with(|| {
             series.push(Series {
                 stream: format!("{}/{}/{}", key.0, key.1, key.2).into(),
+                server: key.0.clone(),
                 files: Default::default(),
                 open: None,
                 mark: job.start.unwrap_or(i64::MIN),

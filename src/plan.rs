@@ -99,6 +99,9 @@ pub trait Lane {
     fn is_open(&self) -> bool;
     /// Whether it has nothing left to read.
     fn is_done(&self) -> bool;
+    /// Series of one group (a server's) are best moved by one worker: it then writes to fewer
+    /// partitions at once.
+    fn group(&self) -> &str;
 }
 
 enum Slot<L> {
@@ -112,7 +115,9 @@ struct State<L> {
     slots: Vec<Slot<L>>,
     /// Each series' mark when last seen (a held series keeps the one it was taken with).
     marks: Vec<i64>,
-    /// The worker that last moved each series.
+    /// Each series' group, numbered.
+    group: Vec<usize>,
+    /// The worker that last moved a series of each group.
     last: Vec<Option<usize>>,
 }
 
@@ -146,10 +151,26 @@ impl<L: Lane> Board<L> {
     /// A board of `lanes`; `lead` in log milliseconds.
     pub fn new(lanes: Vec<L>, max_open: usize, lead: i64) -> Self {
         let marks = lanes.iter().map(Lane::mark).collect();
-        let last = vec![None; lanes.len()];
+        let mut names: Vec<&str> = Vec::new();
+        let group: Vec<usize> = lanes
+            .iter()
+            .map(|l| match names.iter().position(|n| *n == l.group()) {
+                Some(g) => g,
+                None => {
+                    names.push(l.group());
+                    names.len() - 1
+                }
+            })
+            .collect();
+        let last = vec![None; names.len()];
         let slots = lanes.into_iter().map(|l| Slot::Free(l, None)).collect();
         Board {
-            state: std::sync::Mutex::new(State { slots, marks, last }),
+            state: std::sync::Mutex::new(State {
+                slots,
+                marks,
+                group,
+                last,
+            }),
             returned: std::sync::Condvar::new(),
             max_open: max_open.max(1),
             lead: lead.max(0),
@@ -166,7 +187,12 @@ impl<L: Lane> Board<L> {
     pub fn take(&self, worker: usize) -> Option<(usize, L)> {
         let mut st = self.lock();
         loop {
-            let State { slots, marks, last } = &mut *st;
+            let State {
+                slots,
+                marks,
+                group,
+                last,
+            } = &mut *st;
             // The series furthest behind, among all not done (held ones at their last mark).
             let behind = (0..slots.len())
                 .filter(|&i| !matches!(slots[i], Slot::Done))
@@ -192,9 +218,9 @@ impl<L: Lane> Board<L> {
                     }
                     _ => false,
                 })
-                // Within the lead, a worker keeps to the series it has been moving: each then
-                // writes fewer partitions at once (each buffers a row group).
-                .min_by_key(|&i| (last[i].is_some_and(|w| w != worker), marks[i]));
+                // Within the lead, a worker keeps to the groups (servers) it has been moving:
+                // each then writes fewer partitions at once (each buffers a row group).
+                .min_by_key(|&i| (last[group[i]].is_some_and(|w| w != worker), marks[i]));
             if let Some(i) = pick
                 && let Slot::Free(l, _) = std::mem::replace(&mut slots[i], Slot::Held)
             {
@@ -209,7 +235,8 @@ impl<L: Lane> Board<L> {
         let mut st = self.lock();
         if i < st.slots.len() {
             st.marks[i] = lane.mark();
-            st.last[i] = Some(worker);
+            let g = st.group[i];
+            st.last[g] = Some(worker);
             st.slots[i] = if lane.is_done() {
                 Slot::Done
             } else {
@@ -251,6 +278,14 @@ mod tests {
         }
         fn is_done(&self) -> bool {
             self.left == 0
+        }
+        fn group(&self) -> &str {
+            // Every test series its own group.
+            match self.mark {
+                0 => "a",
+                5 => "b",
+                _ => "c",
+            }
         }
     }
 
