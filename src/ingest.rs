@@ -449,7 +449,13 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     // a time (see `plan`): sessions stay whole and messages close as the logs move on.
     let threads = opts.threads.max(1);
     let lead = i64::try_from(SERIES_LEAD.as_millis()).unwrap_or(i64::MAX);
-    let board = Arc::new(Board::new(series_of(jobs), OPEN_SERIES.max(threads), lead));
+    let series = series_of(jobs, threads);
+    // A run that another run of its series continues has no events past the other's start.
+    let bounds: Vec<(Arc<str>, i64)> = series
+        .iter()
+        .filter_map(|s| Some((Arc::clone(&s.stream), s.until?)))
+        .collect();
+    let board = Arc::new(Board::new(series, OPEN_SERIES.max(threads), lead));
     let (tx, rx) = bounded::<Msg>(64);
     // Messages cross servers, whose logs different workers read: one thread correlates the
     // tracking events of all of them, with a lake writer of its own.
@@ -464,6 +470,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
             .spawn(move || correlate_messages(&msg_rx, &root, options))
             .context("starting the message correlation thread")?
     };
+    for (stream, until) in bounds {
+        let _ = msg_tx.send(ToMessages::Until(stream, until));
+    }
     let workers: Vec<_> = (0..threads)
         .map(|k| {
             let (tx, msg_tx, progress, opts, host, board) = (
@@ -561,8 +570,10 @@ struct TrackedTo<'a> {
 /// What the workers tell the message correlation thread.
 enum ToMessages {
     Batch(Tracked),
-    /// A worker has read the last of a server's files it had: its stream holds nothing back.
+    /// A series has been read to its end: its stream holds nothing back.
     EndStream(Arc<str>),
+    /// A run of a series has no events after this time (the next run starts there).
+    Until(Arc<str>, i64),
 }
 
 /// An enriched tracking batch on its way to message correlation, with where it came from.
@@ -605,6 +616,10 @@ fn correlate_messages(
         for msg in rx {
             let t = match msg {
                 ToMessages::Batch(t) => t,
+                ToMessages::Until(stream, until) => {
+                    correlator.stream_until(&stream, until);
+                    continue;
+                }
                 ToMessages::EndStream(stream) => {
                     correlator.end_stream(&stream);
                     continue;
@@ -643,6 +658,10 @@ struct Series {
     stream: Arc<str>,
     /// The server its files are filed under.
     server: String,
+    /// The series it is a run of, when a series is cut into runs (see `series_of`).
+    kin: usize,
+    /// For a run that another run continues: where that one starts.
+    until: Option<i64>,
     files: std::collections::VecDeque<Job>,
     open: Option<OpenFile>,
     /// The log time the series has reached: its last batch's last row, or its next file's start.
@@ -665,6 +684,9 @@ impl Lane for Series {
     }
     fn group(&self) -> &str {
         &self.server
+    }
+    fn kin(&self) -> usize {
+        self.kin
     }
 }
 
@@ -689,7 +711,7 @@ const SERIES_LEAD: Duration = Duration::from_secs(3600);
 const OPEN_SERIES: usize = 4;
 
 /// The run's files as series, each in time order.
-fn series_of(mut jobs: Vec<Job>) -> Vec<Series> {
+fn series_of(mut jobs: Vec<Job>, threads: usize) -> Vec<Series> {
     jobs.sort_by(|a, b| time_order((a.start, &a.path), (b.start, &b.path)));
     let mut series: Vec<Series> = Vec::new();
     let mut index: BTreeMap<(String, String, String), usize> = BTreeMap::new();
@@ -699,6 +721,8 @@ fn series_of(mut jobs: Vec<Job>) -> Vec<Series> {
             series.push(Series {
                 stream: format!("{}/{}/{}", key.0, key.1, key.2).into(),
                 server: key.0.clone(),
+                kin: series.len(),
+                until: None,
                 files: Default::default(),
                 open: None,
                 mark: job.start.unwrap_or(i64::MIN),
@@ -709,6 +733,42 @@ fn series_of(mut jobs: Vec<Job>) -> Vec<Series> {
             series.len() - 1
         });
         series[i].files.push_back(job);
+    }
+    // Fewer series than workers (one server's tracking logs, say): the largest is cut into
+    // runs of consecutive files, read side by side with their own sessions and message
+    // streams. A session that crosses a cut is written as two.
+    while series.len() < threads {
+        let Some(k) = (0..series.len())
+            .filter(|&k| series[k].files.len() > 1)
+            .max_by_key(|&k| series[k].files.iter().map(|j| j.len).sum::<u64>())
+        else {
+            break;
+        };
+        let n = series.len();
+        let s = &mut series[k];
+        let total: u64 = s.files.iter().map(|j| j.len).sum();
+        let (mut first, mut at) = (0u64, 0usize);
+        while at < s.files.len() - 1 && first + s.files[at].len <= total / 2 {
+            first += s.files[at].len;
+            at += 1;
+        }
+        let later = s.files.split_off(at.max(1));
+        let later_start = later.front().and_then(|j| j.start);
+        let run = Series {
+            stream: format!("{}#{n}", s.stream).into(),
+            server: s.server.clone(),
+            kin: s.kin,
+            // The later run ends where this one's end did.
+            until: s.until,
+            mark: later.front().and_then(|j| j.start).unwrap_or(i64::MIN),
+            files: later,
+            open: None,
+            sizes: BatchSizes::default(),
+            sessions: SessionCorrelator::new(SESSION_TIMEOUT),
+            last: None,
+        };
+        s.until = later_start.or(s.until);
+        series.push(run);
     }
     series
 }

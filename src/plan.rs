@@ -102,6 +102,10 @@ pub trait Lane {
     /// Series of one group (a server's) are best moved by one worker: it then writes to fewer
     /// partitions at once.
     fn group(&self) -> &str;
+    /// Lanes of one kin are runs of one series read side by side (a series cut so that more
+    /// workers can read it): they cover different stretches of time, and the lead does not
+    /// hold one back for another.
+    fn kin(&self) -> usize;
 }
 
 enum Slot<L> {
@@ -117,6 +121,7 @@ struct State<L> {
     marks: Vec<i64>,
     /// Each series' group, numbered.
     group: Vec<usize>,
+    kin: Vec<usize>,
     /// The worker that last moved a series of each group.
     last: Vec<Option<usize>>,
 }
@@ -163,12 +168,14 @@ impl<L: Lane> Board<L> {
             })
             .collect();
         let last = vec![None; names.len()];
+        let kin = lanes.iter().map(Lane::kin).collect();
         let slots = lanes.into_iter().map(|l| Slot::Free(l, None)).collect();
         Board {
             state: std::sync::Mutex::new(State {
                 slots,
                 marks,
                 group,
+                kin,
                 last,
             }),
             returned: std::sync::Condvar::new(),
@@ -191,6 +198,7 @@ impl<L: Lane> Board<L> {
                 slots,
                 marks,
                 group,
+                kin,
                 last,
             } = &mut *st;
             // The series furthest behind, among all not done (held ones at their last mark).
@@ -208,13 +216,20 @@ impl<L: Lane> Board<L> {
             // ahead until one does: the lead must not stop the files that free the slot.
             let behind_waits =
                 matches!(&slots[behind], Slot::Free(l, _) if !l.is_open()) && !can_open;
-            let horizon = marks[behind].saturating_add(self.lead);
+            // How far lane i may run: the lead past the furthest behind of the other kins.
+            let horizon = |i: usize| {
+                (0..slots.len())
+                    .filter(|&j| kin[j] != kin[i] && !matches!(slots[j], Slot::Done))
+                    .map(|j| marks[j])
+                    .min()
+                    .map_or(i64::MAX, |m| m.saturating_add(self.lead))
+            };
             let pick = (0..slots.len())
                 .filter(|&i| match &slots[i] {
                     Slot::Free(l, owner) => {
                         owner.is_none_or(|o| o == worker)
                             && (l.is_open() || can_open)
-                            && (marks[i] <= horizon || (behind_waits && l.is_open()))
+                            && (marks[i] <= horizon(i) || (behind_waits && l.is_open()))
                     }
                     _ => false,
                 })
@@ -278,6 +293,9 @@ mod tests {
         }
         fn is_done(&self) -> bool {
             self.left == 0
+        }
+        fn kin(&self) -> usize {
+            self.mark as usize
         }
         fn group(&self) -> &str {
             // Every test series its own group.

@@ -8,21 +8,11 @@
 
 use std::time::Instant;
 
-use mailflow_benches::PARSE_INPUTS;
+use mailflow_benches::{PARSE_INPUTS, median};
 
 // The allocator `mailflow` itself runs with; arrow-csv shares it in the same process.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -201,3 +201,17 @@ pub fn mailflow_parse_enrich(
         .map_or(0, |m| m.num_rows());
     (rows, n_sessions, n_messages)
 }
+
+/// The median of a set of timings (sorts them).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

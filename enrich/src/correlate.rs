@@ -41,6 +41,8 @@ struct Mark {
     /// `at` when the last sweep ran.
     swept: i64,
     live: bool,
+    /// The stream has no events after this time (a run of files that another run continues).
+    until: i64,
 }
 
 /// Open items by key, their streams' watermarks, and the items closed but not yet taken.
@@ -116,6 +118,7 @@ impl<K: Hash + Eq, I: Item> Window<K, I> {
             at: t,
             swept: t,
             live: true,
+            until: i64::MAX,
         });
         mark.live = true;
         if t > mark.at {
@@ -124,6 +127,23 @@ impl<K: Hash + Eq, I: Item> Window<K, I> {
                 self.due = true;
             }
         }
+    }
+
+    /// A stream has no events after `until`: under [`Clock::Slowest`] it holds back only the
+    /// items it could still add to (those idle less than `idle` at `until`).
+    pub(crate) fn set_until(&mut self, stream: u32, until: i64) {
+        let i = stream as usize;
+        if self.marks.len() <= i {
+            self.marks.resize(i + 1, None);
+        }
+        // A stream not yet seen holds nothing back until its first event (as any other).
+        let mark = self.marks[i].get_or_insert(Mark {
+            at: i64::MIN,
+            swept: i64::MIN,
+            live: false,
+            until,
+        });
+        mark.until = until;
     }
 
     /// A stream will add nothing more: under [`Clock::Slowest`] it no longer holds others back.
@@ -161,6 +181,47 @@ impl<K: Hash + Eq, I: Item> Window<K, I> {
                     at.saturating_sub(item.last()) > idle
                 }));
                 for mark in marks.iter_mut().flatten() {
+                    mark.swept = mark.at;
+                }
+            }
+            Clock::Slowest
+                if self
+                    .marks
+                    .iter()
+                    .flatten()
+                    .any(|m| m.live && m.until < i64::MAX) =>
+            {
+                // Some live streams end early: an item waits only for the live streams that
+                // could still add to it, each at its own time.
+                if !self.due && !over_cap {
+                    return;
+                }
+                self.due = false;
+                let live: Vec<Mark> = self
+                    .marks
+                    .iter()
+                    .flatten()
+                    .filter(|m| m.live)
+                    .copied()
+                    .collect();
+                let all_at = self
+                    .marks
+                    .iter()
+                    .flatten()
+                    .map(|m| m.at)
+                    .max()
+                    .unwrap_or(i64::MIN);
+                self.done.extend(self.open.extract_if(|_, item| {
+                    let last = item.last();
+                    let clock = live
+                        .iter()
+                        .filter(|m| m.until.saturating_add(idle) >= last)
+                        .map(|m| m.at)
+                        .min()
+                        .unwrap_or(all_at);
+                    clock.saturating_sub(last) > idle
+                }));
+                for mark in self.marks.iter_mut().flatten() {
                     mark.swept = mark.at;
                 }
             }
@@ -319,6 +380,21 @@ mod tests {
         add(&mut w, 4, 0, 650_000);
         assert_eq!(taken(&mut w), [1, 2]);
         assert_eq!(w.oldest_needed().into_iter().collect::<Vec<_>>(), [(0, 3)]);
+    }
+
+    #[test]
+    fn a_stream_that_ends_early_holds_back_only_what_it_could_add_to() {
+        let mut w = Window::new(Clock::Slowest, 60_000, 100);
+        // Stream 0 reads the first stretch (until 1,000,000), stream 1 the next.
+        w.set_until(0, 1_000_000);
+        add(&mut w, 1, 0, 0);
+        add(&mut w, 2, 1, 2_000_000);
+        add(&mut w, 3, 1, 2_500_000);
+        // Item 2 is idle on stream 1's clock; stream 0 (at 0) cannot add to it. Item 1 waits
+        // for stream 0.
+        assert_eq!(taken(&mut w), [2]);
+        add(&mut w, 4, 0, 900_000);
+        assert_eq!(taken(&mut w), [1]);
     }
 
     #[test]

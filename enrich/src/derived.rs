@@ -127,15 +127,7 @@ pub(crate) fn build<'a, T: 'a, C>(
             }
             Value::Made(f) => {
                 let mut b = StringBuilder::with_capacity(n, n * 16);
-                let mut s = String::new();
-                for x in items {
-                    s.clear();
-                    if f(x, ctx, &mut s) {
-                        b.append_value(&s);
-                    } else {
-                        b.append_null();
-                    }
-                }
+                each_made(items, ctx, *f, |v| b.append_option(v));
                 Arc::new(b.finish())
             }
             Value::Dict(f) => {
@@ -145,15 +137,7 @@ pub(crate) fn build<'a, T: 'a, C>(
             }
             Value::DictMade(f) => {
                 let mut b = StringDictionaryBuilder::<Int32Type>::new();
-                let mut s = String::new();
-                for x in items {
-                    s.clear();
-                    if f(x, ctx, &mut s) {
-                        b.append_value(&s);
-                    } else {
-                        b.append_null();
-                    }
-                }
+                each_made(items, ctx, *f, |v| b.append_option(v));
                 Arc::new(b.finish())
             }
             Value::List(f) => {
@@ -168,6 +152,21 @@ pub(crate) fn build<'a, T: 'a, C>(
         arrays.push(array);
     }
     RecordBatch::try_new(schema, arrays)
+}
+
+/// Each item's made value (one scratch string for all), or `None` where `f` says null.
+fn each_made<'a, T: 'a, C>(
+    items: impl Iterator<Item = &'a T>,
+    ctx: &C,
+    f: fn(&T, &C, &mut String) -> bool,
+    mut put: impl FnMut(Option<&str>),
+) {
+    let mut s = String::new();
+    for x in items {
+        s.clear();
+        let made = f(x, ctx, &mut s);
+        put(made.then_some(s.as_str()));
+    }
 }
 
 #[cfg(test)]

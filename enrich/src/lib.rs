@@ -14,6 +14,14 @@
 //!   certificate, AUTH, envelope, outcome and the session's diagnosis with its evidence).
 //! - [`messages`]: `message_tracking` events correlated per message across servers into the
 //!   `messages` table (event chain, servers, per-recipient fate, latency, diagnosis).
+//! - `correlate` (internal): the window both correlators share: open items by key, each
+//!   stream's watermark, idle close, a cap with eviction of the idle-longest, and the oldest
+//!   source line an open item still needs (what a checkpoint must not pass).
+//! - `derived` (internal): a derived table declared once as its columns, from which both its
+//!   schema and its batch builders come.
+//!
+//! Tables and searched fields are named by the parser's [`parser::Table`] and [`TextField`],
+//! never by strings or raw indices.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -317,6 +317,13 @@ impl MessageCorrelator {
         self.add_rows(Some(id), batch);
     }
 
+    /// `stream` has no events after `until` (it is a run of files another stream continues):
+    /// messages after that do not wait for it.
+    pub fn stream_until(&mut self, stream: &str, until: i64) {
+        let id = self.streams.id(stream);
+        self.window.set_until(id, until);
+    }
+
     /// `stream` will add nothing more: messages no longer wait for it.
     pub fn end_stream(&mut self, stream: &str) {
         if let Some(id) = self.streams.get(stream) {
