@@ -6,11 +6,14 @@
 //!
 //! `cargo run --release -p mailflow-benches --example enrich_vs_parse -- [rounds] [MiB] [batch]`
 //! (defaults: 20 rounds, 16 MiB per kind, batch 4096); a fourth argument keeps the inputs whose
-//! name contains it (for profiling one kind).
+//! name contains it (for profiling one kind); a fifth, `classify` or `enrich`, stops after that
+//! stage, to tell the stages' costs apart.
 
 use std::time::Instant;
 
-use mailflow_benches::{PARSE_INPUTS, generated, mailflow_parse, mailflow_parse_enrich, median};
+use mailflow_benches::{
+    PARSE_INPUTS, Stages, generated, mailflow_parse, mailflow_parse_enrich, median,
+};
 use mailflow_enrich::{Catalog, Matcher};
 
 #[global_allocator]
@@ -28,11 +31,16 @@ fn main() {
         "input", "sessions", "messages", "parse ms", "full ms", "overhead", "min-max"
     );
     let only = args.get(4).cloned().unwrap_or_default();
+    let stages = match args.get(5).map(String::as_str) {
+        Some("classify") => Stages::Classify,
+        Some("enrich") => Stages::Enrich,
+        _ => Stages::All,
+    };
     for spec in PARSE_INPUTS.into_iter().filter(|s| s.name.contains(&only)) {
         let input = generated(spec.kind, mib << 20);
         let (rows, _) = mailflow_parse(spec.file_name, &input, batch);
         let (full_rows, sessions, messages) =
-            mailflow_parse_enrich(spec.file_name, &input, batch, &matcher);
+            mailflow_parse_enrich(spec.file_name, &input, batch, &matcher, stages);
         assert_eq!(rows, full_rows);
         let time = |f: &dyn Fn()| {
             let start = Instant::now();
@@ -54,6 +62,7 @@ fn main() {
                     std::hint::black_box(&input),
                     batch,
                     &matcher,
+                    stages,
                 );
                 assert_eq!(out, (rows, sessions, messages));
             })

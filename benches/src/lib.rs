@@ -158,14 +158,28 @@ pub fn arrow_csv_parse(input: &[u8], columns: usize, batch_size: usize) -> usize
         .sum()
 }
 
-/// What `ingest` does to every batch after the parse, on one core: record diagnosis (the three
-/// columns appended), SMTP session correlation of protocol rows and message correlation of
-/// tracking rows, every derived row built; returns (data rows, sessions, messages).
+/// How much of what `ingest` does after the parse [`mailflow_parse_enrich`] runs, to tell the
+/// stages' costs apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stages {
+    /// Record diagnosis only ([`mailflow_enrich::Matcher::classify`]).
+    Classify,
+    /// And the three diagnosis columns appended.
+    Enrich,
+    /// And session and message correlation, every derived row built: all of it.
+    All,
+}
+
+/// What `ingest` does to every batch after the parse, on one core, up to `stages`: record
+/// diagnosis (the three columns appended), SMTP session correlation of protocol rows and message
+/// correlation of tracking rows, every derived row built; returns (data rows, sessions,
+/// messages).
 pub fn mailflow_parse_enrich(
     name: &str,
     input: &[u8],
     batch_size: usize,
     matcher: &mailflow_enrich::Matcher,
+    stages: Stages,
 ) -> (usize, usize, usize) {
     use mailflow_enrich::messages::MessageCorrelator;
     use mailflow_enrich::sessions::SessionCorrelator;
@@ -175,7 +189,13 @@ pub fn mailflow_parse_enrich(
     let (mut n_sessions, mut n_messages) = (0, 0);
     let (rows, _) = mailflow_parse_then(name, input, batch_size, |table, b| {
         let hits = matcher.classify(table, &b);
+        if stages == Stages::Classify {
+            return b.num_rows();
+        }
         let e = matcher.enrich_with(table, &b, &hits).expect("enrich");
+        if stages == Stages::Enrich {
+            return e.num_rows();
+        }
         match table {
             Table::SmtpProtocol => sessions.add(matcher, &e, &hits),
             Table::MessageTracking => messages.add(&e),

@@ -57,7 +57,7 @@ pub fn schema() -> SchemaRef {
 }
 
 /// A closed message with its window key.
-type M = (Vec<u8>, Message);
+type M = (Vec<u8>, Box<Message>);
 
 /// The table, column by column: what each holds and where it comes from.
 fn columns() -> &'static [Column<M, Names>] {

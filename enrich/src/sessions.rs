@@ -40,7 +40,7 @@ struct Ctx<'c> {
 }
 
 /// A closed session with its window key: stream, connector, then the session id's bytes.
-type S = (Vec<u8>, Session);
+type S = (Vec<u8>, Box<Session>);
 
 fn session_id(key: &[u8]) -> Option<&str> {
     key.get(8..).and_then(|id| std::str::from_utf8(id).ok())
@@ -536,7 +536,12 @@ impl SessionCorrelator {
                 } else if s.auth_mechanism.is_some() && s.auth_outcome.is_none() && code >= 400 {
                     s.auth_outcome = Some("failed");
                 }
-                if code == 250 && (data.contains("2.6.0") || data.contains("Queued mail")) {
+                // `250 2.6.0 <id> ... Queued mail for delivery`; older versions may leave out the
+                // enhanced code, never the closing words.
+                if code == 250
+                    && (data.starts_with("250 2.6.0")
+                        || data.trim_end().ends_with("Queued mail for delivery"))
+                {
                     s.messages += 1;
                     // `250 2.6.0 <message id> [InternalId=…] Queued mail for delivery`.
                     if let Some(id) = queued_message_id(data) {
@@ -571,10 +576,8 @@ impl SessionCorrelator {
             return Ok(None);
         };
         let names = &self.names;
-        done.sort_by(|a, b| {
-            (names.name(a.1.source_file), a.1.first_offset)
-                .cmp(&(names.name(b.1.source_file), b.1.first_offset))
-        });
+        // In reading order: files by the order they were first seen, then offset.
+        done.sort_unstable_by_key(|(_, s)| (s.source_file, s.first_offset));
         let ctx = Ctx { names, matcher };
         crate::derived::build(schema(), &columns(), done.iter(), done.len(), &ctx).map(Some)
     }
@@ -614,6 +617,17 @@ fn observe_command(s: &mut Session, cmd: &str) {
 }
 
 fn observe_remark(s: &mut Session, data: &str, context: &str) {
+    if data.starts_with("Failed to connect") {
+        s.connect_failed = true;
+    }
+    // Most remarks are none of these ("Set Session Permissions", "Received certificate", ...):
+    // the first byte turns them away before any comparison.
+    if !matches!(context.as_bytes().first(), Some(b'C' | b'S' | b'T')) {
+        if context.contains("AUTH") && context.contains("failed") {
+            s.auth_outcome = Some("failed");
+        }
+        return;
+    }
     if let Some(i) = CERT_ATTRIBUTES.iter().position(|a| *a == context) {
         if !data.is_empty() {
             s.cert[i] = Some(data.to_string());
@@ -653,9 +667,6 @@ fn observe_remark(s: &mut Session, data: &str, context: &str) {
         s.tls_failed = true;
     } else if context.contains("AUTH") && context.contains("failed") {
         s.auth_outcome = Some("failed");
-    }
-    if data.starts_with("Failed to connect") {
-        s.connect_failed = true;
     }
 }
 
