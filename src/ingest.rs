@@ -342,10 +342,27 @@ fn head(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// Every table folder mailflow writes under a lake root.
 fn lake_tables() -> impl Iterator<Item = &'static str> {
+    table_schemas().into_iter().map(|(name, _)| name)
+}
+
+/// Every table mailflow writes, with the Arrow schema it writes it in: the parsed tables with
+/// their diagnosis columns, `rejects`, and the derived `smtp_sessions` and `messages`.
+pub fn table_schemas() -> Vec<(&'static str, arrow_schema::SchemaRef)> {
     Table::ALL
         .iter()
-        .map(|t| t.name())
-        .chain([REJECTS, sessions::TABLE, messages::TABLE])
+        .map(|t| {
+            let parsed = mailflow_parser::schema(*t);
+            (
+                t.name(),
+                mailflow_enrich::records::enriched_schema(*t, &parsed),
+            )
+        })
+        .chain([
+            (REJECTS, mailflow_parser::rejects_schema()),
+            (sessions::TABLE, sessions::schema()),
+            (messages::TABLE, messages::schema()),
+        ])
+        .collect()
 }
 
 /// Identity of a source file: a hash of its first 4 KiB (which hold the header block with its

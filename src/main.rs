@@ -8,10 +8,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mailflow::diagnose::{DiagnoseOptions, diagnose, render_text};
 use mailflow::generate::{GenKind, generate_dir};
-use mailflow::ingest::{IngestOptions, ingest};
+use mailflow::ingest::{IngestOptions, ingest, table_schemas};
 use mailflow::term::escape;
-use mailflow_enrich::records::enriched_schema;
-use mailflow_parser::{Table, rejects_schema, schema};
 use mailflow_sinks::lake::LakeOptions;
 use mailflow_sinks::lake::compact::{CompactOptions, compact};
 use mailflow_sinks::parquet::ParquetOptions;
@@ -76,7 +74,8 @@ enum Command {
     },
     /// Print the Arrow schema of a table (all tables when none is named).
     Schema {
-        /// message_tracking, smtp_protocol, connectivity, pop_imap_protocol, agent_log or rejects.
+        /// message_tracking, smtp_protocol, connectivity, pop_imap_protocol, agent_log, rejects,
+        /// smtp_sessions or messages.
         table: Option<String>,
     },
     /// Write seeded, realistic Exchange logs for benchmarks and load tests.
@@ -278,6 +277,13 @@ fn main() -> ExitCode {
         .init();
     match run(Cli::parse()) {
         Ok(code) => code,
+        // The reader of our output went away (`mailflow schema | head`): nothing is wrong.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("mailflow: error: {}", escape(&format!("{e:#}")));
             ExitCode::FAILURE
@@ -381,22 +387,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Schema { table } => {
             let mut out = std::io::stdout().lock();
-            let tables: Vec<(&str, arrow_schema::SchemaRef)> = match table.as_deref() {
-                None => Table::ALL
-                    .iter()
-                    .map(|t| (t.name(), enriched_schema(*t, &schema(*t))))
-                    .chain([(schema::REJECTS, rejects_schema())])
-                    .collect(),
-                Some(name) if name == schema::REJECTS => vec![(name, rejects_schema())],
+            let all = table_schemas();
+            let tables: Vec<_> = match table.as_deref() {
+                None => all,
                 Some(name) => {
-                    let t = Table::from_name(name).with_context(|| {
-                        let known: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
-                        format!(
-                            "no table {name:?}; tables are {}, rejects",
-                            known.join(", ")
-                        )
-                    })?;
-                    vec![(t.name(), enriched_schema(t, &schema(t)))]
+                    let known: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+                    let one: Vec<_> = all.iter().filter(|(n, _)| *n == name).cloned().collect();
+                    if one.is_empty() {
+                        anyhow::bail!("no table {name:?}; tables are {}", known.join(", "));
+                    }
+                    one
                 }
             };
             for (name, s) in tables {
