@@ -216,13 +216,20 @@ impl<L: Lane> Board<L> {
             // ahead until one does: the lead must not stop the files that free the slot.
             let behind_waits =
                 matches!(&slots[behind], Slot::Free(l, _) if !l.is_open()) && !can_open;
-            // How far lane i may run: the lead past the furthest behind of the other kins.
+            // How far lane i may run: the lead past the furthest behind of the other kins. That
+            // is the series furthest behind, unless it is lane i's kin; then the furthest behind
+            // of any other kin (one pass finds both, so a take stays linear in the series).
+            let other = (0..slots.len())
+                .filter(|&j| kin[j] != kin[behind] && !matches!(slots[j], Slot::Done))
+                .map(|j| marks[j])
+                .min();
             let horizon = |i: usize| {
-                (0..slots.len())
-                    .filter(|&j| kin[j] != kin[i] && !matches!(slots[j], Slot::Done))
-                    .map(|j| marks[j])
-                    .min()
-                    .map_or(i64::MAX, |m| m.saturating_add(self.lead))
+                let m = if kin[i] == kin[behind] {
+                    other
+                } else {
+                    Some(marks[behind])
+                };
+                m.map_or(i64::MAX, |m| m.saturating_add(self.lead))
             };
             let pick = (0..slots.len())
                 .filter(|&i| match &slots[i] {

@@ -9,10 +9,8 @@
 //! name contains it (for profiling one kind); a fifth, `classify` or `enrich`, stops after that
 //! stage, to tell the stages' costs apart.
 
-use std::time::Instant;
-
 use mailflow_benches::{
-    PARSE_INPUTS, Stages, generated, mailflow_parse, mailflow_parse_enrich, median,
+    PARSE_INPUTS, Stages, generated, in_turns, mailflow_parse, mailflow_parse_enrich, median,
 };
 use mailflow_enrich::{Catalog, Matcher};
 
@@ -42,44 +40,26 @@ fn main() {
         let (full_rows, sessions, messages) =
             mailflow_parse_enrich(spec.file_name, &input, batch, &matcher, stages);
         assert_eq!(rows, full_rows);
-        let time = |f: &dyn Fn()| {
-            let start = Instant::now();
-            f();
-            start.elapsed().as_secs_f64() * 1e3
-        };
         let parse = || {
-            time(&|| {
-                assert_eq!(
-                    mailflow_parse(spec.file_name, std::hint::black_box(&input), batch).0,
-                    rows
-                )
-            })
+            assert_eq!(
+                mailflow_parse(spec.file_name, std::hint::black_box(&input), batch).0,
+                rows
+            )
         };
         let full = || {
-            time(&|| {
-                let out = mailflow_parse_enrich(
-                    spec.file_name,
-                    std::hint::black_box(&input),
-                    batch,
-                    &matcher,
-                    stages,
-                );
-                assert_eq!(out, (rows, sessions, messages));
-            })
+            let out = mailflow_parse_enrich(
+                spec.file_name,
+                std::hint::black_box(&input),
+                batch,
+                &matcher,
+                stages,
+            );
+            assert_eq!(out, (rows, sessions, messages));
         };
-        let (mut p, mut f, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..rounds {
-            let (tp, tf) = if round % 2 == 0 {
-                let tp = parse();
-                (tp, full())
-            } else {
-                let tf = full();
-                (parse(), tf)
-            };
-            p.push(tp);
-            f.push(tf);
-            ratios.push(tf / tp - 1.0);
-        }
+        let turns = in_turns(rounds, parse, full);
+        let mut p: Vec<f64> = turns.iter().map(|t| t.0).collect();
+        let mut f: Vec<f64> = turns.iter().map(|t| t.1).collect();
+        let mut ratios: Vec<f64> = turns.iter().map(|(tp, tf)| tf / tp - 1.0).collect();
         let (lo, hi) = ratios
             .iter()
             .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));

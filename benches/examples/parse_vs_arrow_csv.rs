@@ -6,9 +6,7 @@
 //! `cargo run --release -p mailflow-benches --example parse_vs_arrow_csv -- [rounds] [MiB] [batch]`
 //! (defaults: 30 rounds, 16 MiB per kind, batch 4096).
 
-use std::time::Instant;
-
-use mailflow_benches::{PARSE_INPUTS, median};
+use mailflow_benches::{PARSE_INPUTS, in_turns, median};
 
 // The allocator `mailflow` itself runs with; arrow-csv shares it in the same process.
 #[global_allocator]
@@ -26,26 +24,14 @@ fn main() {
     );
     for spec in PARSE_INPUTS {
         let input = spec.prepare(mib << 20);
-        let time = |parse: &dyn Fn()| {
-            let start = Instant::now();
-            parse();
-            start.elapsed().as_secs_f64() * 1e3
-        };
-        let time_mailflow = || time(&|| input.parse_mailflow(batch));
-        let time_csv = || time(&|| input.parse_arrow_csv(batch));
-        let (mut m, mut a, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..rounds {
-            let (tm, ta) = if round % 2 == 0 {
-                let tm = time_mailflow();
-                (tm, time_csv())
-            } else {
-                let ta = time_csv();
-                (time_mailflow(), ta)
-            };
-            m.push(tm);
-            a.push(ta);
-            ratios.push(ta / tm);
-        }
+        let turns = in_turns(
+            rounds,
+            || input.parse_mailflow(batch),
+            || input.parse_arrow_csv(batch),
+        );
+        let mut m: Vec<f64> = turns.iter().map(|t| t.0).collect();
+        let mut a: Vec<f64> = turns.iter().map(|t| t.1).collect();
+        let mut ratios: Vec<f64> = turns.iter().map(|(tm, ta)| ta / tm).collect();
         let (lo, hi) = ratios
             .iter()
             .fold((f64::MAX, f64::MIN), |(lo, hi), &r| (lo.min(r), hi.max(r)));

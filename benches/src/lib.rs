@@ -235,3 +235,24 @@ pub fn median(v: &mut [f64]) -> f64 {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
+
+/// Times `a` and `b` once per round, alternating which goes first (a load spike on a shared
+/// machine then hits both sides of a round); returns each round's (a, b) in milliseconds.
+pub fn in_turns(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Vec<(f64, f64)> {
+    let time = |f: &mut dyn FnMut()| {
+        let start = std::time::Instant::now();
+        f();
+        start.elapsed().as_secs_f64() * 1e3
+    };
+    (0..rounds)
+        .map(|round| {
+            if round % 2 == 0 {
+                let ta = time(&mut a);
+                (ta, time(&mut b))
+            } else {
+                let tb = time(&mut b);
+                (time(&mut a), tb)
+            }
+        })
+        .collect()
+}
