@@ -598,19 +598,9 @@ fn a_message_is_followed_across_servers() {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     assert_eq!(json["rows"]["messages"], 1, "{json}");
-    let files: Vec<_> = walkdir::WalkDir::new(lake.join("messages"))
-        .into_iter()
-        .map(|e| e.unwrap().into_path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    assert_eq!(files.len(), 1);
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        std::fs::File::open(&files[0]).unwrap(),
-    )
-    .unwrap()
-    .build()
-    .unwrap();
-    let b = reader.into_iter().next().unwrap().unwrap();
+    let batches = common::read_lake_table(&lake, "messages");
+    assert_eq!(batches.len(), 1);
+    let b = &batches[0];
     let col = |name: &str| {
         arrow_cast::display::array_value_to_string(b.column_by_name(name).unwrap(), 0).unwrap()
     };
@@ -655,4 +645,61 @@ fn control_characters_from_logs_and_paths_never_reach_the_terminal_raw() {
     }
     assert!(stdout.contains("Inter\\x1b[2Jnet\\u{202e}"), "{stdout}");
     assert!(stderr.contains("notes\\x1b[31m.txt"), "{stderr}");
+}
+
+/// Exchange numbers the files of one hour `-1`, `-2`, … `-10`, and a session may continue from
+/// one file into the next. Read in path order (`-10` before `-2`), a session that crosses from
+/// `-9` into `-10` was cut in two. Read by first-row time, each session is one row, whole.
+#[test]
+fn sessions_that_cross_numbered_files_stay_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("logs/EX01/SmtpReceive");
+    std::fs::create_dir_all(&folder).unwrap();
+    let header = "#Software: Microsoft Exchange Server\r\n#Version: 15.2.1544.4\r\n\
+#Log-type: SMTP Receive Protocol Log\r\n#Date: 2025-01-14T09:00:00.000Z\r\n\
+#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context\r\n";
+    let line = |minute: u32, session: u32, seq: u32, event: &str, data: &str| {
+        format!(
+            "2025-01-14T09:{minute:02}:00.000Z,EX01\\Default Frontend EX01,08DD34A1B2C3{session:04X},{seq},10.0.0.5:25,203.0.113.9:{},{event},{data},\r\n",
+            40000 + session
+        )
+    };
+    // File k (1 to 12) holds the end of session k - 1 and the start of session k, a minute
+    // apart: every session crosses a file boundary.
+    for k in 1..=12u32 {
+        let mut text = header.to_string();
+        if k > 1 {
+            text += &line(k * 2, k - 1, 2, "<", "QUIT");
+            text += &line(k * 2, k - 1, 3, "-", "");
+        }
+        text += &line(k * 2 + 1, k, 0, "+", "");
+        text += &line(k * 2 + 1, k, 1, "<", "EHLO mx.example.org");
+        std::fs::write(folder.join(format!("RECV2025011409-{k}.LOG")), text).unwrap();
+    }
+    let lake = tmp.path().join("lake");
+    let summary = tmp.path().join("summary.json");
+    mailflow(&[
+        "ingest".as_ref(),
+        tmp.path().join("logs").as_os_str(),
+        "--parquet".as_ref(),
+        lake.as_os_str(),
+        "--summary-json".as_ref(),
+        summary.as_os_str(),
+        "--threads".as_ref(),
+        "1".as_ref(),
+        "--quiet".as_ref(),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    // Sessions 1 to 11 closed whole, session 12 open at the end of the input.
+    assert_eq!(json["rows"]["smtp_sessions"], 12, "{json}");
+    let sessions = common::read_lake_table(&lake, "smtp_sessions");
+    let closed = common::column_strings_all(&sessions, "closed");
+    let lines = common::column_strings_all(&sessions, "lines");
+    let whole = closed
+        .iter()
+        .zip(&lines)
+        .filter(|(c, l)| *c == "true" && *l == "4")
+        .count();
+    assert_eq!(whole, 11, "closed {closed:?}, lines {lines:?}");
 }

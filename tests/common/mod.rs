@@ -149,3 +149,33 @@ pub fn render(batches: &[RecordBatch]) -> String {
     }
     s
 }
+
+/// Every row of a lake table, read back with the Parquet reader (all its files, in path order).
+pub fn read_lake_table(lake: &Path, table: &str) -> Vec<RecordBatch> {
+    let mut files: Vec<PathBuf> = walkdir::WalkDir::new(lake.join(table))
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(f).unwrap(),
+            )
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+        })
+        .collect()
+}
+
+/// A column's values across batches, as text (`<null>` for nulls).
+pub fn column_strings_all(batches: &[RecordBatch], name: &str) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| column_strings(b, name))
+        .collect()
+}
