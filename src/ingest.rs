@@ -823,6 +823,17 @@ fn worker(
     host: &str,
     writer: &mut LakeWriter,
 ) -> Result<()> {
+    // A worker that panics holding a series would leave the others waiting for it for ever:
+    // the run fails instead, as it does on an error.
+    struct FailOnPanic<'a>(&'a Board<Series>);
+    impl Drop for FailOnPanic<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.fail();
+            }
+        }
+    }
+    let _guard = FailOnPanic(board);
     let (back, returned) = unbounded::<RecordBatch>();
     while let Some((i, mut s)) = board.take(me) {
         returned.try_iter().for_each(drop);

@@ -270,8 +270,8 @@ impl<L: Lane> Board<L> {
         self.returned.notify_all();
     }
 
-    /// A worker failed, and the run with it: every series is given up, so no worker waits
-    /// for one that will never come back.
+    /// A worker failed (an error, or a panic while it held a series), and the run with it:
+    /// every series is given up, so no worker waits for one that will never come back.
     pub fn fail(&self) {
         let mut st = self.lock();
         st.slots.iter_mut().for_each(|s| *s = Slot::Done);
@@ -448,6 +448,26 @@ mod tests {
         l.mark = 60;
         board.put(i, l, 0);
         assert_eq!(other.join().unwrap(), Some(1), "within the lead now");
+    }
+
+    #[test]
+    fn a_failure_releases_a_worker_waiting_for_a_held_series() {
+        let lane = L {
+            mark: 0,
+            open: false,
+            left: 1,
+        };
+        let board = std::sync::Arc::new(Board::new(vec![lane], 4, i64::MAX));
+        // Worker 0 holds the only series and fails without giving it back.
+        let (_i, _held) = board.take(0).unwrap();
+        let waiting = {
+            let board = std::sync::Arc::clone(&board);
+            std::thread::spawn(move || board.take(1).map(|(i, _)| i))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiting.is_finished());
+        board.fail();
+        assert_eq!(waiting.join().unwrap(), None);
     }
 
     #[test]
