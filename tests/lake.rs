@@ -115,6 +115,19 @@ fn lake_files(lake: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
 }
 
 /// This machine's server name, as the lake files a log that names none.
+/// `mailflow ingest` of the bundled real samples into `lake`, quietly, with `extra` options.
+fn ingest_samples(lake: &Path, extra: &[&str]) {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "ingest".into(),
+        data("samples").into(),
+        "--parquet".into(),
+        lake.into(),
+        "--quiet".into(),
+    ];
+    args.extend(extra.iter().map(Into::into));
+    mailflow(&args);
+}
+
 fn this_host() -> String {
     mailflow_parser::canonical_server(&gethostname::gethostname().to_string_lossy())
         .unwrap_or_else(|| "UNKNOWN".into())
@@ -595,15 +608,7 @@ fn a_compaction_killed_between_rename_and_delete_is_seen_twice_until_recover() {
     // hand from a real compaction, so the moment is exact.
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
-    mailflow(&[
-        "ingest".as_ref(),
-        data("samples").as_os_str(),
-        "--parquet".as_ref(),
-        lake.as_os_str(),
-        "--quiet".as_ref(),
-        "--max-file-rows".as_ref(),
-        "2".as_ref(),
-    ]);
+    ingest_samples(&lake, &["--max-file-rows", "2"]);
     let expected = count(&lake);
     let (before, _) = lake_files(&lake);
     let saved: Vec<(PathBuf, Vec<u8>)> = before
@@ -713,13 +718,7 @@ fn the_real_samples_are_filed_under_their_own_servers() {
     // under its short name; a file that names no server goes under this host's.
     let tmp = tempfile::tempdir().unwrap();
     let lake = tmp.path().join("lake");
-    mailflow(&[
-        "ingest".as_ref(),
-        data("samples").as_os_str(),
-        "--parquet".as_ref(),
-        lake.as_os_str(),
-        "--quiet".as_ref(),
-    ]);
+    ingest_samples(&lake, &[]);
     let host = this_host();
     let servers = server_dirs(&lake);
     let want: std::collections::BTreeSet<String> = [

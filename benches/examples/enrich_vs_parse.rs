@@ -10,7 +10,7 @@
 //! stage, to tell the stages' costs apart.
 
 use mailflow_benches::{
-    PARSE_INPUTS, Stages, generated, in_turns, mailflow_parse, mailflow_parse_enrich, median,
+    PARSE_INPUTS, Stages, arg, generated, in_turns, mailflow_parse, mailflow_parse_enrich, median,
 };
 use mailflow_enrich::{Catalog, Matcher};
 
@@ -19,9 +19,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg =
-        |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
-    let (rounds, mib, batch) = (arg(1, 20).max(1), arg(2, 16), arg(3, 4096));
+    let (rounds, mib, batch) = (
+        arg(&args, 1, 20).max(1),
+        arg(&args, 2, 16),
+        arg(&args, 3, 4096),
+    );
     let matcher = Matcher::new(Catalog::builtin()).expect("the built-in catalog compiles");
     println!("{rounds} rounds, {mib} MiB per kind, batch {batch}; times are medians");
     println!(

@@ -6,7 +6,7 @@
 //! `cargo run --release -p mailflow-benches --example parse_vs_arrow_csv -- [rounds] [MiB] [batch]`
 //! (defaults: 30 rounds, 16 MiB per kind, batch 4096).
 
-use mailflow_benches::{PARSE_INPUTS, in_turns, median};
+use mailflow_benches::{PARSE_INPUTS, arg, in_turns, median};
 
 // The allocator `mailflow` itself runs with; arrow-csv shares it in the same process.
 #[global_allocator]
@@ -14,9 +14,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg =
-        |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
-    let (rounds, mib, batch) = (arg(1, 30).max(1), arg(2, 16), arg(3, 4096));
+    let (rounds, mib, batch) = (
+        arg(&args, 1, 30).max(1),
+        arg(&args, 2, 16),
+        arg(&args, 3, 4096),
+    );
     println!("{rounds} rounds, {mib} MiB per kind, batch {batch}; times are medians");
     println!(
         "{:18} {:>13} {:>13} {:>12} {:>15}",

@@ -256,3 +256,8 @@ pub fn in_turns(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Vec<
         })
         .collect()
 }
+
+/// The `i`-th command-line argument as a number, or `default`.
+pub fn arg(args: &[String], i: usize, default: usize) -> usize {
+    args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
+}
