@@ -26,14 +26,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use mailflow_enrich::Matcher;
 use mailflow_enrich::messages::{self, MessageCorrelator};
-use mailflow_enrich::records::{SCHEMA_VERSION, count_codes};
+use mailflow_enrich::records::{INCOMPATIBLE_BEFORE, SCHEMA_VERSION, count_codes};
 use mailflow_enrich::sessions::{self, SessionCorrelator};
 use mailflow_parser::schema::REJECTS;
 use mailflow_parser::{
@@ -365,6 +365,27 @@ pub fn table_schemas() -> Vec<(&'static str, arrow_schema::SchemaRef)> {
         .collect()
 }
 
+/// Refuses a lake holding files of a table that engines cannot read together with what this
+/// build writes (a column whose type changed since: [`INCOMPATIBLE_BEFORE`]).
+fn refuse_incompatible_lake(root: &Path, holdings: &lake::Holdings) -> Result<()> {
+    for &(table, since) in INCOMPATIBLE_BEFORE {
+        let held = holdings.schema_versions.get(table).into_iter().flatten();
+        if let Some(old) = held
+            .filter(|v| v.parse::<u32>().map_or(true, |v| v < since))
+            .next()
+        {
+            bail!(
+                "the lake at {} holds `{table}` files of schema version {old}, which engines \
+                 cannot read together with the version {SCHEMA_VERSION} this mailflow writes \
+                 (see the README's notes on schema versions); ingest into a new lake, or add \
+                 --overwrite to empty this one first",
+                root.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Identity of a source file: a hash of its first 4 KiB (which hold the header block with its
 /// millisecond `#Date`, and the first rows), not its name. The length hashed is part of it: a file
 /// still shorter than that is told apart from what it becomes.
@@ -426,7 +447,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         journals_replayed: recovery.journals_replayed,
         temporaries_removed: recovery.temporaries_removed,
     };
-    let committed = lake::committed_sources(root).context("reading what the lake holds")?;
+    let holdings = lake::holdings(root).context("reading what the lake holds")?;
+    refuse_incompatible_lake(root, &holdings)?;
+    let committed = holdings.sources;
     let host = host_name();
     let mut jobs: Vec<Job> = Vec::new();
     for path in discover(&opts.paths)? {

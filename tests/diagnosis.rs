@@ -451,6 +451,10 @@ fn sessions_carry_tls_certificate_and_the_diagnosis_with_its_evidence() {
     assert_eq!(col("tls_succeeded", healthy), "true");
     assert_eq!(col("tls_protocol", healthy), "SP_PROT_TLS1_2_CLIENT");
     assert_eq!(col("tls_cipher", healthy), "CALG_AES_256");
+    assert_eq!(col("tls_version", healthy), "1.2");
+    assert_eq!(col("tls_bulk_cipher", healthy), "AES256");
+    // The line names no hash or key exchange, so no suite is made up.
+    assert_eq!(col("tls_cipher_suite", healthy), "");
     assert_eq!(col("mail_from", healthy), "alice@contoso.com");
     assert_eq!(
         (col("recipients", healthy), col("messages", healthy)),
@@ -494,6 +498,12 @@ fn receive_sessions_carry_the_certificate_the_connector_sent() {
     assert_eq!(col("certificate_not_before"), "2020-01-17T15:15:33Z");
     assert_eq!(col("tls_protocol"), "SP_PROT_TLS1_2_SERVER");
     assert_eq!(col("tls_version"), "1.2");
+    // Schannel's algorithm names, normalised beside the raw ones.
+    assert_eq!(col("tls_cipher"), "CALG_AES_128");
+    assert_eq!(col("tls_key_exchange"), "ECDHE");
+    assert_eq!(col("tls_bulk_cipher"), "AES128");
+    assert_eq!(col("tls_mac"), "SHA256");
+    assert_eq!(col("tls_cipher_suite"), "ECDHE-AES128-SHA256");
 }
 
 #[test]

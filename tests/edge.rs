@@ -260,7 +260,7 @@ fn send_rows_are_filed_under_the_local_server_not_the_destination() {
 }
 
 #[test]
-fn repeated_custom_data_keys_are_numbered() {
+fn repeated_custom_data_keys_keep_every_value() {
     let row = "2024-03-01T10:05:00.000Z,,,,EX07,CatContentConversion,,AGENT,AGENTINFO,1,<a@b>,,x@y,,1,1,,,s,a@b,a@b,,Incoming,,,,S:AMA=SUM|v=0;S:AMA=EV|engine=M;S:CompCost=|ETR=0;S:AMA=third,Email,g,15.02.1258.012\n";
     let out = decode_with(
         DecoderBuilder::new("MSGTRK2024030110-1.LOG").build(),
@@ -269,6 +269,6 @@ fn repeated_custom_data_keys_are_numbered() {
     );
     assert_eq!(
         column_strings(&out.data[&Table::MessageTracking][0], "custom_data"),
-        ["{AMA: SUM|v=0, AMA#2: EV|engine=M, CompCost: |ETR=0, AMA#3: third}"]
+        ["{S:AMA: [SUM|v=0, EV|engine=M, third], S:CompCost: [|ETR=0]}"]
     );
 }

@@ -733,3 +733,64 @@ fn the_real_samples_are_filed_under_their_own_servers() {
     .collect();
     assert_eq!(servers, want);
 }
+
+#[test]
+fn a_lake_holding_an_incompatible_schema_version_is_refused_by_name() {
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+    use mailflow_sinks::lake::{LakeOptions, LakeWriter, Source};
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let lake = tmp.path().join("lake");
+    // A message_tracking file as version 2 wrote it (its `custom_data` a map of strings).
+    let old = RecordBatch::try_from_iter([
+        (
+            "timestamp",
+            Arc::new(TimestampMillisecondArray::from(vec![1_736_812_800_000]).with_timezone("UTC"))
+                as ArrayRef,
+        ),
+        ("server", Arc::new(StringArray::from(vec!["EX01"]))),
+        ("source_offset", Arc::new(Int64Array::from(vec![0]))),
+    ])
+    .unwrap();
+    let options = LakeOptions {
+        schema_version: 2,
+        ..LakeOptions::default()
+    };
+    let mut w = LakeWriter::new(&lake, options).unwrap();
+    let source = Source {
+        fingerprint: "old",
+        file: "MSGTRK-old.LOG",
+        end_offset: 10,
+    };
+    w.write(&source, &[("message_tracking", &old)]).unwrap();
+    w.close().unwrap();
+
+    let ingest = |extra: &str| {
+        cli::run_mailflow(&[
+            "ingest".as_ref(),
+            data("samples").as_os_str(),
+            "--parquet".as_ref(),
+            lake.as_os_str(),
+            "--quiet".as_ref(),
+            extra.as_ref(),
+        ])
+    };
+    let out = ingest("--threads=1");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("`message_tracking` files of schema version 2")
+            && stderr.contains("--overwrite"),
+        "{stderr}"
+    );
+    // Refused before writing: the old file is all the lake holds.
+    assert_eq!(lake_files(&lake).0.len(), 1);
+    let out = ingest("--overwrite");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(count(&lake).rows() > 0);
+}

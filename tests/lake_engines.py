@@ -155,7 +155,7 @@ WANT = {
         "total_bytes": ("BIGINT", "bigint"),
         "recipient_count": ("INTEGER", "int"),
         "recipient_address": ("VARCHAR[]", "array<string>"),
-        "custom_data": ("MAP(VARCHAR, VARCHAR)", "map<string,string>"),
+        "custom_data": ("MAP(VARCHAR, VARCHAR[])", "map<string,array<string>>"),
         "smtp_reply_code": ("SMALLINT", "smallint"),
         "diagnosis_code": ("VARCHAR", "string"),
     },

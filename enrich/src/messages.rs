@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::{Array, MapArray, RecordBatch, StringArray};
+use arrow_array::{Array, ListArray, MapArray, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::catalog::Severity;
@@ -516,29 +516,44 @@ impl MessageCorrelator {
 struct CustomData<'a> {
     map: &'a MapArray,
     keys: &'a StringArray,
-    values: &'a StringArray,
+    /// Each key's list of values, and the items of all those lists.
+    values: &'a ListArray,
+    items: &'a StringArray,
 }
 
 impl<'a> CustomData<'a> {
     fn of(map: &'a MapArray) -> Option<Self> {
+        let values = map.values().as_list_opt::<i32>()?;
         Some(CustomData {
             map,
             keys: map.keys().as_string_opt::<i32>()?,
-            values: map.values().as_string_opt::<i32>()?,
+            values,
+            items: values.values().as_string_opt::<i32>()?,
         })
     }
 
-    /// `S:E2ELatency=1.928` in custom-data: seconds from submission to this event.
+    /// `S:E2ELatency=1.928` in custom-data: seconds from submission to this event (the first
+    /// value, should the key repeat).
     fn e2e_latency_ms(&self, row: usize) -> Option<i64> {
         if !self.map.is_valid(row) {
             return None;
         }
         let offsets = self.map.value_offsets();
-        (offsets[row] as usize..offsets[row + 1] as usize)
-            .find(|&i| self.keys.value(i) == "E2ELatency" && self.values.is_valid(i))
-            .and_then(|i| self.values.value(i).parse::<f64>().ok())
+        let entry = (offsets[row] as usize..offsets[row + 1] as usize)
+            .find(|&i| is_e2e_latency(self.keys.value(i)))?;
+        let item = self.values.value_offsets()[entry] as usize;
+        let end = self.values.value_offsets()[entry + 1] as usize;
+        (item < end && self.items.is_valid(item))
+            .then(|| self.items.value(item).parse::<f64>().ok())
+            .flatten()
             .map(|s| (s * 1000.0).round() as i64)
     }
+}
+
+/// `E2ELatency` under any type tag (Exchange writes `S:`), or none.
+fn is_e2e_latency(key: &str) -> bool {
+    key.strip_suffix("E2ELatency")
+        .is_some_and(|tag| tag.is_empty() || tag.ends_with(':'))
 }
 
 #[cfg(test)]

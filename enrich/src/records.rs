@@ -16,8 +16,15 @@ use crate::correlate::Names;
 use crate::matcher::{Hit, Matcher, RowFacts};
 use mailflow_parser::Table;
 
-/// Version of the tables mailflow writes: the parser's version 1 plus the diagnosis columns.
-pub const SCHEMA_VERSION: u32 = 2;
+/// Version of the tables mailflow writes: the parser's tables plus the diagnosis columns, and
+/// the derived tables. 3: the parser's version 2 (`custom_data` values are lists); the TLS
+/// cipher suite of `smtp_sessions` normalised beside Schannel's names.
+pub const SCHEMA_VERSION: u32 = 3;
+
+/// Per table, the schema version that last changed a column's type: engines cannot read the
+/// table's files written before it together with later ones (other changes add columns, which
+/// DuckDB's `union_by_name` and Spark's `mergeSchema` read together).
+pub const INCOMPATIBLE_BEFORE: &[(&str, u32)] = &[("message_tracking", 3)];
 
 /// The columns enrichment appends.
 pub const DIAGNOSIS_COLUMNS: [&str; 3] =

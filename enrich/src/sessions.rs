@@ -114,12 +114,12 @@ fn columns<'c>() -> Vec<Column<S, Ctx<'c>>> {
         col(
             "tls_protocol",
             true,
-            Value::Dict(|s: &S, _| s.1.tls_protocol.as_deref()),
+            Value::Dict(|s: &S, _| tls_word(&s.1.tls, "")),
         ),
         col(
             "tls_cipher",
             true,
-            Value::Dict(|s: &S, _| s.1.tls_cipher.as_deref()),
+            Value::Dict(|s: &S, _| tls_word(&s.1.tls, BULK)),
         ),
         col(
             "certificate_subject",
@@ -176,7 +176,48 @@ fn columns<'c>() -> Vec<Column<S, Ctx<'c>>> {
         col(
             "tls_version",
             true,
-            Value::Dict(|s: &S, _| s.1.tls_protocol.as_deref().and_then(tls_version)),
+            Value::Dict(|s: &S, _| tls_word(&s.1.tls, "").and_then(tls_version)),
+        ),
+        // Schannel's algorithm names (`CALG_ECDH_EPHEM`, `CALG_AES_128`, `CALG_SHA_256`) in the
+        // names OpenSSL and most tools use, and together as one suite (`ECDHE-AES128-SHA256`).
+        // Schannel does not log the authentication algorithm (RSA or ECDSA), so the suite names
+        // the three parts it does log, not an IANA suite.
+        col(
+            "tls_key_exchange",
+            true,
+            Value::Dict(|s: &S, _| tls_word(&s.1.tls, KEY_EXCHANGE).map(key_exchange_name)),
+        ),
+        col(
+            "tls_bulk_cipher",
+            true,
+            Value::Dict(|s: &S, _| tls_word(&s.1.tls, BULK).map(bulk_cipher_name)),
+        ),
+        col(
+            "tls_mac",
+            true,
+            Value::Dict(|s: &S, _| tls_word(&s.1.tls, MAC).map(mac_name)),
+        ),
+        col(
+            "tls_cipher_suite",
+            true,
+            Value::DictMade(|s: &S, _, out| {
+                let part = |after, name: fn(&str) -> &str| tls_word(&s.1.tls, after).map(name);
+                match (
+                    part(KEY_EXCHANGE, key_exchange_name),
+                    part(BULK, bulk_cipher_name),
+                    part(MAC, mac_name),
+                ) {
+                    (Some(kx), Some(bulk), Some(mac)) => {
+                        out.push_str(kx);
+                        out.push('-');
+                        out.push_str(bulk);
+                        out.push('-');
+                        out.push_str(mac);
+                        true
+                    }
+                    _ => false,
+                }
+            }),
         ),
         // The messages the session carried, as tracking's `message_id`: joins
         // `message_tracking` and `messages` (whose RECEIVE rows name this `session_id`).
@@ -294,8 +335,9 @@ struct Session {
     starttls: bool,
     tls_ok: bool,
     tls_failed: bool,
-    tls_protocol: Option<String>,
-    tls_cipher: Option<String>,
+    /// What followed `TLS protocol ` on a successful negotiation: the protocol and the
+    /// algorithms, read when the row is written.
+    tls: Option<Box<str>>,
     cert: [Option<String>; 5],
     /// Message ids of the messages the session carried (the `250 2.6.0 <id>` replies).
     message_ids: Vec<String>,
@@ -657,11 +699,7 @@ fn observe_remark(s: &mut Session, data: &str, context: &str) {
     } else if let Some(rest) = context.strip_prefix("TLS protocol ") {
         if rest.contains("negotiation succeeded") {
             s.tls_ok = true;
-            s.tls_protocol = rest.split_whitespace().next().map(str::to_string);
-            s.tls_cipher = rest
-                .split_once("bulk encryption algorithm ")
-                .and_then(|(_, r)| r.split_whitespace().next())
-                .map(str::to_string);
+            s.tls = Some(rest.into());
         }
     } else if context.starts_with("TLS negotiation failed") {
         s.tls_failed = true;
@@ -738,6 +776,63 @@ fn is_attribute(text: &str) -> bool {
     key > 0 && text.as_bytes().get(key) == Some(&b'=')
 }
 
+/// Where each algorithm's Schannel name follows in a `TLS protocol …` line.
+const BULK: &str = "bulk encryption algorithm ";
+const MAC: &str = "MAC hash algorithm ";
+const KEY_EXCHANGE: &str = "key exchange algorithm ";
+
+/// The word after `after` in the negotiated TLS line (its first word for `""`).
+fn tls_word<'a>(tls: &'a Option<Box<str>>, after: &str) -> Option<&'a str> {
+    let line = tls.as_deref()?;
+    let rest = if after.is_empty() {
+        line
+    } else {
+        line.split_once(after)?.1
+    };
+    rest.split_whitespace()
+        .next()
+        .map(|w| w.trim_end_matches(','))
+        .filter(|w| !w.is_empty())
+}
+
+/// OpenSSL's name of a Schannel key exchange algorithm (the name less `CALG_` if unknown).
+fn key_exchange_name(calg: &str) -> &str {
+    match calg {
+        "CALG_ECDH_EPHEM" | "CALG_ECDHE" => "ECDHE",
+        "CALG_DH_EPHEM" => "DHE",
+        "CALG_ECDH" => "ECDH",
+        "CALG_DH_SF" => "DH",
+        "CALG_RSA_KEYX" => "RSA",
+        other => other.strip_prefix("CALG_").unwrap_or(other),
+    }
+}
+
+/// OpenSSL's name of a Schannel bulk cipher.
+fn bulk_cipher_name(calg: &str) -> &str {
+    match calg {
+        "CALG_AES_128" => "AES128",
+        "CALG_AES_192" => "AES192",
+        "CALG_AES_256" => "AES256",
+        "CALG_3DES" => "DES-CBC3",
+        "CALG_DES" => "DES",
+        "CALG_RC4" => "RC4",
+        "CALG_RC2" => "RC2",
+        other => other.strip_prefix("CALG_").unwrap_or(other),
+    }
+}
+
+/// OpenSSL's name of a Schannel hash.
+fn mac_name(calg: &str) -> &str {
+    match calg {
+        "CALG_SHA1" | "CALG_SHA" => "SHA",
+        "CALG_SHA_256" => "SHA256",
+        "CALG_SHA_384" => "SHA384",
+        "CALG_SHA_512" => "SHA512",
+        "CALG_MD5" => "MD5",
+        other => other.strip_prefix("CALG_").unwrap_or(other),
+    }
+}
+
 /// The TLS version in Schannel's protocol name: `SP_PROT_TLS1_2_SERVER` is `1.2`.
 fn tls_version(protocol: &str) -> Option<&'static str> {
     let p = protocol.to_ascii_uppercase();
@@ -802,6 +897,34 @@ mod tests {
             None
         );
         assert_eq!(queued_message_id("250 2.6.0 <> x"), None);
+    }
+
+    #[test]
+    fn tls_algorithms_from_schannel_names() {
+        let tls = Some(
+            "SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm \
+             CALG_AES_128 with strength 128 bits, MAC hash algorithm CALG_SHA_256 with strength \
+             0 bits and key exchange algorithm CALG_ECDH_EPHEM with strength 256 bits"
+                .into(),
+        );
+        assert_eq!(tls_word(&tls, ""), Some("SP_PROT_TLS1_2_SERVER"));
+        assert_eq!(tls_word(&tls, BULK), Some("CALG_AES_128"));
+        assert_eq!(tls_word(&tls, MAC).map(mac_name), Some("SHA256"));
+        assert_eq!(
+            tls_word(&tls, KEY_EXCHANGE).map(key_exchange_name),
+            Some("ECDHE")
+        );
+        // A line cut short names what it has; an unknown algorithm keeps its name.
+        let short = Some(
+            "SP_PROT_TLS1_2_CLIENT negotiation succeeded using bulk encryption algorithm CALG_NEW"
+                .into(),
+        );
+        assert_eq!(tls_word(&short, BULK).map(bulk_cipher_name), Some("NEW"));
+        assert_eq!(tls_word(&short, MAC), None);
+        assert_eq!(tls_word(&None, ""), None);
+        assert_eq!(bulk_cipher_name("CALG_3DES"), "DES-CBC3");
+        assert_eq!(mac_name("CALG_SHA1"), "SHA");
+        assert_eq!(key_exchange_name("CALG_RSA_KEYX"), "RSA");
     }
 
     #[test]

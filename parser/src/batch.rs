@@ -11,11 +11,10 @@
 //! created with capacities taken from the previous batch of the same table (rows and bytes per
 //! text column), and a steady stream allocates each buffer once per batch instead of growing it.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    ArrayBuilder, BinaryBuilder, Int16Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder,
+    BinaryBuilder, Int16Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder,
     MapFieldNames, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow_array::cast::AsArray;
@@ -184,7 +183,7 @@ enum ColBuilder {
     I32(Int32Builder, Option<usize>),
     /// A `;` list; `true`: a list of SMTP statuses, split only where a new status starts.
     List(ListBuilder<StringBuilder>, bool),
-    Map(MapBuilder<StringBuilder, StringBuilder>),
+    Map(CustomDataBuilder),
     Endpoint(StringBuilder, Int32Builder),
     /// Reply code and enhanced code.
     Reply(Int16Builder, DictBuilder),
@@ -273,7 +272,7 @@ impl TableBuilders {
                     ),
                     d.kind == ColKind::StatusList,
                 ),
-                ColKind::CustomData => ColBuilder::Map(map_builder(rows, sized(i))),
+                ColKind::CustomData => ColBuilder::Map(CustomDataBuilder::new(rows, sized(i))),
                 ColKind::Endpoint => ColBuilder::Endpoint(
                     StringBuilder::with_capacity(rows, sized(i)[0]),
                     Int32Builder::with_capacity(rows),
@@ -480,8 +479,8 @@ impl TableBuilders {
                 ColBuilder::Map(b) => {
                     for row in tape_rows() {
                         let appended = match src.map(|i| field(row, i)).unwrap_or_default() {
-                            "" => b.append(false),
-                            f => append_custom_data(b, f),
+                            "" => b.map.append(false),
+                            f => b.append(f),
                         };
                         if let Err(e) = appended {
                             self.fault.get_or_insert(e);
@@ -609,8 +608,14 @@ impl TableBuilders {
                     arrays.push(Arc::new(a));
                 }
                 ColBuilder::Map(b) => {
-                    let a = b.finish();
-                    hints.sizes.push(map_size(&a));
+                    let a = b.map.finish();
+                    let (keys, values) = (a.keys().as_string::<i32>(), a.values().as_list::<i32>());
+                    let items = values.values().as_string::<i32>();
+                    hints.sizes.push([
+                        keys.value_data().len(),
+                        items.value_data().len(),
+                        keys.len(),
+                    ]);
                     arrays.push(Arc::new(a));
                 }
                 ColBuilder::Endpoint(ip, port) => {
@@ -641,60 +646,87 @@ impl TableBuilders {
 // A key's shape is a bit of one word.
 const _: () = assert!(dict::RECENT <= 64);
 
-fn append_custom_data(
-    b: &mut MapBuilder<StringBuilder, StringBuilder>,
-    field: &str,
-) -> Result<(), ArrowError> {
-    let first = b.keys().len();
-    // Which key shapes (the dictionaries' cache slot, as a bit) the row has had: a key whose bit
-    // is new cannot repeat an earlier one, so the scan below runs only on a likely repeat.
-    let mut shapes = 0u64;
-    for (key, value) in custom_data::entries(field.as_bytes()) {
-        let key = sub(field, key);
-        // Parquet readers (DuckDB) refuse maps with repeated keys, and Exchange repeats some
-        // (`S:AMA=SUM|...;S:AMA=EV|...`): the second becomes `AMA#2`, the third `AMA#3`. A
-        // renamed key keeps its original's shape bit.
-        let shape = 1u64 << dict::shape(key.as_bytes());
-        let keys = b.keys();
-        let repeats = if shapes & shape == 0 {
-            0
-        } else {
-            (first..keys.len())
-                .filter(|&i| same_key(stored_key(keys, i), key.as_bytes()))
-                .count()
+/// Builds `custom_data`: a map from each key, as Exchange writes it (`S:AMA`), to the list of its
+/// values in the order they appear. Exchange repeats some keys in one field
+/// (`S:AMA=SUM|...;S:AMA=EV|...`), and Parquet readers (DuckDB) refuse a map whose keys repeat, so
+/// a key is one entry and its repeats are more items of its list.
+pub(crate) struct CustomDataBuilder {
+    pub(crate) map: MapBuilder<StringBuilder, ListBuilder<StringBuilder>>,
+    /// The row's entries as byte ranges of the field (key start, key end, value start, value
+    /// end; `NO_VALUE` for an entry without `=`): reused from row to row.
+    row: Vec<[u32; 4]>,
+}
+
+const NO_VALUE: u32 = u32::MAX;
+
+impl CustomDataBuilder {
+    /// A builder sized for `rows` rows holding `size` = [key bytes, value bytes, entries].
+    fn new(rows: usize, size: [usize; 3]) -> Self {
+        let names = MapFieldNames {
+            entry: "entries".into(),
+            key: "keys".into(),
+            value: "values".into(),
         };
-        shapes |= shape;
-        if repeats == 0 {
-            keys.append_value(key);
-        } else {
-            // Written straight into the builder (cannot fail): no String per repeated key.
-            let _ = write!(keys, "{key}#{}", repeats + 1);
-            keys.append_value("");
-        }
-        match value {
-            Some(v) => b.values().append_value(sub(field, v)),
-            None => b.values().append_null(),
+        let keys = StringBuilder::with_capacity(size[2], size[0]);
+        let values =
+            ListBuilder::with_capacity(StringBuilder::with_capacity(size[2], size[1]), size[2]);
+        CustomDataBuilder {
+            map: MapBuilder::with_capacity(Some(names), keys, values, rows),
+            row: Vec::new(),
         }
     }
-    b.append(true)
-}
 
-/// The bytes of key `i` already appended: builders do not expose values, so read the buffers.
-fn stored_key(keys: &StringBuilder, i: usize) -> &[u8] {
-    let offsets = keys.offsets_slice();
-    match (offsets.get(i), offsets.get(i + 1)) {
-        (Some(&s), Some(&e)) => keys
-            .values_slice()
-            .get(s as usize..e as usize)
-            .unwrap_or_default(),
-        _ => &[],
+    /// Appends one row's non-empty field.
+    fn append(&mut self, field: &str) -> Result<(), ArrowError> {
+        let bytes = field.as_bytes();
+        let at =
+            |part: &[u8]| (part.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize) as u32;
+        self.row.clear();
+        // Which key shapes (the dictionaries' cache slot, as a bit) the row has had: a key whose
+        // bit is new cannot repeat an earlier one, so keys are compared only on a likely repeat.
+        let mut shapes = 0u64;
+        let mut repeats = false;
+        for (key, value) in custom_data::entries(bytes) {
+            let shape = 1u64 << dict::shape(key);
+            if shapes & shape != 0 && !repeats {
+                repeats = self.row.iter().any(|e| range(bytes, e[0], e[1]) == key);
+            }
+            shapes |= shape;
+            let (vs, ve) = value.map_or((NO_VALUE, NO_VALUE), |v| (at(v), at(v) + v.len() as u32));
+            self.row.push([at(key), at(key) + key.len() as u32, vs, ve]);
+        }
+        for (i, e) in self.row.iter().enumerate() {
+            let key = range(bytes, e[0], e[1]);
+            if repeats
+                && self.row[..i]
+                    .iter()
+                    .any(|p| range(bytes, p[0], p[1]) == key)
+            {
+                continue;
+            }
+            self.map.keys().append_value(sub(field, key));
+            let items = self.map.values();
+            let same = |p: &&[u32; 4]| !repeats || range(bytes, p[0], p[1]) == key;
+            for p in self.row[i..].iter().filter(same) {
+                match p[2] {
+                    NO_VALUE => items.values().append_null(),
+                    s => items
+                        .values()
+                        .append_value(sub(field, range(bytes, s, p[3]))),
+                }
+                if !repeats {
+                    break;
+                }
+            }
+            items.append(true);
+        }
+        self.map.append(true)
     }
 }
 
-/// `stored` is `key` itself or a renamed repeat of it (`key#2`).
-fn same_key(stored: &[u8], key: &[u8]) -> bool {
-    stored == key
-        || (stored.len() > key.len() && stored.starts_with(key) && stored[key.len()] == b'#')
+/// Bytes `start..end` of `field` (empty if out of bounds, which the caller's own offsets never are).
+fn range(field: &[u8], start: u32, end: u32) -> &[u8] {
+    field.get(start as usize..end as usize).unwrap_or_default()
 }
 
 /// A dictionary column holding one value (or null) on every row.
@@ -788,55 +820,52 @@ mod tests {
     use super::*;
 
     fn custom_data(rows: &[&str]) -> MapArray {
-        let mut b = map_builder(0, [0; 3]);
+        let mut b = CustomDataBuilder::new(0, [0; 3]);
         for row in rows {
-            append_custom_data(&mut b, row).unwrap();
+            b.append(row).unwrap();
         }
-        b.finish()
+        b.map.finish()
     }
 
-    fn entries(map: &MapArray, row: usize) -> Vec<(String, Option<String>)> {
+    /// A row as `key=value,value` strings (`<null>` for an entry without `=`).
+    fn entries(map: &MapArray, row: usize) -> Vec<String> {
         let entry = map.value(row);
         let (k, v) = (
             entry.column(0).as_string::<i32>(),
-            entry.column(1).as_string::<i32>(),
+            entry.column(1).as_list::<i32>(),
         );
         (0..k.len())
             .map(|i| {
-                (
-                    k.value(i).to_string(),
-                    v.is_valid(i).then(|| v.value(i).to_string()),
-                )
+                let items = v.value(i);
+                let items = items.as_string::<i32>();
+                let items: Vec<_> = (0..items.len())
+                    .map(|j| {
+                        items
+                            .is_valid(j)
+                            .then(|| items.value(j))
+                            .unwrap_or("<null>")
+                    })
+                    .collect();
+                format!("{}={}", k.value(i), items.join(","))
             })
             .collect()
     }
 
     #[test]
-    fn repeated_custom_data_keys_are_numbered_per_row() {
+    fn repeated_custom_data_keys_become_one_entry_with_a_list() {
         let map = custom_data(&[
             "S:AMA=SUM|v=1;S:AMA=EV|v=2;S:E2ELatency=1.9;S:AMA=x",
             "S:AMA=again;S:flag",
+            "S:A=1;S:B=2;S:C=3",
         ]);
-        let pairs = |row| {
-            entries(&map, row)
-                .into_iter()
-                .map(|(k, v)| format!("{k}={}", v.unwrap_or_else(|| "<null>".into())))
-                .collect::<Vec<_>>()
-        };
         assert_eq!(
-            pairs(0),
-            ["AMA=SUM|v=1", "AMA#2=EV|v=2", "E2ELatency=1.9", "AMA#3=x"]
+            entries(&map, 0),
+            ["S:AMA=SUM|v=1,EV|v=2,x", "S:E2ELatency=1.9"]
         );
-        // The count starts again on each row; a key without `=` has a null value.
-        assert_eq!(pairs(1), ["AMA=again", "flag=<null>"]);
-    }
-
-    #[test]
-    fn a_renamed_repeat_is_the_same_key_and_a_longer_name_is_not() {
-        assert!(same_key(b"AMA", b"AMA"));
-        assert!(same_key(b"AMA#2", b"AMA"));
-        assert!(!same_key(b"AMAX", b"AMA"));
-        assert!(!same_key(b"AM", b"AMA"));
+        // Each row starts afresh; a key without `=` has a null value.
+        assert_eq!(entries(&map, 1), ["S:AMA=again", "S:flag=<null>"]);
+        // Keys of one shape that differ are not merged.
+        assert_eq!(entries(&map, 2), ["S:A=1", "S:B=2", "S:C=3"]);
     }
 
     #[test]

@@ -127,10 +127,12 @@ pub fn custom_data_reference(field: &[u8]) -> Vec<custom_data::Entry<'_>> {
         } else {
             raw
         };
+        // The key keeps its tag: it starts where the entry does.
+        let tag = raw.len() - body.len();
         if !body.is_empty() {
             out.push(match memchr::memchr(b'=', body) {
-                Some(eq) => (&body[..eq], Some(&body[eq + 1..])),
-                None => (body, None),
+                Some(eq) => (&raw[..tag + eq], Some(&body[eq + 1..])),
+                None => (raw, None),
             });
         }
     }

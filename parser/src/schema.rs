@@ -12,8 +12,12 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
 use crate::kind::Table;
 
-/// Version of the table schemas, recorded in Parquet metadata. Bump on any additive change.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of the table schemas, recorded in Parquet metadata. Bump on any change.
+///
+/// 2: `custom_data` keys keep their type tag (`S:E2ELatency`) and map to a list of values (a
+/// key may repeat) instead of a renamed repeat (`AMA#2`). Not additive: see the README's notes
+/// on schema versions.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Lineage column: event time, `Timestamp(ms, UTC)`.
 pub const TIMESTAMP: &str = "timestamp";
@@ -248,6 +252,18 @@ pub(crate) fn map_type() -> DataType {
     )
 }
 
+/// `custom_data`: each key as Exchange writes it, with the list of its values (a key may repeat).
+pub(crate) fn custom_data_type() -> DataType {
+    let entries = Fields::from(vec![
+        Field::new("keys", DataType::Utf8, false),
+        Field::new("values", list_type(), true),
+    ]);
+    DataType::Map(
+        Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+        false,
+    )
+}
+
 pub(crate) fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
@@ -272,7 +288,7 @@ fn build_schema(table: Table) -> Schema {
             Int64 => fields.push(Field::new(c.name, DataType::Int64, true)),
             Int32 => fields.push(Field::new(c.name, DataType::Int32, true)),
             List | StatusList => fields.push(Field::new(c.name, list_type(), true)),
-            CustomData => fields.push(Field::new(c.name, map_type(), true)),
+            CustomData => fields.push(Field::new(c.name, custom_data_type(), true)),
             Endpoint => {
                 fields.push(Field::new(format!("{}_ip", c.name), DataType::Utf8, true));
                 fields.push(Field::new(

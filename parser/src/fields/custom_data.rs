@@ -1,11 +1,12 @@
 //! Message tracking `custom-data`: `S:Key=Value;S:Key2=Value2;...`.
 //!
-//! The type tag (`S:`, `I32:`, `F:`, `Dbl:`) is dropped from the key: every value is kept as the
-//! text Exchange wrote, so nothing is lost and readers need not know the tags. Values may hold `=`,
+//! Keys are kept as Exchange writes them, type tag included (`S:E2ELatency`): that is the name
+//! Microsoft's documentation and every admin's script use. Values are kept as the text Exchange
+//! wrote, whatever the tag says, so nothing is lost. Values may hold `=`,
 //! `|`, `,` and even `;` (a `;` separates entries only where a tagged key follows it), so the split
 //! is on `;<Tag>:` and the key/value split is on the first `=`.
 
-/// One `key=value` entry; `value` is `None` for an entry with no `=`.
+/// One `key=value` entry, the key with its type tag; `value` is `None` for an entry with no `=`.
 pub type Entry<'a> = (&'a [u8], Option<&'a [u8]>);
 
 /// Parses a type tag such as `S:` or `I32:` (a letter, up to three letters or digits, a colon)
@@ -133,8 +134,8 @@ impl<'a> Iterator for CustomData<'a> {
             }
             // Tags hold no `=`, so the first `=` of the entry is the first of its body.
             return Some(match eq {
-                Some(eq) => (&self.field[body..eq], Some(&self.field[eq + 1..end])),
-                None => (&self.field[body..end], None),
+                Some(eq) => (&self.field[from..eq], Some(&self.field[eq + 1..end])),
+                None => (&self.field[from..end], None),
             });
         }
         None
@@ -165,9 +166,9 @@ mod tests {
         assert_eq!(
             kv("S:E2ELatency=1.928;S:MsgRecipCount=1;S:IncludeInSla=True"),
             vec![
-                pair("E2ELatency", "1.928"),
-                pair("MsgRecipCount", "1"),
-                pair("IncludeInSla", "True")
+                pair("S:E2ELatency", "1.928"),
+                pair("S:MsgRecipCount", "1"),
+                pair("S:IncludeInSla", "True")
             ]
         );
     }
@@ -179,17 +180,17 @@ mod tests {
                 "S:AMA=SUM|action=p|error=|atch=0;S:CompCost=|ETR=0;I32:X=1;S:Odd=a;b=c;S:OriginalFromAddress=<>"
             ),
             vec![
-                pair("AMA", "SUM|action=p|error=|atch=0"),
-                pair("CompCost", "|ETR=0"),
-                pair("X", "1"),
-                pair("Odd", "a;b=c"),
-                pair("OriginalFromAddress", "<>"),
+                pair("S:AMA", "SUM|action=p|error=|atch=0"),
+                pair("S:CompCost", "|ETR=0"),
+                pair("I32:X", "1"),
+                pair("S:Odd", "a;b=c"),
+                pair("S:OriginalFromAddress", "<>"),
             ]
         );
         assert_eq!(
             kv("S:Microsoft.Exchange.Transport.MailRecipient.RequiredTlsAuthLevel=Opportunistic;"),
             vec![pair(
-                "Microsoft.Exchange.Transport.MailRecipient.RequiredTlsAuthLevel",
+                "S:Microsoft.Exchange.Transport.MailRecipient.RequiredTlsAuthLevel",
                 "Opportunistic"
             )]
         );
@@ -238,7 +239,7 @@ mod tests {
     #[test]
     fn untagged_and_degenerate() {
         assert_eq!(kv("a=1;b=2"), vec![pair("a", "1"), pair("b", "2")]);
-        assert_eq!(kv("S:;S:flag;"), vec![("flag".to_string(), None)]);
+        assert_eq!(kv("S:;S:flag;"), vec![("S:flag".to_string(), None)]);
         assert_eq!(kv(""), vec![]);
     }
 }

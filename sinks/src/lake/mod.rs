@@ -35,7 +35,7 @@ pub mod compact;
 mod journal;
 pub mod partition;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -788,7 +788,11 @@ pub fn footer_metadata(path: &Path) -> Result<HashMap<String, String>, Error> {
 
 /// The source ranges a committed file's footer records (none for files mailflow did not write).
 pub fn file_sources(path: &Path) -> Result<Vec<SourceRange>, Error> {
-    let meta = footer_metadata(path)?;
+    sources_in(path, &footer_metadata(path)?)
+}
+
+/// The source ranges recorded in a footer's metadata.
+fn sources_in(path: &Path, meta: &HashMap<String, String>) -> Result<Vec<SourceRange>, Error> {
     let Some(json) = meta.get(META_SOURCES) else {
         return Ok(Vec::new());
     };
@@ -800,10 +804,32 @@ pub fn file_sources(path: &Path) -> Result<Vec<SourceRange>, Error> {
 
 /// What the lake holds of each source, by fingerprint: read from the footers of committed files.
 pub fn committed_sources(root: &Path) -> Result<HashMap<String, SourceProgress>, Error> {
-    let mut out: HashMap<String, SourceProgress> = HashMap::new();
+    Ok(holdings(root)?.sources)
+}
+
+/// What a lake holds, read from its committed files' footers in one pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// Per source fingerprint, how far the lake holds it.
+    pub sources: HashMap<String, SourceProgress>,
+    /// Per table, the schema versions its files were written with.
+    pub schema_versions: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// Reads every committed file's footer: the sources it holds, its table and schema version.
+pub fn holdings(root: &Path) -> Result<Holdings, Error> {
+    let mut out = Holdings::default();
     for path in committed_files(root)? {
-        for range in file_sources(&path)? {
-            let p = out.entry(range.fingerprint).or_default();
+        let meta = footer_metadata(&path)?;
+        if let (Some(table), Some(version)) = (meta.get(META_TABLE), meta.get(META_SCHEMA_VERSION))
+        {
+            out.schema_versions
+                .entry(table.clone())
+                .or_default()
+                .insert(version.clone());
+        }
+        for range in sources_in(&path, &meta)? {
+            let p = out.sources.entry(range.fingerprint).or_default();
             p.end_offset = p.end_offset.max(range.end_offset);
             p.rows += range.rows;
             p.file = range.file;
