@@ -369,11 +369,8 @@ pub fn table_schemas() -> Vec<(&'static str, arrow_schema::SchemaRef)> {
 /// build writes (a column whose type changed since: [`INCOMPATIBLE_BEFORE`]).
 fn refuse_incompatible_lake(root: &Path, holdings: &lake::Holdings) -> Result<()> {
     for &(table, since) in INCOMPATIBLE_BEFORE {
-        let held = holdings.schema_versions.get(table).into_iter().flatten();
-        if let Some(old) = held
-            .filter(|v| v.parse::<u32>().map_or(true, |v| v < since))
-            .next()
-        {
+        let mut held = holdings.schema_versions.get(table).into_iter().flatten();
+        if let Some(old) = held.find(|v| v.parse::<u32>().map_or(true, |v| v < since)) {
             bail!(
                 "the lake at {} holds `{table}` files of schema version {old}, which engines \
                  cannot read together with the version {SCHEMA_VERSION} this mailflow writes \

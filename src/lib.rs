@@ -11,4 +11,5 @@ pub mod diagnose;
 pub mod generate;
 pub mod ingest;
 pub mod plan;
+pub mod schema;
 pub mod term;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use mailflow::diagnose::{DiagnoseOptions, diagnose, render_text};
 use mailflow::generate::{GenKind, generate_dir};
-use mailflow::ingest::{IngestOptions, ingest, table_schemas};
+use mailflow::ingest::{IngestOptions, ingest};
 use mailflow::term::escape;
 use mailflow_sinks::lake::LakeOptions;
 use mailflow_sinks::lake::compact::{CompactOptions, compact};
@@ -72,11 +72,15 @@ enum Command {
         #[arg(long)]
         lake: PathBuf,
     },
-    /// Print the Arrow schema of a table (all tables when none is named).
+    /// Describe a table's columns: type, meaning, allowed values, ECS field (all tables when
+    /// none is named).
     Schema {
         /// message_tracking, smtp_protocol, connectivity, pop_imap_protocol, agent_log, rejects,
         /// smtp_sessions or messages.
         table: Option<String>,
+        /// `text` for reading, `json` for tools.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Write seeded, realistic Exchange logs for benchmarks and load tests.
     Generate {
@@ -385,32 +389,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schema { table } => {
+        Command::Schema { table, format } => {
+            let tables = mailflow::schema::tables(table.as_deref())?;
             let mut out = std::io::stdout().lock();
-            let all = table_schemas();
-            let tables: Vec<_> = match table.as_deref() {
-                None => all,
-                Some(name) => {
-                    let known: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
-                    let one: Vec<_> = all.iter().filter(|(n, _)| *n == name).cloned().collect();
-                    if one.is_empty() {
-                        anyhow::bail!("no table {name:?}; tables are {}", known.join(", "));
-                    }
-                    one
+            match format {
+                Format::Json => {
+                    serde_json::to_writer_pretty(&mut out, &tables)?;
+                    writeln!(out)?;
                 }
-            };
-            for (name, s) in tables {
-                writeln!(out, "{name}")?;
-                for f in s.fields() {
-                    writeln!(
-                        out,
-                        "  {:<28} {}{}",
-                        f.name(),
-                        f.data_type(),
-                        if f.is_nullable() { "" } else { " NOT NULL" }
-                    )?;
-                }
-                writeln!(out)?;
+                Format::Text => mailflow::schema::write_text(&mut out, &tables)?,
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -29,6 +29,7 @@
 pub mod catalog;
 mod correlate;
 mod derived;
+pub mod docs;
 pub mod esc;
 pub mod findings;
 mod matcher;

@@ -840,10 +840,11 @@ mod tests {
                 let items = items.as_string::<i32>();
                 let items: Vec<_> = (0..items.len())
                     .map(|j| {
-                        items
-                            .is_valid(j)
-                            .then(|| items.value(j))
-                            .unwrap_or("<null>")
+                        if items.is_valid(j) {
+                            items.value(j)
+                        } else {
+                            "<null>"
+                        }
                     })
                     .collect();
                 format!("{}={}", k.value(i), items.join(","))

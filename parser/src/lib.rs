@@ -46,6 +46,7 @@ mod batch;
 mod decoder;
 mod dict;
 pub mod directive;
+pub mod docs;
 mod error;
 pub mod fields;
 #[doc(hidden)]

@@ -298,7 +298,7 @@ fn open_files_stay_bounded_at_any_partition_count() {
     all.sort();
     let want: Vec<i64> = (0..300).chain(1000..1300).collect();
     assert_eq!(all, want);
-    let days: std::collections::BTreeSet<_> = files
+    let days: BTreeSet<_> = files
         .iter()
         .map(|f| f.parent().unwrap().parent().unwrap().to_path_buf())
         .collect();
