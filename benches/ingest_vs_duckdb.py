@@ -12,10 +12,11 @@ The two jobs run in turns, `--runs` times each (default 5), and the ratio is tak
 medians: on a shared machine one run of either side swings by 30%, which a single pair of runs
 would report as a speed-up or a regression.
 
-`--fleet` replaces the generator's logs with tracking logs shaped like a fleet's: four server
-folders, a week, and outbound `SEND` rows naming 5,000 remote hosts in `server-hostname`, as
-Exchange writes them (see `benches/partitions.py`). `--mixed` generates mixed logs instead (message tracking, SMTP send and receive in equal parts, two
-servers); DuckDB then copies each kind to its own file, as mailflow writes each to its own table.
+`--fleet` generates tracking logs shaped like a fleet's (`mailflow generate --kind message-tracking
+--servers 4 --days 7`: outbound `SEND` rows naming the remote hosts in `server-hostname`, as Exchange
+writes them, repeat senders, the working day's traffic curve). `--mixed` generates every kind the
+fleet writes (message tracking, SMTP send and receive, connectivity) of two servers over two days;
+DuckDB then copies each kind to its own file, as mailflow writes each to its own table.
 `--before BINARY` times a second mailflow
 build in the same turns (an earlier commit's), for before-and-after figures.
 
@@ -30,10 +31,6 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import date, timedelta
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import partitions  # noqa: E402  (the fleet-shaped tracking lines)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACKING_COLUMNS = ("date-time,client-ip,client-hostname,server-ip,server-hostname,source-context,connector-id,source,"
@@ -57,18 +54,21 @@ print(con.sql(f"SELECT count(*) FROM '{dst}'").fetchall()[0][0])
 """
 
 SMTP_COLUMNS = "date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context"
+CONNECTIVITY_COLUMNS = "date-time,session,source,Destination,direction,description"
 
 # Mixed logs: each kind read with its own columns into its own file (what mailflow's tables are).
 DUCKDB_MIXED_JOB = """
 import duckdb, sys
-src, dst, tracking, smtp = sys.argv[1], sys.argv[2], sys.argv[3].split(","), sys.argv[4].split(",")
+src, dst, tracking, smtp, connectivity = (sys.argv[1], sys.argv[2], sys.argv[3].split(","),
+                                          sys.argv[4].split(","), sys.argv[5].split(","))
 con = duckdb.connect()
 con.execute("SET threads=2")
 total = 0
 for glob, names, ints in (("MSGTRK*", tracking, {"internal-message-id": "BIGINT", "total-bytes": "BIGINT",
                                                   "recipient-count": "INTEGER"}),
                           ("RECV*", smtp, {"sequence-number": "BIGINT"}),
-                          ("SEND*", smtp, {"sequence-number": "BIGINT"})):
+                          ("SEND*", smtp, {"sequence-number": "BIGINT"}),
+                          ("CONNECTLOG*", connectivity, {})):
     types = {n: "VARCHAR" for n in names}
     types.update({"date-time": "TIMESTAMP"}, **ints)
     out = f"{dst}.{glob.rstrip('*').lower()}.parquet"
@@ -92,27 +92,6 @@ def run(cmd):
     return secs, usage.ru_maxrss / 1024, out
 
 
-def write_fleet(folder, size):
-    """About `size` bytes of tracking logs: 4 servers, 7 days, rows in time order per server."""
-    servers = [f"EX0{k}" for k in range(1, 5)]
-    per_server = size // len(servers)
-    start = date(2025, 1, 13)
-    for srv in servers:
-        out = partitions.Rolled(os.path.join(folder, srv, "MessageTracking"))
-        written, i = 0, 0
-        # ~390 bytes a line: spread the server's lines evenly over the week.
-        lines = max(1, per_server // 390)
-        while written < per_server:
-            day = min(i * 7 // lines, 6)
-            secs = (i * 7 * 86400 // lines) % 86400
-            t = f"{start + timedelta(days=day)}T{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}.000Z"
-            line = partitions.row(i, t, srv)
-            out.write(line)
-            written += len(line)
-            i += 1
-        out.close()
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gib", type=float, default=1.0)
@@ -126,13 +105,15 @@ def main():
     ap.add_argument("--mixed", action="store_true", help="mixed logs of two servers (see above)")
     ap.add_argument("--before", default=None, help="another mailflow binary, timed in the same turns")
     args = ap.parse_args()
-    logs = os.path.join(args.dir, f"logs-{args.gib}g" + ("-fleet" if args.fleet else "-mixed" if args.mixed else ""))
-    if args.fleet and not os.path.isdir(logs):
-        write_fleet(logs, int(args.gib * (1 << 30)))
+    # The suffix names the generator's version: logs of an older one are not reused.
+    shape = "-fleet2" if args.fleet else "-mixed2" if args.mixed else "-tracking2"
+    logs = os.path.join(args.dir, f"logs-{args.gib}g{shape}")
     if not os.path.isdir(logs):
-        kind = "mixed" if args.mixed else "message-tracking"
+        kind, servers, days = ("message-tracking", 4, 7) if args.fleet else \
+            ("mixed", 2, 2) if args.mixed else ("message-tracking", 2, 1)
         subprocess.run([args.mailflow, "generate", "--kind", kind, "--bytes", f"{int(args.gib * 1024)}M",
-                        "--seed", "1", "--servers", "2", "--out", logs], check=True)
+                        "--seed", "1", "--servers", str(servers), "--days", str(days), "--out", logs],
+                       check=True)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(logs) for f in fs)
     out = os.path.join(args.dir, "out")
     mailflow_runs, duckdb_runs, before_runs = [], [], []
@@ -153,7 +134,7 @@ def main():
             print(f"turn {turn + 1}: before {b_secs:.2f} s, {len(parts)} message_tracking partitions", flush=True)
         if args.mixed:
             d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_MIXED_JOB, logs, os.path.join(out, "duckdb"),
-                                        ",".join(TRACKING_COLUMNS), SMTP_COLUMNS])
+                                        ",".join(TRACKING_COLUMNS), SMTP_COLUMNS, CONNECTIVITY_COLUMNS])
         else:
             d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_JOB, logs, os.path.join(out, "duckdb.parquet"),
                                         ",".join(TRACKING_COLUMNS)])

@@ -96,6 +96,9 @@ enum Command {
         /// How many servers' folders to spread the logs over.
         #[arg(long, default_value_t = 1)]
         servers: usize,
+        /// Days the traffic spreads over (from 2024-01-25), following the working day.
+        #[arg(long, default_value_t = 1)]
+        days: u32,
         /// Output folder.
         #[arg(long)]
         out: PathBuf,
@@ -406,9 +409,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bytes,
             seed,
             servers,
+            days,
             out,
         } => {
-            let files = generate_dir(kind, bytes, seed, servers, &out)?;
+            let files = generate_dir(kind, bytes, seed, servers, days, &out)?;
             let total: u64 = files
                 .iter()
                 .filter_map(|f| std::fs::metadata(f).ok())

@@ -336,9 +336,11 @@ fn healthy_traffic_gets_no_diagnosis() {
         "--kind",
         "mixed",
         "--bytes",
-        "2M",
+        "3M",
         "--seed",
         "3",
+        "--servers",
+        "2",
         "--out",
         generated.to_str().unwrap(),
     ]);
@@ -373,8 +375,8 @@ fn healthy_traffic_gets_no_diagnosis() {
             }
         }
     }
-    // The generator writes about 2% failures; the samples hold a refused connection and two
-    // rejected logons.
+    // About 3% of the generator's messages meet a failure (and one server's send certificate
+    // breaks for two hours); the samples hold a refused connection and two rejected logons.
     assert!(diagnosed > 10, "{diagnosed} diagnosed rows");
     assert!(healthy > 5000, "{healthy} healthy rows");
 }

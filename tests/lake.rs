@@ -794,3 +794,75 @@ fn a_lake_holding_an_incompatible_schema_version_is_refused_by_name() {
     );
     assert!(count(&lake).rows() > 0);
 }
+
+#[test]
+fn generated_logs_look_like_a_fleet_to_an_analyst() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    let lake = tmp.path().join("lake");
+    mailflow(&[
+        "generate",
+        "--bytes",
+        "12M",
+        "--servers",
+        "3",
+        "--days",
+        "3",
+        "--seed",
+        "5",
+        "--out",
+        logs.to_str().unwrap(),
+    ]);
+    ingest_dir(&logs, &lake);
+    let v: serde_json::Value =
+        serde_json::from_str(&python_script("fleet_check.py", &[&lake])).unwrap();
+    let n = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    // The days and servers asked for, and no partition named after a remote host.
+    assert!(n("days") >= 3.0, "{v}");
+    assert_eq!(
+        v["servers"],
+        serde_json::json!(["EX01", "EX02", "EX03"]),
+        "{v}"
+    );
+    // The kinds share messages and sessions: tracking names the session that carried a
+    // message, and the sessions' messages are in tracking.
+    assert!(n("receive_rows") > 100.0, "{v}");
+    assert_eq!(n("receive_rows_joined"), n("receive_rows"), "{v}");
+    assert_eq!(
+        n("session_message_ids_tracked"),
+        n("distinct_session_message_ids"),
+        "{v}"
+    );
+    assert!(n("messages_across_servers") > 50.0, "{v}");
+    // Senders and remote MTAs come back.
+    assert!(n("inbound_senders") < n("inbound_rows") / 2.0, "{v}");
+    assert!(n("remote_ips") < n("receive_sessions") / 4.0, "{v}");
+    // A session keeps its ports and its EHLO name.
+    assert_eq!(n("sessions_with_two_ports"), 0.0, "{v}");
+    assert_eq!(n("sessions_with_two_ehlos"), 0.0, "{v}");
+    // Outbound SEND rows name the remote host as Exchange writes them, filed under the sender.
+    assert!(n("send_rows") > 100.0, "{v}");
+    assert_eq!(n("send_rows_naming_this_server"), 0.0, "{v}");
+    assert!(n("send_remote_hosts") > 20.0, "{v}");
+    // Latency spreads from a fraction of a second to minutes.
+    assert!(n("latency_p99_ms") > 10.0 * n("latency_p50_ms"), "{v}");
+    // Connectivity lines belong to the send sessions they describe.
+    assert!(n("connectivity_sessions") > 100.0, "{v}");
+    assert_eq!(
+        n("connectivity_sessions_in_send_logs"),
+        n("connectivity_sessions"),
+        "{v}"
+    );
+    assert!(n("diagnosed_sessions") > 0.0, "{v}");
+}
+
+/// `mailflow ingest DIR --parquet LAKE`, quietly.
+fn ingest_dir(dir: &Path, lake: &Path) {
+    mailflow(&[
+        "ingest",
+        dir.to_str().unwrap(),
+        "--parquet",
+        lake.to_str().unwrap(),
+        "--quiet",
+    ]);
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
-use mailflow::generate::{Generator, LogFile};
+use mailflow::generate::{LogFile, fleet_log};
 use mailflow_parser::{DecoderBuilder, LogReader, Table};
 
 /// One kind of log the parse benches read: the generator's kind, the bench name, a file name
@@ -98,7 +98,7 @@ impl PreparedInput {
 
 /// About `bytes` of one generated log file (seed fixed, so every run measures the same input).
 pub fn generated(kind: LogFile, bytes: usize) -> Vec<u8> {
-    Generator::new(42, "EX01").file(kind, bytes)
+    fleet_log(kind, bytes, 42).expect("generating bench input")
 }
 
 /// Decodes a whole buffer with mailflow, the way `ingest` does; returns (data rows, rejects).
