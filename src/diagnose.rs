@@ -60,10 +60,11 @@ fn time(ms: Option<i64>) -> Option<String> {
 /// Reads every log under `paths` and gathers the findings.
 pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report> {
     let mut skipped = Vec::new();
-    let mut failed = Vec::new();
+    let discovered = discover(&opts.paths)?;
+    let mut failed = discovered.unreadable;
     let (tx, rx) = unbounded::<(PathBuf, Option<String>)>();
     let mut files = 0;
-    for path in discover(&opts.paths)? {
+    for path in discovered.files {
         match triage(path) {
             Triage::Read { path, server, .. } => {
                 files += 1;

@@ -18,7 +18,7 @@
 //! file before its committed end. Re-running an ingest, or resuming one that was killed, never
 //! writes a line twice and never loses one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -96,6 +96,8 @@ pub struct Summary {
     pub outputs: Vec<PathBuf>,
     /// What the lake already held: files skipped whole, and lines not written again.
     pub already_in_lake: AlreadyInLake,
+    /// What was left for a later run because it is still being written.
+    pub held_back: HeldBack,
     /// Interrupted commits of an earlier, killed run that this run finished or discarded.
     pub recovered: Recovered,
     /// What `--overwrite` removed first.
@@ -119,6 +121,15 @@ pub struct AlreadyInLake {
     /// Files committed whole.
     pub files: u64,
     /// Lines of partly committed files.
+    pub lines: u64,
+}
+
+/// What a run left for the next because Exchange is still writing it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HeldBack {
+    /// New files with no complete line past their header yet.
+    pub files: u64,
+    /// Files whose last line has no line end yet (modified in the last ten minutes).
     pub lines: u64,
 }
 
@@ -185,6 +196,13 @@ impl Summary {
                 a.files, a.lines
             );
         }
+        let h = &self.held_back;
+        if h.files > 0 || h.lines > 0 {
+            s += &format!(
+                "  still being written, left for the next run: {} new files with no complete line yet, {} partial last lines\n",
+                h.files, h.lines
+            );
+        }
         let r = &self.recovered;
         if r.journals_replayed > 0 || r.temporaries_removed > 0 {
             s += &format!(
@@ -230,27 +248,54 @@ impl Summary {
 }
 
 /// Every file under `paths`, sorted, hidden files and folders excluded (except when named).
-pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
+pub fn discover(paths: &[PathBuf]) -> Result<Discovered> {
+    let mut out = Discovered::default();
+    // A file named twice (overlapping paths: `corp` and `corp/EX01`, or a link to it) is read
+    // once: its canonical path decides.
+    let mut seen = std::collections::HashSet::new();
+    let mut add = |out: &mut Discovered, path: PathBuf| {
+        let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if seen.insert(key) {
+            out.files.push(path);
+        }
+    };
     for path in paths {
         let meta =
             std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
         if meta.is_file() {
-            files.push(path.clone());
+            add(&mut out, path.clone());
             continue;
         }
+        // Links are followed (a log folder linked into the input is read); walkdir stops at a
+        // loop. A folder that cannot be read is reported and the rest is read.
         let walker = walkdir::WalkDir::new(path)
+            .follow_links(true)
             .sort_by_file_name()
             .into_iter()
             .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
         for entry in walker {
-            let entry = entry.with_context(|| format!("walking {}", path.display()))?;
-            if entry.file_type().is_file() {
-                files.push(entry.into_path());
+            match entry {
+                Ok(entry) if entry.file_type().is_file() => add(&mut out, entry.into_path()),
+                Ok(_) => {}
+                Err(e) => {
+                    let at = e.path().unwrap_or(path).to_path_buf();
+                    let reason = e
+                        .io_error()
+                        .map_or_else(|| e.to_string(), ToString::to_string);
+                    tracing::warn!(path = %escape(&at.display().to_string()), %reason, "Cannot read; the rest is read.");
+                    out.unreadable.push(Skipped { path: at, reason });
+                }
             }
         }
     }
-    Ok(files)
+    Ok(out)
+}
+
+/// What [`discover`] found: the files to read, and what could not be read.
+#[derive(Debug, Default)]
+pub struct Discovered {
+    pub files: Vec<PathBuf>,
+    pub unreadable: Vec<Skipped>,
 }
 
 /// The host name, the server of last resort for rows that name none.
@@ -335,10 +380,15 @@ pub fn triage(path: PathBuf) -> Triage {
 
 /// Reads the first bytes of a file for [`sniff`].
 fn head(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    File::open(path)?.take(64 * 1024).read_to_end(&mut buf)?;
+    let mut buf = Vec::with_capacity(HEAD_BYTES);
+    File::open(path)?
+        .take(HEAD_BYTES as u64)
+        .read_to_end(&mut buf)?;
     Ok(buf)
 }
+
+/// Bytes read from a file's start to sniff and identify it.
+const HEAD_BYTES: usize = 64 * 1024;
 
 /// Every table folder mailflow writes under a lake root.
 fn lake_tables() -> impl Iterator<Item = &'static str> {
@@ -383,11 +433,44 @@ fn refuse_incompatible_lake(root: &Path, holdings: &lake::Holdings) -> Result<()
     Ok(())
 }
 
-/// Identity of a source file: a hash of its first 4 KiB (which hold the header block with its
-/// millisecond `#Date`, and the first rows), not its name. The length hashed is part of it: a file
-/// still shorter than that is told apart from what it becomes.
-pub fn fingerprint(head: &[u8]) -> String {
-    let window = &head[..head.len().min(FINGERPRINT_BYTES)];
+/// Identity of a source file: the server it is filed under, its header block (which holds the
+/// millisecond `#Date` Exchange stamps when it creates the file) and its first line, hashed.
+/// Not its name (Exchange's names repeat from server to server), not its length (a growing file
+/// keeps its identity), and not its bytes alone (two servers' files may begin alike): the same
+/// answer in one run as in several. `None` while the file has no complete first line yet; it is
+/// read once it has.
+pub fn fingerprint(server: &str, head: &[u8]) -> Option<String> {
+    // A first line longer than the head read (a line past any limit) is identified by the head.
+    let end = identity_end(head).or((head.len() >= HEAD_BYTES).then_some(head.len()))?;
+    let block = &head[..end];
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(server.as_bytes());
+    h.update(b"\0");
+    h.update(block);
+    Some(format!("xxh3h:{:016x}", h.digest()))
+}
+
+/// Where the bytes that identify a file end: after its first line that is not a `#` directive
+/// (so two files whose headers match, as they do without `#Date`, still differ); `None` if that
+/// line is not complete yet.
+fn identity_end(head: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    loop {
+        let nl = pos + memchr::memchr(b'\n', &head[pos..])?;
+        let line = &head[pos..nl];
+        let line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        if !line.starts_with(b"#") && !line.trim_ascii().is_empty() {
+            return Some(nl + 1);
+        }
+        pos = nl + 1;
+    }
+}
+
+/// The identity earlier versions gave a file (a hash of its first 4 KiB and that length):
+/// looked up when a lake holds no entry under [`fingerprint`], so a lake they wrote is resumed,
+/// not written again.
+fn legacy_fingerprint(head: &[u8]) -> String {
+    let window = &head[..head.len().min(4096)];
     format!(
         "xxh3:{:016x}:{}",
         xxhash_rust::xxh3::xxh3_64(window),
@@ -395,7 +478,41 @@ pub fn fingerprint(head: &[u8]) -> String {
     )
 }
 
-const FINGERPRINT_BYTES: usize = 4096;
+/// A file modified this recently may still be written: a last line without its line end is
+/// left for the next run (Exchange completes it), not sent to rejects.
+const SETTLE: Duration = Duration::from_secs(600);
+
+/// How far to read a file of `len` bytes now: to its end, or, while it may still be written, to
+/// the end of its last complete line.
+fn readable_end(path: &Path, len: u64, modified: Option<std::time::SystemTime>) -> u64 {
+    let settled = modified
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age > SETTLE);
+    if settled || len == 0 {
+        return len;
+    }
+    last_line_end(path, len).unwrap_or(len)
+}
+
+/// The offset just past the last `\n` in the first `len` bytes of the file (0 if none).
+fn last_line_end(path: &Path, len: u64) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    const BLOCK: u64 = 64 * 1024;
+    let mut file = File::open(path)?;
+    let mut end = len;
+    let mut buf = vec![0; BLOCK as usize];
+    while end > 0 {
+        let from = end.saturating_sub(BLOCK);
+        let n = (end - from) as usize;
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(&mut buf[..n])?;
+        if let Some(i) = memchr::memrchr(b'\n', &buf[..n]) {
+            return Ok(from + i as u64 + 1);
+        }
+        end = from;
+    }
+    Ok(0)
+}
 
 /// The rows of `batch` at or after `from` (rows are in source order).
 fn rows_from(batch: RecordBatch, from: u64) -> (Option<RecordBatch>, u64) {
@@ -423,6 +540,13 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let root = &opts.parquet;
     let mut summary = Summary::default();
     if opts.overwrite {
+        lake::ensure_clearable(root)
+            .with_context(|| format!("--overwrite: emptying {}", root.display()))?;
+    }
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    // One run writes a lake at a time; held until the run ends.
+    let _lock = lake::LakeLock::acquire(root)?;
+    if opts.overwrite {
         let tables: Vec<&str> = lake_tables().collect();
         let cleared = lake::clear(root, &tables)
             .with_context(|| format!("--overwrite: emptying {}", root.display()))?;
@@ -449,22 +573,47 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let committed = holdings.sources;
     let host = host_name();
     let mut jobs: Vec<Job> = Vec::new();
-    for path in discover(&opts.paths)? {
+    // The first path of each file identity in this run.
+    let mut queued: HashMap<String, PathBuf> = HashMap::new();
+    let discovered = discover(&opts.paths)?;
+    summary.failed.extend(discovered.unreadable);
+    for path in discovered.files {
         match triage(path) {
             Triage::Read { path, head, server } => {
-                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let fingerprint = fingerprint(&head);
-                let resume_from = committed.get(&fingerprint).map_or(0, |p| p.end_offset);
-                if resume_from >= len && len > 0 {
-                    summary.already_in_lake.files += 1;
-                    continue;
-                }
-                let start = crate::plan::start_time(&head);
+                let meta = std::fs::metadata(&path).ok();
+                let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
                 let server = opts.server.clone().or(server);
                 let filed_under = DecoderBuilder::new(path.to_string_lossy())
                     .with_server(server.clone())
                     .with_default_server(&host)
                     .server();
+                let Some(fingerprint) = fingerprint(&filed_under, &head) else {
+                    // No complete line yet: Exchange is writing it.
+                    summary.held_back.files += 1;
+                    continue;
+                };
+                if let Some(first) = queued.get(&fingerprint) {
+                    tracing::warn!(file = %escape(&path.display().to_string()), same_as = %escape(&first.display().to_string()), "Skipping a copy of a file already read in this run.");
+                    summary.skipped.push(Skipped {
+                        reason: format!("a copy of {}", first.display()),
+                        path,
+                    });
+                    continue;
+                }
+                queued.insert(fingerprint.clone(), path.clone());
+                let resume_from = committed
+                    .get(&fingerprint)
+                    .or_else(|| committed.get(&legacy_fingerprint(&head)))
+                    .map_or(0, |p| p.end_offset);
+                let len = readable_end(&path, size, meta.and_then(|m| m.modified().ok()));
+                summary.held_back.lines += u64::from(len < size);
+                if resume_from >= len {
+                    if size > 0 && len == size {
+                        summary.already_in_lake.files += 1;
+                    }
+                    continue;
+                }
+                let start = crate::plan::start_time(&head);
                 jobs.push(Job {
                     path,
                     len,
@@ -729,7 +878,7 @@ impl Lane for Series {
 
 /// The file a series is reading.
 struct OpenFile {
-    reader: LogReader<BufReader<Counting<File>>>,
+    reader: LogReader<BufReader<Counting<std::io::Take<File>>>>,
     path: PathBuf,
     name: String,
     fingerprint: String,
@@ -892,8 +1041,9 @@ fn step(
             .build();
         match File::open(&job.path) {
             Ok(file) => {
+                // Up to the end this run reads: a last line still being written waits.
                 let counting = Counting {
-                    inner: file,
+                    inner: file.take(job.len),
                     total: Arc::clone(progress),
                 };
                 s.open = Some(OpenFile {

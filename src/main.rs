@@ -46,8 +46,8 @@ enum Command {
         /// Server name for every row (default: from the rows, the folder, else this host).
         #[arg(long, value_parser = parse_server)]
         server: Option<String>,
-        /// Parse workers (default: the number of cores).
-        #[arg(long)]
+        /// Parse workers (default: the number of cores; 1 to 1024).
+        #[arg(long, value_parser = parse_threads)]
         threads: Option<usize>,
     },
     /// Merge each lake partition's small files into large ones, atomically.
@@ -166,8 +166,8 @@ struct IngestArgs {
     /// its short name in upper case (`ex01.contoso.com` is `EX01`), as every source is.
     #[arg(long, value_parser = parse_server)]
     server: Option<String>,
-    /// Parse workers (default: the number of cores).
-    #[arg(long)]
+    /// Parse workers (default: the number of cores; 1 to 1024).
+    #[arg(long, value_parser = parse_threads)]
     threads: Option<usize>,
     /// Rows per record batch.
     #[arg(long, default_value_t = mailflow_parser::DEFAULT_BATCH_SIZE)]
@@ -229,6 +229,15 @@ impl IngestArgs {
             progress: !self.quiet,
             overwrite: self.overwrite,
         })
+    }
+}
+
+/// Worker threads: each holds its own buffers, so a number far past the cores only costs
+/// memory; past 1024 it is a typo.
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n @ 1..=1024) => Ok(n),
+        _ => Err(format!("{s:?} is not a number of threads from 1 to 1024")),
     }
 }
 

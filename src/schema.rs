@@ -132,22 +132,13 @@ pub fn write_text(out: &mut impl Write, tables: &[TableDoc]) -> std::io::Result<
     Ok(())
 }
 
-/// Writes `text` in lines of at most 96 columns (longer words stand alone), each after `indent`.
+/// Writes `text` in lines of at most 96 columns, each after `indent`.
 fn wrap(out: &mut impl Write, text: &str, indent: &str) -> std::io::Result<()> {
-    const WIDTH: usize = 96;
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && indent.len() + line.len() + 1 + word.chars().count() > WIDTH {
-            writeln!(out, "{indent}{line}")?;
-            line.clear();
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        writeln!(out, "{indent}{line}")?;
+    let options = textwrap::Options::new(96)
+        .initial_indent(indent)
+        .subsequent_indent(indent);
+    for line in textwrap::wrap(text, options) {
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

@@ -30,23 +30,8 @@ pub struct Cleared {
 /// writing to it.
 pub fn clear(root: &Path, tables: &[&str]) -> Result<Cleared, Error> {
     let mut cleared = Cleared::default();
-    let entries = match fs::read_dir(root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(cleared),
-        Err(e) => return Err(io_error(root)(e).into()),
-    };
-    let mut empty = true;
-    for entry in entries {
-        entry.map_err(io_error(root))?;
-        empty = false;
-    }
-    if empty {
+    if !ensure_clearable(root)? {
         return Ok(cleared);
-    }
-    if !root.join(STATE_DIR).is_dir() {
-        return Err(Error::NotALake {
-            path: root.to_path_buf(),
-        });
     }
     journal::ensure_no_live_writer(root)?;
     for table in tables {
@@ -82,6 +67,30 @@ pub fn clear(root: &Path, tables: &[&str]) -> Result<Cleared, Error> {
     // Pending journals name files that are gone now.
     journal::discard_journals(root)?;
     Ok(cleared)
+}
+
+/// Refuses a folder that is neither empty nor a lake (it has no `_mailflow`): nothing of it may
+/// be removed. True when there is a lake to clear, false for a missing or empty folder. A run
+/// asks this before it takes the lake's lock, which creates `_mailflow`.
+pub fn ensure_clearable(root: &Path) -> Result<bool, Error> {
+    let mut entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_error(root)(e).into()),
+    };
+    match entries.next() {
+        None => Ok(false),
+        Some(entry) => {
+            entry.map_err(io_error(root))?;
+            if root.join(STATE_DIR).is_dir() {
+                Ok(true)
+            } else {
+                Err(Error::NotALake {
+                    path: root.to_path_buf(),
+                })
+            }
+        }
+    }
 }
 
 #[cfg(test)]

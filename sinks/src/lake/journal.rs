@@ -91,6 +91,37 @@ impl WriterLock {
     }
 }
 
+/// One run's exclusive claim on a whole lake (`_mailflow/run.lock`), held until dropped or the
+/// process ends: two runs writing one lake at once would each find the other's sources missing
+/// and store them twice.
+#[derive(Debug)]
+pub struct LakeLock {
+    _file: File,
+}
+
+impl LakeLock {
+    /// Takes the lake, or says that another process holds it.
+    pub fn acquire(root: &Path) -> Result<Self, Error> {
+        let dir = root.join(STATE_DIR);
+        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        let path = dir.join("run.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        file.try_lock().map_err(|e| Error::Busy {
+            what: format!(
+                "the lake at {} (another ingest into it is running; wait for it to end)",
+                root.display()
+            ),
+            reason: e.to_string(),
+        })?;
+        Ok(LakeLock { _file: file })
+    }
+}
+
 /// Writes `journal` durably as `writer`'s pending commit.
 pub(crate) fn record(root: &Path, writer: &str, journal: &Journal) -> Result<(), Error> {
     let dir = state(root, JOURNAL);

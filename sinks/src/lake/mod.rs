@@ -45,9 +45,9 @@ use arrow_array::RecordBatch;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use serde::{Deserialize, Serialize};
 
-pub use clear::{Cleared, clear};
-pub use journal::Recovery;
+pub use clear::{Cleared, clear, ensure_clearable};
 use journal::{Journal, WriterLock};
+pub use journal::{LakeLock, Recovery};
 use partition::PartitionKey;
 
 use crate::parquet::{Committed, Finished, ParquetFile, ParquetOptions, io_error};
