@@ -60,11 +60,11 @@ fn time(ms: Option<i64>) -> Option<String> {
 /// Reads every log under `paths` and gathers the findings.
 pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report> {
     let mut skipped = Vec::new();
-    let discovered = discover(&opts.paths)?;
+    let discovered = discover(&[crate::config::Source::of_paths(opts.paths.clone(), None)])?;
     let mut failed = discovered.unreadable;
     let (tx, rx) = unbounded::<(PathBuf, Option<String>)>();
     let mut files = 0;
-    for path in discovered.files {
+    for (path, _) in discovered.files {
         match triage(path) {
             Triage::Read { path, server, .. } => {
                 files += 1;

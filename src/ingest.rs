@@ -43,18 +43,17 @@ use mailflow_parser::{
 use mailflow_sinks::lake::{self, LakeOptions, LakeWriter, Source};
 use serde::Serialize;
 
+use crate::config::Source as Input;
 use crate::plan::{Board, Lane, time_order};
 use crate::term::escape;
 
 /// What to ingest and how.
 #[derive(Debug, Clone)]
 pub struct IngestOptions {
-    /// Files and folders (walked recursively).
-    pub paths: Vec<PathBuf>,
+    /// What to read: folders (walked recursively) and files, with their filters and server.
+    pub sources: Vec<Input>,
     /// The lake's root folder.
     pub parquet: PathBuf,
-    /// Forces the server name of every row.
-    pub server: Option<String>,
     /// Parse workers.
     pub threads: usize,
     /// Rows per batch.
@@ -248,42 +247,60 @@ impl Summary {
 }
 
 /// Every file under `paths`, sorted, hidden files and folders excluded (except when named).
-pub fn discover(paths: &[PathBuf]) -> Result<Discovered> {
+pub fn discover(sources: &[Input]) -> Result<Discovered> {
     let mut out = Discovered::default();
     // A file named twice (overlapping paths: `corp` and `corp/EX01`, or a link to it) is read
     // once: its canonical path decides.
     let mut seen = std::collections::HashSet::new();
-    let mut add = |out: &mut Discovered, path: PathBuf| {
+    let mut add = |out: &mut Discovered, path: PathBuf, source: usize| {
         let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         if seen.insert(key) {
-            out.files.push(path);
+            out.files.push((path, source));
         }
     };
-    for path in paths {
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        if meta.is_file() {
-            add(&mut out, path.clone());
-            continue;
-        }
-        // Links are followed (a log folder linked into the input is read); walkdir stops at a
-        // loop. A folder that cannot be read is reported and the rest is read.
-        let walker = walkdir::WalkDir::new(path)
-            .follow_links(true)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
-        for entry in walker {
-            match entry {
-                Ok(entry) if entry.file_type().is_file() => add(&mut out, entry.into_path()),
-                Ok(_) => {}
+    for (k, source) in sources.iter().enumerate() {
+        for path in &source.paths {
+            let meta = match std::fs::metadata(path) {
+                Ok(m) => m,
+                Err(e) if !source.strict && e.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::info!(path = %escape(&path.display().to_string()), "No such folder here; passed over.");
+                    out.absent.push(path.clone());
+                    continue;
+                }
                 Err(e) => {
-                    let at = e.path().unwrap_or(path).to_path_buf();
-                    let reason = e
-                        .io_error()
-                        .map_or_else(|| e.to_string(), ToString::to_string);
-                    tracing::warn!(path = %escape(&at.display().to_string()), %reason, "Cannot read; the rest is read.");
-                    out.unreadable.push(Skipped { path: at, reason });
+                    return Err(e).with_context(|| format!("{}: cannot read", path.display()));
+                }
+            };
+            if meta.is_file() {
+                // A file named on its own is read whatever its name.
+                add(&mut out, path.clone(), k);
+                continue;
+            }
+            // Links are followed (a log folder linked into the input is read); walkdir stops
+            // at a loop. A folder that cannot be read is reported and the rest is read.
+            let walker = walkdir::WalkDir::new(path)
+                .follow_links(true)
+                .sort_by_file_name()
+                .into_iter()
+                .filter_entry(|e| {
+                    e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.')
+                });
+            for entry in walker {
+                match entry {
+                    Ok(entry) if entry.file_type().is_file() => {
+                        if source.wants(entry.path()) && !too_old(&entry, source.ignore_older) {
+                            add(&mut out, entry.into_path(), k);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let at = e.path().unwrap_or(path).to_path_buf();
+                        let reason = e
+                            .io_error()
+                            .map_or_else(|| e.to_string(), ToString::to_string);
+                        tracing::warn!(path = %escape(&at.display().to_string()), %reason, "Cannot read; the rest is read.");
+                        out.unreadable.push(Skipped { path: at, reason });
+                    }
                 }
             }
         }
@@ -291,10 +308,25 @@ pub fn discover(paths: &[PathBuf]) -> Result<Discovered> {
     Ok(out)
 }
 
-/// What [`discover`] found: the files to read, and what could not be read.
+/// Whether a file was last modified longer ago than `limit`.
+fn too_old(entry: &walkdir::DirEntry, limit: Option<Duration>) -> bool {
+    limit.is_some_and(|limit| {
+        entry
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > limit)
+    })
+}
+
+/// What [`discover`] found: the files to read (with the index of their source), and what
+/// could not be read.
 #[derive(Debug, Default)]
 pub struct Discovered {
-    pub files: Vec<PathBuf>,
+    pub files: Vec<(PathBuf, usize)>,
+    /// Configured folders that do not exist here.
+    pub absent: Vec<PathBuf>,
     pub unreadable: Vec<Skipped>,
 }
 
@@ -575,14 +607,14 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let mut jobs: Vec<Job> = Vec::new();
     // The first path of each file identity in this run.
     let mut queued: HashMap<String, PathBuf> = HashMap::new();
-    let discovered = discover(&opts.paths)?;
+    let discovered = discover(&opts.sources)?;
     summary.failed.extend(discovered.unreadable);
-    for path in discovered.files {
+    for (path, source) in discovered.files {
         match triage(path) {
             Triage::Read { path, head, server } => {
                 let meta = std::fs::metadata(&path).ok();
                 let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
-                let server = opts.server.clone().or(server);
+                let server = opts.sources[source].server.clone().or(server);
                 let filed_under = DecoderBuilder::new(path.to_string_lossy())
                     .with_server(server.clone())
                     .with_default_server(&host)

@@ -82,6 +82,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Check a mailflow.toml: every error names the file, the key and what is wrong; a valid one
+    /// prints what it resolves to (folders, and whether each is on this machine; sinks).
+    Validate {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Write seeded, realistic Exchange logs for benchmarks and load tests.
     Generate {
         /// Which logs.
@@ -156,12 +163,16 @@ fn tune_allocator() {
 
 #[derive(clap::Args, Debug)]
 struct IngestArgs {
-    /// Log files or folders.
-    #[arg(required = true)]
+    /// Log files or folders (with `--config`, read as well as its sources).
+    #[arg(required_unless_present = "config")]
     paths: Vec<PathBuf>,
-    /// The Parquet lake's root folder (created if missing).
+    /// A mailflow.toml: its sources are read and its parquet sink is the lake (options given
+    /// here win over it).
     #[arg(long)]
-    parquet: PathBuf,
+    config: Option<PathBuf>,
+    /// The Parquet lake's root folder (created if missing).
+    #[arg(long, required_unless_present = "config")]
+    parquet: Option<PathBuf>,
     /// Server name for every row (default: from the rows, the folder, else this host). Taken as
     /// its short name in upper case (`ex01.contoso.com` is `EX01`), as every source is.
     #[arg(long, value_parser = parse_server)]
@@ -175,9 +186,10 @@ struct IngestArgs {
     /// Longest line accepted; longer ones go to rejects.
     #[arg(long, default_value_t = mailflow_parser::DEFAULT_MAX_LINE_BYTES)]
     max_line_bytes: usize,
-    /// zstd level of the Parquet files (1-22; 1 is both faster and, on these logs, smaller than 3).
-    #[arg(long, default_value_t = mailflow_sinks::parquet::DEFAULT_ZSTD_LEVEL)]
-    zstd_level: i32,
+    /// zstd level of the Parquet files, 1-22 (default 1: on these logs both faster and smaller
+    /// than 3).
+    #[arg(long)]
+    zstd_level: Option<i32>,
     /// Also write the closing summary as JSON to this file.
     #[arg(long)]
     summary_json: Option<PathBuf>,
@@ -187,44 +199,101 @@ struct IngestArgs {
     /// Empty the lake's tables first (default: add to them, skipping what they already hold).
     #[arg(long)]
     overwrite: bool,
-    /// Roll the lake's files once one holds this many rows.
-    #[arg(long, default_value_t = LakeOptions::default().max_file_rows)]
-    max_file_rows: u64,
-    /// Roll the lake's files once one reaches this size (suffixes K, M, G accepted).
-    #[arg(long, value_parser = parse_size, default_value = "256M")]
-    max_file_size: u64,
+    /// Roll the lake's files once one holds this many rows (default 16777216).
+    #[arg(long)]
+    max_file_rows: Option<u64>,
+    /// Roll the lake's files once one reaches this size (suffixes K, M, G; default 256M).
+    #[arg(long, value_parser = parse_size)]
+    max_file_size: Option<u64>,
     /// A catalog file whose rules add to or replace the built-in ones.
     #[arg(long)]
     catalog: Option<PathBuf>,
-    /// Roll the lake's files once the oldest open one is this old (e.g. 30s, 5m).
-    #[arg(long, value_parser = parse_duration, default_value = "5m")]
-    max_file_age: std::time::Duration,
+    /// Roll the lake's files once the oldest open one is this old (e.g. 30s; default 5m).
+    #[arg(long, value_parser = parse_duration)]
+    max_file_age: Option<std::time::Duration>,
 }
 
 impl IngestArgs {
     fn options(&self) -> Result<IngestOptions> {
+        let config = self
+            .config
+            .as_deref()
+            .map(mailflow::config::load)
+            .transpose()?;
+        let mut sources = match &config {
+            Some(c) => c.resolve()?,
+            None => Vec::new(),
+        };
+        if let Some(server) = &self.server {
+            // `--server` files everything under one name, the config's sources included.
+            sources
+                .iter_mut()
+                .for_each(|s| s.server = Some(server.clone()));
+        }
+        if !self.paths.is_empty() {
+            sources.push(mailflow::config::Source::of_paths(
+                self.paths.clone(),
+                self.server.clone(),
+            ));
+        }
+        let sink = config
+            .as_ref()
+            .map(|c| c.lake())
+            .transpose()?
+            .map(|(_, s)| s);
+        let (mut lake_path, mut zstd, mut size, mut rows, mut age) = (None, None, None, None, None);
+        if let Some(mailflow::config::SinkConfig::Parquet {
+            path,
+            zstd_level,
+            max_file_size,
+            max_file_rows,
+            max_file_age,
+        }) = sink
+        {
+            lake_path = Some(path.clone());
+            zstd = *zstd_level;
+            size = max_file_size
+                .as_deref()
+                .map(parse_size)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            rows = *max_file_rows;
+            age = *max_file_age;
+        }
+        let d = LakeOptions::default();
         Ok(IngestOptions {
             matcher: std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
                 self.catalog.as_deref(),
             )?)?),
-            paths: self.paths.clone(),
-            parquet: self.parquet.clone(),
-            server: self.server.clone(),
+            sources,
+            parquet: self
+                .parquet
+                .clone()
+                .or(lake_path)
+                .context("no lake: give --parquet DIR or a parquet sink in the config")?,
             threads: self.threads.unwrap_or_else(cores),
             batch_size: self.batch_size,
             max_line_bytes: self.max_line_bytes,
-            lake_options: {
-                let d = LakeOptions::default();
-                LakeOptions {
-                    parquet: ParquetOptions {
-                        zstd_level: self.zstd_level,
-                        ..d.parquet.clone()
-                    },
-                    max_file_rows: self.max_file_rows.max(1),
-                    max_file_bytes: self.max_file_size.max(1),
-                    max_file_age: self.max_file_age,
-                    ..d
-                }
+            lake_options: LakeOptions {
+                parquet: ParquetOptions {
+                    zstd_level: self
+                        .zstd_level
+                        .or(zstd)
+                        .unwrap_or(mailflow_sinks::parquet::DEFAULT_ZSTD_LEVEL),
+                    ..d.parquet.clone()
+                },
+                max_file_rows: self
+                    .max_file_rows
+                    .or(rows)
+                    .unwrap_or(d.max_file_rows)
+                    .max(1),
+                max_file_bytes: self
+                    .max_file_size
+                    .or(size)
+                    .unwrap_or(d.max_file_bytes)
+                    .max(1),
+                max_file_age: self.max_file_age.or(age).unwrap_or(d.max_file_age),
+                ..d
             },
             progress: !self.quiet,
             overwrite: self.overwrite,
@@ -242,24 +311,7 @@ fn parse_threads(s: &str) -> Result<usize, String> {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let mult = match s[i..].to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-                "" => 1,
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                other => return Err(format!("unknown size suffix {other:?} (use K, M or G)")),
-            };
-            (&s[..i], mult)
-        }
-        None => (s, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .map(|n| n * mult)
-        .map_err(|e| format!("{s:?} is not a size: {e}"))
+    mailflow::config::parse_size(s)
 }
 
 /// `--server`: a host name, reduced to the one name the lake files that server under.
@@ -399,6 +451,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 r.journals_replayed,
                 r.temporaries_removed
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { config } => {
+            let c = mailflow::config::load(&config)?;
+            print!("{}", c.describe()?);
+            println!("{}: valid", config.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema { table, format } => {

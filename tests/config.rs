@@ -1,0 +1,181 @@
+//! `mailflow.toml` as an admin writes it, mistakes included: `mailflow validate` names the
+//! file, the key and what is wrong, and `mailflow ingest --config` reads what the file says.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+mod common;
+
+use std::path::Path;
+
+use cli::{mailflow, run_mailflow};
+
+/// `mailflow validate` of `text` (written to `dir/mailflow.toml`): (success, stdout + stderr).
+fn validate(dir: &Path, text: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let path = dir.join("mailflow.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = cli::mailflow_command()
+        .args(["validate", "--config"])
+        .arg(&path)
+        .envs(env.iter().copied())
+        .env_remove("MAILFLOW_TEST_UNSET")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+const SINK: &str = "[sinks.lake]\ntype = \"parquet\"\npath = \"/tmp/lake\"\n";
+
+#[test]
+fn five_typical_mistakes_are_named_with_file_key_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[&str]); 6] = [
+        // A misspelt key: not ignored, and the keys it could have been are listed.
+        (
+            "[[sources]]\npreset = \"message-tracking\"\nignore_oldr = \"30d\"\n",
+            &[
+                "mailflow.toml:3",
+                "unknown field `ignore_oldr`",
+                "ignore_older",
+            ],
+        ),
+        // A preset that does not exist.
+        (
+            "[[sources]]\npreset = \"hub-transport\"\n",
+            &[
+                "mailflow.toml:2",
+                "unknown variant `hub-transport`",
+                "smtp-hub",
+            ],
+        ),
+        // A secret from an environment variable that is not set.
+        (
+            "[[sources]]\npaths = [\"${MAILFLOW_TEST_UNSET}\"]\n",
+            &["mailflow.toml:2", "MAILFLOW_TEST_UNSET is not set"],
+        ),
+        // A glob that does not compile, by its place in the list.
+        (
+            "[[sources]]\npreset = \"smtp-hub\"\ninclude = [\"*.LOG\", \"RECV[0-9\"]\n",
+            &["sources[0].include[1]", "\"RECV[0-9\"", "not a glob"],
+        ),
+        // A duration in words the parser does not know.
+        (
+            "[[sources]]\npreset = \"connectivity\"\nignore_older = \"30 dayz\"\n",
+            &["mailflow.toml:3", "\"30 dayz\" is not a duration"],
+        ),
+        // Front End folders on a version that has none.
+        (
+            "[exchange]\nversion = 2010\n[[sources]]\npreset = \"smtp-frontend\"\n",
+            &["sources[0].preset", "came with 2013"],
+        ),
+    ];
+    for (text, wanted) in cases {
+        let (ok, out) = validate(tmp.path(), &(text.to_string() + SINK), &[]);
+        assert!(!ok, "accepted:\n{text}");
+        for w in wanted {
+            assert!(out.contains(w), "{w:?} missing from:\n{out}\nfor:\n{text}");
+        }
+    }
+    // No sink at all, and a source with nothing to read.
+    let (ok, out) = validate(tmp.path(), "[[sources]]\npreset = \"pop-imap\"\n", &[]);
+    assert!(!ok && out.contains("no [sinks.NAME]"), "{out}");
+    let (ok, out) = validate(
+        tmp.path(),
+        &("[[sources]]\ninclude = [\"*.LOG\"]\n".to_string() + SINK),
+        &[],
+    );
+    assert!(!ok && out.contains("sources[0]: give a `preset`"), "{out}");
+}
+
+#[test]
+fn the_shipped_example_is_valid_and_resolves_exchange_folders() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mailflow.toml");
+    let out = mailflow(&[
+        "validate".as_ref(),
+        "--config".as_ref(),
+        example.as_os_str(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("valid"), "{text}");
+    assert!(
+        text.contains("Logs/MessageTracking") || text.contains(r"Logs\MessageTracking"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"mailflow\lake"),
+        "the default after :- is used: {text}"
+    );
+}
+
+#[test]
+fn ingest_reads_what_the_config_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    // Two files the globs keep, one they drop, and a folder of a preset that is not here.
+    for (name, keep) in [
+        ("RECV2025011409-1.LOG", true),
+        ("RECV2025011409-2.LOG", true),
+        ("notes.txt", false),
+    ] {
+        let src = cli::data("samples").join("smtp-receive.artefacts-help.log");
+        let mut text = std::fs::read_to_string(&src).unwrap();
+        if !keep {
+            text = text.replace("2023-01-11", "2023-01-12");
+        }
+        let to = logs.join("EX07").join(name);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        // Each file its own header date, so each is its own file.
+        std::fs::write(&to, text.replacen("#Date: ", &format!("#Date: {name}"), 1)).unwrap();
+    }
+    let lake = tmp.path().join("lake");
+    let config = format!(
+        "[exchange]\ninstall_path = '{}'\n\n[[sources]]\npreset = \"connectivity\"\n\n[[sources]]\npaths = ['{}']\ninclude = [\"recv*.log\"]\nexclude = [\"*-2.LOG\"]\nserver = \"ex07.contoso.com\"\n\n[sinks.lake]\ntype = \"parquet\"\npath = '${{LAKE}}'\nmax_file_rows = 1000\n",
+        tmp.path().join("no-exchange-here").display(),
+        logs.display()
+    );
+    let path = tmp.path().join("mailflow.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = cli::mailflow_command()
+        .args(["ingest", "--quiet", "--config"])
+        .arg(&path)
+        .env("LAKE", &lake)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One file of three: `notes.txt` is not included, `-2` is excluded.
+    assert!(stdout.starts_with("1 files"), "{stdout}");
+    let servers: Vec<String> = walkdir::WalkDir::new(lake.join("smtp_protocol"))
+        .into_iter()
+        .filter_map(|e| {
+            let n = e.ok()?.file_name().to_string_lossy().into_owned();
+            Some(n.strip_prefix("server=")?.to_string())
+        })
+        .collect();
+    assert!(
+        !servers.is_empty() && servers.iter().all(|s| s == "EX07"),
+        "{servers:?}"
+    );
+    // The command line still wins: --parquet elsewhere.
+    let other = tmp.path().join("other");
+    let out = run_mailflow(&[
+        "ingest".as_ref(),
+        "--quiet".as_ref(),
+        "--config".as_ref(),
+        path.as_os_str(),
+        "--parquet".as_ref(),
+        other.as_os_str(),
+    ]);
+    assert!(
+        !out.status.success(),
+        "LAKE is unset here, so the config is invalid"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("LAKE is not set"), "{stderr}");
+}
