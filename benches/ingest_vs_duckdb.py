@@ -124,7 +124,8 @@ def main():
         m_secs, m_rss, _ = run([args.mailflow, "ingest", logs, "--parquet", os.path.join(out, "mailflow"), "--quiet",
                                 "--threads", "2", "--summary-json", os.path.join(out, "summary.json")] + level)
         counts = json.load(open(os.path.join(out, "summary.json")))["rows"]
-        rows = counts.get("message_tracking", 0) + (counts.get("smtp_protocol", 0) if args.mixed else 0)
+        rows = counts.get("message_tracking", 0) + \
+            (counts.get("smtp_protocol", 0) + counts.get("connectivity", 0) if args.mixed else 0)
         if args.before:
             shutil.rmtree(os.path.join(out, "before"), ignore_errors=True)
             b_secs, b_rss, _ = run([args.before, "ingest", logs, "--parquet", os.path.join(out, "before"),

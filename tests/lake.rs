@@ -168,7 +168,9 @@ fn duckdb_and_spark_read_the_same_lake() {
         "20000".as_ref(),
     ]);
     write_two_schema_versions(&lake);
-    let out = python_script("lake_engines.py", &[&lake, &summary]);
+    let schema = tmp.path().join("schema.json");
+    std::fs::write(&schema, mailflow(&["schema", "--format", "json"]).stdout).unwrap();
+    let out = python_script("lake_engines.py", &[&lake, &summary, &schema]);
     assert!(out.contains("\"daily_failures\""), "{out}");
     // Every committed file is under <table>/date=…/server=…/.
     let (parts, hidden) = lake_files(&lake);

@@ -2,8 +2,8 @@
 that they all see the same tables, with the expected types, the same answer to a trend query, and mailflow's
 own row counts.
 
-Usage: lake_engines.py LAKE SUMMARY_JSON. Exits non-zero with a message on any mismatch. A
-missing engine is a failure, never a skip.
+Usage: lake_engines.py LAKE SUMMARY_JSON SCHEMA_JSON (`mailflow schema --format json`). Exits
+non-zero with a message on any mismatch. A missing engine is a failure, never a skip.
 """
 import glob
 import json
@@ -15,8 +15,9 @@ import pyarrow.dataset
 import pyarrow.parquet
 from pyspark.sql import SparkSession
 
-lake, summary_path = sys.argv[1], sys.argv[2]
+lake, summary_path, schema_path = sys.argv[1], sys.argv[2], sys.argv[3]
 summary = json.load(open(summary_path))
+documented = {t["table"]: {c["name"]: c for c in t["columns"]} for t in json.load(open(schema_path))}
 expected = dict(summary["rows"])
 expected["rejects"] = summary["rejects"]
 # A table with no rows has no files, and so no folder for an engine to read.
@@ -80,6 +81,17 @@ for table in expected:
 spark_failures = [tuple(r) for r in spark.sql(DAILY_FAILURES).collect()]
 spark_server = spark.sql("SELECT DISTINCT server FROM message_tracking").collect()
 
+# Normalised values beside the raw ones, as each engine asks for them: custom-data keys as
+# Exchange writes them, each with its list of values; TLS in OpenSSL's names.
+E2E = {
+    "duckdb": "SELECT count(*) FROM message_tracking WHERE custom_data['S:E2ELatency'][1] IS NOT NULL",
+    "spark": "SELECT count(*) FROM message_tracking WHERE element_at(custom_data, 'S:E2ELatency')[0] IS NOT NULL",
+}
+TLS = ("SELECT count(*) FROM smtp_sessions WHERE tls_version = '1.2' "
+       "AND tls_cipher_suite = 'ECDHE-AES128-SHA256' AND tls_key_exchange = 'ECDHE'")
+spark_e2e = spark.sql(E2E["spark"]).collect()[0][0]
+spark_tls = spark.sql(TLS).collect()[0][0]
+
 # An additive schema change: files of schema versions 1 and 2 (one more column, `b`) read as one
 # table by both engines.
 EVOLUTION = "SELECT count(*), count(b), sum(b) FROM schema_evolution"
@@ -94,6 +106,24 @@ spark_evolution = tuple(spark.sql(EVOLUTION).collect()[0])
 spark.stop()
 check(duck_evolution == (5, 2, 15), f"duckdb over two schema versions: {duck_evolution}")
 check(spark_evolution == (5, 2, 15), f"spark over two schema versions: {spark_evolution}")
+
+duck_e2e = con.execute(E2E["duckdb"]).fetchone()[0]
+duck_tls = con.execute(TLS).fetchone()[0]
+check(duck_e2e > 0 and duck_e2e == spark_e2e, f"rows with S:E2ELatency: duckdb {duck_e2e}, spark {spark_e2e}")
+check(duck_tls > 0 and duck_tls == spark_tls, f"ECDHE-AES128-SHA256 TLS 1.2 sessions: duckdb {duck_tls}, spark {spark_tls}")
+
+# ---- `mailflow schema` says what DuckDB reads: every column of every table, with its type.
+for table in expected:
+    docs = documented[table]
+    for col, duck in duck_types[table].items():
+        if col == "date":
+            continue  # the Hive partition, from the folder names
+        doc = docs.get(col)
+        check(doc is not None, f"{table}.{col} is not in `mailflow schema`")
+        if doc is not None:
+            check(doc["sql_type"] == duck, f"{table}.{col}: `mailflow schema` says {doc['sql_type']}, duckdb reads {duck}")
+    for col in docs:
+        check(col in duck_types[table], f"{table}.{col} is in `mailflow schema` but not in the files")
 
 # ---- One status per recipient: the lists line up, so a one-row-per-recipient view is a zip.
 replies = "event_id IN ('SEND', 'FAIL', 'DEFER') AND recipient_status IS NOT NULL"
