@@ -372,6 +372,8 @@ pub enum Triage {
         head: Vec<u8>,
         /// The server its first rows name (canonical), if they name one.
         server: Option<String>,
+        /// The table its rows go to, when its header or name says.
+        table: Option<Table>,
     },
     /// Not a log mailflow reads: skipped with a warning, never a failure.
     Skip(Skipped),
@@ -388,9 +390,14 @@ pub fn triage(path: PathBuf) -> Triage {
             reason: e.to_string(),
         }),
         Ok(head) => match sniff(&shown, &head) {
-            Sniffed::Readable(_) => {
+            Sniffed::Readable(kind) => {
                 let server = server_from_head(&shown, &head);
-                Triage::Read { path, head, server }
+                Triage::Read {
+                    path,
+                    head,
+                    server,
+                    table: kind.map(mailflow_parser::LogKind::table),
+                }
             }
             Sniffed::Unsupported(log_type) => {
                 tracing::warn!(file = %escape(&shown), log_type = %escape(&log_type), "Skipping an Exchange log of a type mailflow does not read.");
@@ -602,7 +609,11 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     };
     let holdings = lake::holdings(root).context("reading what the lake holds")?;
     refuse_incompatible_lake(root, &holdings)?;
-    let committed = holdings.sources;
+    let lake::Holdings {
+        sources: committed,
+        row_files,
+        ..
+    } = holdings;
     let host = host_name();
     let mut jobs: Vec<Job> = Vec::new();
     // The first path of each file identity in this run.
@@ -611,7 +622,12 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     summary.failed.extend(discovered.unreadable);
     for (path, source) in discovered.files {
         match triage(path) {
-            Triage::Read { path, head, server } => {
+            Triage::Read {
+                path,
+                head,
+                server,
+                table,
+            } => {
                 let meta = std::fs::metadata(&path).ok();
                 let size = meta.as_ref().map_or(0, std::fs::Metadata::len);
                 let server = opts.sources[source].server.clone().or(server);
@@ -654,12 +670,16 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     server,
                     filed_under,
                     start,
+                    tracking: table == Some(Table::MessageTracking),
                 });
             }
             Triage::Skip(s) => summary.skipped.push(s),
             Triage::Fail(s) => summary.failed.push(s),
         }
     }
+    let derived = Arc::new(
+        DerivedKeys::read(&row_files, &jobs).context("reading what the lake holds of sessions")?,
+    );
     let total_bytes: u64 = jobs.iter().map(|j| j.len).sum();
     let progress = Arc::new(AtomicU64::new(0));
     let bar = progress_bar(opts.progress, total_bytes);
@@ -673,6 +693,14 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         .iter()
         .filter_map(|s| Some((Arc::clone(&s.stream), s.until?)))
         .collect();
+    // Every tracking series holds messages open from its start, before a worker reaches it:
+    // else a message seen on one server would close before another server's series, not yet
+    // begun, adds its events to it, and whether it did would depend on thread timing.
+    let starts: Vec<(Arc<str>, i64)> = series
+        .iter()
+        .filter(|s| s.tracking && s.mark > i64::MIN)
+        .map(|s| (Arc::clone(&s.stream), s.mark))
+        .collect();
     let board = Arc::new(Board::new(series, OPEN_SERIES.max(threads), lead));
     let (tx, rx) = bounded::<Msg>(64);
     // Messages cross servers, whose logs different workers read: one thread correlates the
@@ -680,26 +708,31 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let (msg_tx, msg_rx) = bounded::<ToMessages>(4);
     let message_thread = {
         let (root, mut options) = (opts.parquet.clone(), opts.lake_options.clone());
+        let held = Arc::clone(&derived);
         options.schema_version = SCHEMA_VERSION;
         // One row per message is a small table; its writer gets a small share of memory.
         options.memory_budget = (options.memory_budget / 4).max(1 << 20);
         std::thread::Builder::new()
             .name("messages".into())
-            .spawn(move || correlate_messages(&msg_rx, &root, options))
+            .spawn(move || correlate_messages(&msg_rx, &root, options, &held))
             .context("starting the message correlation thread")?
     };
+    for (stream, start) in starts {
+        let _ = msg_tx.send(ToMessages::Start(stream, start));
+    }
     for (stream, until) in bounds {
         let _ = msg_tx.send(ToMessages::Until(stream, until));
     }
     let workers: Vec<_> = (0..threads)
         .map(|k| {
-            let (tx, msg_tx, progress, opts, host, board) = (
+            let (tx, msg_tx, progress, opts, host, board, derived) = (
                 tx.clone(),
                 msg_tx.clone(),
                 Arc::clone(&progress),
                 opts.clone(),
                 host.clone(),
                 Arc::clone(&board),
+                Arc::clone(&derived),
             );
             std::thread::spawn(move || -> Result<Vec<PathBuf>> {
                 let mut options = opts.lake_options.clone();
@@ -712,7 +745,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     &progress,
                     &opts,
                     &host,
-                    &mut writer,
+                    (&mut writer, &derived),
                 ) {
                     Ok(()) => Ok(writer.close()?.into_iter().map(|c| c.path).collect()),
                     Err(e) => {
@@ -775,6 +808,74 @@ struct Job {
     filed_under: String,
     /// When its first row was written.
     start: Option<i64>,
+    /// A message tracking log (its rows go to message correlation).
+    tracking: bool,
+}
+
+/// Sessions and messages the lake already holds whose first line is in a file this run reads,
+/// by lineage key (`source_file`, `source_offset`). A run killed after one worker committed a
+/// session and before another committed the lines it began with reads those lines again and
+/// makes the session again: it is dropped here, not stored twice. Read only from the files
+/// whose footers name this run's files ([`lake::META_ROW_FILES`]).
+#[derive(Debug, Default)]
+struct DerivedKeys {
+    sessions: std::collections::HashSet<(String, i64)>,
+    messages: std::collections::HashSet<(String, i64)>,
+}
+
+impl DerivedKeys {
+    fn read(row_files: &HashMap<String, Vec<(String, PathBuf)>>, jobs: &[Job]) -> Result<Self> {
+        let mut out = DerivedKeys::default();
+        let names: std::collections::HashSet<String> = jobs
+            .iter()
+            .map(|j| j.path.to_string_lossy().into_owned())
+            .filter(|n| row_files.contains_key(n))
+            .collect();
+        let mut files: Vec<&(String, PathBuf)> = names
+            .iter()
+            .flat_map(|n| row_files.get(n).into_iter().flatten())
+            .filter(|(table, _)| table == sessions::TABLE || table == messages::TABLE)
+            .collect();
+        files.sort();
+        files.dedup();
+        for (table, path) in files {
+            let keys = lake::row_keys(path, &names)?;
+            if table == sessions::TABLE {
+                out.sessions.extend(keys);
+            } else {
+                out.messages.extend(keys);
+            }
+        }
+        Ok(out)
+    }
+
+    /// `batch` (of `table`) without the rows the lake holds; `None` if none is left.
+    fn drop_held(&self, table: &str, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        let held = if table == sessions::TABLE {
+            &self.sessions
+        } else {
+            &self.messages
+        };
+        if held.is_empty() {
+            return Ok(Some(batch));
+        }
+        let files = arrow_cast::cast(
+            batch
+                .column_by_name("source_file")
+                .context("a derived batch without source_file")?,
+            &arrow_schema::DataType::Utf8,
+        )?;
+        let files = files.as_string::<i32>();
+        let offsets = batch
+            .column_by_name("source_offset")
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+            .context("a derived batch without source_offset")?;
+        let keep: arrow_array::BooleanArray = (0..batch.num_rows())
+            .map(|r| Some(!held.contains(&(files.value(r).to_string(), offsets.value(r)))))
+            .collect();
+        let kept = arrow_select::filter::filter_record_batch(&batch, &keep)?;
+        Ok((kept.num_rows() > 0).then_some(kept))
+    }
 }
 
 /// Where a worker sends its tracking batches: the message correlation thread, with the way
@@ -792,6 +893,8 @@ enum ToMessages {
     EndStream(Arc<str>),
     /// A run of a series has no events after this time (the next run starts there).
     Until(Arc<str>, i64),
+    /// A series will add events from this time on.
+    Start(Arc<str>, i64),
 }
 
 /// An enriched tracking batch on its way to message correlation, with where it came from.
@@ -814,12 +917,19 @@ fn correlate_messages(
     rx: &Receiver<ToMessages>,
     root: &Path,
     options: LakeOptions,
+    derived: &DerivedKeys,
 ) -> Result<(Vec<PathBuf>, u64)> {
     let mut writer = LakeWriter::new(root, options).context("starting the messages writer")?;
     let mut correlator = MessageCorrelator::new(MESSAGE_IDLE);
     let mut rows = 0u64;
     let mut last: Option<(String, String)> = None;
-    let mut write = |writer: &mut LakeWriter, batch: RecordBatch, (fp, file): &(String, String)| {
+    let mut write = |writer: &mut LakeWriter,
+                     batch: RecordBatch,
+                     (fp, file): &(String, String)|
+     -> Result<()> {
+        let Some(batch) = derived.drop_held(messages::TABLE, batch)? else {
+            return Ok(());
+        };
         rows += batch.num_rows() as u64;
         // end_offset 0: this writer commits on its own schedule, so its files must not tell a
         // restart that the source's lines are committed (the workers' files say that).
@@ -828,7 +938,7 @@ fn correlate_messages(
             file,
             end_offset: 0,
         };
-        writer.write(&source, &[(messages::TABLE, &batch)])
+        Ok(writer.write(&source, &[(messages::TABLE, &batch)])?)
     };
     let result = (|| -> Result<()> {
         for msg in rx {
@@ -836,6 +946,10 @@ fn correlate_messages(
                 ToMessages::Batch(t) => t,
                 ToMessages::Until(stream, until) => {
                     correlator.stream_until(&stream, until);
+                    continue;
+                }
+                ToMessages::Start(stream, start) => {
+                    correlator.expect_stream(&stream, start);
                     continue;
                 }
                 ToMessages::EndStream(stream) => {
@@ -874,6 +988,8 @@ const MESSAGE_IDLE: Duration = Duration::from_secs(3600);
 struct Series {
     /// The series' stream in message correlation.
     stream: Arc<str>,
+    /// Its files are message tracking logs.
+    tracking: bool,
     /// The server its files are filed under.
     server: String,
     /// The series it is a run of, when a series is cut into runs (see `series_of`).
@@ -938,6 +1054,7 @@ fn series_of(mut jobs: Vec<Job>, threads: usize) -> Vec<Series> {
         let i = *index.entry(key.clone()).or_insert_with(|| {
             series.push(Series {
                 stream: format!("{}/{}/{}", key.0, key.1, key.2).into(),
+                tracking: job.tracking,
                 server: key.0.clone(),
                 kin: series.len(),
                 until: None,
@@ -974,6 +1091,7 @@ fn series_of(mut jobs: Vec<Job>, threads: usize) -> Vec<Series> {
         let later_start = later.front().and_then(|j| j.start);
         let run = Series {
             stream: format!("{}#{n}", s.stream).into(),
+            tracking: s.tracking,
             server: s.server.clone(),
             kin: s.kin,
             // The later run ends where this one's end did.
@@ -1022,7 +1140,7 @@ fn worker(
     progress: &Arc<AtomicU64>,
     opts: &IngestOptions,
     host: &str,
-    writer: &mut LakeWriter,
+    (writer, derived): (&mut LakeWriter, &DerivedKeys),
 ) -> Result<()> {
     // A worker that panics holding a series would leave the others waiting for it for ever:
     // the run fails instead, as it does on an error.
@@ -1038,7 +1156,14 @@ fn worker(
     let (back, returned) = unbounded::<RecordBatch>();
     while let Some((i, mut s)) = board.take(me) {
         returned.try_iter().for_each(drop);
-        let step = step(&mut s, (tx, msg_tx, &back), progress, opts, host, writer);
+        let step = step(
+            &mut s,
+            (tx, msg_tx, &back),
+            progress,
+            opts,
+            host,
+            (writer, derived),
+        );
         match step {
             Ok(()) => board.put(i, s, me),
             Err(e) => {
@@ -1057,7 +1182,7 @@ fn step(
     progress: &Arc<AtomicU64>,
     opts: &IngestOptions,
     host: &str,
-    writer: &mut LakeWriter,
+    (writer, derived): (&mut LakeWriter, &DerivedKeys),
 ) -> Result<()> {
     let Some(f) = s.open.as_mut() else {
         let Some(job) = s.files.pop_front() else {
@@ -1091,7 +1216,7 @@ fn step(
             }
             Err(e) => {
                 let _ = tx.send(Msg::Failed(job.path, e.to_string()));
-                return finish_series(s, msg_tx, tx, opts, writer);
+                return finish_series(s, msg_tx, tx, opts, (writer, derived));
             }
         }
         return Ok(());
@@ -1108,7 +1233,7 @@ fn step(
             };
             // A write error stops the run here: nothing after it may be committed.
             write_flushed(
-                writer,
+                (writer, derived),
                 (
                     &opts.matcher,
                     &mut s.sessions,
@@ -1150,7 +1275,7 @@ fn step(
             // Files roll by age too: a long run of small files must not keep one lake file
             // open past its age just because nothing was written to it since.
             writer.tick()?;
-            finish_series(s, msg_tx, tx, opts, writer)
+            finish_series(s, msg_tx, tx, opts, (writer, derived))
         }
     }
 }
@@ -1162,13 +1287,14 @@ fn finish_series(
     msg_tx: &Sender<ToMessages>,
     tx: &Sender<Msg>,
     opts: &IngestOptions,
-    writer: &mut LakeWriter,
+    (writer, derived): (&mut LakeWriter, &DerivedKeys),
 ) -> Result<()> {
     if !s.is_done() {
         return Ok(());
     }
     let _ = msg_tx.send(ToMessages::EndStream(Arc::clone(&s.stream)));
     if let Some(batch) = s.sessions.finish(&opts.matcher)?
+        && let Some(batch) = derived.drop_held(sessions::TABLE, batch)?
         && let Some((fingerprint, file, len)) = &s.last
     {
         let source = Source {
@@ -1255,7 +1381,7 @@ fn collect(
 /// committed. `rows` counts rows written per table (rejects under `rejects`) and, under
 /// [`ALREADY`], rows skipped; `diagnoses` counts rows per diagnosis code.
 fn write_flushed(
-    writer: &mut LakeWriter,
+    (writer, derived): (&mut LakeWriter, &DerivedKeys),
     (matcher, sessions, tracked): (&Matcher, &mut SessionCorrelator, TrackedTo<'_>),
     source: &Source<'_>,
     flushed: Flushed,
@@ -1297,7 +1423,9 @@ fn write_flushed(
             parts.push((REJECTS, b));
         }
     }
-    if let Some(b) = sessions.take(matcher, 4096)? {
+    if let Some(b) = sessions.take(matcher, 4096)?
+        && let Some(b) = derived.drop_held(sessions::TABLE, b)?
+    {
         *rows.entry(sessions::TABLE).or_default() += b.num_rows() as u64;
         parts.push((sessions::TABLE, b));
     }

@@ -359,3 +359,56 @@ fn a_lake_written_under_the_former_file_identity_is_resumed_not_doubled() {
     assert_eq!(rows(&lake, "message_tracking"), (1, 1), "{out}");
     assert!(out.contains("2 lines of partly written files"), "{out}");
 }
+
+#[test]
+fn a_session_another_worker_committed_is_not_stored_again_when_its_lines_are_read_again() {
+    use arrow_array::{ArrayRef, RecordBatch, StringArray};
+    use mailflow_sinks::lake::{LakeOptions, LakeWriter, Source};
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    let file = logs.join("EX01/SmtpReceive/RECV2023011116-1.LOG");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::copy(
+        cli::data("samples").join("smtp-receive.artefacts-help.log"),
+        &file,
+    )
+    .unwrap();
+    // What one whole run makes of the file.
+    let whole = tmp.path().join("whole");
+    ingest(&[&logs], &whole);
+    let sessions = common::read_lake_table(&whole, "smtp_sessions");
+    let n = rows(&whole, "smtp_sessions").0;
+    assert!(n > 0);
+    // A killed run's lake: a worker committed the sessions (filed with the source it was
+    // reading then), and the worker holding the file's own lines did not.
+    let lake = tmp.path().join("lake");
+    let mut w = LakeWriter::new(&lake, LakeOptions::default()).unwrap();
+    let elsewhere = Source {
+        fingerprint: "another-file",
+        file: "another-file",
+        end_offset: 0,
+    };
+    for b in &sessions {
+        let server: ArrayRef = Arc::new(StringArray::from(vec!["EX01"; b.num_rows()]));
+        let mut columns = b.columns().to_vec();
+        let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
+        columns.push(server);
+        fields.push(Arc::new(arrow_schema::Field::new(
+            "server",
+            arrow_schema::DataType::Utf8,
+            false,
+        )));
+        let b = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
+        w.write(&elsewhere, &[("smtp_sessions", &b)]).unwrap();
+    }
+    w.close().unwrap();
+    // The rerun reads the file's lines again and makes the same sessions: stored once.
+    ingest(&[&logs], &lake);
+    assert_eq!(rows(&lake, "smtp_sessions"), (n, n));
+    assert_eq!(
+        rows(&lake, "smtp_protocol").0,
+        rows(&whole, "smtp_protocol").0
+    );
+}

@@ -101,6 +101,26 @@ impl<K: Hash + Eq, I: Item> Window<K, I> {
         self.open.entry_ref(key).or_insert_with(|| Box::new(make()))
     }
 
+    /// The open item under `key` for an event at `t`: a new one, made by `make`, if there is
+    /// none or if the one there has been idle longer than the timeout by `t` (it is closed
+    /// first). So whether a late event extends an item or starts another depends on the
+    /// events' times alone, not on whether a sweep happened to run between them, which with
+    /// streams read by several threads depends on their timing.
+    pub(crate) fn entry_at<Q>(&mut self, key: &Q, t: i64, make: impl FnOnce() -> I) -> &mut I
+    where
+        Q: Hash + Equivalent<K> + ToOwned<Owned = K> + ?Sized,
+    {
+        let idle = self.idle_ms;
+        if self
+            .open
+            .get(key)
+            .is_some_and(|item| t.saturating_sub(item.last()) > idle)
+        {
+            self.close(key);
+        }
+        self.entry(key, make)
+    }
+
     /// Closes the item under `key` now (its session ended).
     pub(crate) fn close<Q>(&mut self, key: &Q)
     where

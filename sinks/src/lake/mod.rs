@@ -60,6 +60,11 @@ pub const META_SCHEMA_VERSION: &str = "mailflow.schema_version";
 pub const META_TABLE: &str = "mailflow.table";
 /// Footer key: the source ranges, a JSON array of [`SourceRange`].
 pub const META_SOURCES: &str = "mailflow.sources";
+/// Footer key: the `source_file` values of the file's rows (JSON list). A raw table's rows name
+/// the source they were written with; a derived row (a session, a message) names the file of
+/// its first line, which may be another: this is how a rerun finds derived rows it must not
+/// write again.
+pub const META_ROW_FILES: &str = "mailflow.row_files";
 
 /// Errors of the lake.
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +216,9 @@ struct OpenFile {
     temp_path: PathBuf,
     rows: u64,
     sources: BTreeMap<String, SourceRange>,
+    /// The `source_file` values of its rows: a derived row (a session) names the file of its
+    /// first line, which need not be the source it was written with.
+    row_files: BTreeSet<String>,
     /// When a batch was last appended (the writer's append counter), for closing the least
     /// recently used.
     last_use: u64,
@@ -377,6 +385,7 @@ impl LakeWriter {
                     temp_path,
                     rows: 0,
                     sources: BTreeMap::new(),
+                    row_files: Default::default(),
                     last_use: 0,
                     schema_version,
                 },
@@ -408,6 +417,7 @@ impl LakeWriter {
             }
         }
         open.rows += batch.num_rows() as u64;
+        record_row_files(batch, &mut open.row_files);
         let range = SourceRange {
             fingerprint: source.fingerprint.to_string(),
             file: source.file.to_string(),
@@ -572,6 +582,11 @@ impl LakeWriter {
         file.append_metadata(META_VERSION, env!("CARGO_PKG_VERSION"));
         file.append_metadata(META_SCHEMA_VERSION, f.schema_version);
         file.append_metadata(META_TABLE, f.table);
+        if !f.row_files.is_empty()
+            && let Ok(json) = serde_json::to_string(&f.row_files)
+        {
+            file.append_metadata(META_ROW_FILES, json);
+        }
         match serde_json::to_string(&sources) {
             Ok(json) => file.append_metadata(META_SOURCES, json),
             Err(e) => {
@@ -814,6 +829,91 @@ pub struct Holdings {
     pub sources: HashMap<String, SourceProgress>,
     /// Per table, the schema versions its files were written with.
     pub schema_versions: BTreeMap<String, BTreeSet<String>>,
+    /// Per `source_file` value recorded in footers ([`META_ROW_FILES`]): the committed files
+    /// holding rows that name it, with their table.
+    pub row_files: HashMap<String, Vec<(String, PathBuf)>>,
+}
+
+/// The lineage keys (`source_file`, `source_offset`) of a committed file's rows whose
+/// `source_file` is one of `files`: reads those two columns only.
+pub fn row_keys(
+    path: &Path,
+    files: &std::collections::HashSet<String>,
+) -> Result<Vec<(String, i64)>, Error> {
+    use arrow_array::Array;
+    use arrow_array::cast::AsArray;
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let footer = |reason: String| Error::Footer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = fs::File::open(path).map_err(io_error(path))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| footer(e.to_string()))?;
+    let schema = builder.parquet_schema();
+    let columns: Vec<usize> = ["source_file", "source_offset"]
+        .iter()
+        .filter_map(|name| schema.columns().iter().position(|c| c.name() == *name))
+        .collect();
+    if columns.len() != 2 {
+        return Ok(Vec::new());
+    }
+    let mask = ProjectionMask::leaves(schema, columns);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| footer(e.to_string()))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| footer(e.to_string()))?;
+        let (Some(file_col), Some(offsets)) = (
+            batch.column_by_name("source_file"),
+            batch
+                .column_by_name("source_offset")
+                .and_then(|c| c.as_primitive_opt::<arrow_array::types::Int64Type>()),
+        ) else {
+            continue;
+        };
+        // The lake writes `source_file` dictionary-encoded; a plain column is read as well.
+        let (values, keys) = match file_col.as_dictionary_opt::<arrow_array::types::Int32Type>() {
+            Some(d) => (d.values().as_string_opt::<i32>(), Some(d.keys())),
+            None => (file_col.as_string_opt::<i32>(), None),
+        };
+        let Some(values) = values else {
+            continue;
+        };
+        for row in 0..batch.num_rows() {
+            let at = match keys {
+                Some(k) if k.is_valid(row) => k.value(row) as usize,
+                Some(_) => continue,
+                None if values.is_valid(row) => row,
+                None => continue,
+            };
+            let name = values.value(at);
+            if files.contains(name) {
+                out.push((name.to_string(), offsets.value(row)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The distinct `source_file` values of a batch (a dictionary's values; a plain column's rows).
+fn record_row_files(batch: &RecordBatch, into: &mut BTreeSet<String>) {
+    use arrow_array::cast::AsArray;
+    let Some(col) = batch.column_by_name("source_file") else {
+        return;
+    };
+    let strings = match col.as_any_dictionary_opt() {
+        Some(d) => d.values().as_string_opt::<i32>(),
+        None => col.as_string_opt::<i32>(),
+    };
+    for v in strings.into_iter().flatten().flatten() {
+        if !into.contains(v) {
+            into.insert(v.to_string());
+        }
+    }
 }
 
 /// Reads every committed file's footer: the sources it holds, its table and schema version.
@@ -827,6 +927,16 @@ pub fn holdings(root: &Path) -> Result<Holdings, Error> {
                 .entry(table.clone())
                 .or_default()
                 .insert(version.clone());
+        }
+        if let (Some(table), Some(json)) = (meta.get(META_TABLE), meta.get(META_ROW_FILES))
+            && let Ok(files) = serde_json::from_str::<Vec<String>>(json)
+        {
+            for f in files {
+                out.row_files
+                    .entry(f)
+                    .or_default()
+                    .push((table.clone(), path.clone()));
+            }
         }
         for range in sources_in(&path, &meta)? {
             let p = out.sources.entry(range.fingerprint).or_default();
