@@ -614,6 +614,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         row_files,
         ..
     } = holdings;
+    let mut checkpoints = crate::checkpoint::Checkpoints::load(root)?;
     let host = host_name();
     let mut jobs: Vec<Job> = Vec::new();
     // The first path of each file identity in this run.
@@ -655,7 +656,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     .map_or(0, |p| p.end_offset);
                 let len = readable_end(&path, size, meta.and_then(|m| m.modified().ok()));
                 summary.held_back.lines += u64::from(len < size);
-                if resume_from >= len {
+                // Held whole, and finished: its sessions and messages too (see `checkpoint`).
+                // A file whose lines the lake holds but that no run finished is read again.
+                if resume_from >= len && (len == 0 || checkpoints.is_complete(&fingerprint, len)) {
                     if size > 0 && len == size {
                         summary.already_in_lake.files += 1;
                     }
@@ -680,6 +683,11 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let derived = Arc::new(
         DerivedKeys::read(&row_files, &jobs).context("reading what the lake holds of sessions")?,
     );
+    // What this run finishes if it ends without error (see `checkpoint`).
+    let reading: Vec<(String, PathBuf, u64)> = jobs
+        .iter()
+        .map(|j| (j.fingerprint.clone(), j.path.clone(), j.len))
+        .collect();
     let total_bytes: u64 = jobs.iter().map(|j| j.len).sum();
     let progress = Arc::new(AtomicU64::new(0));
     let bar = progress_bar(opts.progress, total_bytes);
@@ -789,6 +797,16 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
             "writing the lake failed; what was committed stays, and a re-run resumes after it",
         ));
     }
+    // Every writer has committed: each file read whole is finished, its sessions and messages
+    // included.
+    let failed: std::collections::HashSet<&Path> =
+        summary.failed.iter().map(|f| f.path.as_path()).collect();
+    for (fingerprint, path, len) in &reading {
+        if !failed.contains(path.as_path()) {
+            checkpoints.set(fingerprint, &path.to_string_lossy(), *len);
+        }
+    }
+    checkpoints.save()?;
     summary.outputs.sort();
     bar.finish_and_clear();
     summary.seconds = started.elapsed().as_secs_f64();
@@ -1380,6 +1398,10 @@ fn collect(
 /// Hands one flush (data, diagnosed, and rejects) to the lake, without the rows an earlier run
 /// committed. `rows` counts rows written per table (rejects under `rejects`) and, under
 /// [`ALREADY`], rows skipped; `diagnoses` counts rows per diagnosis code.
+///
+/// Correlation sees every row, those the lake holds too: a run resumed after a kill then makes
+/// whole the sessions and messages whose first lines it reads again (the lake keeps only the
+/// rows it does not hold, and `derived` drops the sessions and messages it holds).
 fn write_flushed(
     (writer, derived): (&mut LakeWriter, &DerivedKeys),
     (matcher, sessions, tracked): (&Matcher, &mut SessionCorrelator, TrackedTo<'_>),
@@ -1390,28 +1412,28 @@ fn write_flushed(
 ) -> Result<()> {
     let mut parts: Vec<(&'static str, RecordBatch)> = Vec::with_capacity(3);
     if let Some(d) = flushed.data {
-        let (kept, skipped) = rows_from(d.batch, resume_from);
+        let hits = matcher.classify(d.table, &d.batch);
+        let b = matcher.enrich_with(d.table, &d.batch, &hits)?;
+        match d.table {
+            Table::SmtpProtocol => sessions.add(matcher, &b, &hits),
+            // Only the columns correlation reads travel: the rest of the batch's memory is
+            // freed once the lake has it. The thread lives until every worker is done.
+            Table::MessageTracking => {
+                let _ = tracked.messages.send(ToMessages::Batch(Tracked {
+                    stream: Arc::clone(tracked.stream),
+                    fingerprint: source.fingerprint.to_string(),
+                    file: source.file.to_string(),
+                    batch: project(&b, messages::INPUT_COLUMNS)?,
+                    back: tracked.back.clone(),
+                }));
+            }
+            _ => {}
+        }
+        let (kept, skipped) = rows_from(b, resume_from);
         *rows.entry(ALREADY).or_default() += skipped;
         if let Some(b) = kept {
             *rows.entry(d.table.name()).or_default() += b.num_rows() as u64;
-            let hits = matcher.classify(d.table, &b);
-            let b = matcher.enrich_with(d.table, &b, &hits)?;
             count_codes(&b, diagnoses);
-            match d.table {
-                Table::SmtpProtocol => sessions.add(matcher, &b, &hits),
-                // Only the columns correlation reads travel: the rest of the batch's memory is
-                // freed once the lake has it. The thread lives until every worker is done.
-                Table::MessageTracking => {
-                    let _ = tracked.messages.send(ToMessages::Batch(Tracked {
-                        stream: Arc::clone(tracked.stream),
-                        fingerprint: source.fingerprint.to_string(),
-                        file: source.file.to_string(),
-                        batch: project(&b, messages::INPUT_COLUMNS)?,
-                        back: tracked.back.clone(),
-                    }));
-                }
-                _ => {}
-            }
             parts.push((d.table.name(), b));
         }
     }

@@ -1,0 +1,125 @@
+//! The run's own record of what is finished: per source file (by fingerprint), the offset up
+//! to which every table is complete, derived ones included.
+//!
+//! The lake's footers say which raw rows it holds, and that is enough to never write a line
+//! twice. They cannot say whether the sessions and messages those lines belong to were
+//! written: a run killed between committing a file's lines and committing the sessions that
+//! were still open in them leaves the lines stored and the sessions nowhere. So a file counts
+//! as finished only once a run that read it has ended and committed everything, and it is
+//! recorded here then. A run after a kill reads again every file not recorded: the lake drops
+//! the lines it holds, the sessions and messages it holds are dropped by their lineage key, and
+//! what the kill cut off is made whole.
+//!
+//! The store is `<lake>/_mailflow/checkpoints.json`, replaced atomically (written aside,
+//! synced, renamed), so a kill while saving leaves the old one or the new one.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// What is finished of one source file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its path when it was read, for people.
+    pub file: String,
+    /// Every table holds everything of the file before this offset.
+    pub complete: u64,
+}
+
+/// The store, by source fingerprint.
+#[derive(Debug, Default)]
+pub struct Checkpoints {
+    path: PathBuf,
+    entries: BTreeMap<String, Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    version: u32,
+    sources: BTreeMap<String, Entry>,
+}
+
+impl Checkpoints {
+    /// The store of the lake at `root` (empty if it has none yet).
+    pub fn load(root: &Path) -> Result<Self> {
+        let path = root.join("_mailflow").join("checkpoints.json");
+        let entries = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let on_disk: OnDisk = serde_json::from_slice(&bytes).with_context(|| {
+                    format!(
+                        "{}: not a checkpoint store mailflow can read; remove it and the next \
+                         run reads again every file it cannot tell is finished",
+                        path.display()
+                    )
+                })?;
+                on_disk.sources
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(Checkpoints { path, entries })
+    }
+
+    /// Whether everything of the source before `len` is finished.
+    pub fn is_complete(&self, fingerprint: &str, len: u64) -> bool {
+        self.entries
+            .get(fingerprint)
+            .is_some_and(|e| e.complete >= len)
+    }
+
+    /// Records that everything of the source before `complete` is finished.
+    pub fn set(&mut self, fingerprint: &str, file: &str, complete: u64) {
+        let e = self
+            .entries
+            .entry(fingerprint.to_string())
+            .or_insert_with(|| Entry {
+                file: file.to_string(),
+                complete,
+            });
+        e.file = file.to_string();
+        e.complete = e.complete.max(complete);
+    }
+
+    /// Writes the store durably: to a temporary beside it, synced, renamed over it.
+    pub fn save(&self) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let temp = dir.join(".checkpoints.json.tmp");
+        let json = serde_json::to_vec_pretty(&OnDisk {
+            version: 1,
+            sources: self.entries.clone(),
+        })?;
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&temp)?;
+            f.write_all(&json)?;
+            f.sync_all()?;
+            std::fs::rename(&temp, &self.path)?;
+            mailflow_sinks::durable::sync_dir(dir).map_err(std::io::Error::other)
+        };
+        write().with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_saved_store_reads_back_and_a_broken_one_says_what_to_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = Checkpoints::load(tmp.path()).unwrap();
+        assert!(!c.is_complete("fp", 10));
+        c.set("fp", "a.log", 10);
+        c.set("fp", "a.log", 5);
+        c.save().unwrap();
+        let c = Checkpoints::load(tmp.path()).unwrap();
+        assert!(c.is_complete("fp", 10));
+        assert!(!c.is_complete("fp", 11));
+        std::fs::write(tmp.path().join("_mailflow/checkpoints.json"), "{oops").unwrap();
+        let e = Checkpoints::load(tmp.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("remove it"), "{e:#}");
+    }
+}
