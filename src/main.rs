@@ -23,6 +23,10 @@ use mailflow_sinks::parquet::ParquetOptions;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How warnings and errors are logged on stderr: `text` for a person, `json` (one object
+    /// a line) for a log shipper. `MAILFLOW_LOG` sets the level (default `warn`).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    log_format: Format,
 }
 
 #[derive(Subcommand, Debug)]
@@ -334,16 +338,21 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     tune_allocator();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("MAILFLOW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-    match run(Cli::parse()) {
+        .with_target(false);
+    match cli.log_format {
+        Format::Json => log.json().with_current_span(false).init(),
+        Format::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+    let json_log = cli.log_format == Format::Json;
+    match run(cli) {
         Ok(code) => code,
         // The reader of our output went away (`mailflow schema | head`): nothing is wrong.
         Err(e)
@@ -353,7 +362,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("mailflow: error: {}", escape(&format!("{e:#}")));
+            // A log shipper reading JSON gets the error as one JSON line too.
+            if json_log {
+                tracing::error!(error = %format!("{e:#}"), "mailflow failed");
+            } else {
+                eprintln!("mailflow: error: {}", escape(&format!("{e:#}")));
+            }
             ExitCode::FAILURE
         }
     }

@@ -179,3 +179,34 @@ fn ingest_reads_what_the_config_names() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("LAKE is not set"), "{stderr}");
 }
+
+#[test]
+fn with_json_logs_warnings_and_the_error_are_json_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("notes.txt"), "not a log\n").unwrap();
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "[[sources]]\npreset = \"pop-imap\"\n").unwrap();
+    let out = run_mailflow(&[
+        "--log-format".as_ref(),
+        "json".as_ref(),
+        "ingest".as_ref(),
+        tmp.path().as_os_str(),
+        "--config".as_ref(),
+        bad.as_os_str(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let error = lines.last().unwrap();
+    assert_eq!(error["level"], "ERROR", "{stderr}");
+    assert!(
+        error["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no [sinks.NAME]"),
+        "{stderr}"
+    );
+}
