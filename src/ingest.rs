@@ -837,8 +837,9 @@ struct Job {
 /// whose footers name this run's files ([`lake::META_ROW_FILES`]).
 #[derive(Debug, Default)]
 struct DerivedKeys {
-    sessions: std::collections::HashSet<(String, i64)>,
-    messages: std::collections::HashSet<(String, i64)>,
+    /// By `source_file`, the `source_offset`s held.
+    sessions: HashMap<String, std::collections::HashSet<i64>>,
+    messages: HashMap<String, std::collections::HashSet<i64>>,
 }
 
 impl DerivedKeys {
@@ -857,11 +858,13 @@ impl DerivedKeys {
         files.sort();
         files.dedup();
         for (table, path) in files {
-            let keys = lake::row_keys(path, &names)?;
-            if table == sessions::TABLE {
-                out.sessions.extend(keys);
+            let held = if table == sessions::TABLE {
+                &mut out.sessions
             } else {
-                out.messages.extend(keys);
+                &mut out.messages
+            };
+            for (file, offset) in lake::row_keys(path, &names)? {
+                held.entry(file).or_default().insert(offset);
             }
         }
         Ok(out)
@@ -889,7 +892,12 @@ impl DerivedKeys {
             .and_then(|c| c.as_primitive_opt::<Int64Type>())
             .context("a derived batch without source_offset")?;
         let keep: arrow_array::BooleanArray = (0..batch.num_rows())
-            .map(|r| Some(!held.contains(&(files.value(r).to_string(), offsets.value(r)))))
+            .map(|r| {
+                let is_held = held
+                    .get(files.value(r))
+                    .is_some_and(|o| o.contains(&offsets.value(r)));
+                Some(!is_held)
+            })
             .collect();
         let kept = arrow_select::filter::filter_record_batch(&batch, &keep)?;
         Ok((kept.num_rows() > 0).then_some(kept))

@@ -3,35 +3,9 @@
 //! the parser's documentation ([`mailflow_parser::docs`]). Held to the schemas by tests.
 
 pub use mailflow_parser::docs::ColumnDoc;
+use mailflow_parser::docs::{doc, ecs, values};
 
 use crate::{messages, sessions};
-
-const fn doc(meaning: &'static str) -> ColumnDoc {
-    ColumnDoc {
-        meaning,
-        values: &[],
-        open: false,
-        ecs: None,
-    }
-}
-
-const fn ecs(meaning: &'static str, field: &'static str) -> ColumnDoc {
-    ColumnDoc {
-        meaning,
-        values: &[],
-        open: false,
-        ecs: Some(field),
-    }
-}
-
-const fn values(meaning: &'static str, values: &'static [&'static str]) -> ColumnDoc {
-    ColumnDoc {
-        meaning,
-        values,
-        open: false,
-        ecs: None,
-    }
-}
 
 /// `smtp_sessions.outcome`.
 pub const SESSION_OUTCOMES: &[&str] = &["delivered", "failed", "deferred", "dropped"];

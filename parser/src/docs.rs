@@ -20,7 +20,8 @@ pub struct ColumnDoc {
     pub ecs: Option<&'static str>,
 }
 
-const fn doc(meaning: &'static str) -> ColumnDoc {
+/// A column with a meaning only.
+pub const fn doc(meaning: &'static str) -> ColumnDoc {
     ColumnDoc {
         meaning,
         values: &[],
@@ -29,7 +30,8 @@ const fn doc(meaning: &'static str) -> ColumnDoc {
     }
 }
 
-const fn ecs(meaning: &'static str, field: &'static str) -> ColumnDoc {
+/// A column that holds what an Elastic Common Schema field does.
+pub const fn ecs(meaning: &'static str, field: &'static str) -> ColumnDoc {
     ColumnDoc {
         meaning,
         values: &[],
@@ -38,7 +40,8 @@ const fn ecs(meaning: &'static str, field: &'static str) -> ColumnDoc {
     }
 }
 
-const fn values(meaning: &'static str, values: &'static [&'static str]) -> ColumnDoc {
+/// A column that takes a closed set of values.
+pub const fn values(meaning: &'static str, values: &'static [&'static str]) -> ColumnDoc {
     ColumnDoc {
         meaning,
         values,

@@ -1159,39 +1159,12 @@ impl Fleet {
         let internal = self.internal_id(server);
         let all: Vec<&str> = rcpts.iter().map(|r| r.0.as_str()).collect();
         let all = all.join(";");
-        let ip = self.servers[server].ip.clone();
-        let name = self.servers[server].name.clone();
-        let submit_ctx = format!(
-            "MDB:{}, Mailbox:{}, Event:{}, MessageClass:IPM.Note, CreationTime:{}, ClientType:MOMT, SubmissionAssistant:MailboxTransportSubmissionEmailAssistant",
-            self.guid(),
-            self.guid(),
-            self.rng.random_range(1_000_000..300_000_000),
-            ts(t)
-        );
-        let row = Track {
-            client_ip: &ip,
-            client_host: &fqdn,
-            server_ip: &ip,
-            server_host: &name,
-            source_context: &submit_ctx,
-            source: "STOREDRIVER",
-            event: "RECEIVE",
-            internal_id: internal,
-            recipients: &all,
-            recipient_count: rcpts.len(),
-            directionality: "Originating",
-            ..Track::default()
-        };
-        self.track(t, server, &m, &row);
-        let t = t + self.hop();
-        self.track(
+        let t = self.submit(
             t,
             server,
-            &m,
-            &Track {
-                event: "SUBMIT",
-                ..row
-            },
+            (internal, &m),
+            (&all, rcpts.len()),
+            "MOMT, SubmissionAssistant:MailboxTransportSubmissionEmailAssistant",
         );
         let first = t;
         let mut at = t;
@@ -1509,6 +1482,55 @@ impl Fleet {
         }
     }
 
+    /// A user's message submitted from its mailbox on `server` (`client`: how, as Exchange
+    /// names it): tracking RECEIVE and SUBMIT from the store driver. Returns the SUBMIT's time.
+    fn submit(
+        &mut self,
+        t: i64,
+        server: usize,
+        (internal, m): (i64, &Message),
+        (all, count): (&str, usize),
+        client: &str,
+    ) -> i64 {
+        let (ip, fqdn, name) = {
+            let s = &self.servers[server];
+            (s.ip.clone(), s.fqdn.clone(), s.name.clone())
+        };
+        let ctx = format!(
+            "MDB:{}, Mailbox:{}, Event:{}, MessageClass:IPM.Note, CreationTime:{}, ClientType:{client}",
+            self.guid(),
+            self.guid(),
+            self.rng.random_range(1_000_000..300_000_000),
+            ts(t)
+        );
+        let row = Track {
+            client_ip: &ip,
+            client_host: &fqdn,
+            server_ip: &ip,
+            server_host: &name,
+            source_context: &ctx,
+            source: "STOREDRIVER",
+            event: "RECEIVE",
+            internal_id: internal,
+            recipients: all,
+            recipient_count: count,
+            directionality: "Originating",
+            ..Track::default()
+        };
+        self.track(t, server, m, &row);
+        let t = t + self.hop();
+        self.track(
+            t,
+            server,
+            m,
+            &Track {
+                event: "SUBMIT",
+                ..row
+            },
+        );
+        t
+    }
+
     /// Users writing to each other: submitted, then delivered on their own servers.
     fn internal(&mut self, t: i64) {
         let u = self.user_pick.sample(&mut self.rng);
@@ -1528,42 +1550,7 @@ impl Fleet {
             .map(|&u| self.users[u].address.as_str())
             .collect();
         let all = addresses.join(";");
-        let (ip, name) = (
-            self.servers[server].ip.clone(),
-            self.servers[server].name.clone(),
-        );
-        let ctx = format!(
-            "MDB:{}, Mailbox:{}, Event:{}, MessageClass:IPM.Note, CreationTime:{}, ClientType:OWA",
-            self.guid(),
-            self.guid(),
-            self.rng.random_range(1_000_000..300_000_000),
-            ts(t)
-        );
-        let row = Track {
-            client_ip: &ip,
-            client_host: &fqdn,
-            server_ip: &ip,
-            server_host: &name,
-            source_context: &ctx,
-            source: "STOREDRIVER",
-            event: "RECEIVE",
-            internal_id: internal,
-            recipients: &all,
-            recipient_count: rcpts.len(),
-            directionality: "Originating",
-            ..Track::default()
-        };
-        self.track(t, server, &m, &row);
-        let t = t + self.hop();
-        self.track(
-            t,
-            server,
-            &m,
-            &Track {
-                event: "SUBMIT",
-                ..row
-            },
-        );
+        let t = self.submit(t, server, (internal, &m), (&all, rcpts.len()), "OWA");
         self.deliver_all(t, server, internal, &m, &rcpts, "Originating", t);
     }
 

@@ -67,19 +67,8 @@ pub(crate) struct WriterLock {
 
 impl WriterLock {
     pub(crate) fn acquire(root: &Path, writer: &str) -> Result<Self, Error> {
-        let dir = state(root, WRITERS);
-        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let path = dir.join(format!("{writer}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_error(&path))?;
-        file.try_lock().map_err(|e| Error::Busy {
-            what: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let path = state(root, WRITERS).join(format!("{writer}.lock"));
+        let file = lock_file(&path, || path.display().to_string())?;
         Ok(WriterLock { _file: file, path })
     }
 
@@ -102,24 +91,34 @@ pub struct LakeLock {
 impl LakeLock {
     /// Takes the lake, or says that another process holds it.
     pub fn acquire(root: &Path) -> Result<Self, Error> {
-        let dir = root.join(STATE_DIR);
-        fs::create_dir_all(&dir).map_err(io_error(&dir))?;
-        let path = dir.join("run.lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io_error(&path))?;
-        file.try_lock().map_err(|e| Error::Busy {
-            what: format!(
+        let path = root.join(STATE_DIR).join("run.lock");
+        let file = lock_file(&path, || {
+            format!(
                 "the lake at {} (another ingest into it is running; wait for it to end)",
                 root.display()
-            ),
-            reason: e.to_string(),
+            )
         })?;
         Ok(LakeLock { _file: file })
     }
+}
+
+/// Opens (creating it and its folder) and exclusively locks `path`; `what` names the lock in
+/// the error when another process holds it.
+fn lock_file(path: &Path, what: impl FnOnce() -> String) -> Result<File, Error> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(io_error(dir))?;
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_error(path))?;
+    file.try_lock().map_err(|e| Error::Busy {
+        what: what(),
+        reason: e.to_string(),
+    })?;
+    Ok(file)
 }
 
 /// Writes `journal` durably as `writer`'s pending commit.
