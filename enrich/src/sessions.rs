@@ -335,9 +335,8 @@ struct Session {
     starttls: bool,
     tls_ok: bool,
     tls_failed: bool,
-    /// What followed `TLS protocol ` on a successful negotiation: the protocol and the
-    /// algorithms, read when the row is written.
-    tls: Option<Box<str>>,
+    /// The protocol and algorithms of a successful negotiation.
+    tls: Option<Box<Tls>>,
     cert: [Option<String>; 5],
     /// Message ids of the messages the session carried (the `250 2.6.0 <id>` replies).
     message_ids: Vec<String>,
@@ -699,7 +698,7 @@ fn observe_remark(s: &mut Session, data: &str, context: &str) {
     } else if let Some(rest) = context.strip_prefix("TLS protocol ") {
         if rest.contains("negotiation succeeded") {
             s.tls_ok = true;
-            s.tls = Some(rest.into());
+            s.tls = Some(Box::new(Tls::parse(rest)));
         }
     } else if context.starts_with("TLS negotiation failed") {
         s.tls_failed = true;
@@ -781,18 +780,47 @@ const BULK: &str = "bulk encryption algorithm ";
 const MAC: &str = "MAC hash algorithm ";
 const KEY_EXCHANGE: &str = "key exchange algorithm ";
 
-/// The word after `after` in the negotiated TLS line (its first word for `""`).
-fn tls_word<'a>(tls: &'a Option<Box<str>>, after: &str) -> Option<&'a str> {
-    let line = tls.as_deref()?;
-    let rest = if after.is_empty() {
-        line
-    } else {
-        line.split_once(after)?.1
+/// The words of a `TLS protocol … negotiation succeeded …` line that the TLS columns show,
+/// found once when the line is seen (the session's row asks for them seven times).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Tls {
+    /// Schannel's protocol (`SP_PROT_TLS1_2_SERVER`), and the words after [`BULK`], [`MAC`]
+    /// and [`KEY_EXCHANGE`], each if the line has it.
+    words: [Option<Box<str>>; 4],
+}
+
+impl Tls {
+    /// The words of what followed `TLS protocol `.
+    fn parse(line: &str) -> Self {
+        let word = |after: &str| {
+            let rest = if after.is_empty() {
+                line
+            } else {
+                line.split_once(after)?.1
+            };
+            rest.split_whitespace()
+                .next()
+                .map(|w| w.trim_end_matches(','))
+                .filter(|w| !w.is_empty())
+                .map(Into::into)
+        };
+        Tls {
+            words: [word(""), word(BULK), word(MAC), word(KEY_EXCHANGE)],
+        }
+    }
+}
+
+/// The word after `after` (one of [`BULK`], [`MAC`], [`KEY_EXCHANGE`]) in the negotiated TLS
+/// line; its first word, the protocol, for `""`.
+fn tls_word<'a>(tls: &'a Option<Box<Tls>>, after: &str) -> Option<&'a str> {
+    let i = match after {
+        "" => 0,
+        BULK => 1,
+        MAC => 2,
+        KEY_EXCHANGE => 3,
+        _ => return None,
     };
-    rest.split_whitespace()
-        .next()
-        .map(|w| w.trim_end_matches(','))
-        .filter(|w| !w.is_empty())
+    tls.as_ref()?.words[i].as_deref()
 }
 
 /// OpenSSL's name of a Schannel key exchange algorithm (the name less `CALG_` if unknown).
@@ -901,12 +929,11 @@ mod tests {
 
     #[test]
     fn tls_algorithms_from_schannel_names() {
-        let tls = Some(
+        let tls = Some(Box::new(Tls::parse(
             "SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm \
              CALG_AES_128 with strength 128 bits, MAC hash algorithm CALG_SHA_256 with strength \
-             0 bits and key exchange algorithm CALG_ECDH_EPHEM with strength 256 bits"
-                .into(),
-        );
+             0 bits and key exchange algorithm CALG_ECDH_EPHEM with strength 256 bits",
+        )));
         assert_eq!(tls_word(&tls, ""), Some("SP_PROT_TLS1_2_SERVER"));
         assert_eq!(tls_word(&tls, BULK), Some("CALG_AES_128"));
         assert_eq!(tls_word(&tls, MAC).map(mac_name), Some("SHA256"));
@@ -915,10 +942,9 @@ mod tests {
             Some("ECDHE")
         );
         // A line cut short names what it has; an unknown algorithm keeps its name.
-        let short = Some(
-            "SP_PROT_TLS1_2_CLIENT negotiation succeeded using bulk encryption algorithm CALG_NEW"
-                .into(),
-        );
+        let short = Some(Box::new(Tls::parse(
+            "SP_PROT_TLS1_2_CLIENT negotiation succeeded using bulk encryption algorithm CALG_NEW",
+        )));
         assert_eq!(tls_word(&short, BULK).map(bulk_cipher_name), Some("NEW"));
         assert_eq!(tls_word(&short, MAC), None);
         assert_eq!(tls_word(&None, ""), None);
