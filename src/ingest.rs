@@ -87,7 +87,8 @@ pub struct Summary {
     pub lossy_rows: u64,
     /// Wall-clock seconds.
     pub seconds: f64,
-    /// Files skipped (not logs mailflow reads), with the reason.
+    /// Files skipped, with the reason: not logs mailflow reads, copies of a file read in this
+    /// run, files shorter than what the lake holds of them.
     pub skipped: Vec<Skipped>,
     /// Files that could not be read, with the error.
     pub failed: Vec<Skipped>,
@@ -170,7 +171,7 @@ impl Summary {
             self.mb_per_sec()
         );
         if !self.skipped.is_empty() {
-            s += &format!("; {} skipped (not logs mailflow reads)", self.skipped.len());
+            s += &format!("; {} skipped", self.skipped.len());
         }
         if !self.failed.is_empty() {
             s += &format!("; {} FAILED", self.failed.len());
@@ -233,6 +234,21 @@ impl Summary {
             s += &format!(
                 "  {} rows had invalid UTF-8, kept with U+FFFD\n",
                 self.lossy_rows
+            );
+        }
+        // Every failure; the first skips (a folder may hold many files that are not logs).
+        const SHOWN: usize = 10;
+        for f in self.skipped.iter().take(SHOWN) {
+            s += &format!(
+                "  skipped: {}: {}\n",
+                escape(&f.path.display().to_string()),
+                escape(&f.reason)
+            );
+        }
+        if self.skipped.len() > SHOWN {
+            s += &format!(
+                "  and {} more skipped (--summary-json lists them)\n",
+                self.skipped.len() - SHOWN
             );
         }
         for f in &self.failed {
@@ -654,6 +670,17 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     .get(&fingerprint)
                     .or_else(|| committed.get(&legacy_fingerprint(&head)))
                     .map_or(0, |p| p.end_offset);
+                if resume_from > size {
+                    // Exchange only appends: a file shorter than what the lake holds of it was
+                    // cut or replaced under its first line. Its rows would land on offsets the
+                    // lake already has; it is reported, not read.
+                    let reason = format!(
+                        "shorter ({size} bytes) than the {resume_from} bytes the lake holds of it: truncated or replaced; not read again"
+                    );
+                    tracing::warn!(file = %escape(&path.display().to_string()), %reason, "A file shrank since it was read.");
+                    summary.skipped.push(Skipped { path, reason });
+                    continue;
+                }
                 let len = readable_end(&path, size, meta.and_then(|m| m.modified().ok()));
                 summary.held_back.lines += u64::from(len < size);
                 // Held whole, and finished: its sessions and messages too (see `checkpoint`).

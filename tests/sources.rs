@@ -412,3 +412,102 @@ fn a_session_another_worker_committed_is_not_stored_again_when_its_lines_are_rea
         rows(&whole, "smtp_protocol").0
     );
 }
+
+#[test]
+fn a_log_ingested_while_it_is_written_ends_up_whole_and_once() {
+    use rand::{Rng, SeedableRng};
+    // A real-shaped log, written in appends of random sizes that cut lines anywhere, with an
+    // ingest after each append (as a scheduled job would run while Exchange writes).
+    let text = String::from_utf8(
+        mailflow::generate::fleet_log(mailflow::generate::LogFile::MessageTracking, 300_000, 9)
+            .unwrap(),
+    )
+    .unwrap();
+    let lines = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('\u{feff}'))
+        .count();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp
+        .path()
+        .join("logs/EX01/MessageTracking/MSGTRK2024012500-1.LOG");
+    let lake = tmp.path().join("lake");
+    write(&file, "");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    let mut runs = 0;
+    while at < bytes.len() {
+        let mut next = (at + rng.random_range(1..40_000)).min(bytes.len());
+        while !text.is_char_boundary(next) {
+            next += 1;
+        }
+        append(&file, &text[at..next]);
+        at = next;
+        ingest(&[&tmp.path().join("logs")], &lake);
+        runs += 1;
+    }
+    assert!(runs > 10, "{runs} appends");
+    assert_eq!(rows(&lake, "message_tracking"), (lines, lines));
+    assert_eq!(
+        rows(&lake, "rejects"),
+        (0, 0),
+        "a line cut by an append is no reject"
+    );
+}
+
+#[test]
+fn a_file_that_shrank_is_reported_not_passed_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp
+        .path()
+        .join("logs/EX01/MessageTracking/MSGTRK2025011310-1.LOG");
+    let lake = tmp.path().join("lake");
+    let text = header("2025-01-13T10:00:00.000Z") + &row(1) + &row(2) + &row(3);
+    write(&file, &text);
+    ingest(&[&tmp.path().join("logs")], &lake);
+    // Cut back to its first row, under the same header and first line.
+    write(&file, &(header("2025-01-13T10:00:00.000Z") + &row(1)));
+    let out = ingest(&[&tmp.path().join("logs")], &lake);
+    assert!(
+        out.contains("skipped: ") && out.contains("truncated or replaced"),
+        "{out}"
+    );
+    assert_eq!(rows(&lake, "message_tracking"), (3, 3));
+    // Replaced by a new file of the same name (a new header): read as the new file it is. Its
+    // rows name the same path at the same offsets as the old file's (the lineage key is the
+    // file's name, not its identity), so they count as two more rows, not two more keys.
+    write(
+        &file,
+        &(header("2025-01-14T00:00:00.000Z") + &row(7) + &row(8)),
+    );
+    ingest(&[&tmp.path().join("logs")], &lake);
+    assert_eq!(rows(&lake, "message_tracking").0, 5);
+}
+
+#[test]
+fn a_thousand_files_in_one_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("logs/EX01/MessageTracking");
+    for i in 0..1000u32 {
+        let date = format!("2025-01-13T10:00:00.{:03}Z", i % 1000);
+        let name = format!("MSGTRK2025011310-{}.LOG", i + 1);
+        write(
+            &folder.join(name),
+            &(header(&date) + &row(i * 2) + &row(i * 2 + 1)),
+        );
+    }
+    let out = ingest(&[&tmp.path().join("logs")], &tmp.path().join("lake"));
+    assert!(out.starts_with("1000 files"), "{out}");
+    assert_eq!(
+        rows(&tmp.path().join("lake"), "message_tracking"),
+        (2000, 2000)
+    );
+    // Again: nothing new, nothing read twice.
+    let again = ingest(&[&tmp.path().join("logs")], &tmp.path().join("lake"));
+    assert!(again.contains("1000 files whole"), "{again}");
+    assert_eq!(
+        rows(&tmp.path().join("lake"), "message_tracking"),
+        (2000, 2000)
+    );
+}
