@@ -1033,8 +1033,13 @@ fn correlate_messages(
     }
 }
 
-/// A message is written once every server's log is this far past its last event.
-const MESSAGE_IDLE: Duration = Duration::from_secs(3600);
+/// A message is written once every server's log is this far past its last event. Two hours,
+/// not one: a series may run an hour ahead of another, and a batch of a quiet log spans more,
+/// so with one hour a message's events on two servers could reach the correlator more than
+/// the timeout apart in reverse order, and whether they made one row or two depended on
+/// thread timing (about 10 in 105,000 messages on 1 GiB of mixed logs). Costs up to about
+/// 10 MiB of peak RSS on that bench (268-290 MiB against 270-282, three runs each).
+const MESSAGE_IDLE: Duration = Duration::from_secs(7200);
 
 /// One log series: a server's files of one kind (`MSGTRK…`, `RECV…` in one folder), read
 /// oldest first, with its own session correlation (a session never leaves its series).

@@ -4,7 +4,8 @@
 //! of each recipient, end-to-end latency, and the diagnosis of a failed or deferred recipient.
 //!
 //! Events of one message come from several servers' logs, read in parallel, so a message stays
-//! open until every server's log has moved an hour past its last event (or the input ends).
+//! open until every server's log has moved the timeout (two hours in `ingest`) past its last
+//! event (or the input ends), and an event later than that after the last starts another.
 //! Memory is bounded: past a cap, the message idle longest is written early.
 
 use std::sync::{Arc, OnceLock};
