@@ -20,10 +20,8 @@ use crate::term::escape;
 /// What to diagnose.
 #[derive(Debug, Clone)]
 pub struct DiagnoseOptions {
-    /// Files and folders.
-    pub paths: Vec<PathBuf>,
-    /// Forces the server name.
-    pub server: Option<String>,
+    /// What to read: folders and files, with their filters and the server each is filed under.
+    pub sources: Vec<crate::config::Source>,
     /// Parse workers.
     pub threads: usize,
 }
@@ -57,17 +55,19 @@ fn time(ms: Option<i64>) -> Option<String> {
         .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
 }
 
-/// Reads every log under `paths` and gathers the findings.
+/// Reads every log of the sources and gathers the findings.
 pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report> {
     let mut skipped = Vec::new();
-    let discovered = discover(&[crate::config::Source::of_paths(opts.paths.clone(), None)])?;
+    let discovered = discover(&opts.sources)?;
     let mut failed = discovered.unreadable;
     let (tx, rx) = unbounded::<(PathBuf, Option<String>)>();
     let mut files = 0;
-    for (path, _) in discovered.files {
+    for (path, source) in discovered.files {
         match triage(path) {
             Triage::Read { path, server, .. } => {
                 files += 1;
+                // A source's server (`--server`, or the config's) wins over the rows'.
+                let server = opts.sources[source].server.clone().or(server);
                 tx.send((path, server)).context("queueing files")?;
             }
             Triage::Skip(s) => skipped.push(s),
@@ -78,19 +78,14 @@ pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report
     let host = host_name();
     let workers: Vec<_> = (0..opts.threads.max(1))
         .map(|_| {
-            let (rx, matcher, server, host) = (
-                rx.clone(),
-                Arc::clone(matcher),
-                opts.server.clone(),
-                host.clone(),
-            );
+            let (rx, matcher, host) = (rx.clone(), Arc::clone(matcher), host.clone());
             std::thread::spawn(move || {
                 let mut findings = Findings::new();
                 let mut errors = Vec::new();
-                for (path, row_server) in rx {
+                for (path, server) in rx {
                     let name = path.to_string_lossy().into_owned();
                     let decoder = DecoderBuilder::new(name)
-                        .with_server(server.clone().or(row_server))
+                        .with_server(server)
                         .with_default_server(&host)
                         .build();
                     let result = File::open(&path)

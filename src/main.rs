@@ -38,9 +38,12 @@ enum Command {
     /// Find what is wrong with mail flow in the given logs: problems ranked by impact, with
     /// evidence, cause and what to do.
     Diagnose {
-        /// Log files or folders.
-        #[arg(required = true)]
+        /// Log files or folders (with `--config`, read as well as its sources).
+        #[arg(required_unless_present = "config")]
         paths: Vec<PathBuf>,
+        /// A mailflow.toml: its sources are read (the logs of this server, by preset).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// text for a person, json for scripts.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
@@ -224,22 +227,7 @@ impl IngestArgs {
             .as_deref()
             .map(mailflow::config::load)
             .transpose()?;
-        let mut sources = match &config {
-            Some(c) => c.resolve()?,
-            None => Vec::new(),
-        };
-        if let Some(server) = &self.server {
-            // `--server` files everything under one name, the config's sources included.
-            sources
-                .iter_mut()
-                .for_each(|s| s.server = Some(server.clone()));
-        }
-        if !self.paths.is_empty() {
-            sources.push(mailflow::config::Source::of_paths(
-                self.paths.clone(),
-                self.server.clone(),
-            ));
-        }
+        let sources = sources_from(config.as_ref(), self.paths.clone(), self.server.as_ref())?;
         let sink = config
             .as_ref()
             .map(|c| c.lake())
@@ -303,6 +291,28 @@ impl IngestArgs {
             overwrite: self.overwrite,
         })
     }
+}
+
+/// What to read: a config's sources (if one is given) and the paths on the command line;
+/// `--server` files all of them under one name.
+fn sources_from(
+    config: Option<&mailflow::config::Config>,
+    paths: Vec<PathBuf>,
+    server: Option<&String>,
+) -> Result<Vec<mailflow::config::Source>> {
+    let mut sources = match config {
+        Some(c) => c.resolve()?,
+        None => Vec::new(),
+    };
+    if let Some(server) = server {
+        sources
+            .iter_mut()
+            .for_each(|s| s.server = Some(server.clone()));
+    }
+    if !paths.is_empty() {
+        sources.push(mailflow::config::Source::of_paths(paths, server.cloned()));
+    }
+    Ok(sources)
 }
 
 /// Worker threads: each holds its own buffers, so a number far past the cores only costs
@@ -391,6 +401,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Diagnose {
             paths,
+            config,
             format,
             catalog,
             server,
@@ -399,9 +410,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let matcher = std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
                 catalog.as_deref(),
             )?)?);
+            let config = config.as_deref().map(mailflow::config::load).transpose()?;
             let opts = DiagnoseOptions {
-                paths,
-                server,
+                sources: sources_from(config.as_ref(), paths, server.as_ref())?,
                 threads: threads.unwrap_or_else(cores),
             };
             let report = diagnose(&opts, &matcher)?;

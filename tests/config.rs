@@ -210,3 +210,40 @@ fn with_json_logs_warnings_and_the_error_are_json_lines() {
         "{stderr}"
     );
 }
+
+#[test]
+fn diagnose_reads_what_the_config_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("mailflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sources]]\npaths = ['{}']\n\n[sinks.lake]\ntype = \"parquet\"\npath = '{}'\n",
+            cli::data("diagnosis-linked").display(),
+            tmp.path().join("lake").display()
+        ),
+    )
+    .unwrap();
+    let by_config = mailflow(&[
+        "diagnose".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ]);
+    let by_path = mailflow(&[
+        "diagnose".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        cli::data("diagnosis-linked").as_os_str(),
+    ]);
+    let findings = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["findings"].clone()
+    };
+    assert!(
+        !findings(&by_config).as_array().unwrap().is_empty(),
+        "{}",
+        String::from_utf8_lossy(&by_config.stdout)
+    );
+    assert_eq!(findings(&by_config), findings(&by_path));
+}
