@@ -280,7 +280,6 @@ pub fn discover(sources: &[Input]) -> Result<Discovered> {
                 Ok(m) => m,
                 Err(e) if !source.strict && e.kind() == std::io::ErrorKind::NotFound => {
                     tracing::info!(path = %escape(&path.display().to_string()), "No such folder here; passed over.");
-                    out.absent.push(path.clone());
                     continue;
                 }
                 Err(e) => {
@@ -341,8 +340,6 @@ fn too_old(entry: &walkdir::DirEntry, limit: Option<Duration>) -> bool {
 #[derive(Debug, Default)]
 pub struct Discovered {
     pub files: Vec<(PathBuf, usize)>,
-    /// Configured folders that do not exist here.
-    pub absent: Vec<PathBuf>,
     pub unreadable: Vec<Skipped>,
 }
 

@@ -77,6 +77,27 @@ fn servers(lake: &Path) -> Vec<String> {
     s
 }
 
+/// Commits `batches` of `table` to the lake as another run would have, under `source` =
+/// (fingerprint, file, end offset).
+fn commit_as(
+    lake: &Path,
+    (fingerprint, file, end_offset): (&str, &str, u64),
+    table: &str,
+    batches: &[arrow_array::RecordBatch],
+) {
+    use mailflow_sinks::lake::{LakeOptions, LakeWriter, Source};
+    let mut w = LakeWriter::new(lake, LakeOptions::default()).unwrap();
+    let source = Source {
+        fingerprint,
+        file,
+        end_offset,
+    };
+    for b in batches {
+        w.write(&source, &[(table, b)]).unwrap();
+    }
+    w.close().unwrap();
+}
+
 #[test]
 fn a_small_file_that_grows_is_read_on_from_where_it_was() {
     let tmp = tempfile::tempdir().unwrap();
@@ -310,7 +331,6 @@ fn an_absurd_thread_count_is_refused_by_name() {
 #[test]
 fn a_lake_written_under_the_former_file_identity_is_resumed_not_doubled() {
     use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
-    use mailflow_sinks::lake::{LakeOptions, LakeWriter, Source};
     use std::sync::Arc;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -346,14 +366,12 @@ fn a_lake_written_under_the_former_file_identity_is_resumed_not_doubled() {
         ),
     ])
     .unwrap();
-    let mut w = LakeWriter::new(&lake, LakeOptions::default()).unwrap();
-    let source = Source {
-        fingerprint: &legacy,
-        file: &file.to_string_lossy(),
-        end_offset: first_two.len() as u64,
-    };
-    w.write(&source, &[("legacy_rows", &batch)]).unwrap();
-    w.close().unwrap();
+    commit_as(
+        &lake,
+        (&legacy, &file.to_string_lossy(), first_two.len() as u64),
+        "legacy_rows",
+        &[batch],
+    );
     // Only the third row is new.
     let out = ingest(&[&tmp.path().join("logs")], &lake);
     assert_eq!(rows(&lake, "message_tracking"), (1, 1), "{out}");
@@ -363,7 +381,6 @@ fn a_lake_written_under_the_former_file_identity_is_resumed_not_doubled() {
 #[test]
 fn a_session_another_worker_committed_is_not_stored_again_when_its_lines_are_read_again() {
     use arrow_array::{ArrayRef, RecordBatch, StringArray};
-    use mailflow_sinks::lake::{LakeOptions, LakeWriter, Source};
     use std::sync::Arc;
 
     let tmp = tempfile::tempdir().unwrap();
@@ -384,26 +401,27 @@ fn a_session_another_worker_committed_is_not_stored_again_when_its_lines_are_rea
     // A killed run's lake: a worker committed the sessions (filed with the source it was
     // reading then), and the worker holding the file's own lines did not.
     let lake = tmp.path().join("lake");
-    let mut w = LakeWriter::new(&lake, LakeOptions::default()).unwrap();
-    let elsewhere = Source {
-        fingerprint: "another-file",
-        file: "another-file",
-        end_offset: 0,
-    };
-    for b in &sessions {
-        let server: ArrayRef = Arc::new(StringArray::from(vec!["EX01"; b.num_rows()]));
-        let mut columns = b.columns().to_vec();
-        let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
-        columns.push(server);
-        fields.push(Arc::new(arrow_schema::Field::new(
-            "server",
-            arrow_schema::DataType::Utf8,
-            false,
-        )));
-        let b = RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap();
-        w.write(&elsewhere, &[("smtp_sessions", &b)]).unwrap();
-    }
-    w.close().unwrap();
+    let with_server: Vec<RecordBatch> = sessions
+        .iter()
+        .map(|b| {
+            let server: ArrayRef = Arc::new(StringArray::from(vec!["EX01"; b.num_rows()]));
+            let mut columns = b.columns().to_vec();
+            let mut fields: Vec<_> = b.schema().fields().iter().cloned().collect();
+            columns.push(server);
+            fields.push(Arc::new(arrow_schema::Field::new(
+                "server",
+                arrow_schema::DataType::Utf8,
+                false,
+            )));
+            RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), columns).unwrap()
+        })
+        .collect();
+    commit_as(
+        &lake,
+        ("another-file", "another-file", 0),
+        "smtp_sessions",
+        &with_server,
+    );
     // The rerun reads the file's lines again and makes the same sessions: stored once.
     ingest(&[&logs], &lake);
     assert_eq!(rows(&lake, "smtp_sessions"), (n, n));

@@ -1035,32 +1035,14 @@ impl Fleet {
         let to_name = self.servers[to].name.clone();
         let recv_connector = format!("{to_name}\\Default {to_name}");
         let recv_session = self.session_id(to);
-        let mut theirs = vec![
-            ln("+", "", ""),
-            ln(
-                "*",
-                "SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAnySender SMTPAcceptAuthoritativeDomainSender AcceptRoutingHeaders",
-                "Set Session Permissions",
-            ),
-            ln(
-                ">",
-                format!(
-                    "220 {to_fqdn} Microsoft ESMTP MAIL Service ready at {}",
-                    rfc822(t)
-                ),
-                "",
-            ),
-            ln("<", format!("EHLO {f_fqdn}"), ""),
-            ln(
-                ">",
-                format!(
-                    "250  {to_fqdn} Hello [{f_ip}] SIZE 37748736 PIPELINING DSN ENHANCEDSTATUSCODES STARTTLS X-ANONYMOUSTLS AUTH NTLM X-EXPS GSSAPI NTLM 8BITMIME BINARYMIME CHUNKING XEXCH50 XRDST XSHADOWREQUEST"
-                ),
-                "",
-            ),
-            ln("<", "X-EXPS GSSAPI", ""),
-            ln(">", "235 <authentication response>", ""),
-        ];
+        let mut theirs = receive_opening(
+            t,
+            &to_fqdn,
+            (&f_fqdn, &f_ip),
+            "STARTTLS X-ANONYMOUSTLS AUTH NTLM X-EXPS GSSAPI NTLM 8BITMIME BINARYMIME CHUNKING XEXCH50 XRDST XSHADOWREQUEST",
+        );
+        theirs.push(ln("<", "X-EXPS GSSAPI", ""));
+        theirs.push(ln(">", "235 <authentication response>", ""));
         let mut rcpt_lines = Vec::new();
         self.envelope(&mut rcpt_lines, &m.sender, &addresses, true, m.size);
         theirs.extend(rcpt_lines);
@@ -1578,30 +1560,12 @@ impl Fleet {
             None => ("unknown".into(), "192.0.2.1".into(), None),
         };
         let connector = format!("{name}\\Default Frontend {name}");
-        let mut l = vec![
-            ln("+", "", ""),
-            ln(
-                "*",
-                "SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAnySender SMTPAcceptAuthoritativeDomainSender AcceptRoutingHeaders",
-                "Set Session Permissions",
-            ),
-            ln(
-                ">",
-                format!(
-                    "220 {fqdn} Microsoft ESMTP MAIL Service ready at {}",
-                    rfc822(t)
-                ),
-                "",
-            ),
-            ln("<", format!("EHLO {mta}"), ""),
-            ln(
-                ">",
-                format!(
-                    "250  {fqdn} Hello [{mta_ip}] SIZE 37748736 PIPELINING DSN ENHANCEDSTATUSCODES STARTTLS X-ANONYMOUSTLS AUTH NTLM LOGIN X-EXPS GSSAPI NTLM 8BITMIME BINARYMIME CHUNKING SMTPUTF8"
-                ),
-                "",
-            ),
-        ];
+        let mut l = receive_opening(
+            t,
+            &fqdn,
+            (&mta, &mta_ip),
+            "STARTTLS X-ANONYMOUSTLS AUTH NTLM LOGIN X-EXPS GSSAPI NTLM 8BITMIME BINARYMIME CHUNKING SMTPUTF8",
+        );
         if let Some(p) = tls {
             let (version, bulk, mac, kx, strength) = TLS_PROFILES[p];
             l.push(ln("<", "STARTTLS", ""));
@@ -1866,6 +1830,35 @@ impl Fleet {
             part(0.2)
         )
     }
+}
+
+/// How a receive connector logs a session's start: connect, permissions, banner, the client's
+/// EHLO and the EHLO reply offering `extensions`.
+fn receive_opening(t: i64, fqdn: &str, (ehlo, ip): (&str, &str), extensions: &str) -> Vec<Line> {
+    vec![
+        ln("+", "", ""),
+        ln(
+            "*",
+            "SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAnySender SMTPAcceptAuthoritativeDomainSender AcceptRoutingHeaders",
+            "Set Session Permissions",
+        ),
+        ln(
+            ">",
+            format!(
+                "220 {fqdn} Microsoft ESMTP MAIL Service ready at {}",
+                rfc822(t)
+            ),
+            "",
+        ),
+        ln("<", format!("EHLO {ehlo}"), ""),
+        ln(
+            ">",
+            format!(
+                "250  {fqdn} Hello [{ip}] SIZE 37748736 PIPELINING DSN ENHANCEDSTATUSCODES {extensions}"
+            ),
+            "",
+        ),
+    ]
 }
 
 /// A log file's header block, dated `t`.
