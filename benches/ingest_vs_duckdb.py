@@ -106,7 +106,7 @@ def main():
     ap.add_argument("--before", default=None, help="another mailflow binary, timed in the same turns")
     args = ap.parse_args()
     # The suffix names the generator's version: logs of an older one are not reused.
-    shape = "-fleet2" if args.fleet else "-mixed2" if args.mixed else "-tracking2"
+    shape = "-fleet3" if args.fleet else "-mixed3" if args.mixed else "-tracking3"
     logs = os.path.join(args.dir, f"logs-{args.gib}g{shape}")
     if not os.path.isdir(logs):
         kind, servers, days = ("message-tracking", 4, 7) if args.fleet else \

@@ -89,6 +89,10 @@ const ORGS: &[&str] = &[
 ];
 const TLDS: &[&str] = &[".com", ".net", ".org", ".de", ".co.uk", ".fr"];
 
+/// Remote organisations mail goes to and comes from. A real fleet's outbound `SEND` rows name
+/// thousands of remote hosts, a few of them most of the time (the pick is Zipf-weighted).
+const REMOTE_DOMAINS: usize = 5_000;
+
 /// Schannel's protocol and algorithms for one TLS profile (`{side}` is SERVER or CLIENT).
 const TLS_PROFILES: &[(&str, &str, &str, &str, u32)] = &[
     (
@@ -419,9 +423,13 @@ impl Fleet {
             })
             .collect();
         let mut domains = Vec::new();
-        for org in ORGS {
-            for tld in TLDS {
-                let name = format!("{org}{tld}");
+        for i in 0..REMOTE_DOMAINS {
+            {
+                let (org, tld) = (ORGS[i % ORGS.len()], TLDS[i / ORGS.len() % TLDS.len()]);
+                let name = match i / (ORGS.len() * TLDS.len()) {
+                    0 => format!("{org}{tld}"),
+                    n => format!("{org}{n}{tld}"),
+                };
                 let ip = |rng: &mut StdRng| {
                     format!(
                         "{}.{}.{}.{}",
@@ -498,6 +506,8 @@ impl Fleet {
             })
             .collect();
         let real_domains = domains.len() - 3;
+        let domain_pick = Zipf::new(real_domains, 1.1);
+        // Who writes to us: mostly people at the organisations we write to most.
         let outsiders: Vec<(String, usize)> = (0..600)
             .map(|_| {
                 let local = format!(
@@ -505,7 +515,7 @@ impl Fleet {
                     FIRST[rng.random_range(0..FIRST.len())],
                     LAST[rng.random_range(0..LAST.len())]
                 );
-                (local, rng.random_range(0..real_domains))
+                (local, domain_pick.sample(&mut rng))
             })
             .collect();
         let mut streams = Vec::new();
@@ -568,7 +578,7 @@ impl Fleet {
             trial,
             trial_kinds,
             user_pick: Zipf::new(users.len(), 0.8),
-            domain_pick: Zipf::new(real_domains, 1.1),
+            domain_pick,
             outsider_pick: Zipf::new(outsiders.len(), 1.0),
             rng,
             servers,
