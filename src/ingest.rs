@@ -40,7 +40,8 @@ use mailflow_parser::{
     BatchSizes, DecoderBuilder, DecoderStats, Flushed, LogReader, Sniffed, Table, server_from_head,
     sniff,
 };
-use mailflow_sinks::lake::{self, LakeOptions, LakeWriter, Source};
+use mailflow_sinks::lake::{self, LakeOptions, Source};
+use mailflow_sinks::sink::{LakeSinkConfig, Sink};
 use serde::Serialize;
 
 use crate::config::Source as Input;
@@ -769,7 +770,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
             std::thread::spawn(move || -> Result<Vec<PathBuf>> {
                 let mut options = opts.lake_options.clone();
                 options.schema_version = SCHEMA_VERSION;
-                let mut writer = LakeWriter::new(&opts.parquet, options)
+                let mut writer = lake_sink(&opts.parquet, options)
                     .with_context(|| format!("starting lake writer {k}"))?;
                 match worker(
                     (&board, k),
@@ -777,9 +778,9 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     &progress,
                     &opts,
                     &host,
-                    (&mut writer, &derived),
+                    (writer.as_mut(), &derived),
                 ) {
-                    Ok(()) => Ok(writer.close()?.into_iter().map(|c| c.path).collect()),
+                    Ok(()) => Ok(writer.close()?.files),
                     Err(e) => {
                         writer.abort();
                         Err(e)
@@ -928,6 +929,16 @@ impl DerivedKeys {
     }
 }
 
+/// A lake writer behind the sink contract.
+fn lake_sink(root: &Path, options: LakeOptions) -> Result<Box<dyn Sink>> {
+    let config = LakeSinkConfig {
+        name: "lake".into(),
+        root: root.to_path_buf(),
+        options,
+    };
+    Ok(Box::new(config.build()?))
+}
+
 /// Where a worker sends its tracking batches: the message correlation thread, with the way
 /// back for the batch's memory and the stream it belongs to.
 struct TrackedTo<'a> {
@@ -969,11 +980,11 @@ fn correlate_messages(
     options: LakeOptions,
     derived: &DerivedKeys,
 ) -> Result<(Vec<PathBuf>, u64)> {
-    let mut writer = LakeWriter::new(root, options).context("starting the messages writer")?;
+    let mut writer = lake_sink(root, options).context("starting the messages writer")?;
     let mut correlator = MessageCorrelator::new(MESSAGE_IDLE);
     let mut rows = 0u64;
     let mut last: Option<(String, String)> = None;
-    let mut write = |writer: &mut LakeWriter,
+    let mut write = |writer: &mut dyn Sink,
                      batch: RecordBatch,
                      (fp, file): &(String, String)|
      -> Result<()> {
@@ -1012,17 +1023,17 @@ fn correlate_messages(
             let _ = t.back.send(t.batch);
             let from = (t.fingerprint, t.file);
             if let Some(b) = correlator.take(4096)? {
-                write(&mut writer, b, &from)?;
+                write(writer.as_mut(), b, &from)?;
             }
             last = Some(from);
         }
         if let (Some(b), Some(from)) = (correlator.finish()?, &last) {
-            write(&mut writer, b, from)?;
+            write(writer.as_mut(), b, from)?;
         }
         Ok(())
     })();
     match result {
-        Ok(()) => Ok((writer.close()?.into_iter().map(|c| c.path).collect(), rows)),
+        Ok(()) => Ok((writer.close()?.files, rows)),
         Err(e) => {
             writer.abort();
             Err(e)
@@ -1195,7 +1206,7 @@ fn worker(
     progress: &Arc<AtomicU64>,
     opts: &IngestOptions,
     host: &str,
-    (writer, derived): (&mut LakeWriter, &DerivedKeys),
+    (writer, derived): (&mut dyn Sink, &DerivedKeys),
 ) -> Result<()> {
     // A worker that panics holding a series would leave the others waiting for it for ever:
     // the run fails instead, as it does on an error.
@@ -1237,7 +1248,7 @@ fn step(
     progress: &Arc<AtomicU64>,
     opts: &IngestOptions,
     host: &str,
-    (writer, derived): (&mut LakeWriter, &DerivedKeys),
+    (writer, derived): (&mut dyn Sink, &DerivedKeys),
 ) -> Result<()> {
     let Some(f) = s.open.as_mut() else {
         let Some(job) = s.files.pop_front() else {
@@ -1342,7 +1353,7 @@ fn finish_series(
     msg_tx: &Sender<ToMessages>,
     tx: &Sender<Msg>,
     opts: &IngestOptions,
-    (writer, derived): (&mut LakeWriter, &DerivedKeys),
+    (writer, derived): (&mut dyn Sink, &DerivedKeys),
 ) -> Result<()> {
     if !s.is_done() {
         return Ok(());
@@ -1440,7 +1451,7 @@ fn collect(
 /// whole the sessions and messages whose first lines it reads again (the lake keeps only the
 /// rows it does not hold, and `derived` drops the sessions and messages it holds).
 fn write_flushed(
-    (writer, derived): (&mut LakeWriter, &DerivedKeys),
+    (writer, derived): (&mut dyn Sink, &DerivedKeys),
     (matcher, sessions, tracked): (&Matcher, &mut SessionCorrelator, TrackedTo<'_>),
     source: &Source<'_>,
     flushed: Flushed,

@@ -8,6 +8,8 @@
 //! - [`lake`]: the partitioned Parquet lake (`<table>/date=…/server=…/part-….parquet`), with
 //!   journaled multi-file commits, provenance in every footer for exact resumption, and
 //!   compaction.
+//! - [`sink`]: the contract every sink meets (write, acknowledge what is durable, tick,
+//!   flush, close), the lake's implementation and the fan-out to several sinks.
 //! - [`durable`]: making many files durable at once (the crate's platform-specific code).
 
 #![forbid(unsafe_code)]
@@ -17,3 +19,4 @@
 pub mod durable;
 pub mod lake;
 pub mod parquet;
+pub mod sink;

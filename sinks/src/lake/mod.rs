@@ -343,6 +343,8 @@ impl LakeWriter {
             .entry(source.fingerprint.to_string())
             .or_default();
         *mark = (*mark).max(source.end_offset);
+        // A write with no rows still moves its source's mark: it ages like any other.
+        self.opened_at.get_or_insert_with(Instant::now);
         self.keep_within_budget()?;
         if self.should_roll() {
             self.commit()?;
@@ -519,6 +521,11 @@ impl LakeWriter {
                 f.rows >= o.max_file_rows
                     || matches!(&f.body, Body::Writing(w) if w.bytes() as u64 >= o.max_file_bytes)
             })
+    }
+
+    /// True when every write so far is committed (none waits for the next epoch).
+    pub fn is_committed(&self) -> bool {
+        self.open.is_empty() && self.closed.is_empty() && self.marks.is_empty()
     }
 
     /// Commits if the oldest open file has reached its age; for a live agent's idle ticks.

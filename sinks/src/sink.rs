@@ -1,0 +1,363 @@
+//! The sink contract: what the runtime hands a sink, and what the sink answers.
+//!
+//! A sink takes the batches one source produced up to an offset ([`Sink::write`]: the table of
+//! each batch, the batch, and the [`Source`] range) and makes them durable on its own schedule:
+//! the lake when an epoch commits, a search cluster when a bulk request is stored. What it has
+//! made durable it acknowledges as a count of writes ([`Sink::acked`]): every write up to that
+//! count, in the order they were made, is durable. Counting writes, not offsets, is what lets
+//! the runtime tie a source's checkpoint to rows that are not the source's own (a session closed
+//! by a later file, a message made of several servers' lines): it records with each write the
+//! checkpoint that write makes safe, and moves the checkpoint once the write is acknowledged.
+//!
+//! Sinks are driven from threads of their own, never from the runtime's async workers: their
+//! I/O (fsync, renames, HTTP) blocks. Write order is the contract: a sink must not acknowledge
+//! write `n` before every write before it.
+//!
+//! [`FanOut`] sends every write to several sinks and acknowledges what all of them hold;
+//! [`LakeSink`] is the Parquet lake's implementation.
+
+use std::path::PathBuf;
+
+use arrow_array::RecordBatch;
+
+use crate::lake::{self, LakeOptions, LakeWriter, Source};
+
+/// Errors of a sink, named by the sink.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lake failed.
+    #[error("sink {sink}: {source}")]
+    Lake {
+        /// The sink's name in the configuration.
+        sink: String,
+        /// What failed.
+        #[source]
+        source: lake::Error,
+    },
+    /// Another sink failed (its own words).
+    #[error("sink {sink}: {reason}")]
+    Other {
+        /// The sink's name in the configuration.
+        sink: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// What a sink leaves behind when it closes.
+#[derive(Debug, Clone, Default)]
+pub struct Closed {
+    /// Files it committed (a file sink), for the run's summary.
+    pub files: Vec<PathBuf>,
+}
+
+/// A durable output of record batches; see the module docs.
+pub trait Sink: Send + std::fmt::Debug {
+    /// The sink's name, for errors and metrics.
+    fn name(&self) -> &str;
+
+    /// Takes the batches `source` produced up to `source.end_offset`, each with its table. One
+    /// call is one write in the count [`Sink::acked`] answers in.
+    fn write(&mut self, source: &Source<'_>, batches: &[(&str, &RecordBatch)])
+    -> Result<(), Error>;
+
+    /// Writes made durable so far, in write order.
+    fn acked(&self) -> u64;
+
+    /// Time passes: make durable what has waited long enough (a live agent's idle moments).
+    fn tick(&mut self) -> Result<(), Error>;
+
+    /// Makes every write durable now (shutdown, or a checkpoint that cannot wait).
+    fn flush(&mut self) -> Result<(), Error>;
+
+    /// Flushes and releases the sink.
+    fn close(self: Box<Self>) -> Result<Closed, Error>;
+
+    /// Drops what is not durable (after an error elsewhere: nothing more may be committed).
+    fn abort(self: Box<Self>);
+}
+
+/// The Parquet lake as a sink: one [`LakeWriter`] (batches of one source must all go through
+/// the same writer; a runtime with several lanes builds one per lane).
+#[derive(Debug)]
+pub struct LakeSink {
+    name: String,
+    writer: LakeWriter,
+    writes: u64,
+    acked: u64,
+}
+
+/// A lake sink's settings: the lake's root and how files are rolled and encoded.
+#[derive(Debug, Clone)]
+pub struct LakeSinkConfig {
+    /// The sink's name in the configuration.
+    pub name: String,
+    /// The lake's root folder.
+    pub root: PathBuf,
+    /// Encoding and rolling.
+    pub options: LakeOptions,
+}
+
+impl LakeSinkConfig {
+    /// Opens a writer on the lake (the folder is created if missing).
+    pub fn build(&self) -> Result<LakeSink, Error> {
+        let err = |source| Error::Lake {
+            sink: self.name.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| err(crate::parquet::io_error(&self.root)(e).into()))?;
+        let writer = LakeWriter::new(&self.root, self.options.clone()).map_err(err)?;
+        Ok(LakeSink {
+            name: self.name.clone(),
+            writer,
+            writes: 0,
+            acked: 0,
+        })
+    }
+}
+
+impl LakeSink {
+    fn settle(&mut self, r: Result<(), lake::Error>) -> Result<(), Error> {
+        r.map_err(|source| Error::Lake {
+            sink: self.name.clone(),
+            source,
+        })?;
+        // The writer commits whole epochs: once nothing waits, every write so far is durable.
+        if self.writer.is_committed() {
+            self.acked = self.writes;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for LakeSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn write(
+        &mut self,
+        source: &Source<'_>,
+        batches: &[(&str, &RecordBatch)],
+    ) -> Result<(), Error> {
+        self.writes += 1;
+        let r = self.writer.write(source, batches);
+        self.settle(r)
+    }
+
+    fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    fn tick(&mut self) -> Result<(), Error> {
+        let r = self.writer.tick();
+        self.settle(r)
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        let r = self.writer.commit();
+        self.settle(r)
+    }
+
+    fn close(self: Box<Self>) -> Result<Closed, Error> {
+        let name = self.name.clone();
+        let committed = self
+            .writer
+            .close()
+            .map_err(|source| Error::Lake { sink: name, source })?;
+        Ok(Closed {
+            files: committed.into_iter().map(|c| c.path).collect(),
+        })
+    }
+
+    fn abort(self: Box<Self>) {
+        self.writer.abort();
+    }
+}
+
+/// Several sinks fed the same writes: a write is acknowledged once every sink holds it.
+#[derive(Debug)]
+pub struct FanOut {
+    sinks: Vec<Box<dyn Sink>>,
+}
+
+impl FanOut {
+    /// Feeds `sinks` (at least one).
+    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
+        FanOut { sinks }
+    }
+
+    fn each(&mut self, mut f: impl FnMut(&mut dyn Sink) -> Result<(), Error>) -> Result<(), Error> {
+        // Every sink gets its turn even when one fails: the first error is returned.
+        let mut first = None;
+        for s in &mut self.sinks {
+            if let Err(e) = f(s.as_mut()) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Sink for FanOut {
+    fn name(&self) -> &str {
+        "fan-out"
+    }
+
+    fn write(
+        &mut self,
+        source: &Source<'_>,
+        batches: &[(&str, &RecordBatch)],
+    ) -> Result<(), Error> {
+        self.each(|s| s.write(source, batches))
+    }
+
+    fn acked(&self) -> u64 {
+        self.sinks.iter().map(|s| s.acked()).min().unwrap_or(0)
+    }
+
+    fn tick(&mut self) -> Result<(), Error> {
+        self.each(|s| s.tick())
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        self.each(|s| s.flush())
+    }
+
+    fn close(self: Box<Self>) -> Result<Closed, Error> {
+        let mut out = Closed::default();
+        let mut first = None;
+        for s in self.sinks {
+            match s.close() {
+                Ok(mut c) => out.files.append(&mut c.files),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        first.map_or(Ok(out), Err)
+    }
+
+    fn abort(self: Box<Self>) {
+        for s in self.sinks {
+            s.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use arrow_array::{Int64Array, StringArray, TimestampMillisecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    fn batch(offsets: &[i64]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("server", DataType::Utf8, false),
+            Field::new("source_offset", DataType::Int64, false),
+            Field::new("source_file", DataType::Utf8, false),
+        ]));
+        let n = offsets.len();
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![Some(1_706_195_679_460); n])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(StringArray::from(vec!["EX01"; n])),
+                Arc::new(Int64Array::from(offsets.to_vec())),
+                Arc::new(StringArray::from(vec!["a.log"; n])),
+            ],
+        )
+        .expect("a valid batch")
+    }
+
+    fn config(root: &std::path::Path, age: Duration) -> LakeSinkConfig {
+        LakeSinkConfig {
+            name: "lake".into(),
+            root: root.to_path_buf(),
+            options: LakeOptions {
+                max_file_age: age,
+                ..LakeOptions::default()
+            },
+        }
+    }
+
+    #[test]
+    fn the_lake_acknowledges_writes_once_their_epoch_is_committed() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut sink = config(dir.path(), Duration::from_secs(3600))
+            .build()
+            .expect("a sink");
+        let source = Source {
+            fingerprint: "fp",
+            file: "a.log",
+            end_offset: 100,
+        };
+        sink.write(&source, &[("t", &batch(&[10, 20]))])
+            .expect("written");
+        sink.write(&source, &[("t", &batch(&[30]))])
+            .expect("written");
+        // An hour-long epoch: nothing is durable until a flush.
+        assert_eq!(sink.acked(), 0);
+        sink.tick().expect("a tick");
+        assert_eq!(sink.acked(), 0);
+        assert!(lake::committed_files(dir.path()).expect("listed").is_empty());
+        sink.flush().expect("flushed");
+        assert_eq!(sink.acked(), 2);
+        assert_eq!(lake::committed_files(dir.path()).expect("listed").len(), 1);
+        let held = lake::committed_sources(dir.path()).expect("read");
+        assert_eq!(held["fp"].end_offset, 100);
+    }
+
+    #[test]
+    fn a_tick_commits_an_epoch_past_its_age() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut sink = config(dir.path(), Duration::ZERO).build().expect("a sink");
+        let source = Source {
+            fingerprint: "fp",
+            file: "a.log",
+            end_offset: 50,
+        };
+        sink.write(&source, &[("t", &batch(&[1]))]).expect("written");
+        sink.tick().expect("a tick");
+        assert_eq!(sink.acked(), 1);
+    }
+
+    #[test]
+    fn a_fan_out_acknowledges_what_every_sink_holds() {
+        let (a, b) = (
+            tempfile::tempdir().expect("a temp dir"),
+            tempfile::tempdir().expect("a temp dir"),
+        );
+        let fast = config(a.path(), Duration::ZERO).build().expect("a sink");
+        let slow = config(b.path(), Duration::from_secs(3600))
+            .build()
+            .expect("a sink");
+        let mut fan = FanOut::new(vec![Box::new(fast), Box::new(slow)]);
+        let source = Source {
+            fingerprint: "fp",
+            file: "a.log",
+            end_offset: 50,
+        };
+        fan.write(&source, &[("t", &batch(&[1]))]).expect("written");
+        fan.tick().expect("a tick");
+        assert_eq!(fan.acked(), 0, "the slow lake has not committed");
+        fan.flush().expect("flushed");
+        assert_eq!(fan.acked(), 1);
+        let closed = Box::new(fan).close().expect("closed");
+        assert_eq!(closed.files.len(), 2);
+    }
+}
