@@ -935,6 +935,7 @@ fn lake_sink(root: &Path, options: LakeOptions) -> Result<Box<dyn Sink>> {
         name: "lake".into(),
         root: root.to_path_buf(),
         options,
+        resume: None,
     };
     Ok(Box::new(config.build()?))
 }

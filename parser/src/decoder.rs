@@ -385,6 +385,27 @@ impl Decoder {
         Ok(())
     }
 
+    /// Continues at byte `offset` of the file: the lines between what was decoded so far (its
+    /// header, say) and `offset` were read by an earlier run, and their rows are not wanted
+    /// again. Offsets of later lines stay absolute. Call between lines only.
+    pub fn resume_at(&mut self, offset: u64) -> Result<(), Error> {
+        if !self.partial.is_empty() || self.skipping {
+            return Err(Error::Resume {
+                offset,
+                reason: "a line is half read".into(),
+            });
+        }
+        if offset < self.offset {
+            return Err(Error::Resume {
+                offset,
+                reason: format!("{} bytes are decoded already", self.offset),
+            });
+        }
+        self.offset = offset;
+        self.stats.bytes = offset;
+        Ok(())
+    }
+
     /// True when a batch should be taken before decoding more: it is full, or the file switched
     /// to another kind of log or column layout.
     pub fn needs_flush(&self) -> bool {
@@ -797,6 +818,33 @@ mod tests {
             rows += d.flush().unwrap().data.map_or(0, |x| x.batch.num_rows());
         }
         assert_eq!(rows, 5);
+    }
+
+    #[test]
+    fn resuming_after_the_header_keeps_offsets_absolute() {
+        let mut input = HEADER.to_vec();
+        (0..4).for_each(|i| input.extend(row(i)));
+        let skip = HEADER.len() + 2 * row(0).len();
+        let mut d = decoder(100);
+        assert_eq!(d.decode(HEADER).unwrap(), HEADER.len());
+        d.resume_at(skip as u64).unwrap();
+        d.decode(&input[skip..]).unwrap();
+        let batch = d.flush().unwrap().data.unwrap().batch;
+        assert_eq!(batch.num_rows(), 2);
+        let offsets = batch
+            .column_by_name("source_offset")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow_array::Int64Array>()
+            .unwrap();
+        assert_eq!(offsets.value(0), skip as i64);
+        // Not inside a line, and never backwards.
+        let mut d = decoder(100);
+        d.decode(&input[..HEADER.len() + 5]).unwrap();
+        assert!(d.resume_at(skip as u64).is_err());
+        let mut d = decoder(100);
+        d.decode(HEADER).unwrap();
+        assert!(d.resume_at(3).is_err());
     }
 
     #[test]

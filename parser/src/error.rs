@@ -75,4 +75,12 @@ pub enum Error {
     /// Reading the input failed.
     #[error("reading input failed: {0}")]
     Io(#[from] std::io::Error),
+    /// [`crate::Decoder::resume_at`] was called where it cannot resume.
+    #[error("cannot resume at byte {offset}: {reason}")]
+    Resume {
+        /// The offset asked for.
+        offset: u64,
+        /// Why not.
+        reason: String,
+    },
 }

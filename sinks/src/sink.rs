@@ -17,10 +17,11 @@
 //! [`LakeSink`] is the Parquet lake's implementation.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 
-use crate::lake::{self, LakeOptions, LakeWriter, Source};
+use crate::lake::{self, LakeOptions, LakeWriter, Resume, Source};
 
 /// Errors of a sink, named by the sink.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +87,9 @@ pub struct LakeSink {
     writer: LakeWriter,
     writes: u64,
     acked: u64,
+    resume: Option<Arc<Resume>>,
+    /// Rows not written because the lake held them.
+    held: u64,
 }
 
 /// A lake sink's settings: the lake's root and how files are rolled and encoded.
@@ -97,6 +101,8 @@ pub struct LakeSinkConfig {
     pub root: PathBuf,
     /// Encoding and rolling.
     pub options: LakeOptions,
+    /// What the lake holds that a replay must not write again (a restarted runtime's).
+    pub resume: Option<Arc<Resume>>,
 }
 
 impl LakeSinkConfig {
@@ -114,11 +120,18 @@ impl LakeSinkConfig {
             writer,
             writes: 0,
             acked: 0,
+            resume: self.resume.clone(),
+            held: 0,
         })
     }
 }
 
 impl LakeSink {
+    /// Rows not written because the lake held them already (see [`Resume`]).
+    pub fn held(&self) -> u64 {
+        self.held
+    }
+
     fn settle(&mut self, r: Result<(), lake::Error>) -> Result<(), Error> {
         r.map_err(|source| Error::Lake {
             sink: self.name.clone(),
@@ -143,7 +156,23 @@ impl Sink for LakeSink {
         batches: &[(&str, &RecordBatch)],
     ) -> Result<(), Error> {
         self.writes += 1;
-        let r = self.writer.write(source, batches);
+        let Some(resume) = &self.resume else {
+            let r = self.writer.write(source, batches);
+            return self.settle(r);
+        };
+        let mut kept = Vec::with_capacity(batches.len());
+        for &(table, batch) in batches {
+            let (k, dropped) = resume
+                .filter(table, source, batch)
+                .map_err(|source| Error::Lake {
+                    sink: self.name.clone(),
+                    source,
+                })?;
+            self.held += dropped;
+            kept.extend(k.map(|b| (table, b)));
+        }
+        let refs: Vec<(&str, &RecordBatch)> = kept.iter().map(|(t, b)| (*t, b)).collect();
+        let r = self.writer.write(source, &refs);
         self.settle(r)
     }
 
@@ -292,6 +321,7 @@ mod tests {
                 max_file_age: age,
                 ..LakeOptions::default()
             },
+            resume: None,
         }
     }
 
@@ -320,6 +350,88 @@ mod tests {
         assert_eq!(lake::committed_files(dir.path()).expect("listed").len(), 1);
         let held = lake::committed_sources(dir.path()).expect("read");
         assert_eq!(held["fp"].end_offset, 100);
+    }
+
+    fn sessions(ids: &[&str]) -> RecordBatch {
+        let base = batch(&vec![7; ids.len()]);
+        let mut columns = base.columns().to_vec();
+        columns.push(Arc::new(StringArray::from(ids.to_vec())));
+        let mut fields: Vec<Field> = base
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("session_id", DataType::Utf8, true));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("a valid batch")
+    }
+
+    fn count(root: &std::path::Path) -> usize {
+        lake::committed_files(root)
+            .expect("listed")
+            .iter()
+            .map(|p| {
+                let file = std::fs::File::open(p).expect("opened");
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .expect("a parquet file")
+                    .metadata()
+                    .file_metadata()
+                    .num_rows() as usize
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_resumed_lake_sink_drops_the_lines_and_the_sessions_it_holds() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let source = Source {
+            fingerprint: "fp",
+            file: "a.log",
+            end_offset: 100,
+        };
+        let mut first = config(dir.path(), Duration::from_secs(3600))
+            .build()
+            .expect("a sink");
+        first
+            .write(
+                &source,
+                &[("t", &batch(&[10, 50])), ("sess", &sessions(&["A", "B"]))],
+            )
+            .expect("written");
+        Box::new(first).close().expect("closed");
+        assert_eq!(count(dir.path()), 4);
+
+        let mut resume = Resume::new([("fp".to_string(), 100)].into());
+        resume
+            .load(
+                dir.path(),
+                lake::Identity {
+                    table: "sess".into(),
+                    columns: vec!["session_id".into()],
+                },
+                |_, server| server == "EX01",
+            )
+            .expect("loaded");
+        assert_eq!(resume.held("sess"), 2);
+        let mut again = LakeSinkConfig {
+            resume: Some(Arc::new(resume)),
+            ..config(dir.path(), Duration::from_secs(3600))
+        }
+        .build()
+        .expect("a sink");
+        let replayed = Source {
+            end_offset: 200,
+            ..source
+        };
+        again
+            .write(
+                &replayed,
+                &[("t", &batch(&[50, 150])), ("sess", &sessions(&["B", "C"]))],
+            )
+            .expect("written");
+        assert_eq!(again.held(), 2, "line 50 and session B");
+        Box::new(again).close().expect("closed");
+        assert_eq!(count(dir.path()), 6);
     }
 
     #[test]

@@ -34,6 +34,7 @@ mod clear;
 pub mod compact;
 mod journal;
 pub mod partition;
+mod resume;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
@@ -48,6 +49,7 @@ use serde::{Deserialize, Serialize};
 pub use clear::{Cleared, clear, ensure_clearable};
 use journal::{Journal, WriterLock};
 pub use journal::{LakeLock, Recovery};
+pub use resume::{Identity, Resume};
 use partition::PartitionKey;
 
 use crate::parquet::{Committed, Finished, ParquetFile, ParquetOptions, io_error};

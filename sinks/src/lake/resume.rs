@@ -1,0 +1,255 @@
+//! What a writer resuming after a crash must not write again: the lake sink's idempotency.
+//!
+//! A runtime that restarts replays each source from its checkpoint, which may lie before what
+//! the lake already holds: its correlators must see those lines again to make whole the
+//! sessions and messages that were open at the checkpoint. [`Resume`] drops what the lake has:
+//!
+//! - **raw rows** (a log line each) of a source before the end offset the lake holds of it;
+//! - **derived rows** (a session, a message) whose identity the lake holds: a session by its
+//!   server and session id, a message by its key. Identity, not lineage: a replay that starts
+//!   in the middle of a session that was closed and committed before the crash sees only its
+//!   tail, which would make a new row with a new first line; its identity says it is held.
+//!
+//! Only the partitions a replay can touch are read (the days it spans, the servers it reads),
+//! so a restart costs what it replays, not what the lake holds.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow_schema::DataType;
+
+use super::{Error, Source, io_error};
+
+/// How a derived table's rows are known: the columns that make a row's identity (its server
+/// besides, a partition column).
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The table.
+    pub table: String,
+    /// Columns hashed, in order (strings or integers; a null is a value too).
+    pub columns: Vec<String>,
+}
+
+/// What the lake holds that a replay must not write again; see the module docs.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// Per source fingerprint, the offset before which every line is held.
+    ends: HashMap<String, u64>,
+    /// Per derived table, how its rows are known and the identities held.
+    derived: HashMap<String, (Identity, HashSet<u64>)>,
+}
+
+impl Resume {
+    /// Raw rows before `ends[fingerprint]` are held.
+    pub fn new(ends: HashMap<String, u64>) -> Self {
+        Resume {
+            ends,
+            derived: HashMap::new(),
+        }
+    }
+
+    /// Reads the identities of `identity.table`'s rows in the partitions `wanted(date, server)`
+    /// accepts (the folder values, as the lake writes them).
+    pub fn load(
+        &mut self,
+        root: &Path,
+        identity: Identity,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> Result<(), Error> {
+        let mut held = HashSet::new();
+        let dir = root.join(&identity.table);
+        for date in sub_values(&dir, "date=")? {
+            let day = dir.join(format!("date={date}"));
+            for server in sub_values(&day, "server=")? {
+                if !wanted(&date, &server) {
+                    continue;
+                }
+                let part = day.join(format!("server={server}"));
+                // Servers are canonical names (letters, digits, `-`, `_`), which the
+                // folder holds unescaped: the folder value is the rows' value.
+                let shown = server.clone();
+                for file in std::fs::read_dir(&part).map_err(io_error(&part))? {
+                    let path = file.map_err(io_error(&part))?.path();
+                    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                    if name.is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet")) {
+                        read_identities(&path, &shown, &identity.columns, &mut held)?;
+                    }
+                }
+            }
+        }
+        self.derived
+            .insert(identity.table.clone(), (identity, held));
+        Ok(())
+    }
+
+    /// Identities held of a derived table (for the run's log).
+    pub fn held(&self, table: &str) -> usize {
+        self.derived.get(table).map_or(0, |(_, h)| h.len())
+    }
+
+    /// `batch` of `table`, written for `source`, without what the lake holds; `None` if
+    /// nothing is left. Returns the rows dropped too.
+    pub fn filter(
+        &self,
+        table: &str,
+        source: &Source<'_>,
+        batch: &RecordBatch,
+    ) -> Result<(Option<RecordBatch>, u64), Error> {
+        let n = batch.num_rows();
+        if let Some((identity, held)) = self.derived.get(table) {
+            if held.is_empty() {
+                return Ok((Some(batch.clone()), 0));
+            }
+            let columns = identity_columns(batch, &identity.columns)?;
+            let server = batch.column_by_name("server");
+            let keep: BooleanArray = (0..n)
+                .map(|r| {
+                    let h = hash_row(server.map(|s| value(s, r)), &columns, r);
+                    Some(!held.contains(&h))
+                })
+                .collect();
+            let kept = arrow_select::filter::filter_record_batch(batch, &keep)
+                .map_err(|e| Error::Arrow(std::sync::Arc::new(e)))?;
+            let dropped = (n - kept.num_rows()) as u64;
+            return Ok(((kept.num_rows() > 0).then_some(kept), dropped));
+        }
+        let Some(&end) = self.ends.get(source.fingerprint) else {
+            return Ok((Some(batch.clone()), 0));
+        };
+        let Some(offsets) = batch
+            .column_by_name("source_offset")
+            .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        else {
+            return Ok((Some(batch.clone()), 0));
+        };
+        // Rows are in source order: the held ones come first.
+        let end = i64::try_from(end).unwrap_or(i64::MAX);
+        let k = offsets.values().partition_point(|&o| o < end);
+        Ok(((k < n).then(|| batch.slice(k, n - k)), k as u64))
+    }
+}
+
+/// The values after `prefix` of the sub-folders of `dir` named `prefix…` (none if `dir` is
+/// missing).
+fn sub_values(dir: &Path, prefix: &str) -> Result<Vec<String>, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(dir)(e).into()),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(io_error(dir))?.file_name();
+        if let Some(v) = name.to_string_lossy().strip_prefix(prefix) {
+            out.push(v.to_string());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn identity_columns(batch: &RecordBatch, names: &[String]) -> Result<Vec<ArrayRef>, Error> {
+    names
+        .iter()
+        .map(|n| {
+            batch.column_by_name(n).cloned().ok_or(Error::Schema {
+                column: "identity",
+                reason: format!("the batch has no column {n}"),
+            })
+        })
+        .collect()
+}
+
+/// A cell as the bytes hashed into an identity: strings (plain or dictionary) and integers.
+#[derive(Debug, PartialEq, Eq)]
+enum Cell<'a> {
+    Null,
+    Text(&'a str),
+    Int(i64),
+    Other,
+}
+
+fn value(col: &ArrayRef, row: usize) -> Cell<'_> {
+    if col.is_null(row) {
+        return Cell::Null;
+    }
+    match col.data_type() {
+        DataType::Utf8 => Cell::Text(col.as_string::<i32>().value(row)),
+        DataType::Int64 => Cell::Int(col.as_primitive::<Int64Type>().value(row)),
+        DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8 => {
+            let d = col.as_dictionary::<Int32Type>();
+            match d.values().as_string_opt::<i32>() {
+                Some(values) => Cell::Text(values.value(d.keys().value(row) as usize)),
+                None => Cell::Other,
+            }
+        }
+        _ => Cell::Other,
+    }
+}
+
+fn hash_row(server: Option<Cell<'_>>, columns: &[ArrayRef], row: usize) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut put = |c: Cell<'_>| match c {
+        Cell::Null => h.update(b"\x00"),
+        Cell::Text(s) => {
+            h.update(b"\x01");
+            h.update(s.as_bytes());
+            h.update(b"\x00");
+        }
+        Cell::Int(i) => {
+            h.update(b"\x02");
+            h.update(&i.to_le_bytes());
+        }
+        Cell::Other => h.update(b"\x03"),
+    };
+    put(server.unwrap_or(Cell::Null));
+    for c in columns {
+        put(value(c, row));
+    }
+    h.digest()
+}
+
+/// Adds the identities of a committed file's rows (its partition's `server` besides).
+fn read_identities(
+    path: &Path,
+    server: &str,
+    names: &[String],
+    into: &mut HashSet<u64>,
+) -> Result<(), Error> {
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let footer = |reason: String| Error::Footer {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(io_error(path))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| footer(e.to_string()))?;
+    let schema = builder.parquet_schema();
+    let leaves: Vec<usize> = names
+        .iter()
+        .filter_map(|n| schema.columns().iter().position(|c| c.name() == n))
+        .collect();
+    if leaves.len() != names.len() {
+        return Err(footer(format!(
+            "lacks one of the identity columns {}",
+            names.join(", ")
+        )));
+    }
+    let mask = ProjectionMask::leaves(schema, leaves);
+    let reader = builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| footer(e.to_string()))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| footer(e.to_string()))?;
+        let columns = identity_columns(&batch, names)?;
+        for r in 0..batch.num_rows() {
+            into.insert(hash_row(Some(Cell::Text(server)), &columns, r));
+        }
+    }
+    Ok(())
+}
