@@ -70,6 +70,11 @@ impl Checkpoints {
             .is_some_and(|e| e.complete >= len)
     }
 
+    /// How far the source is finished (0 if it is not known).
+    pub fn complete_offset(&self, fingerprint: &str) -> u64 {
+        self.entries.get(fingerprint).map_or(0, |e| e.complete)
+    }
+
     /// Records that everything of the source before `complete` is finished.
     pub fn set(&mut self, fingerprint: &str, file: &str, complete: u64) {
         let e = self
@@ -85,22 +90,31 @@ impl Checkpoints {
 
     /// Writes the store durably: to a temporary beside it, synced, renamed over it.
     pub fn save(&self) -> Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let temp = dir.join(".checkpoints.json.tmp");
         let json = serde_json::to_vec_pretty(&OnDisk {
             version: 1,
             sources: self.entries.clone(),
         })?;
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&temp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&temp, &self.path)?;
-            mailflow_sinks::durable::sync_dir(dir).map_err(std::io::Error::other)
-        };
-        write().with_context(|| format!("writing {}", self.path.display()))
+        write_atomically(&self.path, &json)
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old content or the new: written to a
+/// hidden temporary beside it, synced, renamed over it, the folder synced.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy());
+    let temp = dir.join(format!(".{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        mailflow_sinks::durable::sync_dir(dir).map_err(std::io::Error::other)
+    };
+    write().with_context(|| format!("writing {}", path.display()))
 }
 
 #[cfg(test)]

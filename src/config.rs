@@ -30,6 +30,70 @@ pub struct Config {
     /// Where rows go, by a name of the user's choice: at least one.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// How `mailflow run` behaves (every key has a default).
+    #[serde(default)]
+    pub agent: Agent,
+}
+
+/// `[agent]`: the long-running `mailflow run`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agent {
+    /// Where the agent keeps its checkpoints (default: `mailflow-state` beside this file).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Files found at the first start: read from their `beginning` (a backfill, the default)
+    /// or only what is written from now on (`end`). Files that appear later are always read
+    /// whole.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// How often folders are looked at for new files and growth (default `1s`).
+    #[serde(default, deserialize_with = "duration")]
+    pub poll_interval: Option<Duration>,
+    /// How often checkpoints are saved (default `5s`).
+    #[serde(default, deserialize_with = "duration")]
+    pub checkpoint_interval: Option<Duration>,
+    /// How long a shutdown may take to flush and commit before the agent gives up and exits
+    /// (default `30s`; what was not committed is read again at the next start).
+    #[serde(default, deserialize_with = "duration")]
+    pub shutdown_timeout: Option<Duration>,
+    /// Prometheus metrics on this address (`host:port`); off when absent.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    /// Decode workers (default: the number of cores).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// A file is read to its end and closed once a newer one of its series exists and it has
+    /// not changed for this long (default `10s`; Exchange stops writing a file when it opens
+    /// the next).
+    #[serde(default, deserialize_with = "duration")]
+    pub rotate_after: Option<Duration>,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Agent {
+            state_dir: None,
+            read_from: ReadFrom::Beginning,
+            poll_interval: None,
+            checkpoint_interval: None,
+            shutdown_timeout: None,
+            metrics_addr: None,
+            threads: None,
+            rotate_after: None,
+        }
+    }
+}
+
+/// Where the agent starts in a file it has never read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadFrom {
+    /// From its first line.
+    #[default]
+    Beginning,
+    /// From its end as found at the first start.
+    End,
 }
 
 /// The Exchange installation presets resolve against.
@@ -257,6 +321,38 @@ pub enum SinkConfig {
     },
 }
 
+impl SinkConfig {
+    /// A parquet sink's root and its encoding and rolling, defaults filled in.
+    pub fn lake_options(&self) -> Result<(PathBuf, mailflow_sinks::lake::LakeOptions)> {
+        let SinkConfig::Parquet {
+            path,
+            zstd_level,
+            max_file_size,
+            max_file_rows,
+            max_file_age,
+        } = self;
+        let d = mailflow_sinks::lake::LakeOptions::default();
+        let size = max_file_size
+            .as_deref()
+            .map(parse_size)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        Ok((
+            path.clone(),
+            mailflow_sinks::lake::LakeOptions {
+                parquet: mailflow_sinks::parquet::ParquetOptions {
+                    zstd_level: zstd_level.unwrap_or(mailflow_sinks::parquet::DEFAULT_ZSTD_LEVEL),
+                    ..d.parquet.clone()
+                },
+                max_file_rows: max_file_rows.unwrap_or(d.max_file_rows).max(1),
+                max_file_bytes: size.unwrap_or(d.max_file_bytes).max(1),
+                max_file_age: max_file_age.unwrap_or(d.max_file_age),
+                ..d
+            },
+        ))
+    }
+}
+
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(d)?;
     humantime::parse_duration(text.trim())
@@ -479,6 +575,27 @@ impl Config {
                 );
             }
         }
+        let a = &self.agent;
+        for (key, d) in [
+            ("poll_interval", a.poll_interval),
+            ("checkpoint_interval", a.checkpoint_interval),
+        ] {
+            if d.is_some_and(|d| d.is_zero()) {
+                bail!("agent.{key}: must be longer than zero");
+            }
+        }
+        if let Some(t) = a.threads
+            && !(1..=1024).contains(&t)
+        {
+            bail!("agent.threads: {t} is not a number of threads from 1 to 1024");
+        }
+        if let Some(addr) = &a.metrics_addr
+            && addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            bail!(
+                "agent.metrics_addr: {addr:?} is not an address and port (e.g. \"127.0.0.1:9464\")"
+            );
+        }
         for (name, sink) in &self.sinks {
             match sink {
                 SinkConfig::Parquet {
@@ -539,6 +656,17 @@ impl Config {
                 })
             })
             .collect()
+    }
+
+    /// Where the agent keeps its state: `agent.state_dir`, else `mailflow-state` beside the
+    /// configuration file.
+    pub fn state_dir(&self, config_path: &Path) -> PathBuf {
+        self.agent.state_dir.clone().unwrap_or_else(|| {
+            config_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("mailflow-state")
+        })
     }
 
     /// The one Parquet lake sink: its name and settings. `ingest` writes one lake.

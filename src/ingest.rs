@@ -441,7 +441,7 @@ fn head(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Bytes read from a file's start to sniff and identify it.
-const HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const HEAD_BYTES: usize = 64 * 1024;
 
 /// Every table folder mailflow writes under a lake root.
 fn lake_tables() -> impl Iterator<Item = &'static str> {
@@ -470,7 +470,7 @@ pub fn table_schemas() -> Vec<(&'static str, arrow_schema::SchemaRef)> {
 
 /// Refuses a lake holding files of a table that engines cannot read together with what this
 /// build writes (a column whose type changed since: [`INCOMPATIBLE_BEFORE`]).
-fn refuse_incompatible_lake(root: &Path, holdings: &lake::Holdings) -> Result<()> {
+pub(crate) fn refuse_incompatible_lake(root: &Path, holdings: &lake::Holdings) -> Result<()> {
     for &(table, since) in INCOMPATIBLE_BEFORE {
         let mut held = holdings.schema_versions.get(table).into_iter().flatten();
         if let Some(old) = held.find(|v| v.parse::<u32>().map_or(true, |v| v < since)) {
@@ -533,7 +533,7 @@ fn legacy_fingerprint(head: &[u8]) -> String {
 
 /// A file modified this recently may still be written: a last line without its line end is
 /// left for the next run (Exchange completes it), not sent to rejects.
-const SETTLE: Duration = Duration::from_secs(600);
+pub(crate) const SETTLE: Duration = Duration::from_secs(600);
 
 /// How far to read a file of `len` bytes now: to its end, or, while it may still be written, to
 /// the end of its last complete line.
@@ -548,7 +548,7 @@ fn readable_end(path: &Path, len: u64, modified: Option<std::time::SystemTime>) 
 }
 
 /// The offset just past the last `\n` in the first `len` bytes of the file (0 if none).
-fn last_line_end(path: &Path, len: u64) -> std::io::Result<u64> {
+pub(crate) fn last_line_end(path: &Path, len: u64) -> std::io::Result<u64> {
     use std::io::{Seek, SeekFrom};
     const BLOCK: u64 = 64 * 1024;
     let mut file = File::open(path)?;
@@ -985,23 +985,21 @@ fn correlate_messages(
     let mut correlator = MessageCorrelator::new(MESSAGE_IDLE);
     let mut rows = 0u64;
     let mut last: Option<(String, String)> = None;
-    let mut write = |writer: &mut dyn Sink,
-                     batch: RecordBatch,
-                     (fp, file): &(String, String)|
-     -> Result<()> {
-        let Some(batch) = derived.drop_held(messages::TABLE, batch)? else {
-            return Ok(());
+    let mut write =
+        |writer: &mut dyn Sink, batch: RecordBatch, (fp, file): &(String, String)| -> Result<()> {
+            let Some(batch) = derived.drop_held(messages::TABLE, batch)? else {
+                return Ok(());
+            };
+            rows += batch.num_rows() as u64;
+            // end_offset 0: this writer commits on its own schedule, so its files must not tell a
+            // restart that the source's lines are committed (the workers' files say that).
+            let source = Source {
+                fingerprint: fp,
+                file,
+                end_offset: 0,
+            };
+            Ok(writer.write(&source, &[(messages::TABLE, &batch)])?)
         };
-        rows += batch.num_rows() as u64;
-        // end_offset 0: this writer commits on its own schedule, so its files must not tell a
-        // restart that the source's lines are committed (the workers' files say that).
-        let source = Source {
-            fingerprint: fp,
-            file,
-            end_offset: 0,
-        };
-        Ok(writer.write(&source, &[(messages::TABLE, &batch)])?)
-    };
     let result = (|| -> Result<()> {
         for msg in rx {
             let t = match msg {
@@ -1048,7 +1046,7 @@ fn correlate_messages(
 /// the timeout apart in reverse order, and whether they made one row or two depended on
 /// thread timing (about 10 in 105,000 messages on 1 GiB of mixed logs). Costs up to about
 /// 10 MiB of peak RSS on that bench (268-290 MiB against 270-282, three runs each).
-const MESSAGE_IDLE: Duration = Duration::from_secs(7200);
+pub(crate) const MESSAGE_IDLE: Duration = Duration::from_secs(7200);
 
 /// One log series: a server's files of one kind (`MSGTRK…`, `RECV…` in one folder), read
 /// oldest first, with its own session correlation (a session never leaves its series).
@@ -1178,13 +1176,17 @@ fn series_of(mut jobs: Vec<Job>, threads: usize) -> Vec<Series> {
 
 /// What names a series: its server, its folder and the letters its file names start with.
 fn series_key(job: &Job) -> (String, String, String) {
-    let folder = job
-        .path
+    series_of_file(&job.filed_under, &job.path)
+}
+
+/// The series of a file filed under `server`: the server, the folder, the letters its name
+/// starts with (`MSGTRKMS`, `RECV`).
+pub(crate) fn series_of_file(server: &str, path: &Path) -> (String, String, String) {
+    let folder = path
         .parent()
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let prefix = job
-        .path
+    let prefix = path
         .file_name()
         .map(|n| {
             n.to_string_lossy()
@@ -1194,7 +1196,7 @@ fn series_key(job: &Job) -> (String, String, String) {
                 .to_ascii_uppercase()
         })
         .unwrap_or_default();
-    (job.filed_under.clone(), folder, prefix)
+    (server.to_string(), folder, prefix)
 }
 
 /// A worker: takes the series furthest behind from the board, moves it one step (opens its next
@@ -1379,7 +1381,7 @@ fn finish_series(
 }
 
 /// The time of a batch's last row that has one (rows are in file order, which is time order).
-fn last_time(batch: &RecordBatch) -> Option<i64> {
+pub(crate) fn last_time(batch: &RecordBatch) -> Option<i64> {
     let t = batch
         .column_by_name("timestamp")?
         .as_primitive_opt::<arrow_array::types::TimestampMillisecondType>()?;
@@ -1390,7 +1392,7 @@ fn last_time(batch: &RecordBatch) -> Option<i64> {
 }
 
 /// An SMTP session idle this long behind its server's log is closed as incomplete.
-const SESSION_TIMEOUT: Duration = Duration::from_secs(600);
+pub(crate) const SESSION_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn collect(
     rx: &Receiver<Msg>,
@@ -1506,7 +1508,7 @@ fn write_flushed(
 }
 
 /// The named columns of a batch (those it has).
-fn project(batch: &RecordBatch, names: &[&str]) -> Result<RecordBatch> {
+pub(crate) fn project(batch: &RecordBatch, names: &[&str]) -> Result<RecordBatch> {
     let indices: Vec<usize> = names
         .iter()
         .filter_map(|n| batch.schema().index_of(n).ok())

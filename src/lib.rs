@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod checkpoint;
 pub mod config;
 pub mod diagnose;

@@ -35,6 +35,10 @@ enum Command {
     /// DIR/<table>/date=YYYY-MM-DD/server=NAME/part-….parquet. Re-running adds only what the lake
     /// does not hold yet.
     Ingest(IngestArgs),
+    /// Ship this server's logs continuously: read the sources of a mailflow.toml, tail them as
+    /// Exchange writes them, and write to its sinks, with checkpoints (the agent). Stops on
+    /// Ctrl-C or SIGTERM after flushing.
+    Run(RunArgs),
     /// Find what is wrong with mail flow in the given logs: problems ranked by impact, with
     /// evidence, cause and what to do.
     Diagnose {
@@ -117,6 +121,65 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The configuration: sources, sinks and `[agent]` settings.
+    #[arg(long)]
+    config: PathBuf,
+    /// Exit once everything found is read, writing open sessions and messages as they are
+    /// (a backfill that ends).
+    #[arg(long)]
+    until_idle: bool,
+    /// Serve Prometheus metrics on this address (overrides `agent.metrics_addr`).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// A catalog file whose rules add to or replace the built-in ones.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Also write the closing summary as JSON to this file.
+    #[arg(long)]
+    summary_json: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn options(&self) -> Result<mailflow::agent::AgentOptions> {
+        let config = mailflow::config::load(&self.config)?;
+        let (_, sink) = config.lake()?;
+        let (lake, lake_options) = sink.lake_options()?;
+        let a = &config.agent;
+        let metrics_addr = match (self.metrics_addr, &a.metrics_addr) {
+            (Some(addr), _) => Some(addr),
+            // Checked by `load`.
+            (None, Some(addr)) => Some(addr.parse().context("agent.metrics_addr")?),
+            (None, None) => None,
+        };
+        Ok(mailflow::agent::AgentOptions {
+            sources: config.resolve()?,
+            lake,
+            lake_options,
+            state_dir: config.state_dir(&self.config),
+            matcher: std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
+                self.catalog.as_deref(),
+            )?)?),
+            threads: a.threads.unwrap_or_else(cores),
+            batch_size: mailflow_parser::DEFAULT_BATCH_SIZE,
+            max_line_bytes: mailflow_parser::DEFAULT_MAX_LINE_BYTES,
+            poll_interval: a.poll_interval.unwrap_or(std::time::Duration::from_secs(1)),
+            checkpoint_interval: a
+                .checkpoint_interval
+                .unwrap_or(std::time::Duration::from_secs(5)),
+            shutdown_timeout: a
+                .shutdown_timeout
+                .unwrap_or(std::time::Duration::from_secs(30)),
+            read_from: a.read_from,
+            metrics_addr,
+            until_idle: self.until_idle,
+            rotate_after: a.rotate_after.unwrap_or(std::time::Duration::from_secs(10)),
+            wrap_sink: None,
+        })
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,31 +291,13 @@ impl IngestArgs {
             .map(mailflow::config::load)
             .transpose()?;
         let sources = sources_from(config.as_ref(), self.paths.clone(), self.server.as_ref())?;
-        let sink = config
-            .as_ref()
-            .map(|c| c.lake())
-            .transpose()?
-            .map(|(_, s)| s);
-        let (mut lake_path, mut zstd, mut size, mut rows, mut age) = (None, None, None, None, None);
-        if let Some(mailflow::config::SinkConfig::Parquet {
-            path,
-            zstd_level,
-            max_file_size,
-            max_file_rows,
-            max_file_age,
-        }) = sink
-        {
-            lake_path = Some(path.clone());
-            zstd = *zstd_level;
-            size = max_file_size
-                .as_deref()
-                .map(parse_size)
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            rows = *max_file_rows;
-            age = *max_file_age;
-        }
-        let d = LakeOptions::default();
+        let (lake_path, d) = match config.as_ref().map(|c| c.lake()).transpose()? {
+            Some((_, sink)) => {
+                let (path, options) = sink.lake_options()?;
+                (Some(path), options)
+            }
+            None => (None, LakeOptions::default()),
+        };
         Ok(IngestOptions {
             matcher: std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
                 self.catalog.as_deref(),
@@ -268,23 +313,12 @@ impl IngestArgs {
             max_line_bytes: self.max_line_bytes,
             lake_options: LakeOptions {
                 parquet: ParquetOptions {
-                    zstd_level: self
-                        .zstd_level
-                        .or(zstd)
-                        .unwrap_or(mailflow_sinks::parquet::DEFAULT_ZSTD_LEVEL),
+                    zstd_level: self.zstd_level.unwrap_or(d.parquet.zstd_level),
                     ..d.parquet.clone()
                 },
-                max_file_rows: self
-                    .max_file_rows
-                    .or(rows)
-                    .unwrap_or(d.max_file_rows)
-                    .max(1),
-                max_file_bytes: self
-                    .max_file_size
-                    .or(size)
-                    .unwrap_or(d.max_file_bytes)
-                    .max(1),
-                max_file_age: self.max_file_age.or(age).unwrap_or(d.max_file_age),
+                max_file_rows: self.max_file_rows.unwrap_or(d.max_file_rows).max(1),
+                max_file_bytes: self.max_file_size.unwrap_or(d.max_file_bytes).max(1),
+                max_file_age: self.max_file_age.unwrap_or(d.max_file_age),
                 ..d
             },
             progress: !self.quiet,
@@ -387,6 +421,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Ingest(args) => {
             let summary = ingest(&args.options()?)?;
+            print!("{}", summary.render());
+            if let Some(path) = &args.summary_json {
+                let json = serde_json::to_vec_pretty(&summary)?;
+                std::fs::write(path, json)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            Ok(if summary.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Run(args) => {
+            let summary = mailflow::agent::run(args.options()?)?;
             print!("{}", summary.render());
             if let Some(path) = &args.summary_json {
                 let json = serde_json::to_vec_pretty(&summary)?;

@@ -31,8 +31,33 @@ pub(crate) trait Item {
     fn stream(&self) -> u32;
     /// Log time of the item's latest event.
     fn last(&self) -> i64;
-    /// The source file (by [`Names`] id) and byte offset of the item's first line.
-    fn origin(&self) -> (u32, i64);
+    /// Every source file (by [`Names`] id) the item has lines in, with the offset of its first
+    /// line there: what a checkpoint must not pass while the item is open.
+    fn lines(&self) -> &Lines;
+}
+
+/// The files an item has lines in, each with its first line's offset; usually one or two.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Lines(Vec<(u32, i64)>);
+
+impl Lines {
+    pub(crate) fn new(file: u32, offset: i64) -> Self {
+        Lines(vec![(file, offset)])
+    }
+
+    /// Notes a line; lines of a file come in offset order, so the common case is one compare.
+    pub(crate) fn note(&mut self, file: u32, offset: i64) {
+        if let Some(last) = self.0.last_mut()
+            && last.0 == file
+        {
+            last.1 = last.1.min(offset);
+            return;
+        }
+        match self.0.iter_mut().find(|(f, _)| *f == file) {
+            Some(e) => e.1 = e.1.min(offset),
+            None => self.0.push((file, offset)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -296,10 +321,11 @@ impl<K: Hash + Eq, I: Item> Window<K, I> {
         let mut out = std::collections::BTreeMap::new();
         for item in self.open.values().chain(self.done.iter().map(|(_, i)| i)) {
             let item: &I = item;
-            let (file, offset) = item.origin();
-            out.entry(file)
-                .and_modify(|o: &mut i64| *o = (*o).min(offset))
-                .or_insert(offset);
+            for &(file, offset) in &item.lines().0 {
+                out.entry(file)
+                    .and_modify(|o: &mut i64| *o = (*o).min(offset))
+                    .or_insert(offset);
+            }
         }
         out
     }
@@ -342,7 +368,13 @@ mod tests {
     struct T {
         stream: u32,
         last: i64,
-        offset: i64,
+        lines: Lines,
+    }
+
+    impl PartialEq for Lines {
+        fn eq(&self, other: &Self) -> bool {
+            self.0 == other.0
+        }
     }
 
     impl Item for T {
@@ -352,8 +384,8 @@ mod tests {
         fn last(&self) -> i64 {
             self.last
         }
-        fn origin(&self) -> (u32, i64) {
-            (self.stream, self.offset)
+        fn lines(&self) -> &Lines {
+            &self.lines
         }
     }
 
@@ -361,7 +393,7 @@ mod tests {
         let item = w.entry(&key, || T {
             stream,
             last: t,
-            offset: key as i64,
+            lines: Lines::new(stream, key as i64),
         });
         item.last = item.last.max(t);
         w.advance(stream, t);
@@ -373,7 +405,7 @@ mod tests {
             .take(1)
             .unwrap_or_default()
             .iter()
-            .map(|(_, t)| t.offset)
+            .map(|(_, t)| t.lines.0[0].1)
             .collect();
         v.sort();
         v

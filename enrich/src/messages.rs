@@ -17,7 +17,7 @@ use arrow_array::{Array, ListArray, MapArray, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, SchemaRef};
 
 use crate::catalog::Severity;
-use crate::correlate::{Clock, Item, Names, Window};
+use crate::correlate::{Clock, Item, Lines, Names, Window};
 use crate::derived::{Column, Value, col};
 use crate::records::{Interned, Text};
 
@@ -121,7 +121,7 @@ fn columns() -> &'static [Column<M, Names>] {
                 "events",
                 false,
                 Value::List(|m: &M, n, f| {
-                    m.1.events.iter().for_each(|e| f(n.name(*e)));
+                    m.1.events.iter().for_each(|e| f(n.name(e.event)));
                     true
                 }),
             ),
@@ -129,7 +129,14 @@ fn columns() -> &'static [Column<M, Names>] {
                 "servers",
                 false,
                 Value::List(|m: &M, n, f| {
-                    m.1.servers.iter().for_each(|s| f(n.name(*s)));
+                    // In the order the message reached them (events are sorted by then).
+                    let mut seen: Vec<u32> = Vec::with_capacity(4);
+                    for e in &m.1.events {
+                        if !seen.contains(&e.server) {
+                            seen.push(e.server);
+                            f(n.name(e.server));
+                        }
+                    }
                     true
                 }),
             ),
@@ -137,7 +144,7 @@ fn columns() -> &'static [Column<M, Names>] {
                 "recipients",
                 false,
                 Value::List(|m: &M, _, f| {
-                    m.1.recipients.iter().for_each(|(r, _)| f(r));
+                    m.1.recipients.iter().for_each(|r| f(&r.address));
                     true
                 }),
             ),
@@ -145,7 +152,7 @@ fn columns() -> &'static [Column<M, Names>] {
                 "recipient_status",
                 false,
                 Value::List(|m: &M, _, f| {
-                    m.1.recipients.iter().for_each(|(_, fate)| f(fate.name()));
+                    m.1.recipients.iter().for_each(|r| f(r.fate.name()));
                     true
                 }),
             ),
@@ -220,6 +227,8 @@ struct Message {
     server: u32,
     source_file: u32,
     first_offset: i64,
+    /// Every file with events of the message (a checkpoint must not pass them).
+    lines: Lines,
     internal_id: Option<i64>,
     sender: Option<Box<str>>,
     subject: Option<Box<str>>,
@@ -227,11 +236,40 @@ struct Message {
     first: i64,
     last: i64,
     e2e_ms: Option<i64>,
-    events: Vec<u32>,
-    servers: Vec<u32>,
-    recipients: Vec<(Box<str>, Fate)>,
+    /// In the order they arrived; sorted by time when the message is written.
+    events: Vec<Ev>,
+    recipients: Vec<Recipient>,
     /// The worst diagnosis among the message's events (boxed: most messages have none).
     diagnosis: Option<Box<Diagnosed>>,
+}
+
+/// Where an event is in log time: its time, then its server and offset for ties. Everything a
+/// message shows is decided by these positions, never by the order events arrive in, which
+/// with several servers' logs read side by side depends on timing.
+type At = (i64, u32, i64);
+
+/// Whether `a` comes before `b` (ties in time broken by server name, then offset).
+fn before(a: At, b: At, names: &Names) -> bool {
+    a.0 < b.0 || (a.0 == b.0 && a != b && (names.name(a.1), a.2) < (names.name(b.1), b.2))
+}
+
+/// An event of a message: its position and its name.
+#[derive(Debug, Clone, Copy)]
+struct Ev {
+    t: i64,
+    offset: i64,
+    server: u32,
+    event: u32,
+}
+
+/// A recipient with the fate the events gave it so far.
+#[derive(Debug, Clone)]
+struct Recipient {
+    address: Box<str>,
+    fate: Fate,
+    /// The event that decided the fate, and the first that named the recipient.
+    decided: At,
+    first: At,
 }
 
 impl Item for Message {
@@ -241,14 +279,16 @@ impl Item for Message {
     fn last(&self) -> i64 {
         self.last
     }
-    fn origin(&self) -> (u32, i64) {
-        (self.source_file, self.first_offset)
+    fn lines(&self) -> &Lines {
+        &self.lines
     }
 }
 
 /// A diagnosis as the enriched rows carry it.
 #[derive(Debug, Clone)]
 struct Diagnosed {
+    /// The event it came from (the earliest, among equally severe ones).
+    at: At,
     severity: Severity,
     code: Box<str>,
     category: Box<str>,
@@ -257,7 +297,7 @@ struct Diagnosed {
 
 impl Message {
     fn status(&self) -> &'static str {
-        let fates = || self.recipients.iter().map(|r| r.1);
+        let fates = || self.recipients.iter().map(|r| r.fate);
         let any = |f: Fate| fates().any(|x| x == f);
         let done = |f: Fate| matches!(f, Fate::Delivered | Fate::Sent);
         if self.recipients.is_empty() {
@@ -419,16 +459,38 @@ impl MessageCorrelator {
             let event = names.name(event_id);
             let fate = Fate::of(event);
             let stream = stream.unwrap_or(server);
+            let offset = offsets.value(row);
             let m = self.window.entry_at(key.as_slice(), t, || Message {
                 stream,
                 server,
                 source_file,
-                first_offset: offsets.value(row),
+                first_offset: offset,
+                lines: Lines::new(source_file, offset),
                 internal_id,
                 first: t,
                 last: t,
                 ..Message::default()
             });
+            m.lines.note(source_file, offset);
+            // The message's origin is its earliest event, ties broken by server, file and
+            // offset: not the first to arrive, which with servers read side by side depends on
+            // timing.
+            let earlier = t < m.first
+                || (t == m.first
+                    && (server, source_file, offset) != (m.server, m.source_file, m.first_offset)
+                    && (names.name(server), names.name(source_file), offset)
+                        < (
+                            names.name(m.server),
+                            names.name(m.source_file),
+                            m.first_offset,
+                        ));
+            if earlier {
+                m.server = server;
+                m.source_file = source_file;
+                m.first_offset = offset;
+                m.internal_id = internal_id;
+            }
+            let at: At = (t, server, offset);
             m.first = m.first.min(t);
             m.last = m.last.max(t);
             if m.sender.is_none() {
@@ -440,11 +502,13 @@ impl MessageCorrelator {
             if let Some(b) = bytes.filter(|a| a.is_valid(row)) {
                 m.total_bytes = Some(m.total_bytes.unwrap_or(0).max(b.value(row)));
             }
-            if !m.servers.contains(&server) && m.servers.len() < MAX_EVENTS {
-                m.servers.push(server);
-            }
             if m.events.len() < MAX_EVENTS {
-                m.events.push(event_id);
+                m.events.push(Ev {
+                    t,
+                    offset,
+                    server,
+                    event: event_id,
+                });
             }
             if let Some(e2e) = custom.as_ref().and_then(|c| c.e2e_latency_ms(row)) {
                 m.e2e_ms = Some(m.e2e_ms.map_or(e2e, |x| x.max(e2e)));
@@ -462,12 +526,27 @@ impl MessageCorrelator {
                     match m
                         .recipients
                         .iter_mut()
-                        .find(|(a, _)| a.eq_ignore_ascii_case(r))
+                        .find(|x| x.address.eq_ignore_ascii_case(r))
                     {
-                        // A later event decides, except that a failure stays a failure.
-                        Some((_, f)) if *f != Fate::Failed => *f = fate,
-                        Some(_) => {}
-                        None if room => m.recipients.push((r.into(), fate)),
+                        // The latest event decides, except that a failure stays a failure: a
+                        // rule that gives the same answer in whatever order events arrive.
+                        Some(x) => {
+                            if x.fate != Fate::Failed
+                                && (fate == Fate::Failed || before(x.decided, at, names))
+                            {
+                                x.fate = fate;
+                                x.decided = at;
+                            }
+                            if before(at, x.first, names) {
+                                x.first = at;
+                            }
+                        }
+                        None if room => m.recipients.push(Recipient {
+                            address: r.into(),
+                            fate,
+                            decided: at,
+                            first: at,
+                        }),
                         None => {}
                     }
                 }
@@ -476,8 +555,12 @@ impl MessageCorrelator {
                 let severity = text(&severity_col, row)
                     .and_then(Severity::from_name)
                     .unwrap_or(Severity::Info);
-                if m.diagnosis.as_ref().is_none_or(|d| severity > d.severity) {
+                let worse = |d: &Diagnosed| {
+                    severity > d.severity || (severity == d.severity && before(at, d.at, names))
+                };
+                if m.diagnosis.as_deref().is_none_or(worse) {
                     m.diagnosis = Some(Box::new(Diagnosed {
+                        at,
                         severity,
                         code: code.into(),
                         category: text(&category_col, row).unwrap_or_default().into(),
@@ -492,9 +575,16 @@ impl MessageCorrelator {
 
     /// Messages written so far, as a batch, once there are at least `min` of them.
     pub fn take(&mut self, min: usize) -> Result<Option<RecordBatch>, ArrowError> {
-        let Some(done) = self.window.take(min) else {
+        let Some(mut done) = self.window.take(min) else {
             return Ok(None);
         };
+        let names = &self.names;
+        for (_, m) in &mut done {
+            let key = |e: &Ev| (e.t, names.name(e.server), e.offset);
+            m.events.sort_by(|a, b| key(a).cmp(&key(b)));
+            let at = |a: At| (a.0, names.name(a.1), a.2);
+            m.recipients.sort_by(|a, b| at(a.first).cmp(&at(b.first)));
+        }
         // In order of first event (ties by key, so the order does not depend on the hash map),
         // sorted as small (time, key, index) triples: moving the messages themselves was most
         // of the sort's cost.
@@ -572,6 +662,16 @@ mod tests {
 
     /// Tracking rows: (time ms, message id, event).
     fn batch(rows: &[(i64, &'static str, &'static str)]) -> RecordBatch {
+        batch_on("EX01", "MSGTRK1.LOG", 0, rows)
+    }
+
+    /// Tracking rows of `server`'s `file`, the first at byte `at`, with recipients and status.
+    fn batch_on(
+        server: &'static str,
+        file: &'static str,
+        at: i64,
+        rows: &[(i64, &'static str, &'static str)],
+    ) -> RecordBatch {
         let text = |f: fn(&(i64, &'static str, &'static str)) -> &'static str| -> ArrayRef {
             Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>())
         };
@@ -582,11 +682,17 @@ mod tests {
                     rows.iter().map(|r| r.0),
                 )) as ArrayRef,
             ),
-            ("server", text(|_| "EX01")),
-            ("source_file", text(|_| "MSGTRK1.LOG")),
+            (
+                "server",
+                Arc::new(StringArray::from(vec![server; rows.len()])),
+            ),
+            (
+                "source_file",
+                Arc::new(StringArray::from(vec![file; rows.len()])),
+            ),
             (
                 "source_offset",
-                Arc::new(Int64Array::from_iter_values(0..rows.len() as i64)),
+                Arc::new(Int64Array::from_iter_values(at..at + rows.len() as i64)),
             ),
             ("message_id", text(|r| r.1)),
             ("event_id", text(|r| r.2)),
@@ -665,6 +771,60 @@ mod tests {
         let out = c.finish().unwrap().unwrap();
         let a: Vec<_> = ids(&out).into_iter().filter(|id| id == "<a@x>").collect();
         assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn a_message_is_the_same_whatever_order_its_servers_logs_arrive_in() {
+        // EX01 receives and sends at the same millisecond EX02 receives; EX02 delivers.
+        let ex01 = batch_on(
+            "EX01",
+            "a/MSGTRK1.LOG",
+            100,
+            &[(5, "<m@x>", "RECEIVE"), (9, "<m@x>", "SEND")],
+        );
+        let ex02 = batch_on(
+            "EX02",
+            "b/MSGTRK1.LOG",
+            7,
+            &[(5, "<m@x>", "RECEIVE"), (12, "<m@x>", "DELIVER")],
+        );
+        let row = |first: &RecordBatch, second: &RecordBatch| {
+            let mut c = MessageCorrelator::new(Duration::from_secs(60));
+            c.add_from("EX01", first);
+            c.add_from("EX02", second);
+            let out = c.finish().unwrap().unwrap();
+            arrow_cast::pretty::pretty_format_batches(&[out])
+                .unwrap()
+                .to_string()
+        };
+        let one = row(&ex01, &ex02);
+        assert_eq!(one, row(&ex02, &ex01));
+        // The origin is the earliest event, a tie going to the server named first.
+        assert!(one.contains("| EX01   | a/MSGTRK1.LOG | 100"), "{one}");
+        assert!(one.contains("[RECEIVE, RECEIVE, SEND, DELIVER]"), "{one}");
+    }
+
+    #[test]
+    fn an_open_message_holds_every_file_it_has_events_in() {
+        let mut c = MessageCorrelator::new(Duration::from_secs(3600));
+        c.add_from(
+            "EX01",
+            &batch_on("EX01", "a.LOG", 40, &[(0, "<a@x>", "SEND")]),
+        );
+        c.add_from(
+            "EX02",
+            &batch_on(
+                "EX02",
+                "b.LOG",
+                70,
+                &[(9, "<z@x>", "X"), (10, "<a@x>", "RECEIVE")],
+            ),
+        );
+        let needed: Vec<_> = c.oldest_needed().into_iter().collect();
+        assert_eq!(
+            needed,
+            [("a.LOG".to_string(), 40), ("b.LOG".to_string(), 70)]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use arrow_schema::{ArrowError, SchemaRef};
 use hashbrown::HashMap;
 
 use crate::catalog::Severity;
-use crate::correlate::{Clock, Item, Names, Window};
+use crate::correlate::{Clock, Item, Lines, Names, Window};
 use crate::derived::{Column, Value, col};
 use crate::matcher::{Diagnosis, Hit, Matcher};
 use crate::records::{Interned, Text};
@@ -323,6 +323,8 @@ struct Session {
     connector: u32,
     source_file: u32,
     first_offset: i64,
+    /// Every file with lines of the session (one crosses a roll of its log).
+    files: Lines,
     start: i64,
     end: i64,
     lines: i32,
@@ -360,8 +362,8 @@ impl Item for Session {
     fn last(&self) -> i64 {
         self.end
     }
-    fn origin(&self) -> (u32, i64) {
-        (self.source_file, self.first_offset)
+    fn lines(&self) -> &Lines {
+        &self.files
     }
 }
 
@@ -524,17 +526,20 @@ impl SessionCorrelator {
             let event_id = event_col.id(row, names).unwrap_or(empty);
             let event = Event::of_id(&mut self.kinds, names, event_id);
             let side = Event::of_id(&mut self.kinds, names, direction);
+            let offset = offsets.value(row);
             let s = self.window.entry(key.as_slice(), || Session {
                 stream,
                 server,
                 direction,
                 connector,
                 source_file,
-                first_offset: offsets.value(row),
+                first_offset: offset,
+                files: Lines::new(source_file, offset),
                 start: t,
                 end: t,
                 ..Session::default()
             });
+            s.files.note(source_file, offset);
             s.start = s.start.min(t);
             s.end = s.end.max(t);
             s.lines += 1;

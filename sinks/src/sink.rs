@@ -162,12 +162,13 @@ impl Sink for LakeSink {
         };
         let mut kept = Vec::with_capacity(batches.len());
         for &(table, batch) in batches {
-            let (k, dropped) = resume
-                .filter(table, source, batch)
-                .map_err(|source| Error::Lake {
-                    sink: self.name.clone(),
-                    source,
-                })?;
+            let (k, dropped) =
+                resume
+                    .filter(table, source, batch)
+                    .map_err(|source| Error::Lake {
+                        sink: self.name.clone(),
+                        source,
+                    })?;
             self.held += dropped;
             kept.extend(k.map(|b| (table, b)));
         }
@@ -344,7 +345,11 @@ mod tests {
         assert_eq!(sink.acked(), 0);
         sink.tick().expect("a tick");
         assert_eq!(sink.acked(), 0);
-        assert!(lake::committed_files(dir.path()).expect("listed").is_empty());
+        assert!(
+            lake::committed_files(dir.path())
+                .expect("listed")
+                .is_empty()
+        );
         sink.flush().expect("flushed");
         assert_eq!(sink.acked(), 2);
         assert_eq!(lake::committed_files(dir.path()).expect("listed").len(), 1);
@@ -408,6 +413,7 @@ mod tests {
                 lake::Identity {
                     table: "sess".into(),
                     columns: vec!["session_id".into()],
+                    global: None,
                 },
                 |_, server| server == "EX01",
             )
@@ -443,7 +449,8 @@ mod tests {
             file: "a.log",
             end_offset: 50,
         };
-        sink.write(&source, &[("t", &batch(&[1]))]).expect("written");
+        sink.write(&source, &[("t", &batch(&[1]))])
+            .expect("written");
         sink.tick().expect("a tick");
         assert_eq!(sink.acked(), 1);
     }

@@ -49,8 +49,8 @@ use serde::{Deserialize, Serialize};
 pub use clear::{Cleared, clear, ensure_clearable};
 use journal::{Journal, WriterLock};
 pub use journal::{LakeLock, Recovery};
-pub use resume::{Identity, Resume};
 use partition::PartitionKey;
+pub use resume::{Identity, Resume};
 
 use crate::parquet::{Committed, Finished, ParquetFile, ParquetOptions, io_error};
 
@@ -927,8 +927,13 @@ fn record_row_files(batch: &RecordBatch, into: &mut BTreeSet<String>) {
 
 /// Reads every committed file's footer: the sources it holds, its table and schema version.
 pub fn holdings(root: &Path) -> Result<Holdings, Error> {
+    holdings_where(root, |_| true)
+}
+
+/// [`holdings`] of the committed files `keep` accepts (those modified since a time, say).
+pub fn holdings_where(root: &Path, keep: impl Fn(&Path) -> bool) -> Result<Holdings, Error> {
     let mut out = Holdings::default();
-    for path in committed_files(root)? {
+    for path in committed_files(root)?.into_iter().filter(|p| keep(p)) {
         let meta = footer_metadata(&path)?;
         if let (Some(table), Some(version)) = (meta.get(META_TABLE), meta.get(META_SCHEMA_VERSION))
         {

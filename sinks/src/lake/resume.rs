@@ -23,14 +23,18 @@ use arrow_schema::DataType;
 
 use super::{Error, Source, io_error};
 
-/// How a derived table's rows are known: the columns that make a row's identity (its server
-/// besides, a partition column).
+/// How a derived table's rows are known: the columns that make a row's identity with its
+/// server (a partition column), or one column that is an identity wherever the row is filed.
 #[derive(Debug, Clone)]
 pub struct Identity {
     /// The table.
     pub table: String,
-    /// Columns hashed, in order (strings or integers; a null is a value too).
+    /// Columns hashed with the row's server, in order (strings or integers; a null is a value
+    /// too).
     pub columns: Vec<String>,
+    /// A column that, when not null, identifies the row on its own (a message's Message-ID: a
+    /// replay that starts after a message's first server may file it under another).
+    pub global: Option<String>,
 }
 
 /// What the lake holds that a replay must not write again; see the module docs.
@@ -75,7 +79,7 @@ impl Resume {
                     let path = file.map_err(io_error(&part))?.path();
                     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
                     if name.is_some_and(|n| n.starts_with("part-") && n.ends_with(".parquet")) {
-                        read_identities(&path, &shown, &identity.columns, &mut held)?;
+                        read_identities(&path, &shown, &identity, &mut held)?;
                     }
                 }
             }
@@ -104,10 +108,11 @@ impl Resume {
                 return Ok((Some(batch.clone()), 0));
             }
             let columns = identity_columns(batch, &identity.columns)?;
+            let global = global_column(batch, identity)?;
             let server = batch.column_by_name("server");
             let keep: BooleanArray = (0..n)
                 .map(|r| {
-                    let h = hash_row(server.map(|s| value(s, r)), &columns, r);
+                    let h = identify(global.as_ref(), || server.map(|s| value(s, r)), &columns, r);
                     Some(!held.contains(&h))
                 })
                 .collect();
@@ -190,6 +195,32 @@ fn value(col: &ArrayRef, row: usize) -> Cell<'_> {
     }
 }
 
+fn global_column(batch: &RecordBatch, identity: &Identity) -> Result<Option<ArrayRef>, Error> {
+    identity
+        .global
+        .as_ref()
+        .map(|g| identity_columns(batch, std::slice::from_ref(g)).map(|mut v| v.remove(0)))
+        .transpose()
+}
+
+/// A row's identity: its global column's value when it has one, else its server and columns.
+fn identify<'a>(
+    global: Option<&'a ArrayRef>,
+    server: impl FnOnce() -> Option<Cell<'a>>,
+    columns: &'a [ArrayRef],
+    row: usize,
+) -> u64 {
+    if let Some(g) = global
+        && let Cell::Text(id) = value(g, row)
+    {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(b"\x04");
+        h.update(id.as_bytes());
+        return h.digest();
+    }
+    hash_row(server(), columns, row)
+}
+
 fn hash_row(server: Option<Cell<'_>>, columns: &[ArrayRef], row: usize) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut put = |c: Cell<'_>| match c {
@@ -216,9 +247,15 @@ fn hash_row(server: Option<Cell<'_>>, columns: &[ArrayRef], row: usize) -> u64 {
 fn read_identities(
     path: &Path,
     server: &str,
-    names: &[String],
+    identity: &Identity,
     into: &mut HashSet<u64>,
 ) -> Result<(), Error> {
+    let names: Vec<String> = identity
+        .columns
+        .iter()
+        .chain(identity.global.iter())
+        .cloned()
+        .collect();
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let footer = |reason: String| Error::Footer {
@@ -246,9 +283,15 @@ fn read_identities(
         .map_err(|e| footer(e.to_string()))?;
     for batch in reader {
         let batch = batch.map_err(|e| footer(e.to_string()))?;
-        let columns = identity_columns(&batch, names)?;
+        let columns = identity_columns(&batch, &identity.columns)?;
+        let global = global_column(&batch, identity)?;
         for r in 0..batch.num_rows() {
-            into.insert(hash_row(Some(Cell::Text(server)), &columns, r));
+            into.insert(identify(
+                global.as_ref(),
+                || Some(Cell::Text(server)),
+                &columns,
+                r,
+            ));
         }
     }
     Ok(())

@@ -1,0 +1,315 @@
+//! The agent's sink side: lanes, message correlation, and the keeper of checkpoints.
+//!
+//! - A **lane** is a thread that owns one instance of every configured sink (a [`FanOut`]) and
+//!   takes writes from a bounded queue. Every series writes through one lane, always the same,
+//!   so a source's batches reach each sink in order; several lanes let encoding use every core.
+//!   A full queue makes the series wait: a slow sink slows reading, it never grows memory.
+//! - The **messages** thread correlates the tracking rows of every server into `messages`,
+//!   with sinks of its own.
+//! - The **keeper** receives, for every write a sink acknowledged, the checkpoints that write
+//!   made safe, and holds for each source the lowest offset both the series (its lines and
+//!   sessions) and message correlation (its messages) allow.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use mailflow_enrich::messages::{self, MessageCorrelator};
+use mailflow_sinks::lake::Source;
+use mailflow_sinks::sink::Sink;
+use tokio::sync::mpsc;
+
+use super::metrics::Metrics;
+use super::series::{Candidate, Tracked, Write};
+use super::store::Entry;
+
+/// What a lane is told.
+#[derive(Debug)]
+pub(crate) enum ToLane {
+    Write(Write),
+    /// Time passes: commit what has waited long enough.
+    Tick,
+}
+
+/// Which side of a source's checkpoint a candidate moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Series,
+    Messages,
+}
+
+/// Per source: how far each side allows a replay to start, and what the store records.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    entry: Entry,
+    series: u64,
+    /// `None` for files that are not message tracking logs.
+    messages: Option<u64>,
+    series_complete: bool,
+}
+
+/// The checkpoints as the sinks have acknowledged them.
+#[derive(Debug, Default)]
+pub(crate) struct Keeper {
+    sources: BTreeMap<String, Held>,
+    /// Changed since the last save.
+    pub dirty: bool,
+}
+
+impl Keeper {
+    /// A source the agent reads from `start_at` (what the store or the lake says).
+    pub(crate) fn track(&mut self, fingerprint: &str, entry: Entry, tracking: bool) {
+        let at = entry.offset;
+        let held = self
+            .sources
+            .entry(fingerprint.to_string())
+            .or_insert_with(|| Held {
+                entry: entry.clone(),
+                series: at,
+                messages: None,
+                series_complete: false,
+            });
+        held.entry.file = entry.file;
+        if tracking && held.messages.is_none() {
+            held.messages = Some(at);
+        }
+        self.dirty = true;
+    }
+
+    /// A source whose entry the store keeps as it was (finished before this start).
+    pub(crate) fn keep(&mut self, fingerprint: &str, entry: Entry) {
+        self.sources
+            .entry(fingerprint.to_string())
+            .or_insert_with(|| Held {
+                series: entry.offset,
+                messages: None,
+                series_complete: entry.complete,
+                entry,
+            });
+    }
+
+    /// Forgets a source (its file is gone and was finished).
+    pub(crate) fn forget(&mut self, fingerprint: &str) {
+        if self.sources.remove(fingerprint).is_some() {
+            self.dirty = true;
+        }
+    }
+
+    fn apply(&mut self, side: Side, c: &Candidate) {
+        let Some(h) = self.sources.get_mut(&c.fingerprint) else {
+            return;
+        };
+        match side {
+            Side::Series => {
+                h.series = h.series.max(c.offset);
+                h.series_complete |= c.complete;
+                if let Some(d) = c.durable {
+                    h.entry.durable = h.entry.durable.max(d);
+                }
+            }
+            Side::Messages => {
+                let m = h.messages.get_or_insert(c.offset);
+                *m = (*m).max(c.offset);
+            }
+        }
+        if c.log_time.is_some() {
+            h.entry.log_time = h.entry.log_time.max(c.log_time);
+        }
+        let offset = h.messages.map_or(h.series, |m| m.min(h.series));
+        h.entry.offset = h.entry.offset.max(offset);
+        // Complete once its own side finished it and nothing holds it back.
+        h.entry.complete = h.series_complete && offset >= h.series;
+        self.dirty = true;
+    }
+
+    /// The entries to save.
+    pub(crate) fn entries(&self) -> BTreeMap<String, Entry> {
+        self.sources
+            .iter()
+            .map(|(k, h)| (k.clone(), h.entry.clone()))
+            .collect()
+    }
+
+    /// The entry of a source, if tracked.
+    pub(crate) fn get(&self, fingerprint: &str) -> Option<&Entry> {
+        self.sources.get(fingerprint).map(|h| &h.entry)
+    }
+}
+
+/// Writes waiting for their acknowledgement, with what they make safe.
+#[derive(Debug, Default)]
+struct Pending {
+    queue: std::collections::VecDeque<(u64, Side, Vec<Candidate>)>,
+    writes: u64,
+}
+
+impl Pending {
+    fn push(&mut self, wrote: bool, side: Side, candidates: Vec<Candidate>) {
+        if wrote {
+            self.writes += 1;
+        }
+        self.queue.push_back((self.writes, side, candidates));
+    }
+
+    /// Hands the keeper what the sink's acknowledgements made safe.
+    fn release(&mut self, acked: u64, keeper: &Mutex<Keeper>) {
+        if self.queue.front().is_none_or(|(t, ..)| *t > acked) {
+            return;
+        }
+        let mut k = keeper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while self.queue.front().is_some_and(|(t, ..)| *t <= acked) {
+            if let Some((_, side, candidates)) = self.queue.pop_front() {
+                for c in &candidates {
+                    k.apply(side, c);
+                }
+            }
+        }
+    }
+}
+
+/// A lane: writes from its queue into its sinks until the queue closes; returns the files
+/// the sinks committed.
+pub(crate) fn lane(
+    mut rx: mpsc::Receiver<ToLane>,
+    mut sink: Box<dyn Sink>,
+    keeper: &Mutex<Keeper>,
+    metrics: &Metrics,
+) -> Result<Vec<std::path::PathBuf>> {
+    let mut pending = Pending::default();
+    let result = (|| -> Result<()> {
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                ToLane::Write(w) => {
+                    let refs: Vec<(&str, &arrow_array::RecordBatch)> =
+                        w.parts.iter().map(|(t, b)| (*t, b)).collect();
+                    let source = Source {
+                        fingerprint: &w.fingerprint,
+                        file: &w.file,
+                        end_offset: w.end_offset,
+                    };
+                    sink.write(&source, &refs)?;
+                    for (t, b) in &w.parts {
+                        metrics.rows_out(t, b.num_rows() as u64);
+                    }
+                    pending.push(true, Side::Series, w.candidates);
+                }
+                ToLane::Tick => sink.tick()?,
+            }
+            pending.release(sink.acked(), keeper);
+        }
+        sink.flush()?;
+        pending.release(sink.acked(), keeper);
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(sink.close()?.files),
+        Err(e) => {
+            sink.abort();
+            Err(e)
+        }
+    }
+}
+
+/// What the messages thread is told.
+#[derive(Debug)]
+pub(crate) enum ToMessages {
+    Tracked(Tracked),
+    /// A tracking series will add events from this log time on.
+    Expect(Arc<str>, i64),
+    Tick,
+    /// The input ends (`--until-idle`): every open message is written.
+    End,
+}
+
+/// Correlates the tracking rows of every series into `messages`; returns the files committed.
+pub(crate) fn messages_thread(
+    mut rx: mpsc::Receiver<ToMessages>,
+    mut sink: Box<dyn Sink>,
+    keeper: &Mutex<Keeper>,
+    metrics: &Metrics,
+) -> Result<Vec<std::path::PathBuf>> {
+    let mut correlator = MessageCorrelator::new(crate::ingest::MESSAGE_IDLE);
+    let mut pending = Pending::default();
+    // Per tracking source: its file name, how far its rows have been added, and whether it is
+    // finished.
+    let mut reached: HashMap<String, (String, u64, bool)> = HashMap::new();
+    let mut last: Option<(String, String)> = None;
+    let result = (|| -> Result<()> {
+        while let Some(msg) = rx.blocking_recv() {
+            let mut ended = false;
+            match msg {
+                ToMessages::Tick => {
+                    sink.tick()?;
+                    pending.release(sink.acked(), keeper);
+                    continue;
+                }
+                ToMessages::Expect(stream, start) => {
+                    correlator.expect_stream(&stream, start);
+                    continue;
+                }
+                ToMessages::Tracked(t) => {
+                    if let Some(b) = &t.batch {
+                        correlator.add_from(&t.stream, b);
+                    }
+                    let e = reached
+                        .entry(t.fingerprint.clone())
+                        .or_insert_with(|| (t.file.clone(), 0, false));
+                    e.1 = e.1.max(t.end_offset);
+                    e.2 |= t.complete;
+                    last = Some((t.fingerprint, t.file));
+                }
+                ToMessages::End => ended = true,
+            }
+            let batch = if ended {
+                correlator.finish()?
+            } else {
+                correlator.take(1)?
+            };
+            let wrote = match (batch, &last) {
+                (Some(b), Some((fingerprint, file))) => {
+                    metrics.rows_out(messages::TABLE, b.num_rows() as u64);
+                    // end_offset 0: these rows say nothing of which lines the lake holds.
+                    let source = Source {
+                        fingerprint,
+                        file,
+                        end_offset: 0,
+                    };
+                    sink.write(&source, &[(messages::TABLE, &b)])?;
+                    true
+                }
+                _ => false,
+            };
+            let needed = correlator.oldest_needed();
+            let mut candidates = Vec::with_capacity(reached.len());
+            reached.retain(|fingerprint, (name, end, complete)| {
+                let offset = needed
+                    .get(name.as_str())
+                    .map_or(*end, |&o| (*end).min(u64::try_from(o).unwrap_or(0)));
+                candidates.push(Candidate {
+                    fingerprint: fingerprint.clone(),
+                    offset,
+                    durable: None,
+                    log_time: None,
+                    complete: *complete,
+                });
+                // A finished file nothing needs any more has had its last say.
+                !(*complete && offset >= *end)
+            });
+            pending.push(wrote, Side::Messages, candidates);
+            pending.release(sink.acked(), keeper);
+            metrics.set_open_messages(correlator.open_messages() as u64);
+        }
+        sink.flush()?;
+        pending.release(sink.acked(), keeper);
+        Ok(())
+    })();
+    match result {
+        Ok(()) => Ok(sink.close()?.files),
+        Err(e) => {
+            sink.abort();
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The agent's counters and gauges, served as Prometheus text on `--metrics-addr`.
+//!
+//! The exposition format is a few lines of text per metric; a small HTTP/1.1 responder on
+//! tokio serves it (`GET /metrics`), rather than a web framework for one route.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Everything the agent reports; shared by its threads.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    pub bytes_in: AtomicU64,
+    pub files_opened: AtomicU64,
+    pub files_finished: AtomicU64,
+    pub files_truncated: AtomicU64,
+    pub read_errors: AtomicU64,
+    pub sink_errors: AtomicU64,
+    pub checkpoints_saved: AtomicU64,
+    rows: Mutex<BTreeMap<String, u64>>,
+    gauges: Mutex<Gauges>,
+    started: Instant,
+}
+
+/// Values set as they are, not counted.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Gauges {
+    /// Bytes between each tailed file's read position and its end, summed.
+    pub bytes_behind: u64,
+    /// Files being read.
+    pub files_open: u64,
+    /// Writes queued per lane (the sink side's backlog).
+    pub queue_depth: Vec<u64>,
+    pub open_sessions: u64,
+    pub open_messages: u64,
+    /// Seconds since the checkpoint store was last saved.
+    pub checkpoint_age: f64,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Self {
+        Metrics {
+            bytes_in: AtomicU64::new(0),
+            files_opened: AtomicU64::new(0),
+            files_finished: AtomicU64::new(0),
+            files_truncated: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
+            sink_errors: AtomicU64::new(0),
+            checkpoints_saved: AtomicU64::new(0),
+            rows: Mutex::new(BTreeMap::new()),
+            gauges: Mutex::new(Gauges::default()),
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn rows_out(&self, table: &str, n: u64) {
+        let mut rows = self
+            .rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match rows.get_mut(table) {
+            Some(v) => *v += n,
+            None => {
+                rows.insert(table.to_string(), n);
+            }
+        }
+    }
+
+    pub(crate) fn rows(&self) -> BTreeMap<String, u64> {
+        self.rows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_gauges(&self, f: impl FnOnce(&mut Gauges)) {
+        f(&mut self
+            .gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner));
+    }
+
+    pub(crate) fn set_open_messages(&self, n: u64) {
+        self.set_gauges(|g| g.open_messages = n);
+    }
+
+    pub(crate) fn gauges(&self) -> Gauges {
+        self.gauges
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The Prometheus text exposition (version 0.0.4).
+    pub(crate) fn render(&self) -> String {
+        let mut s = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+            let _ = writeln!(s, "# HELP mailflow_{name} {help}");
+            let _ = writeln!(s, "# TYPE mailflow_{name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(s, "mailflow_{name}{labels} {v}");
+            }
+        };
+        let c = |a: &AtomicU64| vec![(String::new(), a.load(Ordering::Relaxed) as f64)];
+        metric(
+            "input_bytes_total",
+            "counter",
+            "Bytes of log files read.",
+            &c(&self.bytes_in),
+        );
+        metric(
+            "files_opened_total",
+            "counter",
+            "Log files opened for reading.",
+            &c(&self.files_opened),
+        );
+        metric(
+            "files_finished_total",
+            "counter",
+            "Log files read to their end after Exchange moved on to a newer one.",
+            &c(&self.files_finished),
+        );
+        metric(
+            "files_truncated_total",
+            "counter",
+            "Log files found shorter than what was read of them.",
+            &c(&self.files_truncated),
+        );
+        metric(
+            "read_errors_total",
+            "counter",
+            "Log files that could not be read.",
+            &c(&self.read_errors),
+        );
+        metric(
+            "sink_errors_total",
+            "counter",
+            "Sink failures (the agent stops; a restart replays from the checkpoints).",
+            &c(&self.sink_errors),
+        );
+        metric(
+            "checkpoints_saved_total",
+            "counter",
+            "Saves of the checkpoint store.",
+            &c(&self.checkpoints_saved),
+        );
+        let rows: Vec<(String, f64)> = self
+            .rows()
+            .into_iter()
+            .map(|(t, n)| (format!("{{table=\"{t}\"}}"), n as f64))
+            .collect();
+        metric(
+            "rows_out_total",
+            "counter",
+            "Rows handed to the sinks, per table (rejects included).",
+            &rows,
+        );
+        let g = self.gauges();
+        let one = |v: f64| vec![(String::new(), v)];
+        metric(
+            "bytes_behind",
+            "gauge",
+            "Bytes between the read position and the end of the files being read.",
+            &one(g.bytes_behind as f64),
+        );
+        metric(
+            "files_open",
+            "gauge",
+            "Log files being read.",
+            &one(g.files_open as f64),
+        );
+        let depth: Vec<(String, f64)> = g
+            .queue_depth
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (format!("{{lane=\"{i}\"}}"), *d as f64))
+            .collect();
+        metric(
+            "queue_depth",
+            "gauge",
+            "Writes waiting for the sinks, per lane.",
+            &depth,
+        );
+        metric(
+            "open_sessions",
+            "gauge",
+            "SMTP sessions open in correlation.",
+            &one(g.open_sessions as f64),
+        );
+        metric(
+            "open_messages",
+            "gauge",
+            "Messages open in correlation.",
+            &one(g.open_messages as f64),
+        );
+        metric(
+            "checkpoint_age_seconds",
+            "gauge",
+            "Seconds since the checkpoint store was last saved.",
+            &one(g.checkpoint_age),
+        );
+        metric(
+            "uptime_seconds",
+            "gauge",
+            "Seconds since the agent started.",
+            &one(self.started.elapsed().as_secs_f64()),
+        );
+        s
+    }
+}
+
+/// Serves `GET /metrics` until the task is dropped.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, metrics: std::sync::Arc<Metrics>) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = std::sync::Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let mut req = Vec::with_capacity(1024);
+            let mut buf = [0u8; 1024];
+            // The request line and headers; a scraper sends no body.
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 16 * 1024 {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let line = req.split(|&b| b == b'\n').next().unwrap_or_default();
+            let (status, body) = if line.starts_with(b"GET /metrics ") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "GET /metrics\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(body.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_names_every_metric_with_its_type() {
+        let m = Metrics::new();
+        m.rows_out("smtp_protocol", 5);
+        m.rows_out("smtp_protocol", 2);
+        m.bytes_in.fetch_add(100, Ordering::Relaxed);
+        m.set_gauges(|g| g.queue_depth = vec![3, 0]);
+        let text = m.render();
+        assert!(
+            text.contains("mailflow_rows_out_total{table=\"smtp_protocol\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "# TYPE mailflow_input_bytes_total counter\nmailflow_input_bytes_total 100\n"
+        ));
+        assert!(text.contains("mailflow_queue_depth{lane=\"0\"} 3\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (name, value) = line.rsplit_once(' ').expect("name value");
+            assert!(name.starts_with("mailflow_"), "{line}");
+            value.parse::<f64>().expect("a number");
+        }
+    }
+}

@@ -1,0 +1,1219 @@
+//! `mailflow run`: the agent that ships a server's logs continuously.
+//!
+//! One topology on tokio: the **file source** (the coordinator: folders looked at every
+//! `poll_interval`, new files picked up, growth, rotation, deletion and truncation followed)
+//! → **decode and enrich** (each series a step at a time on the blocking pool, as many at
+//! once as there are cores; per-file and per-series order kept; record diagnosis and
+//! sessions in the step) → **lanes** (threads owning the sinks, fed by bounded queues: a
+//! slow sink makes the steps wait, reading stops, memory does not grow) and **message
+//! correlation** (one thread for every server's tracking rows). Series move through log time
+//! together: one runs at most an hour of log time ahead of the slowest with work, so a
+//! backfill of months reads oldest first and correlation holds little open.
+//!
+//! **Checkpoints.** Every write carries the checkpoints it makes safe; a lane hands them to the
+//! [`lanes::Keeper`] once its sinks acknowledge the write, and the keeper keeps per source the
+//! lowest offset that the sinks hold and that no open session or message needs. The store
+//! (`<state_dir>/checkpoints.json`) is saved every `checkpoint_interval` and at shutdown. A
+//! restart replays each file from its checkpoint; the lake sink drops what it already holds
+//! ([`mailflow_sinks::lake::Resume`]), so lines, sessions and messages come out as if there had
+//! been no crash.
+//!
+//! **Files.** A file is known by its fingerprint (see [`crate::ingest::fingerprint`]), so a
+//! rename does not read it again and two servers' files stay apart. The file being tailed stays
+//! open (on Windows, std opens files with delete sharing, so Exchange's retention can still
+//! delete it); when a newer file of its series appears and it has been still for a moment, or
+//! when it is deleted, it is read to its end and closed. A file found shorter than what was
+//! read of it is reported, and read again only under a new identity (a rewritten header).
+//!
+//! `--until-idle` ends the input once everything found is read: open sessions and messages
+//! are written as they are, as `ingest` does, and the agent exits (a backfill).
+
+pub mod store;
+
+mod lanes;
+mod metrics;
+mod series;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use mailflow_enrich::Matcher;
+use mailflow_enrich::{messages, sessions};
+use mailflow_parser::{DecoderBuilder, Table};
+use mailflow_sinks::lake::{self, Identity, LakeOptions, Resume};
+use mailflow_sinks::sink::{FanOut, LakeSinkConfig, Sink};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::config::{ReadFrom, Source as Input};
+use crate::ingest::{Skipped, Triage, discover, fingerprint, host_name, series_of_file, triage};
+use crate::term::escape;
+use lanes::{Keeper, ToLane, ToMessages};
+use metrics::Metrics;
+use series::{Closed, Ctx, Opening, Order, Outcome, SeriesState};
+use store::{Entry, Store};
+
+/// What the agent reads, where it writes, and how.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// What to read.
+    pub sources: Vec<Input>,
+    /// The lake's root folder (the Parquet sink).
+    pub lake: PathBuf,
+    /// Its encoding and rolling (`max_file_age` is how stale the lake may get).
+    pub lake_options: LakeOptions,
+    /// Where the checkpoint store lives.
+    pub state_dir: PathBuf,
+    /// The diagnosis catalog, compiled.
+    pub matcher: Arc<Matcher>,
+    /// Series decoded at once.
+    pub threads: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Line-length cap.
+    pub max_line_bytes: usize,
+    /// How often folders are looked at.
+    pub poll_interval: Duration,
+    /// How often the checkpoint store is saved.
+    pub checkpoint_interval: Duration,
+    /// How long a shutdown may take.
+    pub shutdown_timeout: Duration,
+    /// Where files found at the first start are read from.
+    pub read_from: ReadFrom,
+    /// Prometheus metrics here, if set.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Exit once everything found is read (a backfill).
+    pub until_idle: bool,
+    /// A file still this long after a newer one of its series appeared is finished.
+    pub rotate_after: Duration,
+    /// Wraps each sink the agent builds (tests: a sink that stalls or fails on cue).
+    pub wrap_sink: Option<SinkWrapper>,
+}
+
+/// See [`AgentOptions::wrap_sink`].
+#[derive(Clone)]
+pub struct SinkWrapper(pub Arc<WrapFn>);
+
+/// A function that wraps a sink in another.
+pub type WrapFn = dyn Fn(Box<dyn Sink>) -> Box<dyn Sink> + Send + Sync;
+
+impl std::fmt::Debug for SinkWrapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkWrapper")
+    }
+}
+
+/// What a run did, for its last log line and `--summary-json`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunSummary {
+    /// Files opened.
+    pub files: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Rows handed to the sinks per table (rejects under `rejects`).
+    pub rows: BTreeMap<String, u64>,
+    /// Rows per diagnosis code.
+    pub diagnoses: BTreeMap<String, u64>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Files passed over, and why.
+    pub skipped: Vec<Skipped>,
+    /// Files that could not be read, and why.
+    pub failed: Vec<Skipped>,
+    /// Files found shorter than what was read of them.
+    pub truncated: Vec<Skipped>,
+    /// Parquet files committed.
+    pub outputs: Vec<PathBuf>,
+    /// Whether it stopped because it was asked to (a signal) rather than at the input's end.
+    pub interrupted: bool,
+}
+
+impl RunSummary {
+    /// The summary for a person.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "{} files, {:.1} MB in {:.2} s ({:.1} MB/s){}\n",
+            self.files,
+            self.bytes as f64 / 1e6,
+            self.seconds,
+            if self.seconds > 0.0 {
+                self.bytes as f64 / 1e6 / self.seconds
+            } else {
+                0.0
+            },
+            if self.interrupted { "; stopped" } else { "" }
+        );
+        for (table, rows) in &self.rows {
+            s += &format!("  {table:<20} {rows:>12} rows\n");
+        }
+        for (what, list) in [
+            ("skipped", &self.skipped),
+            ("truncated", &self.truncated),
+            ("failed", &self.failed),
+        ] {
+            for f in list.iter().take(10) {
+                s += &format!(
+                    "  {what}: {}: {}\n",
+                    escape(&f.path.display().to_string()),
+                    escape(&f.reason)
+                );
+            }
+            if list.len() > 10 {
+                s += &format!("  and {} more {what}\n", list.len() - 10);
+            }
+        }
+        s
+    }
+}
+
+/// Runs the agent until a signal (or, with `until_idle`, the input's end).
+pub fn run(opts: AgentOptions) -> Result<RunSummary> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("mailflow-agent")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let shutdown = shutdown_signal();
+    runtime.block_on(Agent::start(opts)?.run(shutdown))
+}
+
+/// Resolves on SIGINT or SIGTERM (Ctrl-C or Ctrl-Break on Windows): the platform's part.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(windows)]
+    {
+        match tokio::signal::windows::ctrl_break() {
+            Ok(mut brk) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = brk.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A series as the coordinator sees it.
+struct Slot {
+    stream: Arc<str>,
+    tracking: bool,
+    /// The state, away while a step runs.
+    state: Option<Box<SeriesState>>,
+    /// Files waiting, oldest first.
+    queue: Vec<Queued>,
+    /// The file being read.
+    current: Option<Current>,
+    lane: usize,
+    /// Log time reached.
+    mark: i64,
+    ended: bool,
+}
+
+struct Queued {
+    path: PathBuf,
+    fingerprint: String,
+    server: Option<String>,
+    start: Option<i64>,
+    start_at: u64,
+}
+
+struct Current {
+    path: PathBuf,
+    fingerprint: String,
+    /// Its length when last looked at, and when it last changed.
+    seen: u64,
+    changed: Instant,
+    /// Bytes read of it.
+    fed: u64,
+    /// Its length when the last step looked.
+    stepped_at: Option<u64>,
+    deleted: bool,
+}
+
+/// A file the source has seen.
+enum Known {
+    /// Read, or waiting in its series.
+    Source { fingerprint: String },
+    /// No complete line yet: looked at again when it grows.
+    Pending { len: u64 },
+    /// Passed over (not a log, a copy, already complete).
+    Passed,
+}
+
+/// What one look at the folders found.
+struct Found {
+    path: PathBuf,
+    source: usize,
+    len: u64,
+    /// For files not known with a fingerprint: what they are.
+    triage: Option<Triage>,
+}
+
+struct Agent {
+    opts: AgentOptions,
+    host: String,
+    ctx: Arc<Ctx>,
+    metrics: Arc<Metrics>,
+    keeper: Arc<Mutex<Keeper>>,
+    store: Store,
+    /// Start offsets the lake or an earlier `ingest` settled (by fingerprint).
+    finished_by_ingest: crate::checkpoint::Checkpoints,
+    first_start: bool,
+    known: HashMap<PathBuf, Known>,
+    by_fingerprint: HashMap<String, PathBuf>,
+    slots: Vec<Slot>,
+    slot_of: HashMap<(String, String, String), usize>,
+    lanes: Vec<mpsc::Sender<ToLane>>,
+    messages: Option<mpsc::Sender<ToMessages>>,
+    threads: Vec<std::thread::JoinHandle<Result<Vec<PathBuf>>>>,
+    summary: RunSummary,
+    _lock: lake::LakeLock,
+}
+
+/// Writes queued per lane: each holds a batch (a few MiB at most), so this bounds the memory
+/// between decoding and the sinks.
+const LANE_QUEUE: usize = 8;
+
+/// How far in log time a series may run ahead of the slowest with work.
+const LEAD_MS: i64 = 3_600_000;
+
+impl Agent {
+    /// Opens the lake and the store, looks at the folders once, and starts the sinks with what
+    /// a replay must not write again.
+    fn start(opts: AgentOptions) -> Result<Self> {
+        let root = &opts.lake;
+        std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+        let lock = lake::LakeLock::acquire(root)?;
+        lake::recover(root).context("recovering the lake")?;
+        let store = Store::load(&opts.state_dir)?;
+        // What the lake committed since the store was saved (the files of an epoch are
+        // written up to `max_file_age` before their commit); everything at a first start.
+        let since = store
+            .saved_at
+            .map(|t| t - opts.lake_options.max_file_age - Duration::from_secs(120));
+        let holdings = lake::holdings_where(root, |p| {
+            since.is_none_or(|since| {
+                std::fs::metadata(p)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m >= since)
+            })
+        })
+        .context("reading what the lake holds")?;
+        crate::ingest::refuse_incompatible_lake(root, &holdings)?;
+        let mut ends: HashMap<String, u64> = holdings
+            .sources
+            .into_iter()
+            .map(|(fp, p)| (fp, p.end_offset))
+            .collect();
+        for (fp, e) in &store.entries {
+            let end = ends.entry(fp.clone()).or_default();
+            *end = (*end).max(e.durable);
+        }
+        let matcher = Arc::clone(&opts.matcher);
+        let host = host_name();
+        let mut agent = Agent {
+            ctx: Arc::new(Ctx {
+                matcher,
+                batch_size: opts.batch_size,
+                max_line_bytes: opts.max_line_bytes,
+                host: host.clone(),
+            }),
+            host,
+            metrics: Arc::new(Metrics::new()),
+            keeper: Arc::new(Mutex::new(Keeper::default())),
+            finished_by_ingest: crate::checkpoint::Checkpoints::load(root)?,
+            first_start: store.saved_at.is_none(),
+            store,
+            known: HashMap::new(),
+            by_fingerprint: HashMap::new(),
+            slots: Vec::new(),
+            slot_of: HashMap::new(),
+            lanes: Vec::new(),
+            messages: None,
+            threads: Vec::new(),
+            summary: RunSummary::default(),
+            _lock: lock,
+            opts,
+        };
+        {
+            let mut k = agent.lock_keeper();
+            for (fp, e) in &agent.store.entries {
+                // Entries of files gone from disk that were finished are not kept.
+                if e.complete && !Path::new(&e.file).exists() {
+                    continue;
+                }
+                k.keep(fp, e.clone());
+            }
+        }
+        // The first look decides what a replay covers before the sinks start.
+        let found = scan(&agent.opts.sources, &HashSet::new())?;
+        agent.take_found(found);
+        let resume = agent.resume(ends)?;
+        agent.start_sinks(resume)?;
+        Ok(agent)
+    }
+
+    fn lock_keeper(&self) -> std::sync::MutexGuard<'_, Keeper> {
+        self.keeper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the lake holds of the lines, sessions and messages this start replays.
+    fn resume(&self, ends: HashMap<String, u64>) -> Result<Resume> {
+        // Replayed: files read from before the lake's end of them.
+        let mut days: BTreeSet<String> = BTreeSet::new();
+        let mut servers: BTreeSet<String> = BTreeSet::new();
+        for slot in &self.slots {
+            for q in &slot.queue {
+                let end = ends.get(&q.fingerprint).copied().unwrap_or(0);
+                if q.start_at >= end {
+                    continue;
+                }
+                let entry = self.store.entries.get(&q.fingerprint);
+                let times = [q.start, entry.and_then(|e| e.log_time)];
+                let lo = times.iter().flatten().min().copied();
+                let hi = times.iter().flatten().max().copied();
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    let day = 86_400_000;
+                    let mut t = lo - day;
+                    while t <= hi + day {
+                        days.insert(lake::partition::date_value(Some(t)));
+                        t += day;
+                    }
+                }
+                if let Some(e) = entry {
+                    servers.insert(e.server.clone());
+                }
+                if let Some(s) = slot.stream.split('/').next() {
+                    servers.insert(s.to_string());
+                }
+            }
+        }
+        let mut resume = Resume::new(ends);
+        if days.is_empty() {
+            return Ok(resume);
+        }
+        let root = &self.opts.lake;
+        resume.load(
+            root,
+            Identity {
+                table: sessions::TABLE.into(),
+                columns: vec![
+                    "direction".into(),
+                    "connector_id".into(),
+                    "session_id".into(),
+                ],
+                global: None,
+            },
+            |d, s| days.contains(d) && servers.contains(s),
+        )?;
+        resume.load(
+            root,
+            Identity {
+                table: messages::TABLE.into(),
+                columns: vec!["internal_message_id".into()],
+                global: Some("message_id".into()),
+            },
+            |d, _| days.contains(d),
+        )?;
+        tracing::info!(
+            days = days.len(),
+            sessions = resume.held(sessions::TABLE),
+            messages = resume.held(messages::TABLE),
+            "Replaying from checkpoints; what the lake holds is not written again."
+        );
+        Ok(resume)
+    }
+
+    /// Starts one lane per decode worker and the message thread, each with its own sinks.
+    fn start_sinks(&mut self, resume: Resume) -> Result<()> {
+        let resume = Arc::new(resume);
+        let mut options = self.opts.lake_options.clone();
+        options.schema_version = mailflow_enrich::records::SCHEMA_VERSION;
+        let build = |name: &str, options: LakeOptions| -> Result<Box<dyn Sink>> {
+            let lake = LakeSinkConfig {
+                name: name.into(),
+                root: self.opts.lake.clone(),
+                options,
+                resume: Some(Arc::clone(&resume)),
+            }
+            .build()?;
+            let fan: Box<dyn Sink> = Box::new(FanOut::new(vec![Box::new(lake)]));
+            Ok(match &self.opts.wrap_sink {
+                Some(w) => (w.0)(fan),
+                None => fan,
+            })
+        };
+        for k in 0..self.opts.threads.max(1) {
+            let (tx, rx) = mpsc::channel(LANE_QUEUE);
+            let sink = build("lake", options.clone())?;
+            let (keeper, metrics) = (Arc::clone(&self.keeper), Arc::clone(&self.metrics));
+            self.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("lane-{k}"))
+                    .spawn(move || lanes::lane(rx, sink, &keeper, &metrics))
+                    .context("starting a sink lane")?,
+            );
+            self.lanes.push(tx);
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let mut small = options;
+        small.memory_budget = (small.memory_budget / 4).max(1 << 20);
+        let sink = build("lake", small)?;
+        let (keeper, metrics) = (Arc::clone(&self.keeper), Arc::clone(&self.metrics));
+        self.threads.push(
+            std::thread::Builder::new()
+                .name("messages".into())
+                .spawn(move || lanes::messages_thread(rx, sink, &keeper, &metrics))
+                .context("starting message correlation")?,
+        );
+        // Tracking series found before the thread started wait for it now.
+        for slot in self.slots.iter().filter(|s| s.tracking) {
+            if slot.mark > i64::MIN {
+                let _ = tx.try_send(ToMessages::Expect(Arc::clone(&slot.stream), slot.mark));
+            }
+        }
+        self.messages = Some(tx);
+        Ok(())
+    }
+
+    /// Takes what a look at the folders found: new files into their series, growth and
+    /// deletion of known ones.
+    fn take_found(&mut self, found: Vec<Found>) {
+        let mut seen: HashSet<PathBuf> = HashSet::with_capacity(found.len());
+        for f in found {
+            seen.insert(f.path.clone());
+            if let Some(Known::Source { fingerprint }) = self.known.get(&f.path) {
+                let fingerprint = fingerprint.clone();
+                self.grew(&fingerprint, f.len);
+                continue;
+            }
+            if let Some(Known::Passed) = self.known.get(&f.path) {
+                continue;
+            }
+            if let Some(Known::Pending { len }) = self.known.get(&f.path)
+                && *len == f.len
+            {
+                continue;
+            }
+            if let Some(t) = f.triage {
+                self.add(t, f.source, f.len);
+            }
+        }
+        // Files gone: the one being read is finished through its open handle; one never
+        // opened was deleted before it could be read.
+        let gone: Vec<PathBuf> = self
+            .known
+            .keys()
+            .filter(|p| !seen.contains(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            if let Some(Known::Source { fingerprint }) = self.known.remove(&path) {
+                self.by_fingerprint.remove(&fingerprint);
+                self.deleted(&path, &fingerprint);
+            }
+        }
+    }
+
+    fn grew(&mut self, fingerprint: &str, len: u64) {
+        for slot in &mut self.slots {
+            if let Some(c) = slot.current.as_mut()
+                && c.fingerprint == fingerprint
+                && c.seen != len
+            {
+                c.seen = len;
+                c.changed = Instant::now();
+            }
+        }
+    }
+
+    fn deleted(&mut self, path: &Path, fingerprint: &str) {
+        for slot in &mut self.slots {
+            if let Some(c) = slot.current.as_mut()
+                && c.fingerprint == fingerprint
+            {
+                c.deleted = true;
+                return;
+            }
+            if let Some(i) = slot.queue.iter().position(|q| q.fingerprint == fingerprint) {
+                slot.queue.remove(i);
+                tracing::warn!(file = %escape(&path.display().to_string()), "A log file was deleted before it was read.");
+                self.summary.failed.push(Skipped {
+                    path: path.to_path_buf(),
+                    reason: "deleted before it was read".into(),
+                });
+                return;
+            }
+        }
+        let complete = self
+            .lock_keeper()
+            .get(fingerprint)
+            .is_some_and(|e| e.complete);
+        if complete {
+            self.lock_keeper().forget(fingerprint);
+        }
+    }
+
+    /// A file seen for the first time (or growing from nothing).
+    fn add(&mut self, t: Triage, source: usize, len: u64) {
+        let (path, head, server, table) = match t {
+            Triage::Read {
+                path,
+                head,
+                server,
+                table,
+            } => (path, head, server, table),
+            Triage::Skip(s) => {
+                self.known.insert(s.path.clone(), Known::Passed);
+                self.summary.skipped.push(s);
+                return;
+            }
+            Triage::Fail(s) => {
+                // Looked at again next time (it may be locked for a moment).
+                tracing::warn!(file = %escape(&s.path.display().to_string()), reason = %escape(&s.reason), "Cannot read a log file.");
+                self.metrics
+                    .read_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        };
+        let server = self.opts.sources[source].server.clone().or(server);
+        let filed_under = DecoderBuilder::new(path.to_string_lossy())
+            .with_server(server.clone())
+            .with_default_server(&self.host)
+            .server();
+        let Some(fp) = fingerprint(&filed_under, &head) else {
+            self.known.insert(path, Known::Pending { len });
+            return;
+        };
+        if let Some(first) = self.by_fingerprint.get(&fp) {
+            tracing::warn!(file = %escape(&path.display().to_string()), same_as = %escape(&first.display().to_string()), "Skipping a copy of a file already read.");
+            self.summary.skipped.push(Skipped {
+                reason: format!("a copy of {}", first.display()),
+                path: path.clone(),
+            });
+            self.known.insert(path, Known::Passed);
+            return;
+        }
+        let entry = self.lock_keeper().get(&fp).cloned();
+        let start_at = match &entry {
+            Some(e) if e.complete => {
+                self.known.insert(path, Known::Passed);
+                return;
+            }
+            Some(e) if e.offset > len => {
+                let reason = format!(
+                    "shorter ({len} bytes) than the {} bytes read of it: truncated or replaced; not read again",
+                    e.offset
+                );
+                tracing::warn!(file = %escape(&path.display().to_string()), %reason, "A file shrank since it was read.");
+                self.metrics
+                    .files_truncated
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.summary.truncated.push(Skipped {
+                    path: path.clone(),
+                    reason,
+                });
+                self.known.insert(path, Known::Passed);
+                return;
+            }
+            Some(e) => e.offset,
+            None => {
+                let by_ingest = self.finished_by_ingest.complete_offset(&fp);
+                if by_ingest > 0 {
+                    by_ingest.min(len)
+                } else if self.first_start && self.opts.read_from == ReadFrom::End {
+                    crate::ingest::last_line_end(&path, len).unwrap_or(0)
+                } else {
+                    0
+                }
+            }
+        };
+        let tracking = table == Some(Table::MessageTracking);
+        let key = series_of_file(&filed_under, &path);
+        let start = crate::plan::start_time(&head);
+        let slot = match self.slot_of.get(&key) {
+            Some(&i) => i,
+            None => {
+                let stream: Arc<str> = format!("{}/{}/{}", key.0, key.1, key.2).into();
+                let i = self.slots.len();
+                self.slots.push(Slot {
+                    stream: Arc::clone(&stream),
+                    tracking,
+                    state: Some(Box::new(SeriesState::new(stream, tracking))),
+                    queue: Vec::new(),
+                    current: None,
+                    lane: i % self.opts.threads.max(1),
+                    mark: start.unwrap_or(i64::MIN),
+                    ended: false,
+                });
+                self.slot_of.insert(key, i);
+                if tracking && let (Some(tx), Some(start)) = (&self.messages, start) {
+                    let _ =
+                        tx.try_send(ToMessages::Expect(Arc::clone(&self.slots[i].stream), start));
+                }
+                i
+            }
+        };
+        self.lock_keeper().track(
+            &fp,
+            Entry {
+                file: path.to_string_lossy().into_owned(),
+                server: filed_under,
+                offset: start_at,
+                durable: entry.as_ref().map_or(0, |e| e.durable),
+                log_time: entry.as_ref().and_then(|e| e.log_time),
+                complete: false,
+            },
+            tracking,
+        );
+        let s = &mut self.slots[slot];
+        let q = Queued {
+            path: path.clone(),
+            fingerprint: fp.clone(),
+            server,
+            start,
+            start_at,
+        };
+        let at = s.queue.partition_point(|o| {
+            crate::plan::time_order((o.start, &o.path), (q.start, &q.path)).is_lt()
+        });
+        s.queue.insert(at, q);
+        s.ended = false;
+        self.by_fingerprint.insert(fp.clone(), path.clone());
+        self.known.insert(path, Known::Source { fingerprint: fp });
+    }
+
+    /// What a series should do next, if anything.
+    fn next_order(&mut self, i: usize) -> Option<Order> {
+        let rotate_after = self.opts.rotate_after;
+        let s = &mut self.slots[i];
+        if s.state.is_none() || s.ended {
+            return None;
+        }
+        let Some(c) = s.current.as_mut() else {
+            if s.queue.is_empty() {
+                return None;
+            }
+            let q = s.queue.remove(0);
+            let meta = std::fs::metadata(&q.path).ok();
+            // Still since its last write: an old file of a backfill is not waited for.
+            let still = meta
+                .as_ref()
+                .and_then(|m| m.modified().ok())
+                .and_then(|m| m.elapsed().ok())
+                .unwrap_or_default();
+            let now = Instant::now();
+            s.current = Some(Current {
+                path: q.path.clone(),
+                fingerprint: q.fingerprint.clone(),
+                seen: meta.map_or(0, |m| m.len()),
+                changed: now.checked_sub(still).unwrap_or(now),
+                fed: q.start_at,
+                stepped_at: None,
+                deleted: false,
+            });
+            self.metrics
+                .files_opened
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.summary.files += 1;
+            return Some(Order::Open(Opening {
+                path: q.path,
+                fingerprint: q.fingerprint,
+                server: q.server,
+                start_at: q.start_at,
+            }));
+        };
+        if c.deleted {
+            return Some(Order::Finish);
+        }
+        if c.stepped_at != Some(c.seen) {
+            return Some(Order::Read);
+        }
+        if !s.queue.is_empty() && c.changed.elapsed() >= rotate_after {
+            return Some(Order::Finish);
+        }
+        None
+    }
+
+    /// Nothing to do anywhere, nothing running.
+    fn all_idle(&self) -> bool {
+        self.slots.iter().all(|s| {
+            s.state.is_some()
+                && s.queue.is_empty()
+                && s.current
+                    .as_ref()
+                    .is_none_or(|c| c.stepped_at == Some(c.seen) && !c.deleted)
+        })
+    }
+
+    async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<RunSummary> {
+        let started = Instant::now();
+        if let Some(addr) = self.opts.metrics_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics: cannot listen on {addr}"))?;
+            tracing::info!(%addr, "Serving Prometheus metrics on /metrics.");
+            tokio::spawn(metrics::serve(listener, Arc::clone(&self.metrics)));
+        }
+        let mut steps: JoinSet<(usize, Box<SeriesState>, Outcome, Result<()>)> = JoinSet::new();
+        let mut scan_timer = tokio::time::interval(self.opts.poll_interval);
+        let mut save_timer = tokio::time::interval(self.opts.checkpoint_interval);
+        let mut tick_timer = tokio::time::interval(Duration::from_secs(1));
+        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        minute.reset();
+        let mut scanning: Option<tokio::task::JoinHandle<Result<Vec<Found>>>> = None;
+        let mut last_save = Instant::now();
+        let mut failure: Option<anyhow::Error> = None;
+        let mut ending = false;
+        tokio::pin!(shutdown);
+        loop {
+            self.dispatch(&mut steps);
+            if self.opts.until_idle && steps.is_empty() && scanning.is_none() {
+                if ending {
+                    // Every series has sent its last rows: messages end after them.
+                    if let Some(m) = &self.messages {
+                        let _ = m.send(ToMessages::End).await;
+                    }
+                    break;
+                }
+                if self.all_idle() {
+                    // One more look: anything that appeared meanwhile is read first.
+                    let found = scan(&self.opts.sources, &self.known_sources())?;
+                    let before = self.known.len();
+                    self.take_found(found);
+                    if self.known.len() == before && self.all_idle() {
+                        ending = true;
+                        self.end_all(&mut steps);
+                        continue;
+                    }
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = &mut shutdown => {
+                    tracing::info!("Stopping: finishing the steps under way, then flushing the sinks.");
+                    self.summary.interrupted = true;
+                    break;
+                }
+                Some(joined) = steps.join_next(), if !steps.is_empty() => {
+                    match joined {
+                        Ok((i, state, outcome, sent)) => {
+                            self.stepped(i, state, outcome);
+                            if let Err(e) = sent {
+                                failure = Some(e);
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            failure = Some(anyhow::anyhow!("a decode step failed: {e}"));
+                            break;
+                        }
+                    }
+                }
+                _ = scan_timer.tick(), if scanning.is_none() && !ending => {
+                    let (sources, known) = (self.opts.sources.clone(), self.known_sources());
+                    scanning = Some(tokio::task::spawn_blocking(move || scan(&sources, &known)));
+                }
+                found = async { scanning.as_mut().expect("a scan is running").await }, if scanning.is_some() => {
+                    scanning = None;
+                    match found {
+                        Ok(Ok(found)) => self.take_found(found),
+                        Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "Looking at the log folders failed; trying again."),
+                        Err(e) => tracing::warn!(error = %e, "Looking at the log folders failed; trying again."),
+                    }
+                }
+                _ = tick_timer.tick() => {
+                    for lane in &self.lanes {
+                        let _ = lane.try_send(ToLane::Tick);
+                    }
+                    if let Some(m) = &self.messages {
+                        let _ = m.try_send(ToMessages::Tick);
+                    }
+                    if let Some(e) = self.lane_failure() {
+                        failure = Some(e);
+                        break;
+                    }
+                    self.update_gauges(last_save);
+                }
+                _ = save_timer.tick() => {
+                    if let Err(e) = self.save().await {
+                        tracing::warn!(error = %format!("{e:#}"), "Saving checkpoints failed; trying again.");
+                    } else {
+                        last_save = Instant::now();
+                    }
+                }
+                _ = minute.tick() => self.log_minute(started),
+            }
+        }
+        // Stop: let the steps under way finish (their writes reach the lanes), then close the
+        // lanes, which flush and commit, then save the checkpoints they acknowledged.
+        let deadline = tokio::time::Instant::now() + self.opts.shutdown_timeout;
+        let drained = tokio::time::timeout_at(deadline, async {
+            while let Some(joined) = steps.join_next().await {
+                if let Ok((i, state, outcome, _)) = joined {
+                    self.stepped(i, state, outcome);
+                }
+            }
+        })
+        .await;
+        self.lanes.clear();
+        self.messages = None;
+        let threads = std::mem::take(&mut self.threads);
+        let closing = tokio::task::spawn_blocking(move || {
+            let mut outputs = Vec::new();
+            let mut first_error = None;
+            for t in threads {
+                match t.join() {
+                    Ok(Ok(mut files)) => outputs.append(&mut files),
+                    Ok(Err(e)) => {
+                        first_error.get_or_insert(e);
+                    }
+                    Err(_) => {
+                        first_error.get_or_insert(anyhow::anyhow!("a sink thread panicked"));
+                    }
+                }
+            }
+            (outputs, first_error)
+        });
+        let closed = tokio::time::timeout_at(deadline, closing).await;
+        self.save().await?;
+        if drained.is_err() {
+            bail!(
+                "shutdown took longer than {:?}: stopped without flushing everything; the next \
+                 start reads again from the checkpoints",
+                self.opts.shutdown_timeout
+            );
+        }
+        match closed {
+            Ok(Ok((outputs, first_error))) => {
+                self.summary.outputs = outputs;
+                if let Some(e) = failure.or(first_error) {
+                    self.metrics
+                        .sink_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return Err(e.context(
+                        "the agent stopped; what was committed stays, and the next start \
+                         replays from the checkpoints",
+                    ));
+                }
+            }
+            Ok(Err(e)) => bail!("closing the sinks failed: {e}"),
+            Err(_) => bail!(
+                "the sinks did not finish within {:?}; the next start reads again from the \
+                 checkpoints",
+                self.opts.shutdown_timeout
+            ),
+        }
+        self.summary.rows = self.metrics.rows();
+        self.summary.bytes = self
+            .metrics
+            .bytes_in
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.summary.outputs.sort();
+        self.summary.seconds = started.elapsed().as_secs_f64();
+        Ok(self.summary)
+    }
+
+    /// Paths known with a fingerprint or passed over: a scan does not read their heads again.
+    fn known_sources(&self) -> HashSet<PathBuf> {
+        self.known
+            .iter()
+            .filter(|(_, k)| !matches!(k, Known::Pending { .. }))
+            .map(|(p, _)| p.clone())
+            .collect()
+    }
+
+    /// Starts steps for the series that have work, slowest in log time first, while workers are
+    /// free and within the lead.
+    fn dispatch(&mut self, steps: &mut JoinSet<(usize, Box<SeriesState>, Outcome, Result<()>)>) {
+        let workers = self.opts.threads.max(1);
+        if steps.len() >= workers {
+            return;
+        }
+        // The slowest series with work sets the pace.
+        let has_work = |s: &Slot| {
+            !s.queue.is_empty()
+                || s.current
+                    .as_ref()
+                    .is_some_and(|c| c.stepped_at != Some(c.seen) || c.deleted)
+        };
+        let floor = self
+            .slots
+            .iter()
+            .filter(|s| has_work(s))
+            .map(|s| s.mark)
+            .min()
+            .unwrap_or(i64::MIN);
+        let mut order: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].state.is_some())
+            .collect();
+        order.sort_by_key(|&i| self.slots[i].mark);
+        for i in order {
+            if steps.len() >= workers {
+                break;
+            }
+            if self.slots[i].mark > floor.saturating_add(LEAD_MS) && floor > i64::MIN {
+                continue;
+            }
+            let Some(o) = self.next_order(i) else {
+                continue;
+            };
+            self.spawn_step(i, o, steps);
+        }
+    }
+
+    /// Tells every series the input ends here.
+    fn end_all(&mut self, steps: &mut JoinSet<(usize, Box<SeriesState>, Outcome, Result<()>)>) {
+        for i in 0..self.slots.len() {
+            self.slots[i].ended = true;
+            self.spawn_step(i, Order::End, steps);
+        }
+    }
+
+    fn spawn_step(
+        &mut self,
+        i: usize,
+        o: Order,
+        steps: &mut JoinSet<(usize, Box<SeriesState>, Outcome, Result<()>)>,
+    ) {
+        let Some(mut state) = self.slots[i].state.take() else {
+            return;
+        };
+        if let Some(c) = self.slots[i].current.as_mut() {
+            c.stepped_at = Some(c.seen);
+        }
+        let ctx = Arc::clone(&self.ctx);
+        let lane = self.lanes[self.slots[i].lane].clone();
+        let messages = self.messages.clone();
+        steps.spawn(async move {
+            let (state, mut outcome) = match tokio::task::spawn_blocking(move || {
+                let outcome = state.step(o, &ctx);
+                (state, outcome)
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    return (
+                        i,
+                        Box::new(SeriesState::new("".into(), false)),
+                        Outcome::default(),
+                        Err(anyhow::anyhow!("a decode step panicked: {e}")),
+                    );
+                }
+            };
+            // Bounded queues: a slow sink makes this wait, and the series with it.
+            let mut sent = Ok(());
+            for w in outcome.writes.drain(..) {
+                if lane.send(ToLane::Write(w)).await.is_err() {
+                    sent = Err(anyhow::anyhow!("a sink lane stopped"));
+                    break;
+                }
+            }
+            if let Some(m) = messages {
+                for t in outcome.tracked.drain(..) {
+                    if m.send(ToMessages::Tracked(t)).await.is_err() {
+                        sent = Err(anyhow::anyhow!("message correlation stopped"));
+                        break;
+                    }
+                }
+            }
+            (i, state, outcome, sent)
+        });
+    }
+
+    /// A step came back.
+    fn stepped(&mut self, i: usize, state: Box<SeriesState>, outcome: Outcome) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(slot) = self.slots.get_mut(i) else {
+            return;
+        };
+        self.metrics.bytes_in.fetch_add(outcome.bytes, Relaxed);
+        for (code, n) in outcome.diagnoses {
+            *self.summary.diagnoses.entry(code).or_default() += n;
+        }
+        if let Some(m) = outcome.mark {
+            slot.mark = slot.mark.max(m);
+        }
+        let reading = state.reading().map(|(p, fed)| (p.clone(), fed));
+        slot.state = Some(state);
+        if let Some(c) = slot.current.as_mut()
+            && let Some((_, fed)) = &reading
+        {
+            c.fed = *fed;
+        }
+        let Some(closed) = outcome.closed else {
+            if reading.is_none() && !slot.ended {
+                // An End step, or a file that could not be opened.
+                slot.current = None;
+            }
+            return;
+        };
+        let Some(c) = slot.current.take() else {
+            return;
+        };
+        match closed {
+            Closed::Finished => {
+                self.metrics.files_finished.fetch_add(1, Relaxed);
+            }
+            Closed::Truncated(len) => {
+                let reason = format!(
+                    "shorter ({len} bytes) than the {} bytes read of it: truncated or replaced",
+                    c.fed
+                );
+                tracing::warn!(file = %escape(&c.path.display().to_string()), %reason, "A file shrank while it was read; a rewritten file is read again as a new one.");
+                self.metrics.files_truncated.fetch_add(1, Relaxed);
+                self.summary.truncated.push(Skipped {
+                    path: c.path.clone(),
+                    reason,
+                });
+                // Looked at afresh: a new header makes it a new file.
+                self.known.remove(&c.path);
+                self.by_fingerprint.remove(&c.fingerprint);
+            }
+            Closed::Failed(reason) => {
+                tracing::error!(file = %escape(&c.path.display().to_string()), error = %escape(&reason), "Reading failed.");
+                self.metrics.read_errors.fetch_add(1, Relaxed);
+                self.summary.failed.push(Skipped {
+                    path: c.path.clone(),
+                    reason,
+                });
+            }
+        }
+    }
+
+    /// A lane that stopped on an error stops the agent.
+    fn lane_failure(&self) -> Option<anyhow::Error> {
+        if self
+            .threads
+            .iter()
+            .any(std::thread::JoinHandle::is_finished)
+        {
+            return Some(anyhow::anyhow!(
+                "a sink stopped (its error follows when the agent closes)"
+            ));
+        }
+        None
+    }
+
+    fn update_gauges(&self, last_save: Instant) {
+        let behind: u64 = self
+            .slots
+            .iter()
+            .filter_map(|s| s.current.as_ref())
+            .map(|c| c.seen.saturating_sub(c.fed))
+            .sum();
+        let open_sessions: u64 = self
+            .slots
+            .iter()
+            .filter_map(|s| s.state.as_ref())
+            .map(|s| s.open_sessions() as u64)
+            .sum();
+        let depth: Vec<u64> = self
+            .lanes
+            .iter()
+            .map(|l| (l.max_capacity() - l.capacity()) as u64)
+            .collect();
+        let files_open = self.slots.iter().filter(|s| s.current.is_some()).count() as u64;
+        self.metrics.set_gauges(|g| {
+            g.bytes_behind = behind;
+            g.open_sessions = open_sessions;
+            g.queue_depth = depth;
+            g.files_open = files_open;
+            g.checkpoint_age = last_save.elapsed().as_secs_f64();
+        });
+    }
+
+    fn log_minute(&self, started: Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let g = self.metrics.gauges();
+        let rows: u64 = self.metrics.rows().values().sum();
+        let bytes = self.metrics.bytes_in.load(Relaxed);
+        tracing::info!(
+            files_open = g.files_open,
+            mb_read = bytes as f64 / 1e6,
+            mb_per_sec = bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-9),
+            rows,
+            bytes_behind = g.bytes_behind,
+            open_sessions = g.open_sessions,
+            open_messages = g.open_messages,
+            checkpoint_age_s = g.checkpoint_age,
+            "Running."
+        );
+    }
+
+    /// Saves the checkpoints the sinks acknowledged, if they moved.
+    async fn save(&mut self) -> Result<()> {
+        let entries = {
+            let mut k = self.lock_keeper();
+            if !k.dirty && self.store.saved_at.is_some() {
+                return Ok(());
+            }
+            k.dirty = false;
+            k.entries()
+        };
+        self.store.entries = entries;
+        let dir = self.opts.state_dir.clone();
+        let entries = self.store.entries.clone();
+        tokio::task::spawn_blocking(move || Store::save_entries(&dir, entries))
+            .await
+            .context("saving checkpoints")??;
+        self.store.saved_at = Some(SystemTime::now());
+        self.metrics
+            .checkpoints_saved
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Looks at the folders: every file with its length, and what the files not in `known` are.
+fn scan(sources: &[Input], known: &HashSet<PathBuf>) -> Result<Vec<Found>> {
+    let discovered = discover(sources)?;
+    for u in &discovered.unreadable {
+        tracing::warn!(path = %escape(&u.path.display().to_string()), reason = %escape(&u.reason), "Cannot read a folder.");
+    }
+    Ok(discovered
+        .files
+        .into_iter()
+        .map(|(path, source)| {
+            let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let triage = (!known.contains(&path)).then(|| triage(path.clone()));
+            Found {
+                path,
+                source,
+                len,
+                triage,
+            }
+        })
+        .collect())
+}
