@@ -78,6 +78,36 @@ fn five_typical_mistakes_are_named_with_file_key_and_line() {
             assert!(out.contains(w), "{w:?} missing from:\n{out}\nfor:\n{text}");
         }
     }
+    // The agent's settings: a misspelt key, an address without a port, a zero interval.
+    let agent_cases: [(&str, &[&str]); 4] = [
+        (
+            "[agent]\npoll_intervall = \"1s\"\n",
+            &["unknown field `poll_intervall`", "poll_interval"],
+        ),
+        (
+            "[agent]\nmetrics_addr = \"localhost\"\n",
+            &[
+                "agent.metrics_addr",
+                "\"localhost\" is not an address and port",
+            ],
+        ),
+        (
+            "[agent]\ncheckpoint_interval = \"0s\"\n",
+            &["agent.checkpoint_interval", "longer than zero"],
+        ),
+        (
+            "[agent]\nread_from = \"middle\"\n",
+            &["unknown variant `middle`", "beginning", "end"],
+        ),
+    ];
+    for (agent, wanted) in agent_cases {
+        let text = format!("[[sources]]\npreset = \"smtp-hub\"\n{SINK}{agent}");
+        let (ok, out) = validate(tmp.path(), &text, &[]);
+        assert!(!ok, "accepted:\n{text}");
+        for w in wanted {
+            assert!(out.contains(w), "{w:?} missing from:\n{out}\nfor:\n{text}");
+        }
+    }
     // No sink at all, and a source with nothing to read.
     let (ok, out) = validate(tmp.path(), "[[sources]]\npreset = \"pop-imap\"\n", &[]);
     assert!(!ok && out.contains("no [sinks.NAME]"), "{out}");
