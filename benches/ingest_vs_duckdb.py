@@ -18,9 +18,11 @@ writes them, repeat senders, the working day's traffic curve). `--mixed` generat
 fleet writes (message tracking, SMTP send and receive, connectivity) of two servers over two days;
 DuckDB then copies each kind to its own file, as mailflow writes each to its own table.
 `--before BINARY` times a second mailflow
-build in the same turns (an earlier commit's), for before-and-after figures.
+build in the same turns (an earlier commit's), for before-and-after figures. `--agent` times
+`mailflow run --until-idle` on the same folder too (the agent's backfill: the same rows per table
+as `ingest`, checked), for the agent's MB/s against ingest's.
 
-Usage: benches/ingest_vs_duckdb.py [--gib 1] [--runs 5] [--fleet | --mixed] [--before BINARY] [--dir /tmp/mailflow-bench] [--python .venv/bin/python]
+Usage: benches/ingest_vs_duckdb.py [--gib 1] [--runs 5] [--fleet | --mixed] [--before BINARY] [--agent] [--dir /tmp/mailflow-bench] [--python .venv/bin/python]
 Needs a release build (`cargo build --release`) and the venv from `.ci/run` (duckdb).
 """
 import argparse
@@ -104,6 +106,8 @@ def main():
     ap.add_argument("--fleet", action="store_true", help="fleet-shaped tracking logs (see above)")
     ap.add_argument("--mixed", action="store_true", help="mixed logs of two servers (see above)")
     ap.add_argument("--before", default=None, help="another mailflow binary, timed in the same turns")
+    ap.add_argument("--agent", action="store_true",
+                    help="also time `mailflow run --until-idle` (the agent reading the folder as a backfill)")
     args = ap.parse_args()
     # The suffix names the generator's version: logs of an older one are not reused.
     shape = "-fleet3" if args.fleet else "-mixed3" if args.mixed else "-tracking3"
@@ -116,7 +120,7 @@ def main():
                        check=True)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(logs) for f in fs)
     out = os.path.join(args.dir, "out")
-    mailflow_runs, duckdb_runs, before_runs = [], [], []
+    mailflow_runs, duckdb_runs, before_runs, agent_runs = [], [], [], []
     for turn in range(max(1, args.runs)):
         shutil.rmtree(out, ignore_errors=True)
         os.makedirs(out)
@@ -133,6 +137,19 @@ def main():
             before_runs.append((b_secs, b_rss))
             parts = {d for d, _, fs in os.walk(os.path.join(out, "before", "message_tracking")) if fs}
             print(f"turn {turn + 1}: before {b_secs:.2f} s, {len(parts)} message_tracking partitions", flush=True)
+        if args.agent:
+            config = os.path.join(out, "agent.toml")
+            with open(config, "w") as f:
+                f.write(f"[[sources]]\npaths = ['{logs}']\n[sinks.lake]\ntype = \"parquet\"\n"
+                        f"path = '{os.path.join(out, 'agent')}'\n[agent]\nthreads = 2\n"
+                        f"state_dir = '{os.path.join(out, 'agent-state')}'\n")
+            a_secs, a_rss, _ = run([args.mailflow, "run", "--config", config, "--until-idle",
+                                    "--summary-json", os.path.join(out, "agent.json")])
+            a_rows = json.load(open(os.path.join(out, "agent.json")))["rows"]
+            if a_rows != counts:
+                sys.exit(f"rows per table differ: ingest {counts}, agent {a_rows}")
+            agent_runs.append((a_secs, a_rss))
+            print(f"turn {turn + 1}: agent {a_secs:.2f} s", flush=True)
         if args.mixed:
             d_secs, d_rss, d_out = run([args.python, "-c", DUCKDB_MIXED_JOB, logs, os.path.join(out, "duckdb"),
                                         ",".join(TRACKING_COLUMNS), SMTP_COLUMNS, CONNECTIVITY_COLUMNS])
@@ -151,7 +168,8 @@ def main():
     print(f"input: {mb:.0f} MB of generated {what} logs, {rows} rows (duckdb: {d_rows})")
     print(f"mailflow rows per table: {counts}")
     print(f"{'':10} {'median s':>9} {'min s':>7} {'max s':>7} {'MB/s':>7} {'peak RSS MiB (max)':>19}")
-    for name, runs in (("mailflow", mailflow_runs), ("duckdb", duckdb_runs), ("before", before_runs)):
+    for name, runs in (("mailflow", mailflow_runs), ("duckdb", duckdb_runs), ("before", before_runs),
+                       ("agent", agent_runs)):
         if not runs:
             continue
         secs = [s for s, _ in runs]
@@ -170,6 +188,10 @@ def main():
     if before_runs:
         b_med = statistics.median(s for s, _ in before_runs)
         print(f"before/duckdb throughput ratio: {d_med / b_med:.2f}x; this build is {b_med / m_med:.2f}x faster")
+    if agent_runs:
+        a_med = statistics.median(s for s, _ in agent_runs)
+        print(f"agent (run --until-idle)/duckdb throughput ratio: {d_med / a_med:.2f}x; "
+              f"agent/ingest: {m_med / a_med:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -239,11 +239,13 @@ pub(crate) fn messages_thread(
     let result = (|| -> Result<()> {
         while let Some(msg) = rx.blocking_recv() {
             let mut ended = false;
+            // Closed messages are written in batches of thousands while rows stream in (small
+            // batches cost the lake memory and files), and every second whatever closed.
+            let mut min = 4096;
             match msg {
                 ToMessages::Tick => {
                     sink.tick()?;
-                    pending.release(sink.acked(), keeper);
-                    continue;
+                    min = 1;
                 }
                 ToMessages::Expect(stream, start) => {
                     correlator.expect_stream(&stream, start);
@@ -265,7 +267,7 @@ pub(crate) fn messages_thread(
             let batch = if ended {
                 correlator.finish()?
             } else {
-                correlator.take(1)?
+                correlator.take(min)?
             };
             let wrote = match (batch, &last) {
                 (Some(b), Some((fingerprint, file))) => {

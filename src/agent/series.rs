@@ -142,7 +142,7 @@ struct Tail {
 }
 
 /// Bytes a step reads at most, so that series take turns.
-const STEP_BYTES: u64 = 16 << 20;
+const STEP_BYTES: u64 = 4 << 20;
 /// Bytes read from the file at a time.
 const CHUNK: usize = 1 << 20;
 
