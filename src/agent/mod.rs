@@ -236,6 +236,8 @@ struct Slot {
     /// Log time reached.
     mark: i64,
     ended: bool,
+    /// When message correlation was last told this quiet series has nothing older to add.
+    quiet_told: Option<Instant>,
 }
 
 struct Queued {
@@ -308,6 +310,9 @@ const LANE_QUEUE: usize = 2;
 /// Tracking batches queued for message correlation (one thread for every server: when it is
 /// the slowest stage, this is how much waits for it).
 const MESSAGES_QUEUE: usize = 4;
+
+/// A series still this long has nothing older to add to message correlation.
+const QUIET: Duration = Duration::from_secs(300);
 
 /// How far in log time a series may run ahead of the slowest with work.
 const LEAD_MS: i64 = 3_600_000;
@@ -686,6 +691,7 @@ impl Agent {
                     lane: i % self.opts.threads.max(1),
                     mark: start.unwrap_or(i64::MIN),
                     ended: false,
+                    quiet_told: None,
                 });
                 self.slot_of.insert(key, i);
                 if tracking && let (Some(tx), Some(start)) = (&self.messages, start) {
@@ -878,6 +884,9 @@ impl Agent {
                     if let Some(e) = self.lane_failure() {
                         failure = Some(e);
                         break;
+                    }
+                    if !self.opts.until_idle {
+                        self.tell_quiet_streams();
                     }
                     self.update_gauges(last_save);
                 }
@@ -1131,6 +1140,38 @@ impl Agent {
                     path: c.path.clone(),
                     reason,
                 });
+            }
+        }
+    }
+
+    /// A server whose tracking log has been still for [`QUIET`] (a quiet night, or a server
+    /// gone whose old logs are still in the folder) would hold every message open, on every
+    /// server, for ever: message correlation waits for the slowest log. Such a series is told
+    /// to correlation as having nothing older than `now - QUIET` to add: what Exchange writes
+    /// from now on is stamped later than that. Live runs only: a backfill's old logs are read
+    /// at full speed and their series never wait that long.
+    fn tell_quiet_streams(&mut self) {
+        let Some(tx) = &self.messages else {
+            return;
+        };
+        let now_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let quiet_ms = i64::try_from(QUIET.as_millis()).unwrap_or(i64::MAX);
+        for s in &mut self.slots {
+            let still = s.tracking
+                && s.state.is_some()
+                && s.queue.is_empty()
+                && s.current.as_ref().is_none_or(|c| {
+                    c.stepped_at == Some(c.seen) && c.changed.elapsed() >= QUIET
+                });
+            let due = s.quiet_told.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+            if still && due {
+                let _ = tx.try_send(ToMessages::Expect(
+                    Arc::clone(&s.stream),
+                    now_ms.saturating_sub(quiet_ms),
+                ));
+                s.quiet_told = Some(Instant::now());
             }
         }
     }
