@@ -417,35 +417,44 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a run's closing summary, writes it as JSON if asked, and exits 1 if files failed.
+fn report(
+    rendered: &str,
+    summary: &impl serde::Serialize,
+    json: Option<&std::path::Path>,
+    ok: bool,
+) -> Result<ExitCode> {
+    print!("{rendered}");
+    if let Some(path) = json {
+        let json = serde_json::to_vec_pretty(summary)?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Ingest(args) => {
             let summary = ingest(&args.options()?)?;
-            print!("{}", summary.render());
-            if let Some(path) = &args.summary_json {
-                let json = serde_json::to_vec_pretty(&summary)?;
-                std::fs::write(path, json)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            Ok(if summary.failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            report(
+                &summary.render(),
+                &summary,
+                args.summary_json.as_deref(),
+                summary.failed.is_empty(),
+            )
         }
         Command::Run(args) => {
             let summary = mailflow::agent::run(args.options()?)?;
-            print!("{}", summary.render());
-            if let Some(path) = &args.summary_json {
-                let json = serde_json::to_vec_pretty(&summary)?;
-                std::fs::write(path, json)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
-            Ok(if summary.failed.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            report(
+                &summary.render(),
+                &summary,
+                args.summary_json.as_deref(),
+                summary.failed.is_empty(),
+            )
         }
         Command::Diagnose {
             paths,

@@ -452,6 +452,34 @@ fn a_file_truncated_and_rewritten_is_read_again_and_reported() {
 }
 
 #[test]
+fn read_from_end_skips_what_is_there_at_the_first_start_and_reads_what_comes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = tmp.path().join("gen");
+    generate(&generated, "1M");
+    let logs = tmp.path().join("logs");
+    let lake = tmp.path().join("lake");
+    let cfg = config(tmp.path(), &logs, &lake, "read_from = \"end\"\n");
+    let mut writer = Writer::new(&generated, &logs, 5);
+    let (lo, hi) = writer.times();
+    writer.write_until(&between(&lo, &hi, 1, 2));
+    run_until_idle(&cfg);
+    let before = diff(&lake, &lake, &[]);
+    assert!(
+        before.get("smtp_protocol").is_none_or(|r| r.0 == 0),
+        "the first start wrote what was already there: {before:?}"
+    );
+    // What Exchange writes from now on, new files included, is read.
+    writer.finish();
+    run_until_idle(&cfg);
+    let after = diff(&lake, &lake, &[]);
+    let whole = tmp.path().join("whole");
+    ingest(&logs, &whole);
+    let all = diff(&whole, &whole, &[]);
+    let (got, total) = (after["smtp_protocol"].0, all["smtp_protocol"].0);
+    assert!(got > 0 && got < total, "{got} of {total} protocol lines");
+}
+
+#[test]
 fn a_stalled_sink_stops_reading_and_reading_resumes_when_it_recovers() {
     use mailflow::agent::{AgentOptions, SinkWrapper};
     use mailflow_sinks::sink::Sink;

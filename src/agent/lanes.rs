@@ -199,12 +199,25 @@ pub(crate) fn lane(
             }
             pending.release(sink.acked(), keeper);
         }
-        sink.flush()?;
-        pending.release(sink.acked(), keeper);
         Ok(())
     })();
-    match result {
-        Ok(()) => Ok(sink.close()?.files),
+    close(result, sink, &mut pending, keeper)
+}
+
+/// The end of a sink thread: on success everything is flushed, what that made safe handed to
+/// the keeper, and the sink closed; after an error nothing more is committed.
+fn close(
+    result: Result<()>,
+    mut sink: Box<dyn Sink>,
+    pending: &mut Pending,
+    keeper: &Mutex<Keeper>,
+) -> Result<Vec<std::path::PathBuf>> {
+    let flushed = result.and_then(|()| Ok(sink.flush()?));
+    match flushed {
+        Ok(()) => {
+            pending.release(sink.acked(), keeper);
+            Ok(sink.close()?.files)
+        }
         Err(e) => {
             sink.abort();
             Err(e)
@@ -303,15 +316,7 @@ pub(crate) fn messages_thread(
             pending.release(sink.acked(), keeper);
             metrics.set_open_messages(correlator.open_messages() as u64);
         }
-        sink.flush()?;
-        pending.release(sink.acked(), keeper);
         Ok(())
     })();
-    match result {
-        Ok(()) => Ok(sink.close()?.files),
-        Err(e) => {
-            sink.abort();
-            Err(e)
-        }
-    }
+    close(result, sink, &mut pending, keeper)
 }

@@ -105,49 +105,47 @@ impl Metrics {
                 let _ = writeln!(s, "mailflow_{name}{labels} {v}");
             }
         };
-        let c = |a: &AtomicU64| vec![(String::new(), a.load(Ordering::Relaxed) as f64)];
-        metric(
-            "input_bytes_total",
-            "counter",
-            "Bytes of log files read.",
-            &c(&self.bytes_in),
-        );
-        metric(
-            "files_opened_total",
-            "counter",
-            "Log files opened for reading.",
-            &c(&self.files_opened),
-        );
-        metric(
-            "files_finished_total",
-            "counter",
-            "Log files read to their end after Exchange moved on to a newer one.",
-            &c(&self.files_finished),
-        );
-        metric(
-            "files_truncated_total",
-            "counter",
-            "Log files found shorter than what was read of them.",
-            &c(&self.files_truncated),
-        );
-        metric(
-            "read_errors_total",
-            "counter",
-            "Log files that could not be read.",
-            &c(&self.read_errors),
-        );
-        metric(
-            "sink_errors_total",
-            "counter",
-            "Sink failures (the agent stops; a restart replays from the checkpoints).",
-            &c(&self.sink_errors),
-        );
-        metric(
-            "checkpoints_saved_total",
-            "counter",
-            "Saves of the checkpoint store.",
-            &c(&self.checkpoints_saved),
-        );
+        let counters: [(&str, &str, &AtomicU64); 7] = [
+            (
+                "input_bytes_total",
+                "Bytes of log files read.",
+                &self.bytes_in,
+            ),
+            (
+                "files_opened_total",
+                "Log files opened for reading.",
+                &self.files_opened,
+            ),
+            (
+                "files_finished_total",
+                "Log files read to their end after Exchange moved on to a newer one.",
+                &self.files_finished,
+            ),
+            (
+                "files_truncated_total",
+                "Log files found shorter than what was read of them.",
+                &self.files_truncated,
+            ),
+            (
+                "read_errors_total",
+                "Log files that could not be read.",
+                &self.read_errors,
+            ),
+            (
+                "sink_errors_total",
+                "Sink failures (the agent stops; a restart replays from the checkpoints).",
+                &self.sink_errors,
+            ),
+            (
+                "checkpoints_saved_total",
+                "Saves of the checkpoint store.",
+                &self.checkpoints_saved,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let v = value.load(Ordering::Relaxed) as f64;
+            metric(name, "counter", help, &[(String::new(), v)]);
+        }
         let rows: Vec<(String, f64)> = self
             .rows()
             .into_iter()
@@ -160,19 +158,6 @@ impl Metrics {
             &rows,
         );
         let g = self.gauges();
-        let one = |v: f64| vec![(String::new(), v)];
-        metric(
-            "bytes_behind",
-            "gauge",
-            "Bytes between the read position and the end of the files being read.",
-            &one(g.bytes_behind as f64),
-        );
-        metric(
-            "files_open",
-            "gauge",
-            "Log files being read.",
-            &one(g.files_open as f64),
-        );
         let depth: Vec<(String, f64)> = g
             .queue_depth
             .iter()
@@ -185,30 +170,37 @@ impl Metrics {
             "Writes waiting for the sinks, per lane.",
             &depth,
         );
-        metric(
-            "open_sessions",
-            "gauge",
-            "SMTP sessions open in correlation.",
-            &one(g.open_sessions as f64),
-        );
-        metric(
-            "open_messages",
-            "gauge",
-            "Messages open in correlation.",
-            &one(g.open_messages as f64),
-        );
-        metric(
-            "checkpoint_age_seconds",
-            "gauge",
-            "Seconds since the checkpoint store was last saved.",
-            &one(g.checkpoint_age),
-        );
-        metric(
-            "uptime_seconds",
-            "gauge",
-            "Seconds since the agent started.",
-            &one(self.started.elapsed().as_secs_f64()),
-        );
+        let gauges: [(&str, &str, f64); 6] = [
+            (
+                "bytes_behind",
+                "Bytes between the read position and the end of the files being read.",
+                g.bytes_behind as f64,
+            ),
+            ("files_open", "Log files being read.", g.files_open as f64),
+            (
+                "open_sessions",
+                "SMTP sessions open in correlation.",
+                g.open_sessions as f64,
+            ),
+            (
+                "open_messages",
+                "Messages open in correlation.",
+                g.open_messages as f64,
+            ),
+            (
+                "checkpoint_age_seconds",
+                "Seconds since the checkpoint store was last saved.",
+                g.checkpoint_age,
+            ),
+            (
+                "uptime_seconds",
+                "Seconds since the agent started.",
+                self.started.elapsed().as_secs_f64(),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            metric(name, "gauge", help, &[(String::new(), v)]);
+        }
         s
     }
 }

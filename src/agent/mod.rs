@@ -289,7 +289,8 @@ struct Agent {
     store: Store,
     /// Start offsets the lake or an earlier `ingest` settled (by fingerprint).
     finished_by_ingest: crate::checkpoint::Checkpoints,
-    first_start: bool,
+    /// Files found now start at their end (`read_from = "end"`, the first look of a first start).
+    skip_existing: bool,
     known: HashMap<PathBuf, Known>,
     by_fingerprint: HashMap<String, PathBuf>,
     slots: Vec<Slot>,
@@ -362,7 +363,7 @@ impl Agent {
             metrics: Arc::new(Metrics::new()),
             keeper: Arc::new(Mutex::new(Keeper::default())),
             finished_by_ingest: crate::checkpoint::Checkpoints::load(root)?,
-            first_start: store.saved_at.is_none(),
+            skip_existing: store.saved_at.is_none() && opts.read_from == ReadFrom::End,
             store,
             known: HashMap::new(),
             by_fingerprint: HashMap::new(),
@@ -389,6 +390,8 @@ impl Agent {
         // The first look decides what a replay covers before the sinks start.
         let found = scan(&agent.opts.sources, &HashSet::new())?;
         agent.take_found(found);
+        // Files that appear from now on are read whole.
+        agent.skip_existing = false;
         let resume = agent.resume(ends)?;
         agent.start_sinks(resume)?;
         Ok(agent)
@@ -652,13 +655,16 @@ impl Agent {
                     e.offset
                 );
                 tracing::warn!(file = %escape(&path.display().to_string()), %reason, "A file shrank since it was read.");
-                self.metrics
-                    .files_truncated
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.summary.truncated.push(Skipped {
-                    path: path.clone(),
-                    reason,
-                });
+                // Counted once, however it was found (while read, or at a look).
+                if !self.summary.truncated.iter().any(|t| t.path == path) {
+                    self.metrics
+                        .files_truncated
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.summary.truncated.push(Skipped {
+                        path: path.clone(),
+                        reason,
+                    });
+                }
                 self.known.insert(path, Known::Passed);
                 return;
             }
@@ -667,7 +673,7 @@ impl Agent {
                 let by_ingest = self.finished_by_ingest.complete_offset(&fp);
                 if by_ingest > 0 {
                     by_ingest.min(len)
-                } else if self.first_start && self.opts.read_from == ReadFrom::End {
+                } else if self.skip_existing {
                     crate::ingest::last_line_end(&path, len).unwrap_or(0)
                 } else {
                     0
@@ -1162,10 +1168,12 @@ impl Agent {
             let still = s.tracking
                 && s.state.is_some()
                 && s.queue.is_empty()
-                && s.current.as_ref().is_none_or(|c| {
-                    c.stepped_at == Some(c.seen) && c.changed.elapsed() >= QUIET
-                });
-            let due = s.quiet_told.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+                && s.current
+                    .as_ref()
+                    .is_none_or(|c| c.stepped_at == Some(c.seen) && c.changed.elapsed() >= QUIET);
+            let due = s
+                .quiet_told
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
             if still && due {
                 let _ = tx.try_send(ToMessages::Expect(
                     Arc::clone(&s.stream),

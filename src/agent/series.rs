@@ -272,19 +272,35 @@ impl SeriesState {
     }
 
     fn read_bytes(&mut self, len: u64, finish: bool, ctx: &Ctx, out: &mut Outcome) -> Result<()> {
+        // Out of `self` while in use, so a flush can borrow the series.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(CHUNK, 0);
+        let result = self.read_chunks(&mut buf, len, finish, ctx, out);
+        self.buf = buf;
+        result?;
+        if finish && let Some(tail) = self.tail.as_mut() {
+            tail.decoder.finish()?;
+        }
+        self.flush_pending(ctx, out, finish)
+    }
+
+    fn read_chunks(
+        &mut self,
+        buf: &mut [u8],
+        len: u64,
+        finish: bool,
+        ctx: &Ctx,
+        out: &mut Outcome,
+    ) -> Result<()> {
         let mut budget = STEP_BYTES;
-        self.buf.resize(CHUNK, 0);
-        loop {
-            let Some(tail) = self.tail.as_mut() else {
-                return Ok(());
-            };
-            if tail.fed >= len || budget == 0 {
-                break;
-            }
+        while let Some(tail) = self.tail.as_mut()
+            && tail.fed < len
+            && budget > 0
+        {
             let want = (len - tail.fed).min(CHUNK as u64) as usize;
             tail.file.seek(SeekFrom::Start(tail.fed))?;
-            let got = read_full(&mut tail.file, &mut self.buf[..want])?;
-            let mut chunk = &self.buf[..got];
+            let got = read_full(&mut tail.file, &mut buf[..want])?;
+            let mut chunk = &buf[..got];
             let last = tail.fed + got as u64 >= len || got < want;
             if last && !finish {
                 // Exchange may be writing the last line: only complete lines are read.
@@ -298,30 +314,24 @@ impl SeriesState {
             }
             let mut at = 0;
             while at < chunk.len() {
+                let Some(tail) = self.tail.as_mut() else {
+                    break;
+                };
                 at += tail.decoder.decode(&chunk[at..])?;
                 if tail.decoder.needs_flush() {
-                    let flushed = tail.decoder.flush()?;
-                    Self::process(
-                        flushed,
-                        (tail, &self.stream, self.tracking),
-                        (&mut self.sessions, &mut self.recent),
-                        ctx,
-                        out,
-                        false,
-                    )?;
+                    self.flush_pending(ctx, out, false)?;
                 }
             }
-            tail.fed += chunk.len() as u64;
+            if let Some(tail) = self.tail.as_mut() {
+                tail.fed += chunk.len() as u64;
+            }
             out.bytes += chunk.len() as u64;
             budget = budget.saturating_sub(chunk.len() as u64);
             if last {
                 break;
             }
         }
-        if finish && let Some(tail) = self.tail.as_mut() {
-            tail.decoder.finish()?;
-        }
-        self.flush_pending(ctx, out, finish)
+        Ok(())
     }
 
     /// Takes the rows decoded so far (a step always ends with its rows on their way).
