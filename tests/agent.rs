@@ -413,6 +413,63 @@ fn a_rolled_file_deleted_at_once_loses_nothing() {
 }
 
 #[test]
+fn a_file_renamed_while_it_is_read_is_read_on_not_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = tmp.path().join("gen");
+    generate(&generated, "1M");
+    let source = walkdir(&generated)
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("SmtpSend"))
+        .unwrap();
+    let bytes = std::fs::read(&source).unwrap();
+    let half = bytes[..bytes.len() / 2]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .unwrap()
+        + 1;
+    let logs = tmp.path().join("logs/EX01");
+    std::fs::create_dir_all(&logs).unwrap();
+    let (old, new) = (logs.join("SEND2024012500-1.LOG"), logs.join("moved.LOG"));
+    std::fs::write(&old, &bytes[..half]).unwrap();
+    let lake = tmp.path().join("lake");
+    let cfg = config(tmp.path(), &tmp.path().join("logs"), &lake, "");
+    let mut agent = start(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tmp.path().join("state/checkpoints.json").exists() {
+        assert!(Instant::now() < deadline, "the agent saved no checkpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::rename(&old, &new).unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&new).unwrap();
+    f.write_all(&bytes[half..]).unwrap();
+    drop(f);
+    std::thread::sleep(Duration::from_millis(1000));
+    terminate(&mut agent);
+    assert!(agent.wait().unwrap().success());
+    let log = std::fs::read_to_string(tmp.path().join("agent.log")).unwrap();
+    assert!(
+        log.contains("renamed") && !log.contains("copy"),
+        "a rename, not a copy:\n{log}"
+    );
+    // A restart finds it under its new name only.
+    run_until_idle(&cfg);
+    let whole = tmp.path().join("whole/EX01");
+    std::fs::create_dir_all(&whole).unwrap();
+    std::fs::write(whole.join("SEND2024012500-1.LOG"), &bytes).unwrap();
+    let reference = tmp.path().join("reference");
+    ingest(&tmp.path().join("whole"), &reference);
+    let d = diff(&lake, &reference, &["source_file"]);
+    let (a, b, only_a, only_b) = d["smtp_protocol"];
+    assert!(
+        a == b && only_a == 0 && only_b == 0 && b > 0,
+        "every line once: {d:?}"
+    );
+    let (a, b, only_a, only_b) = d["smtp_sessions"];
+    assert!(a == b && only_a == 0 && only_b == 0, "sessions: {d:?}");
+}
+
+#[test]
 fn a_file_truncated_and_rewritten_is_read_again_and_reported() {
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path().join("logs/EX01");

@@ -556,11 +556,42 @@ impl Agent {
             .cloned()
             .collect();
         for path in gone {
+            // Its fingerprint stays known: the same file found under another name later was
+            // moved, not new.
             if let Some(Known::Source { fingerprint }) = self.known.remove(&path) {
-                self.by_fingerprint.remove(&fingerprint);
                 self.deleted(&path, &fingerprint);
             }
         }
+    }
+
+    /// A file read (or waiting) under one name is now under another: the same file, read on
+    /// from where it was, never again from its start.
+    fn renamed(&mut self, from: &Path, to: PathBuf, fingerprint: &str) {
+        tracing::info!(from = %escape(&from.display().to_string()), to = %escape(&to.display().to_string()), "A log file was renamed; reading on.");
+        for slot in &mut self.slots {
+            if let Some(c) = slot.current.as_mut()
+                && c.fingerprint == fingerprint
+            {
+                c.path = to.clone();
+                c.deleted = false;
+            }
+            for q in slot
+                .queue
+                .iter_mut()
+                .filter(|q| q.fingerprint == fingerprint)
+            {
+                q.path = to.clone();
+            }
+        }
+        self.known.remove(from);
+        self.by_fingerprint
+            .insert(fingerprint.to_string(), to.clone());
+        self.known.insert(
+            to,
+            Known::Source {
+                fingerprint: fingerprint.to_string(),
+            },
+        );
     }
 
     fn grew(&mut self, fingerprint: &str, len: u64) {
@@ -634,6 +665,12 @@ impl Agent {
             self.known.insert(path, Known::Pending { len });
             return;
         };
+        if let Some(first) = self.by_fingerprint.get(&fp).cloned()
+            && !first.exists()
+        {
+            self.renamed(&first, path, &fp);
+            return;
+        }
         if let Some(first) = self.by_fingerprint.get(&fp) {
             tracing::warn!(file = %escape(&path.display().to_string()), same_as = %escape(&first.display().to_string()), "Skipping a copy of a file already read.");
             self.summary.skipped.push(Skipped {
