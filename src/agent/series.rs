@@ -1,6 +1,6 @@
 //! One log series as the agent reads it: a server's files of one kind in one folder, oldest
 //! first, the newest tailed as Exchange writes it. A series owns its open file, its decoder and
-//! its session correlation; a step (run on the blocking pool) reads what is new, decodes,
+//! its session correlation; a step (run on a decode thread) reads what is new, decodes,
 //! diagnoses and correlates it, and returns the writes for the sinks, each with the checkpoints
 //! it makes safe once durable.
 
