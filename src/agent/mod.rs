@@ -2,9 +2,9 @@
 //!
 //! One topology on tokio: the **file source** (the coordinator: folders looked at every
 //! `poll_interval`, new files picked up, growth, rotation, deletion and truncation followed)
-//! → **decode and enrich** (each series a step at a time on a fixed pool of decode threads, as many at
-//! once as there are cores; per-file and per-series order kept; record diagnosis and
-//! sessions in the step) → **lanes** (threads owning the sinks, fed by bounded queues: a
+//! → **decode and enrich** (each series a step at a time on a fixed pool of decode threads,
+//! as many at once as there are cores; per-file and per-series order kept; record diagnosis
+//! and sessions in the step) → **lanes** (threads owning the sinks, fed by bounded queues: a
 //! slow sink makes the steps wait, reading stops, memory does not grow) and **message
 //! correlation** (one thread for every server's tracking rows). Series move through log time
 //! together: one runs at most an hour of log time ahead of the slowest with work, so a
