@@ -383,8 +383,15 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
+    // The agent is a service: its log (a line a minute, renames, replays) is what an admin
+    // reads, so it says more by default than a one-shot command.
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAILFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let log = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -537,6 +537,44 @@ fn read_from_end_skips_what_is_there_at_the_first_start_and_reads_what_comes() {
 }
 
 #[test]
+fn a_thousand_files_in_one_folder_are_each_read_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs/EX01");
+    std::fs::create_dir_all(&logs).unwrap();
+    let header = "#Software: Microsoft Exchange Server\r\n#Version: 15.02.1544.004\r\n#Log-type: SMTP Receive Protocol Log\r\n#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context\r\n";
+    for f in 0..1000u32 {
+        let mut text = header.replace(
+            "Log\r\n#Fields",
+            &format!(
+                "Log\r\n#Date: 2024-01-25T{:02}:{:02}:00.000Z\r\n#Fields",
+                f / 60 % 24,
+                f % 60
+            ),
+        );
+        for i in 0..3u32 {
+            text += &format!(
+                "2024-01-25T{:02}:{:02}:{i:02}.000Z,EX01\\Default,08DC{f:08X}{i:04X},{i},10.0.0.5:25,203.0.113.9:41822,<,EHLO x,\r\n",
+                f / 60 % 24,
+                f % 60
+            );
+        }
+        std::fs::write(logs.join(format!("RECV2024012500-{f}.LOG")), text).unwrap();
+    }
+    let lake = tmp.path().join("lake");
+    let cfg = config(tmp.path(), &tmp.path().join("logs"), &lake, "");
+    let out = run_until_idle(&cfg);
+    assert!(out.starts_with("1000 files"), "{out}");
+    let d = diff(&lake, &lake, &[]);
+    assert_eq!(d["smtp_protocol"].0, 3000, "{d:?}");
+    // Nothing is read twice by a second run: the finished files are passed over, and the
+    // newest (which Exchange could still append to) is opened at its end.
+    let out = run_until_idle(&cfg);
+    assert!(out.starts_with("1 files, 0.0 MB"), "{out}");
+    assert!(!out.contains("rows"), "{out}");
+    assert_eq!(diff(&lake, &lake, &[])["smtp_protocol"].0, 3000);
+}
+
+#[test]
 fn a_stalled_sink_stops_reading_and_reading_resumes_when_it_recovers() {
     use mailflow::agent::{AgentOptions, SinkWrapper};
     use mailflow_sinks::sink::Sink;
