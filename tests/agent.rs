@@ -245,6 +245,37 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A folder Exchange writes into while the agent reads it: generated logs (`bytes`) to write,
+/// the folder, the lake and the config (with `extra` under `[agent]`).
+struct Growing {
+    tmp: tempfile::TempDir,
+    logs: PathBuf,
+    lake: PathBuf,
+    cfg: PathBuf,
+    writer: Writer,
+    /// The first and last line times.
+    span: (String, String),
+}
+
+fn growing(bytes: &str, seed: u64, extra: &str) -> Growing {
+    let tmp = tempfile::tempdir().unwrap();
+    let generated = tmp.path().join("gen");
+    generate(&generated, bytes);
+    let logs = tmp.path().join("logs");
+    let lake = tmp.path().join("lake");
+    let cfg = config(tmp.path(), &logs, &lake, extra);
+    let writer = Writer::new(&generated, &logs, seed);
+    let span = writer.times();
+    Growing {
+        tmp,
+        logs,
+        lake,
+        cfg,
+        writer,
+        span,
+    }
+}
+
 /// The ISO time `k` steps of `n` from `lo` to `hi` (both `…Z` strings of one format).
 fn between(lo: &str, hi: &str, k: usize, n: usize) -> String {
     let parse = |s: &str| {
@@ -262,14 +293,14 @@ fn between(lo: &str, hi: &str, k: usize, n: usize) -> String {
 
 #[test]
 fn killed_at_random_moments_while_its_folder_grows_the_agent_ends_like_one_ingest() {
-    let tmp = tempfile::tempdir().unwrap();
-    let generated = tmp.path().join("gen");
-    generate(&generated, "6M");
-    let logs = tmp.path().join("logs");
-    let lake = tmp.path().join("lake");
-    let cfg = config(tmp.path(), &logs, &lake, "");
-    let mut writer = Writer::new(&generated, &logs, 11);
-    let (lo, hi) = writer.times();
+    let Growing {
+        tmp,
+        logs,
+        lake,
+        cfg,
+        mut writer,
+        span: (lo, hi),
+    } = growing("6M", 11, "");
     let mut rng = StdRng::seed_from_u64(20261201);
     let rounds = 80;
     let mut agent = start(&cfg);
@@ -301,19 +332,19 @@ fn killed_at_random_moments_while_its_folder_grows_the_agent_ends_like_one_inges
     run_until_idle(&cfg);
     let reference = tmp.path().join("reference");
     ingest(&logs, &reference);
-    assert_same(&lake, &reference, &[], "after {kills} kills");
+    assert_same(&lake, &reference, &[], &format!("after {kills} kills"));
 }
 
 #[test]
 fn a_folder_that_grows_in_appends_with_half_lines_is_read_whole_and_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let generated = tmp.path().join("gen");
-    generate(&generated, "3M");
-    let logs = tmp.path().join("logs");
-    let lake = tmp.path().join("lake");
-    let cfg = config(tmp.path(), &logs, &lake, "");
-    let mut writer = Writer::new(&generated, &logs, 3);
-    let (lo, hi) = writer.times();
+    let Growing {
+        tmp,
+        logs,
+        lake,
+        cfg,
+        mut writer,
+        span: (lo, hi),
+    } = growing("3M", 3, "");
     let mut agent = start(&cfg);
     for k in 1..=40 {
         writer.write_until(&between(&lo, &hi, k, 40));
@@ -510,14 +541,14 @@ fn a_file_truncated_and_rewritten_is_read_again_and_reported() {
 
 #[test]
 fn read_from_end_skips_what_is_there_at_the_first_start_and_reads_what_comes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let generated = tmp.path().join("gen");
-    generate(&generated, "1M");
-    let logs = tmp.path().join("logs");
-    let lake = tmp.path().join("lake");
-    let cfg = config(tmp.path(), &logs, &lake, "read_from = \"end\"\n");
-    let mut writer = Writer::new(&generated, &logs, 5);
-    let (lo, hi) = writer.times();
+    let Growing {
+        tmp,
+        logs,
+        lake,
+        cfg,
+        mut writer,
+        span: (lo, hi),
+    } = growing("1M", 5, "read_from = \"end\"\n");
     writer.write_until(&between(&lo, &hi, 1, 2));
     run_until_idle(&cfg);
     let before = diff(&lake, &lake, &[]);
