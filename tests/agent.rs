@@ -813,6 +813,8 @@ fn the_metrics_endpoint_speaks_prometheus_text() {
         "input_bytes_total",
         "queue_depth",
         "bytes_behind",
+        "file_bytes_behind",
+        "rows_decoded_total",
         "checkpoint_age_seconds",
         "open_sessions",
     ] {

@@ -22,6 +22,7 @@ pub(crate) struct Metrics {
     pub sink_errors: AtomicU64,
     pub checkpoints_saved: AtomicU64,
     rows: Mutex<BTreeMap<String, u64>>,
+    rows_decoded: Mutex<BTreeMap<String, u64>>,
     gauges: Mutex<Gauges>,
     started: Instant,
 }
@@ -31,6 +32,8 @@ pub(crate) struct Metrics {
 pub(crate) struct Gauges {
     /// Bytes between each tailed file's read position and its end, summed.
     pub bytes_behind: u64,
+    /// The same per file being read.
+    pub file_bytes_behind: Vec<(String, u64)>,
     /// Files being read.
     pub files_open: u64,
     /// Writes queued per lane (the sink side's backlog).
@@ -52,22 +55,20 @@ impl Metrics {
             sink_errors: AtomicU64::new(0),
             checkpoints_saved: AtomicU64::new(0),
             rows: Mutex::new(BTreeMap::new()),
+            rows_decoded: Mutex::new(BTreeMap::new()),
             gauges: Mutex::new(Gauges::default()),
             started: Instant::now(),
         }
     }
 
+    /// Rows a sink lane took, per table.
     pub(crate) fn rows_out(&self, table: &str, n: u64) {
-        let mut rows = self
-            .rows
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match rows.get_mut(table) {
-            Some(v) => *v += n,
-            None => {
-                rows.insert(table.to_string(), n);
-            }
-        }
+        add(&self.rows, table, n);
+    }
+
+    /// Rows decoded and correlated, per table (sessions closed included), before the sinks.
+    pub(crate) fn rows_in(&self, table: &str, n: u64) {
+        add(&self.rows_decoded, table, n);
     }
 
     pub(crate) fn rows(&self) -> BTreeMap<String, u64> {
@@ -157,6 +158,19 @@ impl Metrics {
             "Rows handed to the sinks, per table (rejects included).",
             &rows,
         );
+        let decoded: Vec<(String, f64)> = self
+            .rows_decoded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(t, n)| (format!("{{table=\"{t}\"}}"), *n as f64))
+            .collect();
+        metric(
+            "rows_decoded_total",
+            "counter",
+            "Rows made by decoding and correlation, per table, before the sink queues.",
+            &decoded,
+        );
         let g = self.gauges();
         let depth: Vec<(String, f64)> = g
             .queue_depth
@@ -169,6 +183,17 @@ impl Metrics {
             "gauge",
             "Writes waiting for the sinks, per lane.",
             &depth,
+        );
+        let per_file: Vec<(String, f64)> = g
+            .file_bytes_behind
+            .iter()
+            .map(|(f, b)| (format!("{{file=\"{}\"}}", label(f)), *b as f64))
+            .collect();
+        metric(
+            "file_bytes_behind",
+            "gauge",
+            "Bytes between the read position and the end, per file being read.",
+            &per_file,
         );
         let gauges: [(&str, &str, f64); 6] = [
             (
@@ -203,6 +228,33 @@ impl Metrics {
         }
         s
     }
+}
+
+fn add(map: &Mutex<BTreeMap<String, u64>>, key: &str, n: u64) {
+    let mut map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match map.get_mut(key) {
+        Some(v) => *v += n,
+        None => {
+            map.insert(key.to_string(), n);
+        }
+    }
+}
+
+/// A label value as the exposition format writes it: `\`, `"` and line ends escaped (Windows
+/// paths are full of backslashes).
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str(r"\\"),
+            '"' => out.push_str(r#"\""#),
+            '\n' => out.push_str(r"\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Serves `GET /metrics` until the task is dropped.
@@ -249,7 +301,11 @@ mod tests {
         m.rows_out("smtp_protocol", 5);
         m.rows_out("smtp_protocol", 2);
         m.bytes_in.fetch_add(100, Ordering::Relaxed);
-        m.set_gauges(|g| g.queue_depth = vec![3, 0]);
+        m.set_gauges(|g| {
+            g.queue_depth = vec![3, 0];
+            g.file_bytes_behind = vec![(r"D:\Logs\RECV1.LOG".into(), 42)];
+        });
+        m.rows_in("smtp_sessions", 4);
         let text = m.render();
         assert!(
             text.contains("mailflow_rows_out_total{table=\"smtp_protocol\"} 7\n"),
@@ -259,6 +315,11 @@ mod tests {
             "# TYPE mailflow_input_bytes_total counter\nmailflow_input_bytes_total 100\n"
         ));
         assert!(text.contains("mailflow_queue_depth{lane=\"0\"} 3\n"));
+        assert!(
+            text.contains(r#"mailflow_file_bytes_behind{file="D:\\Logs\\RECV1.LOG"} 42"#),
+            "{text}"
+        );
+        assert!(text.contains("mailflow_rows_decoded_total{table=\"smtp_sessions\"} 4\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (name, value) = line.rsplit_once(' ').expect("name value");
             assert!(name.starts_with("mailflow_"), "{line}");

@@ -1129,6 +1129,9 @@ impl Agent {
             return;
         };
         self.metrics.bytes_in.fetch_add(outcome.bytes, Relaxed);
+        for (table, n) in &outcome.rows {
+            self.metrics.rows_in(table, *n);
+        }
         for (code, n) in outcome.diagnoses {
             *self.summary.diagnoses.entry(code).or_default() += n;
         }
@@ -1236,12 +1239,18 @@ impl Agent {
     }
 
     fn update_gauges(&self, last_save: Instant) {
-        let behind: u64 = self
+        let per_file: Vec<(String, u64)> = self
             .slots
             .iter()
             .filter_map(|s| s.current.as_ref())
-            .map(|c| c.seen.saturating_sub(c.fed))
-            .sum();
+            .map(|c| {
+                (
+                    c.path.to_string_lossy().into_owned(),
+                    c.seen.saturating_sub(c.fed),
+                )
+            })
+            .collect();
+        let behind = per_file.iter().map(|(_, b)| b).sum();
         let open_sessions: u64 = self
             .slots
             .iter()
@@ -1256,6 +1265,7 @@ impl Agent {
         let files_open = self.slots.iter().filter(|s| s.current.is_some()).count() as u64;
         self.metrics.set_gauges(|g| {
             g.bytes_behind = behind;
+            g.file_bytes_behind = per_file;
             g.open_sessions = open_sessions;
             g.queue_depth = depth;
             g.files_open = files_open;
