@@ -605,6 +605,110 @@ fn a_thousand_files_in_one_folder_are_each_read_once() {
     assert_eq!(diff(&lake, &lake, &[])["smtp_protocol"].0, 3000);
 }
 
+/// Options for an agent run in this process over `logs`, its lake and state under `dir`, to
+/// the end of what it finds.
+fn in_process(
+    logs: &Path,
+    dir: &Path,
+    wrap: Option<mailflow::agent::SinkWrapper>,
+) -> mailflow::agent::AgentOptions {
+    mailflow::agent::AgentOptions {
+        sources: vec![mailflow::config::Source::of_paths(
+            vec![logs.to_path_buf()],
+            None,
+        )],
+        lake: dir.join("lake"),
+        lake_options: mailflow_sinks::lake::LakeOptions::default(),
+        state_dir: dir.join("state"),
+        matcher: std::sync::Arc::new(
+            mailflow_enrich::Matcher::new(mailflow_enrich::Catalog::builtin()).unwrap(),
+        ),
+        threads: 2,
+        batch_size: 2048,
+        max_line_bytes: mailflow_parser::DEFAULT_MAX_LINE_BYTES,
+        poll_interval: Duration::from_millis(50),
+        checkpoint_interval: Duration::from_millis(200),
+        shutdown_timeout: Duration::from_secs(30),
+        read_from: mailflow::config::ReadFrom::Beginning,
+        metrics_addr: None,
+        until_idle: true,
+        rotate_after: Duration::ZERO,
+        wrap_sink: wrap,
+    }
+}
+
+#[test]
+fn a_sink_that_fails_stops_the_agent_and_the_next_start_replays_exactly() {
+    use mailflow_sinks::sink::{Closed, Error, Sink};
+
+    /// Refuses its fifth write, as a cluster answering 403 or a full disk would.
+    #[derive(Debug)]
+    struct Refusing {
+        inner: Box<dyn Sink>,
+        writes: u64,
+    }
+    impl Sink for Refusing {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn write(
+            &mut self,
+            source: &mailflow_sinks::lake::Source<'_>,
+            batches: &[(&str, &arrow_array::RecordBatch)],
+        ) -> Result<(), Error> {
+            self.writes += 1;
+            if self.writes == 5 {
+                return Err(Error::Other {
+                    sink: "test".into(),
+                    reason: "refused by the test".into(),
+                });
+            }
+            self.inner.write(source, batches)
+        }
+        fn acked(&self) -> u64 {
+            self.inner.acked()
+        }
+        fn tick(&mut self) -> Result<(), Error> {
+            self.inner.tick()
+        }
+        fn flush(&mut self) -> Result<(), Error> {
+            self.inner.flush()
+        }
+        fn close(self: Box<Self>) -> Result<Closed, Error> {
+            self.inner.close()
+        }
+        fn abort(self: Box<Self>) {
+            self.inner.abort()
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    generate(&logs, "4M");
+    let wrap = mailflow::agent::SinkWrapper(std::sync::Arc::new(|inner| {
+        Box::new(Refusing { inner, writes: 0 }) as Box<dyn Sink>
+    }));
+    // Commits every write, so some of the run is durable before the refusal.
+    let mut opts = in_process(&logs, tmp.path(), Some(wrap));
+    opts.lake_options.max_file_age = Duration::ZERO;
+    let e = mailflow::agent::run(opts).unwrap_err();
+    let shown = format!("{e:#}");
+    assert!(
+        shown.contains("refused by the test") && shown.contains("replays from the checkpoints"),
+        "{shown}"
+    );
+    // The next start, with a sink that works, ends as one ingest of the same files.
+    mailflow::agent::run(in_process(&logs, tmp.path(), None)).unwrap();
+    let reference = tmp.path().join("reference");
+    ingest(&logs, &reference);
+    assert_same(
+        &tmp.path().join("lake"),
+        &reference,
+        &[],
+        "after a sink failure",
+    );
+}
+
 #[test]
 fn a_stalled_sink_stops_reading_and_reading_resumes_when_it_recovers() {
     use mailflow::agent::{AgentOptions, SinkWrapper};
@@ -679,24 +783,8 @@ fn a_stalled_sink_stops_reading_and_reading_resumes_when_it_recovers() {
         }))
     };
     let opts = AgentOptions {
-        sources: vec![mailflow::config::Source::of_paths(vec![logs.clone()], None)],
-        lake: tmp.path().join("lake"),
-        lake_options: mailflow_sinks::lake::LakeOptions::default(),
-        state_dir: tmp.path().join("state"),
-        matcher: Arc::new(
-            mailflow_enrich::Matcher::new(mailflow_enrich::Catalog::builtin()).unwrap(),
-        ),
-        threads: 2,
-        batch_size: mailflow_parser::DEFAULT_BATCH_SIZE,
-        max_line_bytes: mailflow_parser::DEFAULT_MAX_LINE_BYTES,
-        poll_interval: Duration::from_millis(50),
-        checkpoint_interval: Duration::from_millis(200),
-        shutdown_timeout: Duration::from_secs(30),
-        read_from: mailflow::config::ReadFrom::Beginning,
         metrics_addr: Some(port),
-        until_idle: true,
-        rotate_after: Duration::ZERO,
-        wrap_sink: Some(wrap),
+        ..in_process(&logs, tmp.path(), Some(wrap))
     };
     let rss_before = rss();
     let done = Arc::new(AtomicBool::new(false));

@@ -985,7 +985,7 @@ impl Agent {
         match closed {
             Ok(Ok((outputs, first_error))) => {
                 self.summary.outputs = outputs;
-                if let Some(e) = failure.or(first_error) {
+                if let Some(e) = first_error.or(failure) {
                     self.metrics
                         .sink_errors
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
