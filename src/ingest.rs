@@ -567,25 +567,6 @@ pub(crate) fn last_line_end(path: &Path, len: u64) -> std::io::Result<u64> {
     Ok(0)
 }
 
-/// The rows of `batch` at or after `from` (rows are in source order).
-fn rows_from(batch: RecordBatch, from: u64) -> (Option<RecordBatch>, u64) {
-    if from == 0 {
-        return (Some(batch), 0);
-    }
-    let Some(offsets) = batch.column_by_name("source_offset") else {
-        return (Some(batch), 0);
-    };
-    let values = offsets.as_primitive::<Int64Type>().values();
-    let from = i64::try_from(from).unwrap_or(i64::MAX);
-    let k = values.partition_point(|&o| o < from);
-    let n = batch.num_rows();
-    if k == n {
-        (None, n as u64)
-    } else {
-        (Some(batch.slice(k, n - k)), k as u64)
-    }
-}
-
 /// Runs an ingest. Rejects and skipped files are reported, not errors; an unreadable file or a
 /// failing output is.
 pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
@@ -1480,7 +1461,7 @@ fn write_flushed(
             }
             _ => {}
         }
-        let (kept, skipped) = rows_from(b, resume_from);
+        let (kept, skipped) = lake::rows_from(b, resume_from);
         *rows.entry(ALREADY).or_default() += skipped;
         if let Some(b) = kept {
             *rows.entry(d.table.name()).or_default() += b.num_rows() as u64;
@@ -1489,7 +1470,7 @@ fn write_flushed(
         }
     }
     if let Some(r) = flushed.rejects {
-        let (kept, skipped) = rows_from(r, resume_from);
+        let (kept, skipped) = lake::rows_from(r, resume_from);
         *rows.entry(ALREADY).or_default() += skipped;
         if let Some(b) = kept {
             *rows.entry(REJECTS).or_default() += b.num_rows() as u64;

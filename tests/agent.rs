@@ -637,57 +637,83 @@ fn in_process(
     }
 }
 
+/// A sink that runs a hook before each write (to stall or refuse it), then writes through.
+struct Hooked {
+    inner: Box<dyn mailflow_sinks::sink::Sink>,
+    before: Box<dyn FnMut() -> Result<(), mailflow_sinks::sink::Error> + Send>,
+}
+
+impl std::fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hooked")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl Hooked {
+    /// Wraps each sink the agent builds, with a hook of its own from `hook`.
+    fn wrap<H>(hook: impl Fn() -> H + Send + Sync + 'static) -> mailflow::agent::SinkWrapper
+    where
+        H: FnMut() -> Result<(), mailflow_sinks::sink::Error> + Send + 'static,
+    {
+        mailflow::agent::SinkWrapper(std::sync::Arc::new(move |inner| {
+            Box::new(Hooked {
+                inner,
+                before: Box::new(hook()),
+            }) as Box<dyn mailflow_sinks::sink::Sink>
+        }))
+    }
+}
+
+impl mailflow_sinks::sink::Sink for Hooked {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn write(
+        &mut self,
+        source: &mailflow_sinks::lake::Source<'_>,
+        batches: &[(&str, &arrow_array::RecordBatch)],
+    ) -> Result<(), mailflow_sinks::sink::Error> {
+        (self.before)()?;
+        self.inner.write(source, batches)
+    }
+    fn acked(&self) -> u64 {
+        self.inner.acked()
+    }
+    fn tick(&mut self) -> Result<(), mailflow_sinks::sink::Error> {
+        self.inner.tick()
+    }
+    fn flush(&mut self) -> Result<(), mailflow_sinks::sink::Error> {
+        self.inner.flush()
+    }
+    fn close(self: Box<Self>) -> Result<mailflow_sinks::sink::Closed, mailflow_sinks::sink::Error> {
+        self.inner.close()
+    }
+    fn abort(self: Box<Self>) {
+        self.inner.abort()
+    }
+}
+
 #[test]
 fn a_sink_that_fails_stops_the_agent_and_the_next_start_replays_exactly() {
-    use mailflow_sinks::sink::{Closed, Error, Sink};
-
-    /// Refuses its fifth write, as a cluster answering 403 or a full disk would.
-    #[derive(Debug)]
-    struct Refusing {
-        inner: Box<dyn Sink>,
-        writes: u64,
-    }
-    impl Sink for Refusing {
-        fn name(&self) -> &str {
-            self.inner.name()
-        }
-        fn write(
-            &mut self,
-            source: &mailflow_sinks::lake::Source<'_>,
-            batches: &[(&str, &arrow_array::RecordBatch)],
-        ) -> Result<(), Error> {
-            self.writes += 1;
-            if self.writes == 5 {
-                return Err(Error::Other {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    generate(&logs, "4M");
+    // Each lane's sink refuses its fifth write, as a cluster answering 403 or a full disk would.
+    let wrap = Hooked::wrap(|| {
+        let mut writes = 0;
+        move || {
+            writes += 1;
+            if writes == 5 {
+                return Err(mailflow_sinks::sink::Error::Other {
                     sink: "test".into(),
                     reason: "refused by the test".into(),
                 });
             }
-            self.inner.write(source, batches)
+            Ok(())
         }
-        fn acked(&self) -> u64 {
-            self.inner.acked()
-        }
-        fn tick(&mut self) -> Result<(), Error> {
-            self.inner.tick()
-        }
-        fn flush(&mut self) -> Result<(), Error> {
-            self.inner.flush()
-        }
-        fn close(self: Box<Self>) -> Result<Closed, Error> {
-            self.inner.close()
-        }
-        fn abort(self: Box<Self>) {
-            self.inner.abort()
-        }
-    }
-
-    let tmp = tempfile::tempdir().unwrap();
-    let logs = tmp.path().join("logs");
-    generate(&logs, "4M");
-    let wrap = mailflow::agent::SinkWrapper(std::sync::Arc::new(|inner| {
-        Box::new(Refusing { inner, writes: 0 }) as Box<dyn Sink>
-    }));
+    });
     // Commits every write, so some of the run is durable before the refusal.
     let mut opts = in_process(&logs, tmp.path(), Some(wrap));
     opts.lake_options.max_file_age = Duration::ZERO;
@@ -711,53 +737,9 @@ fn a_sink_that_fails_stops_the_agent_and_the_next_start_replays_exactly() {
 
 #[test]
 fn a_stalled_sink_stops_reading_and_reading_resumes_when_it_recovers() {
-    use mailflow::agent::{AgentOptions, SinkWrapper};
-    use mailflow_sinks::sink::Sink;
+    use mailflow::agent::AgentOptions;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
-
-    /// Blocks every write while `stalled` is set.
-    #[derive(Debug)]
-    struct Stalling {
-        inner: Box<dyn Sink>,
-        gate: Arc<(Mutex<bool>, Condvar)>,
-        writes: Arc<AtomicU64>,
-    }
-    impl Sink for Stalling {
-        fn name(&self) -> &str {
-            self.inner.name()
-        }
-        fn write(
-            &mut self,
-            source: &mailflow_sinks::lake::Source<'_>,
-            batches: &[(&str, &arrow_array::RecordBatch)],
-        ) -> Result<(), mailflow_sinks::sink::Error> {
-            let (lock, cv) = &*self.gate;
-            let mut stalled = lock.lock().unwrap();
-            while *stalled {
-                stalled = cv.wait(stalled).unwrap();
-            }
-            self.writes.fetch_add(1, Ordering::SeqCst);
-            self.inner.write(source, batches)
-        }
-        fn acked(&self) -> u64 {
-            self.inner.acked()
-        }
-        fn tick(&mut self) -> Result<(), mailflow_sinks::sink::Error> {
-            self.inner.tick()
-        }
-        fn flush(&mut self) -> Result<(), mailflow_sinks::sink::Error> {
-            self.inner.flush()
-        }
-        fn close(
-            self: Box<Self>,
-        ) -> Result<mailflow_sinks::sink::Closed, mailflow_sinks::sink::Error> {
-            self.inner.close()
-        }
-        fn abort(self: Box<Self>) {
-            self.inner.abort()
-        }
-    }
 
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path().join("logs");
@@ -772,15 +754,21 @@ fn a_stalled_sink_stops_reading_and_reading_resumes_when_it_recovers() {
         .unwrap()
         .local_addr()
         .unwrap();
+    // Every write blocks while the gate is shut.
     let wrap = {
         let (gate, writes) = (Arc::clone(&gate), Arc::clone(&writes));
-        SinkWrapper(Arc::new(move |inner| {
-            Box::new(Stalling {
-                inner,
-                gate: Arc::clone(&gate),
-                writes: Arc::clone(&writes),
-            }) as Box<dyn Sink>
-        }))
+        Hooked::wrap(move || {
+            let (gate, writes) = (Arc::clone(&gate), Arc::clone(&writes));
+            move || {
+                let (lock, cv) = &*gate;
+                let mut stalled = lock.lock().unwrap();
+                while *stalled {
+                    stalled = cv.wait(stalled).unwrap();
+                }
+                writes.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
     };
     let opts = AgentOptions {
         metrics_addr: Some(port),

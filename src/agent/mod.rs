@@ -282,7 +282,6 @@ struct Found {
 
 struct Agent {
     opts: AgentOptions,
-    host: String,
     ctx: Arc<Ctx>,
     metrics: Arc<Metrics>,
     keeper: Arc<Mutex<Keeper>>,
@@ -351,15 +350,13 @@ impl Agent {
             *end = (*end).max(e.durable);
         }
         let matcher = Arc::clone(&opts.matcher);
-        let host = host_name();
         let mut agent = Agent {
             ctx: Arc::new(Ctx {
                 matcher,
                 batch_size: opts.batch_size,
                 max_line_bytes: opts.max_line_bytes,
-                host: host.clone(),
+                host: host_name(),
             }),
-            host,
             metrics: Arc::new(Metrics::new()),
             keeper: Arc::new(Mutex::new(Keeper::default())),
             finished_by_ingest: crate::checkpoint::Checkpoints::load(root)?,
@@ -659,7 +656,7 @@ impl Agent {
         let server = self.opts.sources[source].server.clone().or(server);
         let filed_under = DecoderBuilder::new(path.to_string_lossy())
             .with_server(server.clone())
-            .with_default_server(&self.host)
+            .with_default_server(&self.ctx.host)
             .server();
         let Some(fp) = fingerprint(&filed_under, &head) else {
             self.known.insert(path, Known::Pending { len });

@@ -104,8 +104,6 @@ pub(crate) struct Outcome {
     pub diagnoses: BTreeMap<String, u64>,
     /// The file was closed: finished, truncated or unreadable (with why, for the latter two).
     pub closed: Option<Closed>,
-    /// The step read nothing new.
-    pub idle: bool,
 }
 
 #[derive(Debug)]
@@ -237,14 +235,13 @@ impl SeriesState {
     /// of the file, which is then closed).
     fn read(&mut self, finish: bool, ctx: &Ctx, mut out: Outcome) -> Outcome {
         let Some(tail) = self.tail.as_mut() else {
-            out.idle = true;
             return out;
         };
         let len = match tail.file.metadata() {
             Ok(m) => m.len(),
             Err(e) => {
                 out.closed = Some(Closed::Failed(e.to_string()));
-                self.close(&mut out);
+                self.close();
                 return out;
             }
         };
@@ -254,19 +251,18 @@ impl SeriesState {
             if let Err(e) = self.flush_pending(ctx, &mut out, false) {
                 out.closed = Some(Closed::Failed(format!("{e:#}")));
             }
-            self.close(&mut out);
+            self.close();
             return out;
         }
         let result = self.read_bytes(len, finish, ctx, &mut out);
         if let Err(e) = result {
             out.closed = Some(Closed::Failed(format!("{e:#}")));
-            self.close(&mut out);
+            self.close();
             return out;
         }
-        out.idle = out.bytes == 0 && !finish;
         if finish {
             out.closed = Some(Closed::Finished);
-            self.close(&mut out);
+            self.close();
         }
         out
     }
@@ -438,8 +434,7 @@ impl SeriesState {
 
     /// Closes the file being read: its learned sizes go to the next; it stays among the recent
     /// files while sessions need its lines.
-    fn close(&mut self, out: &mut Outcome) {
-        let _ = out;
+    fn close(&mut self) {
         if let Some(mut t) = self.tail.take() {
             self.sizes = t.decoder.take_sizes();
             self.recent.push((t.fingerprint, t.name, t.fed));

@@ -50,7 +50,7 @@ pub use clear::{Cleared, clear, ensure_clearable};
 use journal::{Journal, WriterLock};
 pub use journal::{LakeLock, Recovery};
 use partition::PartitionKey;
-pub use resume::{Identity, Resume};
+pub use resume::{Identity, Resume, rows_from};
 
 use crate::parquet::{Committed, Finished, ParquetFile, ParquetOptions, io_error};
 

@@ -121,19 +121,30 @@ impl Resume {
             let dropped = (n - kept.num_rows()) as u64;
             return Ok(((kept.num_rows() > 0).then_some(kept), dropped));
         }
-        let Some(&end) = self.ends.get(source.fingerprint) else {
-            return Ok((Some(batch.clone()), 0));
-        };
-        let Some(offsets) = batch
-            .column_by_name("source_offset")
-            .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        else {
-            return Ok((Some(batch.clone()), 0));
-        };
-        // Rows are in source order: the held ones come first.
-        let end = i64::try_from(end).unwrap_or(i64::MAX);
-        let k = offsets.values().partition_point(|&o| o < end);
-        Ok(((k < n).then(|| batch.slice(k, n - k)), k as u64))
+        let end = self.ends.get(source.fingerprint).copied().unwrap_or(0);
+        Ok(rows_from(batch.clone(), end))
+    }
+}
+
+/// The rows of `batch` at or after source offset `from`, and how many came before it (rows
+/// are in source order, so those are a prefix). A batch without `source_offset` is kept whole.
+pub fn rows_from(batch: RecordBatch, from: u64) -> (Option<RecordBatch>, u64) {
+    if from == 0 {
+        return (Some(batch), 0);
+    }
+    let Some(offsets) = batch
+        .column_by_name("source_offset")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+    else {
+        return (Some(batch), 0);
+    };
+    let from = i64::try_from(from).unwrap_or(i64::MAX);
+    let k = offsets.values().partition_point(|&o| o < from);
+    let n = batch.num_rows();
+    if k == n {
+        (None, n as u64)
+    } else {
+        (Some(batch.slice(k, n - k)), k as u64)
     }
 }
 
