@@ -319,6 +319,133 @@ pub enum SinkConfig {
         #[serde(default, deserialize_with = "duration")]
         max_file_age: Option<Duration>,
     },
+    /// An Elasticsearch (or OpenSearch) cluster, through the bulk API.
+    Elasticsearch(Box<EsSinkConfig>),
+}
+
+/// `type = "elasticsearch"`: where the cluster is, how to prove who we are, and how requests
+/// are batched and retried. Every key but `url` has a default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EsSinkConfig {
+    /// The cluster's address, e.g. `https://es01.contoso.com:9200` (no credentials in it).
+    pub url: String,
+    /// The data streams' namespace: `logs-exchange.<table>-<namespace>` (default `default`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Basic authentication: the user …
+    #[serde(default)]
+    pub user: Option<String>,
+    /// … and its password (write `${ES_PASSWORD}`: the environment's, never the file's).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// An API key, as Elasticsearch returns it in `encoded` (instead of user and password).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// A PEM file of certificate authorities to trust besides the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Verify the cluster's certificate (default true; false only for a test cluster).
+    #[serde(default)]
+    pub verify_certificates: Option<bool>,
+    /// Send a request once its body reaches this size before compression (default `5M`).
+    #[serde(default)]
+    pub max_bytes: Option<String>,
+    /// … or it holds this many documents (default 10000).
+    #[serde(default)]
+    pub max_events: Option<usize>,
+    /// … or its first document has waited this long (default `1s`).
+    #[serde(default, deserialize_with = "duration")]
+    pub max_age: Option<Duration>,
+    /// Requests in flight at once (default 2).
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// The first retry's delay, doubled at each retry (default `250ms`).
+    #[serde(default, deserialize_with = "duration")]
+    pub retry_initial: Option<Duration>,
+    /// The longest delay between retries (default `30s`).
+    #[serde(default, deserialize_with = "duration")]
+    pub retry_max: Option<Duration>,
+    /// Give up (and stop the run, unacknowledged) after this many retries of one request
+    /// (default: never; a cluster that is down stalls reading until it is back).
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// One request's timeout (default `90s`).
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+    /// gzip request bodies (default true).
+    #[serde(default)]
+    pub compression: Option<bool>,
+    /// Where documents the cluster refuses for good go, one JSON object a line with the
+    /// cluster's reason (default `elasticsearch-dead-letter.ndjson` in the agent's state folder,
+    /// or in the lake's `_dead_letter` folder for `ingest`).
+    #[serde(default)]
+    pub dead_letter: Option<PathBuf>,
+}
+
+impl EsSinkConfig {
+    /// A sink for the cluster at `url`, with credentials from the environment:
+    /// `MAILFLOW_ES_API_KEY`, or `MAILFLOW_ES_USER` and `MAILFLOW_ES_PASSWORD` (the command
+    /// line's `--elasticsearch`, where a secret in an argument would show in `ps`).
+    pub fn from_url(url: &str, namespace: Option<String>) -> Self {
+        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+        EsSinkConfig {
+            url: url.to_string(),
+            namespace,
+            user: var("MAILFLOW_ES_USER"),
+            password: var("MAILFLOW_ES_PASSWORD"),
+            api_key: var("MAILFLOW_ES_API_KEY"),
+            ..EsSinkConfig::default()
+        }
+    }
+
+    /// The sink's settings, defaults filled in; `dead_letter` is the default dead letter.
+    pub fn sink_config(
+        &self,
+        name: &str,
+        dead_letter: PathBuf,
+    ) -> Result<mailflow_sinks::es::EsConfig> {
+        use mailflow_sinks::es::{Auth, EsConfig, Secret};
+        let mut c = EsConfig::new(
+            name,
+            &self.url,
+            self.dead_letter.clone().unwrap_or(dead_letter),
+        );
+        if let Some(ns) = &self.namespace {
+            c.namespace = ns.clone();
+        }
+        c.auth = match (&self.user, &self.password, &self.api_key) {
+            (None, None, None) => None,
+            (Some(user), Some(password), None) => Some(Auth::Basic {
+                user: user.clone(),
+                password: Secret::new(password.clone()),
+            }),
+            (None, None, Some(key)) => Some(Auth::ApiKey(Secret::new(key.clone()))),
+            (Some(_), None, None) => bail!("sinks.{name}.password: a user needs its password"),
+            (None, Some(_), None) => bail!("sinks.{name}.user: a password needs its user"),
+            _ => bail!("sinks.{name}.api_key: give an api_key or a user and password, not both"),
+        };
+        c.ca_file = self.ca_file.clone();
+        c.verify_certificates = self.verify_certificates.unwrap_or(true);
+        if let Some(size) = &self.max_bytes {
+            let bytes =
+                parse_size(size).map_err(|e| anyhow::anyhow!("sinks.{name}.max_bytes: {e}"))?;
+            c.max_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        }
+        c.max_events = self.max_events.unwrap_or(c.max_events);
+        c.max_age = self.max_age.unwrap_or(c.max_age);
+        c.concurrency = self.concurrency.unwrap_or(c.concurrency);
+        c.retry_initial = self.retry_initial.unwrap_or(c.retry_initial);
+        c.retry_max = self.retry_max.unwrap_or(c.retry_max);
+        c.max_retries = self.max_retries;
+        c.timeout = self.timeout.unwrap_or(c.timeout);
+        c.compression = self.compression.unwrap_or(true);
+        c.fields = std::sync::Arc::new(crate::es::field_names());
+        c.identities = std::sync::Arc::new(crate::es::identities());
+        c.validate()
+            .map_err(|e| anyhow::anyhow!("sinks.{name}: {e}"))?;
+        Ok(c)
+    }
 }
 
 impl SinkConfig {
@@ -330,7 +457,10 @@ impl SinkConfig {
             max_file_size,
             max_file_rows,
             max_file_age,
-        } = self;
+        } = self
+        else {
+            bail!("not a parquet sink");
+        };
         let d = mailflow_sinks::lake::LakeOptions::default();
         let size = max_file_size
             .as_deref()
@@ -617,6 +747,9 @@ impl Config {
                         bail!("sinks.{name}.max_file_rows: a file holds at least one row");
                     }
                 }
+                SinkConfig::Elasticsearch(es) => {
+                    es.sink_config(name, PathBuf::new())?;
+                }
             }
         }
         Ok(())
@@ -682,6 +815,20 @@ impl Config {
         }
     }
 
+    /// The Elasticsearch sinks' settings, `dead_letter(name)` their default dead letters.
+    pub fn elasticsearch(
+        &self,
+        dead_letter: impl Fn(&str) -> PathBuf,
+    ) -> Result<Vec<mailflow_sinks::es::EsConfig>> {
+        self.sinks
+            .iter()
+            .filter_map(|(name, s)| match s {
+                SinkConfig::Elasticsearch(es) => Some(es.sink_config(name, dead_letter(name))),
+                SinkConfig::Parquet { .. } => None,
+            })
+            .collect()
+    }
+
     /// What the configuration resolves to, for a person: sources with their folders (and
     /// whether each exists here), then sinks.
     pub fn describe(&self) -> Result<String> {
@@ -701,6 +848,9 @@ impl Config {
             match sink {
                 SinkConfig::Parquet { path, .. } => {
                     let _ = writeln!(s, "sinks.{name}: parquet lake at {}", path.display());
+                }
+                SinkConfig::Elasticsearch(es) => {
+                    let _ = writeln!(s, "sinks.{name}: elasticsearch at {}", es.url);
                 }
             }
         }

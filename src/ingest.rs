@@ -40,8 +40,9 @@ use mailflow_parser::{
     BatchSizes, DecoderBuilder, DecoderStats, Flushed, LogReader, Sniffed, Table, server_from_head,
     sniff,
 };
+use mailflow_sinks::es::EsConfig;
 use mailflow_sinks::lake::{self, LakeOptions, Source};
-use mailflow_sinks::sink::{LakeSinkConfig, Sink};
+use mailflow_sinks::sink::{Closed, FanOut, LakeSinkConfig, Shared, Sink};
 use serde::Serialize;
 
 use crate::config::Source as Input;
@@ -69,6 +70,8 @@ pub struct IngestOptions {
     pub progress: bool,
     /// Empty the lake's tables first instead of adding to them.
     pub overwrite: bool,
+    /// Elasticsearch clusters every row goes to as well (the lake's commits wait for them).
+    pub elasticsearch: Vec<EsConfig>,
 }
 
 /// The closing summary of a run.
@@ -95,6 +98,8 @@ pub struct Summary {
     pub failed: Vec<Skipped>,
     /// Parquet files committed.
     pub outputs: Vec<PathBuf>,
+    /// What other sinks counted (`<sink>.stored`, `.duplicates`, `.dead_lettered`…).
+    pub delivered: BTreeMap<String, u64>,
     /// What the lake already held: files skipped whole, and lines not written again.
     pub already_in_lake: AlreadyInLake,
     /// What was left for a later run because it is still being written.
@@ -153,6 +158,14 @@ pub struct Skipped {
 }
 
 impl Summary {
+    /// Adds what a writer left behind: its files, its counts.
+    fn take_closed(&mut self, closed: Closed) {
+        self.outputs.extend(closed.files);
+        for (k, v) in closed.counts {
+            *self.delivered.entry(k).or_default() += v;
+        }
+    }
+
     /// Throughput in MB/s (10^6 bytes).
     pub fn mb_per_sec(&self) -> f64 {
         if self.seconds > 0.0 {
@@ -214,6 +227,7 @@ impl Summary {
         for (table, rows) in &self.rows {
             s += &format!("  {table:<20} {rows:>12} rows\n");
         }
+        s += &render_delivered(&self.delivered);
         s += &format!("  {:<20} {:>12} lines", "rejects", self.rejects);
         if self.rejects > 0 {
             s += "  (raw line, file, offset and reason under rejects/)";
@@ -723,12 +737,13 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let message_thread = {
         let (root, mut options) = (opts.parquet.clone(), opts.lake_options.clone());
         let held = Arc::clone(&derived);
+        let es = opts.elasticsearch.clone();
         options.schema_version = SCHEMA_VERSION;
         // One row per message is a small table; its writer gets a small share of memory.
         options.memory_budget = (options.memory_budget / 4).max(1 << 20);
         std::thread::Builder::new()
             .name("messages".into())
-            .spawn(move || correlate_messages(&msg_rx, &root, options, &held))
+            .spawn(move || correlate_messages(&msg_rx, &root, options, &held, &es))
             .context("starting the message correlation thread")?
     };
     for (stream, start) in starts {
@@ -748,10 +763,10 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                 Arc::clone(&board),
                 Arc::clone(&derived),
             );
-            std::thread::spawn(move || -> Result<Vec<PathBuf>> {
+            std::thread::spawn(move || -> Result<Closed> {
                 let mut options = opts.lake_options.clone();
                 options.schema_version = SCHEMA_VERSION;
-                let mut writer = lake_sink(&opts.parquet, options)
+                let mut writer = sinks(&opts.parquet, options, &opts.elasticsearch)
                     .with_context(|| format!("starting lake writer {k}"))?;
                 match worker(
                     (&board, k),
@@ -761,7 +776,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     &host,
                     (writer.as_mut(), &derived),
                 ) {
-                    Ok(()) => Ok(writer.close()?.files),
+                    Ok(()) => Ok(writer.close()?),
                     Err(e) => {
                         writer.abort();
                         Err(e)
@@ -777,7 +792,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let mut first_error = None;
     for w in workers {
         match w.join() {
-            Ok(Ok(mut paths)) => summary.outputs.append(&mut paths),
+            Ok(Ok(closed)) => summary.take_closed(closed),
             Ok(Err(e)) => first_error = first_error.or(Some(e)),
             Err(_) => {
                 first_error = first_error.or(Some(anyhow::anyhow!("a parse worker panicked")))
@@ -785,8 +800,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         }
     }
     match message_thread.join() {
-        Ok(Ok((paths, n))) => {
-            summary.outputs.extend(paths);
+        Ok(Ok((closed, n))) => {
+            summary.take_closed(closed);
             if n > 0 {
                 *summary.rows.entry(messages::TABLE.to_string()).or_default() += n;
             }
@@ -910,15 +925,56 @@ impl DerivedKeys {
     }
 }
 
-/// A lake writer behind the sink contract.
-fn lake_sink(root: &Path, options: LakeOptions) -> Result<Box<dyn Sink>> {
+/// A lake writer behind the sink contract, with the Elasticsearch sinks beside it.
+///
+/// A rerun of ingest skips what the lake holds, so the lake may hold nothing a cluster has
+/// not stored: its commits wait for every cluster's flush (see `LakeWriter::set_barrier`).
+/// Then a kill loses nothing (what the lake did not commit is read again, and the clusters
+/// answer 409 for what they hold) and duplicates nothing (document ids are the lineage).
+fn sinks(root: &Path, options: LakeOptions, es: &[EsConfig]) -> Result<Box<dyn Sink>> {
     let config = LakeSinkConfig {
         name: "lake".into(),
         root: root.to_path_buf(),
         options,
         resume: None,
     };
-    Ok(Box::new(config.build()?))
+    let mut lake = config.build()?;
+    if es.is_empty() {
+        return Ok(Box::new(lake));
+    }
+    let clusters: Vec<Shared> = es
+        .iter()
+        .map(|c| Ok(Shared::new(Box::new(c.build()?))))
+        .collect::<Result<_>>()?;
+    let mut barriers: Vec<_> = clusters.iter().map(Shared::barrier).collect();
+    lake.set_barrier(Box::new(move || barriers.iter_mut().try_for_each(|b| b())));
+    // The lake first: closing it commits (after the barrier), and frees the clusters.
+    let mut all: Vec<Box<dyn Sink>> = vec![Box::new(lake)];
+    all.extend(clusters.into_iter().map(|c| Box::new(c) as Box<dyn Sink>));
+    Ok(Box::new(FanOut::new(all)))
+}
+
+/// What other sinks than the lake counted, for the closing summary.
+pub(crate) fn render_delivered(delivered: &BTreeMap<String, u64>) -> String {
+    let mut s = String::new();
+    let mut sinks: Vec<&str> = delivered
+        .keys()
+        .filter_map(|k| k.rsplit_once('.').map(|(sink, _)| sink))
+        .collect();
+    sinks.dedup();
+    for sink in sinks {
+        let get = |c: &str| delivered.get(&format!("{sink}.{c}")).copied().unwrap_or(0);
+        s += &format!(
+            "  {sink}: {} documents stored, {} held already, {} dead-lettered; {} requests, {} retries, {:.1} MB sent\n",
+            get("stored"),
+            get("duplicates"),
+            get("dead_lettered"),
+            get("requests"),
+            get("retries"),
+            get("bytes_sent") as f64 / 1e6,
+        );
+    }
+    s
 }
 
 /// Where a worker sends its tracking batches: the message correlation thread, with the way
@@ -961,8 +1017,9 @@ fn correlate_messages(
     root: &Path,
     options: LakeOptions,
     derived: &DerivedKeys,
-) -> Result<(Vec<PathBuf>, u64)> {
-    let mut writer = lake_sink(root, options).context("starting the messages writer")?;
+    es: &[EsConfig],
+) -> Result<(Closed, u64)> {
+    let mut writer = sinks(root, options, es).context("starting the messages writer")?;
     let mut correlator = MessageCorrelator::new(MESSAGE_IDLE);
     let mut rows = 0u64;
     let mut last: Option<(String, String)> = None;
@@ -1013,7 +1070,7 @@ fn correlate_messages(
         Ok(())
     })();
     match result {
-        Ok(()) => Ok((writer.close()?.files, rows)),
+        Ok(()) => Ok((writer.close()?, rows)),
         Err(e) => {
             writer.abort();
             Err(e)

@@ -2,8 +2,8 @@
 //!
 //! The runtime and command line of mailflow: Exchange transport logs in, typed and diagnosed
 //! tables out. The parsing lives in `mailflow-parser`, diagnosis in `mailflow-enrich`, outputs in
-//! `mailflow-sinks`; this crate wires them into commands (`ingest`, `diagnose`, `compact`,
-//! `schema`, `generate`).
+//! `mailflow-sinks`; this crate wires them into commands (`ingest`, `run`, `diagnose`,
+//! `compact`, `schema`, `es setup`, `generate`).
 
 #![forbid(unsafe_code)]
 
@@ -11,6 +11,7 @@ pub mod agent;
 pub mod checkpoint;
 pub mod config;
 pub mod diagnose;
+pub mod es;
 pub mod generate;
 pub mod ingest;
 pub mod plan;

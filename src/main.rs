@@ -100,6 +100,12 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Elasticsearch: `setup` installs the index and component templates of every table's
+    /// data stream (logs-exchange.<table>-<namespace>), idempotently.
+    Es {
+        #[command(subcommand)]
+        command: EsCommand,
+    },
     /// Write seeded, realistic Exchange logs for benchmarks and load tests.
     Generate {
         /// Which logs.
@@ -121,6 +127,74 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum EsCommand {
+    /// Install (or update) the templates: a component template of explicit mappings per
+    /// table, one of settings (the ILM policy), and an index template per table that makes
+    /// logs-exchange.<table>-* a data stream. Running it again changes nothing.
+    Setup(EsSetupArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct EsSetupArgs {
+    /// The cluster (credentials from MAILFLOW_ES_API_KEY, or MAILFLOW_ES_USER and
+    /// MAILFLOW_ES_PASSWORD).
+    #[arg(long, value_name = "URL", required_unless_present_any = ["config", "dry_run"])]
+    url: Option<String>,
+    /// Or a mailflow.toml: its elasticsearch sink's cluster, credentials and TLS settings.
+    #[arg(long, conflicts_with = "url")]
+    config: Option<PathBuf>,
+    /// The sink to set up when the config has more than one.
+    #[arg(long, requires = "config")]
+    sink: Option<String>,
+    /// The ILM policy the indices follow (`none` for the cluster's default lifecycle).
+    #[arg(long, default_value = "logs")]
+    ilm_policy: String,
+    /// Print the requests instead of sending them.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+impl EsSetupArgs {
+    fn run(&self) -> Result<String> {
+        let options = mailflow_sinks::es::setup::SetupOptions {
+            ilm_policy: (self.ilm_policy != "none").then(|| self.ilm_policy.clone()),
+            ..Default::default()
+        };
+        let config = match (&self.url, &self.config) {
+            (_, Some(path)) => {
+                let c = mailflow::config::load(path)?;
+                let all = c.elasticsearch(|_| PathBuf::new())?;
+                let mut chosen = all
+                    .into_iter()
+                    .filter(|e| self.sink.as_ref().is_none_or(|s| *s == e.name));
+                match (chosen.next(), chosen.next()) {
+                    (Some(e), None) => e,
+                    (None, _) => anyhow::bail!(
+                        "{}: no elasticsearch sink{}",
+                        path.display(),
+                        self.sink
+                            .as_ref()
+                            .map(|s| format!(" named {s}"))
+                            .unwrap_or_default()
+                    ),
+                    (Some(_), Some(_)) => anyhow::bail!(
+                        "{}: more than one elasticsearch sink: name one with --sink",
+                        path.display()
+                    ),
+                }
+            }
+            (Some(url), None) => mailflow::config::EsSinkConfig::from_url(url, None)
+                .sink_config("elasticsearch", PathBuf::new())
+                .map_err(|e| anyhow::anyhow!("--url: {e:#}"))?,
+            (None, None) => {
+                mailflow_sinks::es::EsConfig::new("dry-run", "http://localhost", PathBuf::new())
+            }
+        };
+        mailflow::es::run_setup(&config, &options, self.dry_run)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -155,11 +229,15 @@ impl RunArgs {
             (None, Some(addr)) => Some(addr.parse().context("agent.metrics_addr")?),
             (None, None) => None,
         };
+        let state_dir = config.state_dir(&self.config);
+        let elasticsearch =
+            config.elasticsearch(|name| state_dir.join(format!("{name}-dead-letter.ndjson")))?;
         Ok(mailflow::agent::AgentOptions {
+            elasticsearch,
             sources: config.resolve()?,
             lake,
             lake_options,
-            state_dir: config.state_dir(&self.config),
+            state_dir,
             matcher: std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
                 self.catalog.as_deref(),
             )?)?),
@@ -281,6 +359,15 @@ struct IngestArgs {
     /// Roll the lake's files once the oldest open one is this old (e.g. 30s; default 5m).
     #[arg(long, value_parser = parse_duration)]
     max_file_age: Option<std::time::Duration>,
+    /// Also send every row to this Elasticsearch cluster (e.g. https://es01:9200), into the
+    /// data streams `mailflow es setup` prepares. Credentials from the environment:
+    /// MAILFLOW_ES_API_KEY, or MAILFLOW_ES_USER and MAILFLOW_ES_PASSWORD; other settings in
+    /// a config's `[sinks.NAME]` of `type = "elasticsearch"`.
+    #[arg(long, value_name = "URL")]
+    elasticsearch: Option<String>,
+    /// The data streams' namespace for `--elasticsearch` (logs-exchange.<table>-<namespace>).
+    #[arg(long, default_value = "default", requires = "elasticsearch")]
+    es_namespace: String,
 }
 
 impl IngestArgs {
@@ -298,16 +385,33 @@ impl IngestArgs {
             }
             None => (None, LakeOptions::default()),
         };
+        let parquet = self
+            .parquet
+            .clone()
+            .or(lake_path)
+            .context("no lake: give --parquet DIR or a parquet sink in the config")?;
+        // Refused documents are kept with the lake, in a folder readers of the tables skip.
+        let dead_letter = |name: &str| parquet.join("_dead_letter").join(format!("{name}.ndjson"));
+        let mut elasticsearch = match &config {
+            Some(c) => c.elasticsearch(dead_letter)?,
+            None => Vec::new(),
+        };
+        if let Some(url) = &self.elasticsearch {
+            let flags =
+                mailflow::config::EsSinkConfig::from_url(url, Some(self.es_namespace.clone()));
+            elasticsearch.push(
+                flags
+                    .sink_config("elasticsearch", dead_letter("elasticsearch"))
+                    .map_err(|e| anyhow::anyhow!("--elasticsearch: {e:#}"))?,
+            );
+        }
         Ok(IngestOptions {
+            elasticsearch,
             matcher: std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
                 self.catalog.as_deref(),
             )?)?),
             sources,
-            parquet: self
-                .parquet
-                .clone()
-                .or(lake_path)
-                .context("no lake: give --parquet DIR or a parquet sink in the config")?,
+            parquet,
             threads: self.threads.unwrap_or_else(cores),
             batch_size: self.batch_size,
             max_line_bytes: self.max_line_bytes,
@@ -558,6 +662,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 }
                 Format::Text => mailflow::schema::write_text(&mut out, &tables)?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Es {
+            command: EsCommand::Setup(args),
+        } => {
+            print!("{}", args.run()?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Generate {

@@ -143,6 +143,31 @@ fn wrap(out: &mut impl Write, text: &str, indent: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// How the derived tables' rows are known across runs: a session by its server, direction,
+/// connector and session id; a message by its Message-ID (or, without one, its server and
+/// internal id). The lake's replay filter and Elasticsearch's document ids both use these.
+pub fn derived_identities() -> Vec<mailflow_sinks::lake::Identity> {
+    use mailflow_enrich::{messages, sessions};
+    vec![
+        mailflow_sinks::lake::Identity {
+            table: sessions::TABLE.into(),
+            columns: vec![
+                "direction".into(),
+                "connector_id".into(),
+                "session_id".into(),
+            ],
+            global: None,
+            span: Some(("timestamp".into(), "end_time".into())),
+        },
+        mailflow_sinks::lake::Identity {
+            table: messages::TABLE.into(),
+            columns: vec!["internal_message_id".into()],
+            global: Some("message_id".into()),
+            span: Some(("timestamp".into(), "last_seen".into())),
+        },
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -619,6 +619,7 @@ fn in_process(
         )],
         lake: dir.join("lake"),
         lake_options: mailflow_sinks::lake::LakeOptions::default(),
+        elasticsearch: Vec::new(),
         state_dir: dir.join("state"),
         matcher: std::sync::Arc::new(
             mailflow_enrich::Matcher::new(mailflow_enrich::Catalog::builtin()).unwrap(),

@@ -10,6 +10,8 @@
 //!   compaction.
 //! - [`sink`]: the contract every sink meets (write, acknowledge what is durable, tick,
 //!   flush, close), the lake's implementation and the fan-out to several sinks.
+//! - [`es`]: the Elasticsearch sink (bulk API, ECS documents, exactly once through replays)
+//!   and the templates its data streams need.
 //! - [`durable`]: making many files durable at once (the crate's platform-specific code).
 
 #![forbid(unsafe_code)]
@@ -17,6 +19,7 @@
 #![warn(unreachable_pub)]
 
 pub mod durable;
+pub mod es;
 pub mod lake;
 pub mod parquet;
 pub mod sink;

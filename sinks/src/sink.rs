@@ -51,6 +51,9 @@ pub enum Error {
 pub struct Closed {
     /// Files it committed (a file sink), for the run's summary.
     pub files: Vec<PathBuf>,
+    /// What it counted (a search cluster's documents stored, held already, dead-lettered),
+    /// named `<sink>.<count>`, for the run's summary.
+    pub counts: Vec<(String, u64)>,
 }
 
 /// A durable output of record batches; see the module docs.
@@ -127,6 +130,11 @@ impl LakeSinkConfig {
 }
 
 impl LakeSink {
+    /// See [`LakeWriter::set_barrier`].
+    pub fn set_barrier(&mut self, barrier: lake::Barrier) {
+        self.writer.set_barrier(barrier);
+    }
+
     /// Rows not written because the lake held them already (see [`Resume`]).
     pub fn held(&self) -> u64 {
         self.held
@@ -199,11 +207,87 @@ impl Sink for LakeSink {
             .map_err(|source| Error::Lake { sink: name, source })?;
         Ok(Closed {
             files: committed.into_iter().map(|c| c.path).collect(),
+            counts: Vec::new(),
         })
     }
 
     fn abort(self: Box<Self>) {
         self.writer.abort();
+    }
+}
+
+/// A sink shared between a fan-out and a lake whose commits wait for it (see
+/// [`LakeWriter::set_barrier`]): [`Shared::barrier`] flushes it.
+#[derive(Debug, Clone)]
+pub struct Shared(Arc<std::sync::Mutex<Box<dyn Sink>>>);
+
+impl Shared {
+    /// Shares `sink`.
+    pub fn new(sink: Box<dyn Sink>) -> Self {
+        Shared(Arc::new(std::sync::Mutex::new(sink)))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Box<dyn Sink>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A barrier that flushes the sink.
+    pub fn barrier(&self) -> lake::Barrier {
+        let me = self.clone();
+        Box::new(move || me.lock().flush().map_err(|e| e.to_string()))
+    }
+
+    /// The sink back, once the barrier's holder is gone; else the share.
+    fn take(self) -> Result<Box<dyn Sink>, Shared> {
+        Arc::try_unwrap(self.0)
+            .map(|m| {
+                m.into_inner()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            })
+            .map_err(Shared)
+    }
+}
+
+impl Sink for Shared {
+    fn name(&self) -> &str {
+        "shared"
+    }
+
+    fn write(
+        &mut self,
+        source: &Source<'_>,
+        batches: &[(&str, &RecordBatch)],
+    ) -> Result<(), Error> {
+        self.lock().write(source, batches)
+    }
+
+    fn acked(&self) -> u64 {
+        self.lock().acked()
+    }
+
+    fn tick(&mut self) -> Result<(), Error> {
+        self.lock().tick()
+    }
+
+    fn flush(&mut self) -> Result<(), Error> {
+        self.lock().flush()
+    }
+
+    fn close(self: Box<Self>) -> Result<Closed, Error> {
+        match self.take() {
+            Ok(s) => s.close(),
+            // The lake holding the barrier closes first (put it first in a fan-out); if it
+            // has not, flushing is what closing can still do.
+            Err(shared) => shared.lock().flush().map(|()| Closed::default()),
+        }
+    }
+
+    fn abort(self: Box<Self>) {
+        if let Ok(s) = self.take() {
+            s.abort();
+        }
     }
 }
 
@@ -261,7 +345,10 @@ impl Sink for FanOut {
         let mut first = None;
         for s in self.sinks {
             match s.close() {
-                Ok(mut c) => out.files.append(&mut c.files),
+                Ok(mut c) => {
+                    out.files.append(&mut c.files);
+                    out.counts.append(&mut c.counts);
+                }
                 Err(e) => {
                     first.get_or_insert(e);
                 }
@@ -414,6 +501,7 @@ mod tests {
                     table: "sess".into(),
                     columns: vec!["session_id".into()],
                     global: None,
+                    span: None,
                 },
                 |_, server| server == "EX01",
             )

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use mailflow_enrich::messages::{self, MessageCorrelator};
 use mailflow_sinks::lake::Source;
-use mailflow_sinks::sink::Sink;
+use mailflow_sinks::sink::{Closed, Sink};
 use tokio::sync::mpsc;
 
 use super::metrics::Metrics;
@@ -176,7 +176,7 @@ pub(crate) fn lane(
     mut sink: Box<dyn Sink>,
     keeper: &Mutex<Keeper>,
     metrics: &Metrics,
-) -> Result<Vec<std::path::PathBuf>> {
+) -> Result<Closed> {
     let mut pending = Pending::default();
     let result = (|| -> Result<()> {
         while let Some(msg) = rx.blocking_recv() {
@@ -211,12 +211,12 @@ fn close(
     mut sink: Box<dyn Sink>,
     pending: &mut Pending,
     keeper: &Mutex<Keeper>,
-) -> Result<Vec<std::path::PathBuf>> {
+) -> Result<Closed> {
     let flushed = result.and_then(|()| Ok(sink.flush()?));
     match flushed {
         Ok(()) => {
             pending.release(sink.acked(), keeper);
-            Ok(sink.close()?.files)
+            Ok(sink.close()?)
         }
         Err(e) => {
             sink.abort();
@@ -242,7 +242,7 @@ pub(crate) fn messages_thread(
     mut sink: Box<dyn Sink>,
     keeper: &Mutex<Keeper>,
     metrics: &Metrics,
-) -> Result<Vec<std::path::PathBuf>> {
+) -> Result<Closed> {
     let mut correlator = MessageCorrelator::new(crate::ingest::MESSAGE_IDLE);
     let mut pending = Pending::default();
     // Per tracking source: its file name, how far its rows have been added, and whether it is

@@ -44,8 +44,8 @@ use anyhow::{Context, Result, bail};
 use mailflow_enrich::Matcher;
 use mailflow_enrich::{messages, sessions};
 use mailflow_parser::{DecoderBuilder, Table};
-use mailflow_sinks::lake::{self, Identity, LakeOptions, Resume};
-use mailflow_sinks::sink::{FanOut, LakeSinkConfig, Sink};
+use mailflow_sinks::lake::{self, LakeOptions, Resume};
+use mailflow_sinks::sink::{Closed, FanOut, LakeSinkConfig, Sink};
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -55,7 +55,7 @@ use crate::ingest::{Skipped, Triage, discover, fingerprint, host_name, series_of
 use crate::term::escape;
 use lanes::{Keeper, ToLane, ToMessages};
 use metrics::Metrics;
-use series::{Closed, Ctx, Opening, Order, Outcome, SeriesState};
+use series::{Closed as SeriesClosed, Ctx, Opening, Order, Outcome, SeriesState};
 use store::{Entry, Store};
 
 /// What the agent reads, where it writes, and how.
@@ -67,6 +67,8 @@ pub struct AgentOptions {
     pub lake: PathBuf,
     /// Its encoding and rolling (`max_file_age` is how stale the lake may get).
     pub lake_options: LakeOptions,
+    /// Elasticsearch clusters written besides the lake.
+    pub elasticsearch: Vec<mailflow_sinks::es::EsConfig>,
     /// Where the checkpoint store lives.
     pub state_dir: PathBuf,
     /// The diagnosis catalog, compiled.
@@ -129,6 +131,8 @@ pub struct RunSummary {
     pub truncated: Vec<Skipped>,
     /// Parquet files committed.
     pub outputs: Vec<PathBuf>,
+    /// What other sinks counted (`<sink>.stored`, `.duplicates`, `.dead_lettered`…).
+    pub delivered: BTreeMap<String, u64>,
     /// Whether it stopped because it was asked to (a signal) rather than at the input's end.
     pub interrupted: bool,
 }
@@ -151,6 +155,7 @@ impl RunSummary {
         for (table, rows) in &self.rows {
             s += &format!("  {table:<20} {rows:>12} rows\n");
         }
+        s += &crate::ingest::render_delivered(&self.delivered);
         for (what, list) in [
             ("skipped", &self.skipped),
             ("truncated", &self.truncated),
@@ -296,7 +301,7 @@ struct Agent {
     slot_of: HashMap<(String, String, String), usize>,
     lanes: Vec<mpsc::Sender<ToLane>>,
     messages: Option<mpsc::Sender<ToMessages>>,
-    threads: Vec<std::thread::JoinHandle<Result<Vec<PathBuf>>>>,
+    threads: Vec<std::thread::JoinHandle<Result<Closed>>>,
     pool: Pool,
     summary: RunSummary,
     _lock: lake::LakeLock,
@@ -436,28 +441,14 @@ impl Agent {
             return Ok(resume);
         }
         let root = &self.opts.lake;
-        resume.load(
-            root,
-            Identity {
-                table: sessions::TABLE.into(),
-                columns: vec![
-                    "direction".into(),
-                    "connector_id".into(),
-                    "session_id".into(),
-                ],
-                global: None,
-            },
-            |d, s| days.contains(d) && servers.contains(s),
-        )?;
-        resume.load(
-            root,
-            Identity {
-                table: messages::TABLE.into(),
-                columns: vec!["internal_message_id".into()],
-                global: Some("message_id".into()),
-            },
-            |d, _| days.contains(d),
-        )?;
+        for identity in crate::schema::derived_identities() {
+            // Sessions are filed under the server that logged them, messages under their
+            // first server, which may be one this agent does not read.
+            let by_server = identity.table == sessions::TABLE;
+            resume.load(root, identity, |d, s| {
+                days.contains(d) && (!by_server || servers.contains(s))
+            })?;
+        }
         tracing::info!(
             days = days.len(),
             sessions = resume.held(sessions::TABLE),
@@ -480,7 +471,17 @@ impl Agent {
                 resume: Some(Arc::clone(&resume)),
             }
             .build()?;
-            let fan: Box<dyn Sink> = Box::new(FanOut::new(vec![Box::new(lake)]));
+            // Clusters need no barrier here: checkpoints wait for every sink, and a replay is
+            // dropped by the lake's resume filter and answered 409 by the clusters.
+            let mut all: Vec<Box<dyn Sink>> = vec![Box::new(lake)];
+            for es in &self.opts.elasticsearch {
+                let es = mailflow_sinks::es::EsConfig {
+                    resume: Some(Arc::clone(&resume)),
+                    ..es.clone()
+                };
+                all.push(Box::new(es.build()?));
+            }
+            let fan: Box<dyn Sink> = Box::new(FanOut::new(all));
             Ok(match &self.opts.wrap_sink {
                 Some(w) => (w.0)(fan),
                 None => fan,
@@ -955,11 +956,14 @@ impl Agent {
         self.messages = None;
         let threads = std::mem::take(&mut self.threads);
         let closing = tokio::task::spawn_blocking(move || {
-            let mut outputs = Vec::new();
+            let mut outputs = Closed::default();
             let mut first_error = None;
             for t in threads {
                 match t.join() {
-                    Ok(Ok(mut files)) => outputs.append(&mut files),
+                    Ok(Ok(mut c)) => {
+                        outputs.files.append(&mut c.files);
+                        outputs.counts.append(&mut c.counts);
+                    }
                     Ok(Err(e)) => {
                         first_error.get_or_insert(e);
                     }
@@ -981,7 +985,10 @@ impl Agent {
         }
         match closed {
             Ok(Ok((outputs, first_error))) => {
-                self.summary.outputs = outputs;
+                self.summary.outputs = outputs.files;
+                for (k, v) in outputs.counts {
+                    *self.summary.delivered.entry(k).or_default() += v;
+                }
                 if let Some(e) = first_error.or(failure) {
                     self.metrics
                         .sink_errors
@@ -1158,10 +1165,10 @@ impl Agent {
             return;
         };
         match closed {
-            Closed::Finished => {
+            SeriesClosed::Finished => {
                 self.metrics.files_finished.fetch_add(1, Relaxed);
             }
-            Closed::Truncated(len) => {
+            SeriesClosed::Truncated(len) => {
                 let reason = format!(
                     "shorter ({len} bytes) than the {} bytes read of it: truncated or replaced",
                     c.fed
@@ -1176,7 +1183,7 @@ impl Agent {
                 self.known.remove(&c.path);
                 self.by_fingerprint.remove(&c.fingerprint);
             }
-            Closed::Failed(reason) => {
+            SeriesClosed::Failed(reason) => {
                 tracing::error!(file = %escape(&c.path.display().to_string()), error = %escape(&reason), "Reading failed.");
                 self.metrics.read_errors.fetch_add(1, Relaxed);
                 self.summary.failed.push(Skipped {

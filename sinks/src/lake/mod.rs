@@ -50,6 +50,7 @@ pub use clear::{Cleared, clear, ensure_clearable};
 use journal::{Journal, WriterLock};
 pub use journal::{LakeLock, Recovery};
 use partition::PartitionKey;
+pub(crate) use resume::Identified;
 pub use resume::{Identity, Resume, rows_from};
 
 use crate::parquet::{Committed, Finished, ParquetFile, ParquetOptions, io_error};
@@ -110,6 +111,12 @@ pub enum Error {
     NotALake {
         /// The folder.
         path: PathBuf,
+    },
+    /// A sink the lake's commits wait for could not make its writes durable.
+    #[error("before committing: {reason}")]
+    Barrier {
+        /// The other sink's error.
+        reason: String,
     },
     /// Another process holds a lock.
     #[error("{what} is held by another mailflow process: {reason}")]
@@ -273,7 +280,12 @@ pub struct LakeWriter {
     opened_at: Option<Instant>,
     seq: u64,
     committed: Vec<Committed>,
+    barrier: Option<Barrier>,
 }
+
+/// What must be durable elsewhere before the lake commits: another sink's writes, when the
+/// lake's contents are what a rerun skips (see [`LakeWriter::set_barrier`]).
+pub type Barrier = Box<dyn FnMut() -> Result<(), String> + Send>;
 
 impl std::fmt::Debug for LakeWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -325,6 +337,7 @@ impl LakeWriter {
             opened_at: None,
             seq: 0,
             committed: Vec::new(),
+            barrier: None,
         })
     }
 
@@ -610,8 +623,20 @@ impl LakeWriter {
         Ok(file.finish()?)
     }
 
+    /// Runs `barrier` before each commit, which fails if it does. A one-shot ingest skips on a
+    /// rerun what the lake holds: with a second sink, the lake must hold nothing that sink has
+    /// not made durable, so its commits wait for that sink's flush.
+    pub fn set_barrier(&mut self, barrier: Barrier) {
+        self.barrier = Some(barrier);
+    }
+
     /// Commits every file of the epoch, open or closed; durable when this returns.
     pub fn commit(&mut self) -> Result<(), Error> {
+        if !self.is_committed()
+            && let Some(b) = self.barrier.as_mut()
+        {
+            b().map_err(|reason| Error::Barrier { reason })?;
+        }
         let mut open: Vec<_> = std::mem::take(&mut self.open).into_iter().collect();
         open.sort_by(|a, b| a.0.cmp(&b.0));
         self.buffered_lru.clear();

@@ -9,17 +9,21 @@
 //!   server and session id, a message by its key. Identity, not lineage: a replay that starts
 //!   in the middle of a session that was closed and committed before the crash sees only its
 //!   tail, which would make a new row with a new first line; its identity says it is held.
+//!   With a span (first and last event), a row of a held identity is held only if it starts
+//!   within a held row's span: a message deferred past the correlator's idle window comes out
+//!   as two rows with one Message-ID, and the second is new, not a tail of the first.
 //!
 //! Only the partitions a replay can touch are read (the days it spans, the servers it reads),
 //! so a restart costs what it replays, not what the lake holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, Int64Type};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use arrow_schema::DataType;
+use xxhash_rust::xxh3::Xxh3;
 
 use super::{Error, Source, io_error};
 
@@ -35,7 +39,13 @@ pub struct Identity {
     /// A column that, when not null, identifies the row on its own (a message's Message-ID: a
     /// replay that starts after a message's first server may file it under another).
     pub global: Option<String>,
+    /// The columns of a row's first and last event times, when one identity may have several
+    /// rows over time.
+    pub span: Option<(String, String)>,
 }
+
+/// The spans held of one identity (none known: any row of it is held).
+type Spans = Vec<(i64, i64)>;
 
 /// What the lake holds that a replay must not write again; see the module docs.
 #[derive(Debug, Default)]
@@ -43,7 +53,7 @@ pub struct Resume {
     /// Per source fingerprint, the offset before which every line is held.
     ends: HashMap<String, u64>,
     /// Per derived table, how its rows are known and the identities held.
-    derived: HashMap<String, (Identity, HashSet<u64>)>,
+    derived: HashMap<String, (Identity, HashMap<u64, Spans>)>,
 }
 
 impl Resume {
@@ -63,7 +73,7 @@ impl Resume {
         identity: Identity,
         wanted: impl Fn(&str, &str) -> bool,
     ) -> Result<(), Error> {
-        let mut held = HashSet::new();
+        let mut held = HashMap::new();
         let dir = root.join(&identity.table);
         for date in sub_values(&dir, "date=")? {
             let day = dir.join(format!("date={date}"));
@@ -107,13 +117,13 @@ impl Resume {
             if held.is_empty() {
                 return Ok((Some(batch.clone()), 0));
             }
-            let columns = identity_columns(batch, &identity.columns)?;
-            let global = global_column(batch, identity)?;
-            let server = batch.column_by_name("server");
+            let rows = Identified::of(batch, identity)?;
+            let starts = span_start(batch, identity);
             let keep: BooleanArray = (0..n)
                 .map(|r| {
-                    let h = identify(global.as_ref(), || server.map(|s| value(s, r)), &columns, r);
-                    Some(!held.contains(&h))
+                    let spans = held.get(&rows.hasher(r).digest());
+                    let start = starts.as_ref().and_then(|s| s.get(r).copied().flatten());
+                    Some(!spans.is_some_and(|s| covered(s, start, true)))
                 })
                 .collect();
             let kept = arrow_select::filter::filter_record_batch(batch, &keep)
@@ -123,6 +133,59 @@ impl Resume {
         }
         let end = self.ends.get(source.fingerprint).copied().unwrap_or(0);
         Ok(rows_from(batch.clone(), end))
+    }
+}
+
+/// Whether a row starting at `start` is one of `spans`: within one (`from_start`: its first
+/// event included), or anywhere when spans are not known.
+fn covered(spans: &Spans, start: Option<i64>, from_start: bool) -> bool {
+    let Some(t) = start else {
+        return true;
+    };
+    spans.is_empty()
+        || spans
+            .iter()
+            .any(|&(a, b)| (if from_start { t >= a } else { t > a }) && t <= b)
+}
+
+/// A batch's first-event times, when its identity has a span.
+fn span_start(batch: &RecordBatch, identity: &Identity) -> Option<Vec<Option<i64>>> {
+    let (first, _) = identity.span.as_ref()?;
+    let col = batch.column_by_name(first)?;
+    let t = col.as_primitive_opt::<arrow_array::types::TimestampMillisecondType>()?;
+    Some(t.iter().collect())
+}
+
+impl Resume {
+    /// `batch` of derived `table` without the tails of rows the lake holds: rows that start
+    /// strictly inside a held row's span. Another sink than the lake uses this on a replay:
+    /// such a tail exists only when the replay began after the row's first event, which the
+    /// checkpoints allow only once every sink acknowledged the whole row. A row regenerated
+    /// whole (it starts where the held one does) is kept: that sink may not have it.
+    pub fn drop_tails(
+        &self,
+        table: &str,
+        batch: RecordBatch,
+    ) -> Result<Option<RecordBatch>, Error> {
+        let Some((identity, held)) = self.derived.get(table) else {
+            return Ok(Some(batch));
+        };
+        let Some(starts) = span_start(&batch, identity) else {
+            return Ok(Some(batch));
+        };
+        if held.is_empty() {
+            return Ok(Some(batch));
+        }
+        let rows = Identified::of(&batch, identity)?;
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|r| {
+                let spans = held.get(&rows.hasher(r).digest());
+                Some(!spans.is_some_and(|s| !s.is_empty() && covered(s, starts[r], false)))
+            })
+            .collect();
+        let kept = arrow_select::filter::filter_record_batch(&batch, &keep)
+            .map_err(|e| Error::Arrow(std::sync::Arc::new(e)))?;
+        Ok((kept.num_rows() > 0).then_some(kept))
     }
 }
 
@@ -214,26 +277,55 @@ fn global_column(batch: &RecordBatch, identity: &Identity) -> Result<Option<Arra
         .transpose()
 }
 
+/// A batch's identity columns, resolved once: what hashes its rows' identities (64 bits for
+/// the lake's replay filter, 128 for a search cluster's document ids).
+pub(crate) struct Identified {
+    global: Option<ArrayRef>,
+    server: Option<ArrayRef>,
+    columns: Vec<ArrayRef>,
+}
+
+impl Identified {
+    /// The identity columns of `batch` (an error if it lacks one).
+    pub(crate) fn of(batch: &RecordBatch, identity: &Identity) -> Result<Self, Error> {
+        Ok(Identified {
+            global: global_column(batch, identity)?,
+            server: batch.column_by_name("server").cloned(),
+            columns: identity_columns(batch, &identity.columns)?,
+        })
+    }
+
+    /// Row `row`'s identity, hashed.
+    pub(crate) fn hasher(&self, row: usize) -> Xxh3 {
+        identify(
+            self.global.as_ref(),
+            || self.server.as_ref().map(|s| value(s, row)),
+            &self.columns,
+            row,
+        )
+    }
+}
+
 /// A row's identity: its global column's value when it has one, else its server and columns.
 fn identify<'a>(
     global: Option<&'a ArrayRef>,
     server: impl FnOnce() -> Option<Cell<'a>>,
     columns: &'a [ArrayRef],
     row: usize,
-) -> u64 {
+) -> Xxh3 {
     if let Some(g) = global
         && let Cell::Text(id) = value(g, row)
     {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut h = Xxh3::new();
         h.update(b"\x04");
         h.update(id.as_bytes());
-        return h.digest();
+        return h;
     }
     hash_row(server(), columns, row)
 }
 
-fn hash_row(server: Option<Cell<'_>>, columns: &[ArrayRef], row: usize) -> u64 {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
+fn hash_row(server: Option<Cell<'_>>, columns: &[ArrayRef], row: usize) -> Xxh3 {
+    let mut h = Xxh3::new();
     let mut put = |c: Cell<'_>| match c {
         Cell::Null => h.update(b"\x00"),
         Cell::Text(s) => {
@@ -251,22 +343,27 @@ fn hash_row(server: Option<Cell<'_>>, columns: &[ArrayRef], row: usize) -> u64 {
     for c in columns {
         put(value(c, row));
     }
-    h.digest()
+    h
 }
 
-/// Adds the identities of a committed file's rows (its partition's `server` besides).
+/// Adds the identities of a committed file's rows (its partition's `server` besides), with
+/// their spans.
 fn read_identities(
     path: &Path,
     server: &str,
     identity: &Identity,
-    into: &mut HashSet<u64>,
+    into: &mut HashMap<u64, Spans>,
 ) -> Result<(), Error> {
-    let names: Vec<String> = identity
+    let mut names: Vec<String> = identity
         .columns
         .iter()
         .chain(identity.global.iter())
         .cloned()
         .collect();
+    if let Some((a, b)) = &identity.span {
+        names.push(a.clone());
+        names.push(b.clone());
+    }
     use parquet::arrow::ProjectionMask;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let footer = |reason: String| Error::Footer {
@@ -296,13 +393,26 @@ fn read_identities(
         let batch = batch.map_err(|e| footer(e.to_string()))?;
         let columns = identity_columns(&batch, &identity.columns)?;
         let global = global_column(&batch, identity)?;
+        let times = identity.span.as_ref().and_then(|(a, b)| {
+            let t = |n: &str| {
+                batch
+                    .column_by_name(n)?
+                    .as_primitive_opt::<arrow_array::types::TimestampMillisecondType>()
+                    .cloned()
+            };
+            Some((t(a)?, t(b)?))
+        });
         for r in 0..batch.num_rows() {
-            into.insert(identify(
-                global.as_ref(),
-                || Some(Cell::Text(server)),
-                &columns,
-                r,
-            ));
+            let spans = into
+                .entry(identify(global.as_ref(), || Some(Cell::Text(server)), &columns, r).digest())
+                .or_default();
+            if let Some((a, b)) = &times
+                && !a.is_null(r)
+            {
+                let start = a.value(r);
+                let end = if b.is_null(r) { start } else { b.value(r) };
+                spans.push((start, end.max(start)));
+            }
         }
     }
     Ok(())
