@@ -140,6 +140,74 @@ fn the_shipped_example_is_valid_and_resolves_exchange_folders() {
 }
 
 #[test]
+fn the_example_elasticsearch_sink_is_valid_once_uncommented() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mailflow.toml"),
+    )
+    .unwrap();
+    // The block from `# [sinks.search]` to the next blank line, without its first `# `.
+    let start = example.find("# [sinks.search]").unwrap();
+    let end = start + example[start..].find("\n\n").unwrap();
+    let block: String = example[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let text = example.replacen(&example[start..end], &block, 1);
+    let (ok, out) = validate(
+        tmp.path(),
+        &text,
+        &[("MAILFLOW_ES_PASSWORD", "a-secret-value")],
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("sinks.search: elasticsearch at https://es01.contoso.com:9200"),
+        "{out}"
+    );
+    assert!(!out.contains("a-secret-value"), "{out}");
+}
+
+#[test]
+fn elasticsearch_mistakes_are_named_by_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = "[[sources]]\npaths = [\"/tmp\"]\n";
+    let cases: [(&str, &str); 6] = [
+        (
+            "url = \"https://elastic:hunter2@es01:9200\"",
+            "sinks.search: url holds credentials",
+        ),
+        (
+            "url = \"es01:9200\"",
+            "sinks.search: url \"es01:9200\" is not an http:// or https:// address",
+        ),
+        (
+            "url = \"https://es01:9200\"\nuser = \"mailflow\"",
+            "sinks.search.password: a user needs its password",
+        ),
+        (
+            "url = \"https://es01:9200\"\nnamespace = \"Prod-EU\"",
+            "sinks.search: namespace \"Prod-EU\": lower-case letters, digits and `_` only",
+        ),
+        (
+            "url = \"https://es01:9200\"\nmax_age = \"soon\"",
+            "\"soon\" is not a duration",
+        ),
+        (
+            "url = \"https://es01:9200\"\napi_key = \"k\"\nuser = \"u\"\npassword = \"p\"",
+            "sinks.search.api_key: give an api_key or a user and password, not both",
+        ),
+    ];
+    for (keys, want) in cases {
+        let text = format!("{source}{SINK}\n[sinks.search]\ntype = \"elasticsearch\"\n{keys}\n");
+        let (ok, out) = validate(tmp.path(), &text, &[]);
+        assert!(!ok, "{keys}: accepted");
+        assert!(out.contains(want), "{keys}: {out}");
+        assert!(!out.contains("hunter2"), "{out}");
+    }
+}
+
+#[test]
 fn ingest_reads_what_the_config_names() {
     let tmp = tempfile::tempdir().unwrap();
     let logs = tmp.path().join("logs");

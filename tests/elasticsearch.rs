@@ -70,7 +70,12 @@ impl EsServer {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.args.iter().any(|a| a == "--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Kills the server and starts it again on the same port with the same data, after
@@ -539,4 +544,104 @@ fn credentials_are_required_used_and_never_shown() {
     assert!(!text(&out).contains("hunter2"), "{}", text(&out));
     let help = mailflow(&["ingest", "--help"]);
     assert!(!String::from_utf8_lossy(&help.stdout).contains(password));
+}
+
+#[test]
+fn tls_is_verified_against_the_ca_file_and_off_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    // An authority of the organisation's own, and the cluster's certificate signed by it.
+    let d = dir.path();
+    let (ca, ca_key) = (d.join("ca.pem"), d.join("ca.key"));
+    let (cert, key, csr) = (d.join("cert.pem"), d.join("key.pem"), d.join("req.csr"));
+    let san = d.join("san.ext");
+    std::fs::write(&san, "subjectAltName=IP:127.0.0.1\n").unwrap();
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let made = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is installed (.ci/run installs it)");
+        assert!(made.status.success(), "{}", text(&made));
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    openssl(&[
+        os("req"),
+        os("-x509"),
+        os("-newkey"),
+        os("rsa:2048"),
+        os("-nodes"),
+        os("-days"),
+        os("2"),
+        os("-subj"),
+        os("/CN=mailflow test CA"),
+        os("-keyout"),
+        ca_key.as_os_str(),
+        os("-out"),
+        ca.as_os_str(),
+    ]);
+    openssl(&[
+        os("req"),
+        os("-newkey"),
+        os("rsa:2048"),
+        os("-nodes"),
+        os("-subj"),
+        os("/CN=127.0.0.1"),
+        os("-keyout"),
+        key.as_os_str(),
+        os("-out"),
+        csr.as_os_str(),
+    ]);
+    openssl(&[
+        os("x509"),
+        os("-req"),
+        os("-in"),
+        csr.as_os_str(),
+        os("-CA"),
+        ca.as_os_str(),
+        os("-CAkey"),
+        ca_key.as_os_str(),
+        os("-CAcreateserial"),
+        os("-days"),
+        os("2"),
+        os("-extfile"),
+        san.as_os_str(),
+        os("-out"),
+        cert.as_os_str(),
+    ]);
+    let es = EsServer::start(
+        dir.path(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let logs = generate(dir.path(), "100K");
+    // A certificate no trusted authority signed: refused, and the run says why.
+    let unknown = dir.path().join("unknown");
+    std::fs::create_dir_all(&unknown).unwrap();
+    let out = ingest(&config(&unknown, &logs, &es.url(), "max_retries = 1"));
+    assert!(!out.status.success());
+    assert!(
+        text(&out).to_lowercase().contains("certificate"),
+        "{}",
+        text(&out)
+    );
+    // Trusted through the CA file: stored.
+    let trusted = dir.path().join("trusted");
+    std::fs::create_dir_all(&trusted).unwrap();
+    let ca = format!("ca_file = '{}'", ca.display());
+    let out = ingest(&config(&trusted, &logs, &es.url(), &ca));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_stored_once(&trusted.join("lake"), &es);
+    // Verification off, explicitly: accepted (a test cluster's setting).
+    let off = dir.path().join("off");
+    std::fs::create_dir_all(&off).unwrap();
+    let out = ingest(&config(
+        &off,
+        &logs,
+        &es.url(),
+        "verify_certificates = false",
+    ));
+    assert!(out.status.success(), "{}", text(&out));
 }

@@ -42,7 +42,13 @@ def es_key(table, doc):
     return tuple(doc.get(f) for f in fields)
 
 
-with urllib.request.urlopen(f"{url}/_test/docs") as r:
+import ssl
+
+# The test server's certificate may be self-signed: this tool reads, it does not vouch.
+insecure = ssl.create_default_context()
+insecure.check_hostname = False
+insecure.verify_mode = ssl.CERT_NONE
+with urllib.request.urlopen(f"{url}/_test/docs", context=insecure) as r:
     docs = [json.loads(line) for line in r.read().decode().splitlines() if line]
 
 es = {}

@@ -27,9 +27,11 @@ Faults, from the command line at start or `POST /_test/faults` (JSON) at any tim
 `item_reject_rate` and `item_reject_status` (items refused at random, 429 by default),
 `max_content_length`, `delay_ms`. `GET /_test/stats` and `GET /_test/docs` (NDJSON of every
 stored document) let a test check what was stored. With `--data DIR` what was stored survives
-a restart, as a cluster's data does.
+a restart, as a cluster's data does. `--ack-only` (benches) unzips and counts a bulk request's
+items and acknowledges them all without storing, so that the client's speed is measured.
 
 Usage: es_server.py [--port N] [--port-file F] [--data DIR] [--user U:P] [--api-key K]
+                    [--tls-cert PEM --tls-key PEM] [--ack-only]
                     [--max-content-length N] [--item-reject-rate R] [--reject-next 429,503]
 """
 
@@ -298,6 +300,13 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     store: Store = None
     auth = None  # set of accepted Authorization header values, or None
+    ack_only = False
+    tls = None  # an SSLContext: each connection's handshake runs in its own thread
+
+    def setup(self):
+        if self.tls is not None:
+            self.request = self.tls.wrap_socket(self.request, server_side=True)
+        super().setup()
 
     def log_message(self, *args):  # quiet
         pass
@@ -458,6 +467,19 @@ class Handler(BaseHTTPRequestHandler):
         if ctype not in ("application/x-ndjson", "application/json"):
             self.reply(406, error_body(406, "media_type_header_exception",
                                        f"Content-Type header [{ctype}] is not supported"))
+            return
+        if self.ack_only:
+            # The bench's mode: the body is read, unzipped and counted, not stored, so that
+            # the client's speed is what is measured.
+            if raw and not raw.endswith(b"\n"):
+                self.reply(400, error_body(400, "illegal_argument_exception",
+                                           "The bulk request must be terminated by a newline [\\n]"))
+                return
+            n = raw.count(b"\n") // 2
+            with s.lock:
+                s.stats["items"] += n
+                s.stats["created"] += n
+            self.reply(200, {"took": 1, "errors": False})
             return
         default_target = url.path[1:-len("/_bulk")] if url.path != "/_bulk" else None
         try:
@@ -624,6 +646,10 @@ def main():
     ap.add_argument("--max-content-length", type=int)
     ap.add_argument("--item-reject-rate", type=float)
     ap.add_argument("--reject-next", help="comma-separated statuses for the next bulk requests")
+    ap.add_argument("--tls-cert", help="serve HTTPS with this PEM certificate (and --tls-key)")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--ack-only", action="store_true",
+                    help="for benches: count and acknowledge bulk items without storing them")
     args = ap.parse_args()
     store = Store(args.data)
     if args.max_content_length:
@@ -641,8 +667,14 @@ def main():
             auth.add("ApiKey " + args.api_key)
     Handler.store = store
     Handler.auth = auth
+    Handler.ack_only = args.ack_only
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
+    if args.tls_cert:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        Handler.tls = ctx
     port = server.server_address[1]
     if args.port_file:
         with open(args.port_file + ".tmp", "w") as f:

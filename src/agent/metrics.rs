@@ -24,6 +24,8 @@ pub(crate) struct Metrics {
     rows: Mutex<BTreeMap<String, u64>>,
     rows_decoded: Mutex<BTreeMap<String, u64>>,
     gauges: Mutex<Gauges>,
+    /// Each Elasticsearch sink's counters (one per lane), by sink name.
+    clusters: Mutex<Vec<(String, std::sync::Arc<mailflow_sinks::es::Stats>)>>,
     started: Instant,
 }
 
@@ -57,8 +59,17 @@ impl Metrics {
             rows: Mutex::new(BTreeMap::new()),
             rows_decoded: Mutex::new(BTreeMap::new()),
             gauges: Mutex::new(Gauges::default()),
+            clusters: Mutex::new(Vec::new()),
             started: Instant::now(),
         }
+    }
+
+    /// Reports an Elasticsearch sink's counters under its name.
+    pub(crate) fn add_cluster(&self, name: &str, stats: std::sync::Arc<mailflow_sinks::es::Stats>) {
+        self.clusters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((name.to_string(), stats));
     }
 
     /// Rows a sink lane took, per table.
@@ -171,6 +182,7 @@ impl Metrics {
             "Rows made by decoding and correlation, per table, before the sink queues.",
             &decoded,
         );
+        self.render_clusters(&mut metric);
         let g = self.gauges();
         let depth: Vec<(String, f64)> = g
             .queue_depth
@@ -227,6 +239,77 @@ impl Metrics {
             metric(name, "gauge", help, &[(String::new(), v)]);
         }
         s
+    }
+}
+
+impl Metrics {
+    /// The Elasticsearch sinks' counters, summed over lanes per sink.
+    fn render_clusters(&self, metric: &mut impl FnMut(&str, &str, &str, &[(String, f64)])) {
+        let clusters = self
+            .clusters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if clusters.is_empty() {
+            return;
+        }
+        let mut sums: BTreeMap<&str, [u64; 6]> = BTreeMap::new();
+        for (name, s) in clusters.iter() {
+            let v = sums.entry(name).or_default();
+            for (i, a) in [
+                &s.stored,
+                &s.duplicates,
+                &s.dead,
+                &s.requests,
+                &s.retries,
+                &s.bytes_sent,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                v[i] += a.load(Ordering::Relaxed);
+            }
+        }
+        let mut docs = Vec::new();
+        for (name, v) in &sums {
+            for (i, result) in ["stored", "duplicate", "dead_letter"]
+                .into_iter()
+                .enumerate()
+            {
+                docs.push((
+                    format!("{{sink=\"{}\",result=\"{result}\"}}", label(name)),
+                    v[i] as f64,
+                ));
+            }
+        }
+        metric(
+            "es_documents_total",
+            "counter",
+            "Documents an Elasticsearch sink delivered: stored, held already (409), dead-lettered.",
+            &docs,
+        );
+        for (i, name, help) in [
+            (
+                3,
+                "es_requests_total",
+                "Bulk requests sent, retries included.",
+            ),
+            (
+                4,
+                "es_retries_total",
+                "Bulk requests sent again (whole, or their failed items).",
+            ),
+            (
+                5,
+                "es_bytes_sent_total",
+                "Bytes of bulk requests sent, as on the wire.",
+            ),
+        ] {
+            let samples: Vec<(String, f64)> = sums
+                .iter()
+                .map(|(n, v)| (format!("{{sink=\"{}\"}}", label(n)), v[i] as f64))
+                .collect();
+            metric(name, "counter", help, &samples);
+        }
     }
 }
 

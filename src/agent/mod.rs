@@ -479,7 +479,9 @@ impl Agent {
                     resume: Some(Arc::clone(&resume)),
                     ..es.clone()
                 };
-                all.push(Box::new(es.build()?));
+                let sink = es.build()?;
+                self.metrics.add_cluster(&es.name, Arc::clone(sink.stats()));
+                all.push(Box::new(sink));
             }
             let fan: Box<dyn Sink> = Box::new(FanOut::new(all));
             Ok(match &self.opts.wrap_sink {

@@ -137,11 +137,46 @@ impl Cluster {
             }
             req = req.body(bytes);
         }
-        let resp = req.send().map_err(describe)?;
+        let resp = req.send().map_err(|e| {
+            if refused_certificate(&e) {
+                // Retrying does not make a certificate trusted: say so and stop.
+                format!(
+                    "{FATAL}{}: the cluster's TLS certificate is not trusted ({}); give its CA \
+                     in ca_file, or for a test cluster only, verify_certificates = false",
+                    self.base,
+                    describe(e)
+                )
+            } else {
+                describe(e)
+            }
+        })?;
         let status = resp.status();
         let body = resp.bytes().map_err(describe)?;
         Ok(Reply { status, body })
     }
+}
+
+/// Marks a request error that retrying cannot fix.
+pub(crate) const FATAL: &str = "fatal: ";
+
+/// Whether `e` is rustls refusing the server's certificate.
+fn refused_certificate(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let tls = c.downcast_ref::<rustls::Error>().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(
+            tls,
+            Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented)
+        ) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// A reqwest error with its causes (connection refused, certificate unknown…), which its own
@@ -449,7 +484,10 @@ impl Delivery {
             Some((payload, "application/x-ndjson", self.compression)),
         ) {
             Ok(r) => r,
-            Err(e) => return Sent::Retry(e),
+            Err(e) => match e.strip_prefix(FATAL) {
+                Some(reason) => return Sent::Fatal(reason.to_string()),
+                None => return Sent::Retry(e),
+            },
         };
         let status = reply.status;
         match status.as_u16() {

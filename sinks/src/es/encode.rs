@@ -73,7 +73,7 @@ pub fn data_stream(table: &str, namespace: &str) -> String {
 
 /// Encodes batches of any table; holds each table's [`Plan`].
 #[derive(Debug)]
-pub(crate) struct Encoder {
+pub struct Encoder {
     namespace: String,
     fields: Arc<FieldNames>,
     identities: Arc<HashMap<String, Identity>>,
@@ -241,7 +241,9 @@ impl<'a> Col<'a> {
 }
 
 impl Encoder {
-    pub(crate) fn new(
+    /// An encoder for data streams of `namespace`, naming columns as `fields` says and
+    /// identifying the rows of derived tables by `identities`.
+    pub fn new(
         namespace: &str,
         fields: Arc<FieldNames>,
         identities: Arc<HashMap<String, Identity>>,
@@ -253,6 +255,23 @@ impl Encoder {
             plans: HashMap::new(),
             day: (i64::MIN, [b'0'; 10]),
         }
+    }
+
+    /// Appends every row of `batch` (of `table`, from `source`) to `out` as bulk NDJSON; `now`
+    /// is the `@timestamp` of rows without a time. Returns the rows written.
+    pub fn encode(
+        &mut self,
+        table: &str,
+        source: &Source<'_>,
+        batch: &RecordBatch,
+        now: i64,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, String> {
+        let mut p = self.prepare(table, source, batch, now)?;
+        for row in 0..batch.num_rows() {
+            p.write_row(row, out);
+        }
+        Ok(batch.num_rows())
     }
 
     /// Resolves `batch`'s columns for encoding; an error names what the batch lacks.

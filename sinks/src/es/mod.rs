@@ -27,12 +27,11 @@ use arrow_array::RecordBatch;
 use crossbeam_channel::{Receiver, Sender};
 
 pub use client::{Cluster, Stats};
-pub use encode::{FieldName, FieldNames, data_stream};
+pub use encode::{Encoder, FieldName, FieldNames, data_stream};
 
 use crate::lake::{Identity, Resume, Source};
 use crate::sink::{Closed, Error, Sink};
 use client::{Bulk, DeadLetter, Delivery};
-use encode::Encoder;
 
 /// A secret from the configuration: shown nowhere (its `Debug` is a placeholder).
 #[derive(Clone, PartialEq, Eq)]
@@ -314,10 +313,14 @@ impl Batcher {
         if self.open.items.is_empty() {
             return Ok(());
         }
+        let mut body = std::mem::take(&mut self.spare);
+        // Sized once for a full request (and the row that tips it over): growing a body by
+        // doubling copied it about twice over.
+        body.reserve(self.max_bytes + (64 << 10));
         let next = Bulk {
             seq: self.open.seq + 1,
-            body: std::mem::take(&mut self.spare),
-            items: Vec::new(),
+            body,
+            items: Vec::with_capacity(self.open.items.len()),
         };
         let mut bulk = std::mem::replace(&mut self.open, next);
         self.opened = None;
@@ -527,5 +530,148 @@ impl Drop for EsSink {
         // Workers left running after an unwind would retry for ever.
         self.delivery.cancel.store(true, Ordering::Relaxed);
         self.batcher.to_workers = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use arrow_array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    /// A bulk endpoint that acknowledges every item, the request holding the line at offset 0
+    /// only after `slow`.
+    fn server(slow: Duration) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bound");
+        let url = format!("http://{}", listener.local_addr().expect("an address"));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&requests);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let count = Arc::clone(&count);
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(conn);
+                    loop {
+                        let mut len = 0usize;
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let l = line.to_ascii_lowercase();
+                            if let Some(v) = l.strip_prefix("content-length:") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0; len];
+                        if r.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        count.fetch_add(1, Ordering::SeqCst);
+                        let first = br#""exchange.source_offset":0}"#;
+                        if body.windows(first.len()).any(|w| w == first) {
+                            std::thread::sleep(slow);
+                        }
+                        let reply = r#"{"errors":false}"#;
+                        let _ = write!(
+                            r.get_mut(),
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             content-length: {}\r\n\r\n{reply}",
+                            reply.len()
+                        );
+                    }
+                });
+            }
+        });
+        (url, requests)
+    }
+
+    fn batch(rows: usize, from: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("server", DataType::Utf8, false),
+            Field::new("source_offset", DataType::Int64, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(TimestampMillisecondArray::from(vec![Some(0); rows]).with_timezone("UTC")),
+                Arc::new(StringArray::from(vec!["EX01"; rows])),
+                Arc::new(Int64Array::from(
+                    (from..from + rows as i64).collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .expect("a valid batch")
+    }
+
+    #[test]
+    fn writes_are_acknowledged_in_order_when_their_requests_are_done() {
+        let (url, requests) = server(Duration::from_millis(600));
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut config = EsConfig::new("es", &url, dir.path().join("dead.ndjson"));
+        config.max_events = 10;
+        config.max_age = Duration::from_secs(3600);
+        config.compression = false;
+        let mut sink = config.build().expect("a sink");
+        let source = Source {
+            fingerprint: "fp",
+            file: "a.log",
+            end_offset: 1,
+        };
+        // Write 1 fills the first request (slow to answer); write 2 the second; write 3 waits
+        // in the open request; write 4 has no rows.
+        sink.write(&source, &[("t", &batch(10, 0))])
+            .expect("written");
+        sink.write(&source, &[("t", &batch(10, 100))])
+            .expect("written");
+        sink.write(&source, &[("t", &batch(3, 200))])
+            .expect("written");
+        sink.write(&source, &[]).expect("written");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while requests.load(Ordering::SeqCst) < 2 {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        sink.tick().expect("a tick");
+        assert_eq!(
+            sink.acked(),
+            0,
+            "the second request is done, but not the first before it"
+        );
+        while sink.acked() < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the first request never finished"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            sink.tick().expect("a tick");
+        }
+        assert_eq!(sink.acked(), 2, "writes 3 and 4 wait for the open request");
+        sink.flush().expect("flushed");
+        assert_eq!(sink.acked(), 4);
+        let closed = Box::new(sink).close().expect("closed");
+        let stored = closed
+            .counts
+            .iter()
+            .find(|(k, _)| k == "es.stored")
+            .map(|(_, v)| *v);
+        assert_eq!(stored, Some(23));
     }
 }

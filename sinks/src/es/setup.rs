@@ -217,7 +217,13 @@ pub fn install(cluster: &Cluster, templates: &[Template]) -> Result<Vec<String>,
                 &t.path,
                 Some((body.into(), "application/json", false)),
             )
-            .map_err(|e| format!("{}{}: {e}", cluster.url(), t.path))?;
+            .map_err(|e| {
+                let e = e
+                    .strip_prefix(super::client::FATAL)
+                    .unwrap_or(&e)
+                    .to_string();
+                format!("{}{}: {e}", cluster.url(), t.path)
+            })?;
         if !reply.status.is_success() {
             let text = String::from_utf8_lossy(&reply.body);
             return Err(format!(
