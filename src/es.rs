@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Result, bail};
-use mailflow_enrich::sessions;
+use mailflow_enrich::{messages, sessions};
 use mailflow_sinks::es::setup::{self, SetupOptions, Template};
 use mailflow_sinks::es::{Cluster, EsConfig, FieldName, FieldNames};
 use mailflow_sinks::lake::Identity;
@@ -28,6 +28,26 @@ pub fn field_names() -> FieldNames {
             }
         }
     }
+    // ECS's `event.outcome` (success, failure, unknown) from the derived tables' own words.
+    names.set_outcome(
+        sessions::TABLE,
+        "outcome",
+        &[
+            ("delivered", "success"),
+            ("failed", "failure"),
+            ("deferred", "failure"),
+            ("dropped", "failure"),
+        ],
+    );
+    names.set_outcome(
+        messages::TABLE,
+        "status",
+        &[
+            ("delivered", "success"),
+            ("failed", "failure"),
+            ("partially_failed", "failure"),
+        ],
+    );
     names
 }
 
@@ -106,19 +126,20 @@ pub fn run_setup(config: &EsConfig, options: &SetupOptions, dry_run: bool) -> Re
     }
 }
 
-/// The table of a document field, for tests and messages: which tables write `name`.
+/// The tables whose documents have the field `name`.
 pub fn tables_with(name: &str) -> Vec<&'static str> {
     let names = field_names();
     table_schemas()
         .into_iter()
         .filter(|(t, schema)| {
-            schema
-                .fields()
-                .iter()
-                .any(|f| match names.get(t, f.name()) {
-                    FieldName::Field(n) => n == name,
-                    FieldName::Peer { receive, send } => receive == name || send == name,
-                })
+            (name == "event.outcome" && names.has_outcome(t))
+                || schema
+                    .fields()
+                    .iter()
+                    .any(|f| match names.get(t, f.name()) {
+                        FieldName::Field(n) => n == name,
+                        FieldName::Peer { receive, send } => receive == name || send == name,
+                    })
         })
         .map(|(t, _)| t)
         .collect()
@@ -167,6 +188,7 @@ mod tests {
             "email.subject",
             "email.message_id",
             "event.action",
+            "event.outcome",
             "tls.version",
             "tls.cipher",
             "tls.server.x509.not_after",

@@ -45,7 +45,12 @@ pub enum FieldName {
 #[derive(Debug, Clone, Default)]
 pub struct FieldNames {
     tables: HashMap<String, HashMap<String, FieldName>>,
+    /// Per table, a column whose values say ECS's `event.outcome`, and how.
+    outcomes: HashMap<String, (String, Outcomes)>,
 }
+
+/// Values of a column and the `event.outcome` each means.
+type Outcomes = Vec<(String, &'static str)>;
 
 impl FieldNames {
     /// Names `column` of `table`.
@@ -54,6 +59,23 @@ impl FieldNames {
             .entry(table.to_string())
             .or_default()
             .insert(column.to_string(), name);
+    }
+
+    /// Writes `event.outcome` (`success`, `failure` or `unknown`) from `column` of `table`:
+    /// a value listed in `map` becomes its outcome, any other value `unknown`.
+    pub fn set_outcome(&mut self, table: &str, column: &str, map: &[(&str, &'static str)]) {
+        self.outcomes.insert(
+            table.to_string(),
+            (
+                column.to_string(),
+                map.iter().map(|&(v, o)| (v.to_string(), o)).collect(),
+            ),
+        );
+    }
+
+    /// Whether `table`'s documents have an `event.outcome`.
+    pub fn has_outcome(&self, table: &str) -> bool {
+        self.outcomes.contains_key(table)
     }
 
     /// The name of `column` of `table`.
@@ -96,6 +118,8 @@ struct Plan {
     timestamp: Option<usize>,
     direction: Option<usize>,
     offset: Option<usize>,
+    /// The column `event.outcome` is read from, and its values' outcomes.
+    outcome: Option<(usize, Outcomes)>,
 }
 
 /// A batch ready to encode: its columns downcast.
@@ -181,6 +205,17 @@ impl<'a> Col<'a> {
             Col::List(a, _) => a.is_null(row),
             Col::Map(a, _, _) => a.is_null(row),
             Col::Unsupported => true,
+        }
+    }
+
+    /// The string at `row` of a string column (plain or dictionary), if not null.
+    fn text(&self, row: usize) -> Option<&str> {
+        match self {
+            Col::Str(a) if !a.is_null(row) => Some(a.value(row)),
+            Col::Dict(a, values) if !a.is_null(row) => {
+                Some(values.value(a.keys().value(row) as usize))
+            }
+            _ => None,
         }
     }
 
@@ -379,6 +414,10 @@ impl Plan {
             timestamp,
             direction: schema.index_of("direction").ok(),
             offset: schema.index_of("source_offset").ok(),
+            outcome: fields
+                .outcomes
+                .get(table)
+                .and_then(|(c, map)| Some((schema.index_of(c).ok()?, map.clone()))),
         }
     }
 }
@@ -422,6 +461,17 @@ impl Prepared<'_> {
                 _ => out.extend_from_slice(key),
             }
             col.write(row, self.day, out);
+        }
+        if let Some((i, map)) = &plan.outcome
+            && let Some(v) = self.columns[*i].text(row)
+        {
+            let o = map
+                .iter()
+                .find(|(k, _)| k == v)
+                .map_or("unknown", |(_, o)| o);
+            out.extend_from_slice(br#","event.outcome":""#);
+            out.extend_from_slice(o.as_bytes());
+            out.push(b'"');
         }
         out.extend_from_slice(b"}\n");
     }
@@ -584,6 +634,7 @@ mod tests {
                 send: "destination.ip".into(),
             },
         );
+        f.set_outcome("t", "direction", &[("receive", "success")]);
         Arc::new(f)
     }
 
@@ -624,6 +675,8 @@ mod tests {
             serde_json::json!(["a@contoso.com"])
         );
         assert_eq!(doc["event.dataset"], "exchange.t");
+        assert_eq!(doc["event.outcome"], "success");
+        assert_eq!(lines[3]["event.outcome"], "unknown", "a value not listed");
         let sent = &lines[3];
         assert_eq!(
             sent["destination.ip"], "10.0.0.2",
