@@ -114,21 +114,7 @@ fn ingest(logs: &Path, lake: &Path) {
 
 /// Generated logs of two servers over two days (two or three files per series).
 fn generate(dir: &Path, bytes: &str) {
-    mailflow(&[
-        "generate".as_ref(),
-        "--kind".as_ref(),
-        "mixed".as_ref(),
-        "--bytes".as_ref(),
-        bytes.as_ref(),
-        "--servers".as_ref(),
-        "2".as_ref(),
-        "--days".as_ref(),
-        "2".as_ref(),
-        "--seed".as_ref(),
-        "7".as_ref(),
-        "--out".as_ref(),
-        dir.as_os_str(),
-    ]);
+    cli::generate_mixed(dir, bytes, &["--days", "2", "--seed", "7"]);
 }
 
 /// Rewrites a generated folder into another the way Exchange writes it: every series' lines in

@@ -120,17 +120,7 @@ impl Drop for EsServer {
 
 fn generate(dir: &Path, bytes: &str) -> PathBuf {
     let out = dir.join("logs");
-    mailflow(&[
-        "generate".as_ref(),
-        "--kind".as_ref(),
-        "mixed".as_ref(),
-        "--bytes".as_ref(),
-        bytes.as_ref(),
-        "--servers".as_ref(),
-        "2".as_ref(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
+    cli::generate_mixed(&out, bytes, &[]);
     out
 }
 

@@ -72,3 +72,22 @@ pub fn python_script<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> Strin
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// `mailflow generate --kind mixed --bytes BYTES --servers 2 --out OUT` and `extra` flags.
+#[allow(dead_code)] // not every test binary that includes this module generates logs
+pub fn generate_mixed(out: &Path, bytes: &str, extra: &[&str]) {
+    let fixed = [
+        "generate",
+        "--kind",
+        "mixed",
+        "--bytes",
+        bytes,
+        "--servers",
+        "2",
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = fixed.iter().map(std::ffi::OsStr::new).collect();
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    args.push(std::ffi::OsStr::new("--out"));
+    args.push(out.as_os_str());
+    mailflow(&args);
+}

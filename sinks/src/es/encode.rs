@@ -219,6 +219,15 @@ impl<'a> Col<'a> {
         }
     }
 
+    /// Writes the value at `row` as JSON, `null` included (inside a list or map).
+    fn write_or_null(&self, row: usize, day: &mut (i64, [u8; 10]), out: &mut Vec<u8>) {
+        if self.is_null(row) {
+            out.extend_from_slice(b"null");
+        } else {
+            self.write(row, day, out);
+        }
+    }
+
     /// Writes the value at `row` (not null) as JSON.
     fn write(&self, row: usize, day: &mut (i64, [u8; 10]), out: &mut Vec<u8>) {
         match self {
@@ -244,11 +253,7 @@ impl<'a> Col<'a> {
                     if i > from {
                         out.push(b',');
                     }
-                    if values.is_null(i) {
-                        out.extend_from_slice(b"null");
-                    } else {
-                        values.write(i, day, out);
-                    }
+                    values.write_or_null(i, day, out);
                 }
                 out.push(b']');
             }
@@ -262,11 +267,7 @@ impl<'a> Col<'a> {
                     }
                     string(keys.value(i).as_bytes(), out);
                     out.push(b':');
-                    if values.is_null(i) {
-                        out.extend_from_slice(b"null");
-                    } else {
-                        values.write(i, day, out);
-                    }
+                    values.write_or_null(i, day, out);
                 }
                 out.push(b'}');
             }
