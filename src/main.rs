@@ -152,6 +152,10 @@ struct EsSetupArgs {
     /// The ILM policy the indices follow (`none` for the cluster's default lifecycle).
     #[arg(long, default_value = "logs")]
     ilm_policy: String,
+    /// Templates for OpenSearch 2.15 or later (`flat_object`, no ILM setting: attach an ISM
+    /// policy to logs-exchange.* by its `ism_template`).
+    #[arg(long)]
+    opensearch: bool,
     /// Print the requests instead of sending them.
     #[arg(long)]
     dry_run: bool,
@@ -161,6 +165,7 @@ impl EsSetupArgs {
     fn run(&self) -> Result<String> {
         let options = mailflow_sinks::es::setup::SetupOptions {
             ilm_policy: (self.ilm_policy != "none").then(|| self.ilm_policy.clone()),
+            opensearch: self.opensearch,
             ..Default::default()
         };
         let config = match (&self.url, &self.config) {

@@ -7,7 +7,8 @@
 //! Types: times are `date`, integers `long`, flags `boolean`, addresses `ip` (malformed ones
 //! kept in `_source` rather than refusing the document), free text a subject or a transcript
 //! line is searched in by substring is `wildcard`, longer prose `match_only_text`, the raw
-//! line `keyword` without an index, maps of unknown fields `flattened`, and everything else
+//! line `keyword` without an index, maps of unknown fields `flattened` (`flat_object` on
+//! OpenSearch, see [`SetupOptions::opensearch`]), and everything else
 //! `keyword`.
 
 use arrow_schema::{DataType, SchemaRef};
@@ -33,6 +34,10 @@ pub struct SetupOptions {
     pub ilm_policy: Option<String>,
     /// The index templates' priority (above Elasticsearch's built-in `logs-*-*` at 100).
     pub priority: u32,
+    /// Templates for OpenSearch (2.15 or later): `flat_object` for `flattened`, no ILM
+    /// setting (OpenSearch's ISM attaches policies by their own `ism_template`), and no
+    /// optional `@custom` component (OpenSearch has no `ignore_missing_component_templates`).
+    pub opensearch: bool,
 }
 
 impl Default for SetupOptions {
@@ -40,6 +45,7 @@ impl Default for SetupOptions {
         SetupOptions {
             ilm_policy: Some("logs".into()),
             priority: 200,
+            opensearch: false,
         }
     }
 }
@@ -66,7 +72,8 @@ pub fn templates(
     options: &SetupOptions,
 ) -> Vec<Template> {
     let mut settings = Map::new();
-    if let Some(policy) = options.ilm_policy.as_deref().filter(|p| !p.is_empty()) {
+    let ilm = options.ilm_policy.as_deref().filter(|p| !p.is_empty());
+    if let Some(policy) = ilm.filter(|_| !options.opensearch) {
         settings.insert("index.lifecycle.name".into(), json!(policy));
     }
     let mut out = vec![Template {
@@ -100,7 +107,11 @@ pub fn templates(
                 if name == "@timestamp" {
                     continue;
                 }
-                put(&mut props, &name, mapping(f.name(), &name, f.data_type()));
+                let mut m = mapping(f.name(), &name, f.data_type());
+                if options.opensearch && m["type"] == "flattened" {
+                    m["type"] = json!("flat_object");
+                }
+                put(&mut props, &name, m);
             }
         }
         let mappings = format!("mailflow-exchange.{table}@mappings");
@@ -117,17 +128,21 @@ pub fn templates(
             }),
         });
         let custom = format!("logs-exchange.{table}@custom");
+        let mut index = json!({
+            "index_patterns": [data_stream(table, "*")],
+            "data_stream": {},
+            "priority": options.priority,
+            "composed_of": [SETTINGS, mappings],
+            "_meta": meta(),
+        });
+        if !options.opensearch {
+            // A place for the admin's own settings and mappings, kept across setups.
+            index["composed_of"] = json!([SETTINGS, mappings, custom]);
+            index["ignore_missing_component_templates"] = json!([custom]);
+        }
         out.push(Template {
             path: format!("/_index_template/logs-exchange.{table}"),
-            body: json!({
-                "index_patterns": [data_stream(table, "*")],
-                "data_stream": {},
-                "priority": options.priority,
-                "composed_of": [SETTINGS, mappings, custom],
-                // A place for the admin's own settings and mappings, kept across setups.
-                "ignore_missing_component_templates": [custom],
-                "_meta": meta(),
-            }),
+            body: index,
         });
     }
     out
@@ -293,6 +308,50 @@ mod tests {
         assert_eq!(
             t[0].body["template"]["settings"]["index.lifecycle.name"],
             "logs"
+        );
+        assert_eq!(index.body["composed_of"][2], "logs-exchange.t@custom");
+    }
+
+    #[test]
+    fn opensearch_templates_use_its_own_types_and_settings() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "extra",
+            DataType::Map(
+                Arc::new(Field::new(
+                    "entries",
+                    DataType::Struct(
+                        vec![
+                            Field::new("keys", DataType::Utf8, false),
+                            Field::new("values", DataType::Utf8, true),
+                        ]
+                        .into(),
+                    ),
+                    false,
+                )),
+                false,
+            ),
+            true,
+        )]));
+        let options = SetupOptions {
+            opensearch: true,
+            ..SetupOptions::default()
+        };
+        let t = templates(&[("t", schema)], &FieldNames::default(), &options);
+        let props = &t[1].body["template"]["mappings"]["properties"];
+        assert_eq!(
+            props["exchange"]["properties"]["extra"]["type"],
+            "flat_object"
+        );
+        assert!(
+            t[0].body["template"]["settings"]
+                .as_object()
+                .is_some_and(|s| s.is_empty())
+        );
+        assert_eq!(t[2].body["composed_of"].as_array().map(Vec::len), Some(2));
+        assert!(
+            t[2].body
+                .get("ignore_missing_component_templates")
+                .is_none()
         );
     }
 }
