@@ -126,30 +126,30 @@ pub fn run_setup(config: &EsConfig, options: &SetupOptions, dry_run: bool) -> Re
     }
 }
 
-/// The tables whose documents have the field `name`.
-pub fn tables_with(name: &str) -> Vec<&'static str> {
-    let names = field_names();
-    table_schemas()
-        .into_iter()
-        .filter(|(t, schema)| {
-            (name == "event.outcome" && names.has_outcome(t))
-                || schema
-                    .fields()
-                    .iter()
-                    .any(|f| match names.get(t, f.name()) {
-                        FieldName::Field(n) => n == name,
-                        FieldName::Peer { receive, send } => receive == name || send == name,
-                    })
-        })
-        .map(|(t, _)| t)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
 
     use super::*;
+
+    /// The tables whose documents have the field `name`.
+    fn tables_with(name: &str) -> Vec<&'static str> {
+        let names = field_names();
+        table_schemas()
+            .into_iter()
+            .filter(|(t, schema)| {
+                (name == "event.outcome" && names.has_outcome(t))
+                    || schema
+                        .fields()
+                        .iter()
+                        .any(|f| match names.get(t, f.name()) {
+                            FieldName::Field(n) => n == name,
+                            FieldName::Peer { receive, send } => receive == name || send == name,
+                        })
+            })
+            .map(|(t, _)| t)
+            .collect()
+    }
 
     #[test]
     fn no_two_columns_of_a_table_share_a_field() {

@@ -23,3 +23,27 @@ pub mod es;
 pub mod lake;
 pub mod parquet;
 pub mod sink;
+
+/// What the crate's unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+    /// A schema of the lineage columns every table starts with (`timestamp`, `server`,
+    /// `source_offset`), then `more`.
+    pub(crate) fn lineage_schema(more: Vec<Field>) -> SchemaRef {
+        let mut fields = vec![
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new("server", DataType::Utf8, false),
+            Field::new("source_offset", DataType::Int64, false),
+        ];
+        fields.extend(more);
+        Arc::new(Schema::new(fields))
+    }
+}

@@ -370,21 +370,13 @@ mod tests {
     use std::time::Duration;
 
     use arrow_array::{Int64Array, StringArray, TimestampMillisecondArray};
-    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use arrow_schema::{DataType, Field, Schema};
 
     use super::*;
 
     fn batch(offsets: &[i64]) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "timestamp",
-                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                true,
-            ),
-            Field::new("server", DataType::Utf8, false),
-            Field::new("source_offset", DataType::Int64, false),
-            Field::new("source_file", DataType::Utf8, false),
-        ]));
+        let schema =
+            crate::testing::lineage_schema(vec![Field::new("source_file", DataType::Utf8, false)]);
         let n = offsets.len();
         RecordBatch::try_new(
             schema,

@@ -136,12 +136,14 @@ pub(crate) struct Prepared<'a> {
 
 enum Id<'a> {
     /// A log line: its offset, hashed with a seed of table and source.
-    Line {
-        seed: u64,
-        offsets: Option<&'a Int64Array>,
-    },
-    /// A derived row: its identity.
-    Derived(Identified),
+    Line { seed: u64, offsets: &'a Int64Array },
+    /// A derived row: its identity, and its first event's time when the identity has a span
+    /// (one identity may have several rows over time: a message deferred past the
+    /// correlator's idle window).
+    Derived(
+        Identified,
+        Option<&'a PrimitiveArray<TimestampMillisecondType>>,
+    ),
 }
 
 /// A column downcast to what its values are written from.
@@ -340,18 +342,30 @@ impl Encoder {
         let sent = plan.direction.map(|i| equals(batch.column(i), "send"));
         let id = match self.identities.get(table) {
             Some(identity) => {
-                Id::Derived(Identified::of(batch, identity).map_err(|e| e.to_string())?)
+                let start = identity.span.as_ref().and_then(|(first, _)| {
+                    batch
+                        .column_by_name(first)?
+                        .as_primitive_opt::<TimestampMillisecondType>()
+                });
+                Id::Derived(
+                    Identified::of(batch, identity).map_err(|e| e.to_string())?,
+                    start,
+                )
             }
             None => {
                 let mut h = xxhash_rust::xxh3::Xxh3::new();
                 h.update(table.as_bytes());
                 h.update(b"\0");
                 h.update(source.fingerprint.as_bytes());
+                // Without its offset a line has no lineage: refuse rather than give every
+                // batch's first row one id (the cluster would keep only the first).
+                let offsets = plan
+                    .offset
+                    .and_then(|i| batch.column(i).as_primitive_opt::<Int64Type>())
+                    .ok_or("no Int64 source_offset column: a line's document id is its offset")?;
                 Id::Line {
                     seed: h.digest(),
-                    offsets: plan
-                        .offset
-                        .and_then(|i| batch.column(i).as_primitive_opt::<Int64Type>()),
+                    offsets,
                 }
             }
         };
@@ -430,14 +444,11 @@ impl Prepared<'_> {
         out.extend_from_slice(&plan.action);
         let id = match &self.id {
             Id::Line { seed, offsets } => {
-                let offset = offsets.map_or(row as i64, |o| o.value(row));
-                xxhash_rust::xxh3::xxh3_128_with_seed(&offset.to_le_bytes(), *seed)
+                xxhash_rust::xxh3::xxh3_128_with_seed(&offsets.value(row).to_le_bytes(), *seed)
             }
-            Id::Derived(identified) => {
-                // With its first event's time: one identity may have several rows over time
-                // (a message deferred past the correlator's idle window).
+            Id::Derived(identified, start) => {
                 let mut h = identified.hasher(row);
-                if let Some(ts) = self.timestamps.filter(|t| !t.is_null(row)) {
+                if let Some(ts) = start.filter(|t| !t.is_null(row)) {
                     h.update(&ts.value(row).to_le_bytes());
                 }
                 h.digest128()
@@ -572,19 +583,12 @@ mod tests {
     use std::sync::Arc;
 
     use arrow_array::{Int64Array, ListArray, StringArray, TimestampMillisecondArray};
-    use arrow_schema::{Field, Schema};
+    use arrow_schema::Field;
 
     use super::*;
 
     fn batch() -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "timestamp",
-                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                true,
-            ),
-            Field::new("server", DataType::Utf8, false),
-            Field::new("source_offset", DataType::Int64, false),
+        let schema = crate::testing::lineage_schema(vec![
             Field::new("direction", DataType::Utf8, true),
             Field::new("remote_ip", DataType::Utf8, true),
             Field::new("data", DataType::Utf8, true),
@@ -593,7 +597,7 @@ mod tests {
                 DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
                 true,
             ),
-        ]));
+        ]);
         let recipients = ListArray::from_iter_primitive::<Int64Type, _, _>(vec![
             Some(vec![Some(1)]),
             Some(vec![]),
@@ -696,6 +700,87 @@ mod tests {
         assert_eq!(a[0], b[0]);
         assert_ne!(a[0]["create"]["_id"], a[2]["create"]["_id"]);
         assert_ne!(a[0]["create"]["_id"], c[0]["create"]["_id"]);
+    }
+
+    #[test]
+    fn a_derived_row_is_known_by_its_identity_and_first_event_whatever_the_names() {
+        let schema = crate::testing::lineage_schema(vec![
+            Field::new("session_id", DataType::Utf8, true),
+            Field::new(
+                "end_time",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+        ]);
+        // The same session id twice, hours apart; then the first again at another offset.
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![1_000, 9_000_000, 1_000])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(StringArray::from(vec!["EX01"; 3])),
+                Arc::new(Int64Array::from(vec![10, 20, 30])),
+                Arc::new(StringArray::from(vec!["08DC"; 3])),
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![2_000, 9_001_000, 2_000])
+                        .with_timezone("UTC"),
+                ),
+            ],
+        )
+        .expect("a valid batch");
+        let identity = Identity {
+            table: "s".into(),
+            columns: vec!["session_id".into()],
+            global: None,
+            span: Some(("timestamp".into(), "end_time".into())),
+        };
+        // No field names at all: the id must not depend on how columns are named.
+        let mut enc = Encoder::new(
+            "default",
+            Arc::new(FieldNames::default()),
+            Arc::new(HashMap::from([("s".to_string(), identity)])),
+        );
+        let source = Source {
+            fingerprint: "fp",
+            file: "a.log",
+            end_offset: 40,
+        };
+        let mut out = Vec::new();
+        enc.encode("s", &source, &b, 0, &mut out).expect("encoded");
+        let ids: Vec<String> = String::from_utf8(out)
+            .expect("UTF-8")
+            .lines()
+            .step_by(2)
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("JSON");
+                v["create"]["_id"].as_str().expect("an id").to_string()
+            })
+            .collect();
+        assert_ne!(ids[0], ids[1], "two rows of one identity, hours apart");
+        assert_eq!(ids[0], ids[2], "the same row, whatever its offset");
+    }
+
+    #[test]
+    fn a_line_without_an_offset_is_refused_not_given_a_made_up_id() {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![Field::new(
+            "server",
+            DataType::Utf8,
+            false,
+        )]));
+        let b = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(vec!["EX01"]))])
+            .expect("a valid batch");
+        let mut enc = Encoder::new("default", names(), Arc::new(HashMap::new()));
+        let source = Source {
+            fingerprint: "fp",
+            file: "a.log",
+            end_offset: 1,
+        };
+        let err = enc
+            .encode("t", &source, &b, 0, &mut Vec::new())
+            .expect_err("refused");
+        assert!(err.contains("source_offset"), "{err}");
     }
 
     #[test]

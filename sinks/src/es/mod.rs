@@ -541,7 +541,6 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use arrow_array::{Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
-    use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
     use super::*;
 
@@ -598,15 +597,7 @@ mod tests {
     }
 
     fn batch(rows: usize, from: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "timestamp",
-                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                true,
-            ),
-            Field::new("server", DataType::Utf8, false),
-            Field::new("source_offset", DataType::Int64, false),
-        ]));
+        let schema = crate::testing::lineage_schema(Vec::new());
         RecordBatch::try_new(
             schema,
             vec![

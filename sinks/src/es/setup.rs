@@ -258,23 +258,17 @@ pub fn install(cluster: &Cluster, templates: &[Template]) -> Result<Vec<String>,
 mod tests {
     use std::sync::Arc;
 
-    use arrow_schema::{Field, Schema, TimeUnit};
+    use arrow_schema::{Field, Schema};
 
     use super::*;
 
     #[test]
     fn a_table_gets_explicit_mappings_and_a_data_stream_template() {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "timestamp",
-                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
-                true,
-            ),
-            Field::new("server", DataType::Utf8, false),
+        let schema = crate::testing::lineage_schema(vec![
             Field::new("remote_ip", DataType::Utf8, true),
             Field::new("message_subject", DataType::Utf8, true),
             Field::new("total_bytes", DataType::Int64, true),
-        ]));
+        ]);
         let mut names = FieldNames::default();
         names.set("t", "timestamp", FieldName::Field("@timestamp".into()));
         names.set("t", "server", FieldName::Field("host.name".into()));
