@@ -67,6 +67,8 @@ pub struct DecoderBuilder {
     batch_size: usize,
     max_line_bytes: usize,
     sizes: BatchSizes,
+    file_time: Option<i64>,
+    providers: crate::records::Providers,
 }
 
 impl DecoderBuilder {
@@ -85,7 +87,22 @@ impl DecoderBuilder {
             batch_size: DEFAULT_BATCH_SIZE,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             sizes: BatchSizes::default(),
+            file_time: None,
+            providers: crate::records::Providers::default(),
         }
+    }
+
+    /// The file's modification time (ms since the epoch): the time of a queue snapshot, and of
+    /// an event pasted without its `Date:`.
+    pub fn with_file_time(mut self, ms: Option<i64>) -> Self {
+        self.file_time = ms;
+        self
+    }
+
+    /// Which event providers' events are kept (default: Exchange's and Schannel).
+    pub fn with_event_providers(mut self, providers: crate::records::Providers) -> Self {
+        self.providers = providers;
+        self
     }
 
     /// Starts from buffer sizes another decoder learned (see [`BatchSizes`]).
@@ -105,6 +122,10 @@ impl DecoderBuilder {
     /// [`server_from_head`](crate::server_from_head)); rows name it before the path does.
     pub fn with_head(mut self, head: &[u8]) -> Self {
         self.row_server = crate::server::server_from_head(&self.source_file, head);
+        // Events and queue snapshots are known by their content, whatever the file is named.
+        if let Some(format) = crate::records::detect(head) {
+            self.kind = Some(LogKind::Records(format));
+        }
         self
     }
 
@@ -151,7 +172,32 @@ impl DecoderBuilder {
     pub fn build(self) -> Decoder {
         let hint = self.kind.or(self.path.kind);
         let server: Arc<str> = self.server().into();
+        let records = match hint {
+            Some(LogKind::Records(format)) => Some(format),
+            _ => None,
+        }
+        .map(|format| {
+            Box::new(crate::records::RecordDecoder::new(
+                crate::records::Settings {
+                    format,
+                    source_file: self.source_file.as_str().into(),
+                    forced_server: self.server.clone(),
+                    fallback_server: self
+                        .row_server
+                        .clone()
+                        .or_else(|| self.path.server.as_deref().and_then(canonical_server))
+                        .or_else(|| self.default_server.as_deref().and_then(canonical_server))
+                        .unwrap_or_else(|| "UNKNOWN".into())
+                        .into(),
+                    file_time: self.file_time,
+                    providers: self.providers.clone(),
+                    batch_size: self.batch_size,
+                    max_record_bytes: self.max_line_bytes.max(1 << 20),
+                },
+            ))
+        });
         Decoder {
+            records,
             source_file: self.source_file.into(),
             server,
             role: self.path.role,
@@ -276,6 +322,8 @@ pub struct Flushed {
 /// Streaming decoder for one Exchange log file. See the module docs.
 #[derive(Debug)]
 pub struct Decoder {
+    /// Events and queue snapshots are decoded by a decoder of their own.
+    records: Option<Box<crate::records::RecordDecoder>>,
     source_file: Arc<str>,
     server: Arc<str>,
     role: Option<&'static str>,
@@ -311,6 +359,9 @@ impl Decoder {
     /// unless [`Decoder::needs_flush`] turns true first; then call [`Decoder::flush`] and pass the
     /// rest again.
     pub fn decode(&mut self, buf: &[u8]) -> Result<usize, Error> {
+        if let Some(r) = &mut self.records {
+            return r.decode(buf);
+        }
         let mut pos = 0;
         let mut fetched = 0;
         while pos < buf.len() && !self.needs_flush() {
@@ -375,6 +426,9 @@ impl Decoder {
     /// End of input: an unterminated last line is parsed as a complete line. Do not call this on
     /// a file that is still being written (its last line may be half-written); keep decoding.
     pub fn finish(&mut self) -> Result<(), Error> {
+        if let Some(r) = &mut self.records {
+            return r.finish();
+        }
         if self.skipping {
             self.skipping = false;
             self.end_line();
@@ -389,6 +443,12 @@ impl Decoder {
     /// header, say) and `offset` were read by an earlier run, and their rows are not wanted
     /// again. Offsets of later lines stay absolute. Call between lines only.
     pub fn resume_at(&mut self, offset: u64) -> Result<(), Error> {
+        if self.records.is_some() {
+            return Err(Error::Resume {
+                offset,
+                reason: "events and queue snapshots are re-read from their start (see Decoder::skip_before)".into(),
+            });
+        }
         if !self.partial.is_empty() || self.skipping {
             return Err(Error::Resume {
                 offset,
@@ -409,6 +469,9 @@ impl Decoder {
     /// True when a batch should be taken before decoding more: it is full, or the file switched
     /// to another kind of log or column layout.
     pub fn needs_flush(&self) -> bool {
+        if let Some(r) = &self.records {
+            return r.needs_flush();
+        }
         self.switch_pending
             || self.pending_rows() >= self.batch_size
             || self.batch_bytes >= MAX_BATCH_BYTES
@@ -416,11 +479,17 @@ impl Decoder {
 
     /// Rows (data and rejects) waiting in the current batch.
     pub fn pending_rows(&self) -> usize {
+        if let Some(r) = &self.records {
+            return r.pending_rows();
+        }
         self.builders.as_ref().map_or(0, |b| b.rows) + self.rejects.rows
     }
 
     /// Takes the rows decoded so far.
     pub fn flush(&mut self) -> Result<Flushed, Error> {
+        if let Some(r) = &mut self.records {
+            return r.flush();
+        }
         self.switch_pending = false;
         self.batch_bytes = 0;
         let mut out = Flushed {
@@ -452,12 +521,30 @@ impl Decoder {
 
     /// Cumulative counters.
     pub fn stats(&self) -> DecoderStats {
+        if let Some(r) = &self.records {
+            return r.stats();
+        }
         self.stats
     }
 
     /// Things worth telling the user (assumed layouts, unsupported log types).
     pub fn notes(&self) -> &[Note] {
         &self.notes
+    }
+
+    /// Whether the file holds events or queue snapshots (read whole, records framed by
+    /// content) rather than a transport log (read line by line).
+    pub fn is_records(&self) -> bool {
+        self.records.is_some()
+    }
+
+    /// For events and queue snapshots, fed from the file's start on a resume: skips the records
+    /// that start before `offset` (an earlier run read them). Transport logs resume with
+    /// [`Decoder::resume_at`] instead.
+    pub fn skip_before(&mut self, offset: u64) {
+        if let Some(r) = &mut self.records {
+            r.skip_before(offset);
+        }
     }
 
     /// The kind decided so far (from header, path or row shape).
@@ -468,6 +555,9 @@ impl Decoder {
     /// Offset just past the last complete line: everything before it is in a batch (flushed or
     /// pending). A checkpoint taken after a flush resumes here.
     pub fn complete_offset(&self) -> u64 {
+        if let Some(r) = &self.records {
+            return r.complete_offset();
+        }
         if self.skipping {
             self.offset
         } else {

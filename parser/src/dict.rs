@@ -132,6 +132,14 @@ impl DictBuilder {
         }
     }
 
+    /// A value, or null.
+    pub(crate) fn append_option(&mut self, v: Option<&str>) {
+        match v {
+            Some(v) => self.append(v),
+            None => self.append_null(),
+        }
+    }
+
     #[inline]
     pub(crate) fn append_null(&mut self) {
         let len = self.keys.len();

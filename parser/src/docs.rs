@@ -135,6 +135,8 @@ pub fn column_doc(table: &str, column: &str) -> Option<ColumnDoc> {
         Table::Connectivity => connectivity(column),
         Table::PopImapProtocol => pop_imap(column),
         Table::AgentLog => agent_log(column),
+        Table::TransportEvents => transport_events(column),
+        Table::QueueSnapshots => queue_snapshots(column),
     })
 }
 
@@ -458,6 +460,105 @@ fn rejects(column: &str) -> Option<ColumnDoc> {
             "error.message",
         ),
         "raw" => ecs("The line's bytes as read.", "event.original"),
+        _ => return None,
+    })
+}
+
+const EVENT_LEVELS: &[&str] = &["Critical", "Error", "Warning", "Information", "Verbose"];
+
+fn transport_events(column: &str) -> Option<ColumnDoc> {
+    Some(match column {
+        "computer" => {
+            doc("The computer that logged the event, as the event names it (often a FQDN).")
+        }
+        "log_name" => ecs("The event log (`Application`, `System`).", "winlog.channel"),
+        "provider" => ecs(
+            "The event's source: `MSExchangeTransport`, `MSExchangeFrontEndTransport`, \
+             `MSExchange Common`, `Schannel`, … (by default only Exchange's providers and \
+             Schannel are kept).",
+            "event.provider",
+        ),
+        "event_id" => ecs(
+            "The event ID (`12014`, `1035`): with the provider, what happened.",
+            "event.code",
+        ),
+        "level" => ColumnDoc {
+            meaning: "The event's level.",
+            values: EVENT_LEVELS,
+            open: false,
+            ecs: Some("log.level"),
+        },
+        "task_category" => ecs(
+            "The task category as the event's provider names it (`TransportService`, \
+             `SmtpReceive`); null where the input has only its number.",
+            "winlog.task",
+        ),
+        "record_id" => ecs(
+            "The event's record number in its log: with `computer` and `log_name`, the event's \
+             identity.",
+            "winlog.record_id",
+        ),
+        "insertion_strings" => doc(
+            "The event's insertion strings (`<Data>` values, `Properties`), in order: the \
+             connector, FQDN, thumbprint or error name the message text is made from.",
+        ),
+        "description" => ecs(
+            "The rendered message text, when the input has it (Event Viewer text, \
+             `ConvertTo-Json`, rendered XML); `.evtx` files and plain XML carry only the \
+             insertion strings.",
+            "message",
+        ),
+        "input_format" => values(
+            "What the event was read from.",
+            &["evtx", "xml", "json", "text"],
+        ),
+        _ => return None,
+    })
+}
+
+fn queue_snapshots(column: &str) -> Option<ColumnDoc> {
+    Some(match column {
+        "identity" => {
+            doc("The queue's identity, `SERVER\\number` (`EX01\\4`) or `SERVER\\Submission`.")
+        }
+        "delivery_type" => doc(
+            "How the queue delivers (`SmtpRelayToRemoteAdSite`, `SmtpDeliveryToMailbox`, \
+             `DnsConnectorDelivery`, `Unreachable`, `ShadowRedundancy`, …).",
+        ),
+        "next_hop_domain" => ecs(
+            "Where the queue delivers to: a domain, an AD site, a DAG or a mailbox database.",
+            "destination.domain",
+        ),
+        "next_hop_category" => values(
+            "Inside or outside the organisation.",
+            &["Internal", "External"],
+        ),
+        "status" => ColumnDoc {
+            meaning: "The queue's state at the snapshot.",
+            values: &["Active", "Ready", "Retry", "Suspended", "Connecting"],
+            open: true,
+            ecs: None,
+        },
+        "message_count" => doc("Messages in the queue at the snapshot."),
+        "last_error" => ecs(
+            "The queue's `LastError`, whole: an `[{LRT=…};{LED=…};{FQDN=…};{IP=…}]` block or text.",
+            "error.message",
+        ),
+        "last_error_reply" => doc(
+            "The innermost SMTP reply in `last_error` (`454 4.7.0 Temporary authentication \
+             failure.`): Exchange wraps the peer's reply in its own, and the inner one is what \
+             went wrong.",
+        ),
+        "last_error_fqdn" => doc("The host the queue last tried (`FQDN=` of the error)."),
+        "last_error_ip" => ecs(
+            "The address the queue last tried (`IP=`, or the last endpoint attempted).",
+            "destination.ip",
+        ),
+        "last_retry_time" => {
+            doc("When the queue last tried, in UTC (`LastRetryTime`, or the error's `LRT=`).")
+        }
+        "next_retry_time" => doc("When the queue tries next, in UTC."),
+        "input_format" => values("What the snapshot was read from.", &["list", "csv", "json"]),
         _ => return None,
     })
 }

@@ -49,6 +49,9 @@ pub enum RejectReason {
     /// `#Log-type` names a log mailflow does not read.
     #[error("log type {0:?} is not one mailflow reads")]
     UnsupportedLogType(String),
+    /// An event or queue record that does not parse, or lacks what a row needs.
+    #[error("{0}")]
+    BadRecord(String),
 }
 
 impl RejectReason {
@@ -61,6 +64,7 @@ impl RejectReason {
             RejectReason::UnterminatedQuote { .. } => "unterminated_quote",
             RejectReason::UnknownLayout { .. } => "unknown_layout",
             RejectReason::UnsupportedLogType(_) => "unsupported_log_type",
+            RejectReason::BadRecord(_) => "bad_record",
         }
     }
 }

@@ -18,16 +18,22 @@ pub enum Table {
     PopImapProtocol,
     /// Transport agent logs (anti-spam agents).
     AgentLog,
+    /// Windows events of Exchange's providers (`.evtx`, event XML or JSON, Event Viewer text).
+    TransportEvents,
+    /// `Get-Queue` snapshots (`Format-List`, `Export-Csv`, `ConvertTo-Json`).
+    QueueSnapshots,
 }
 
 impl Table {
     /// Every data table, in a stable order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 7] = [
         Table::MessageTracking,
         Table::SmtpProtocol,
         Table::Connectivity,
         Table::PopImapProtocol,
         Table::AgentLog,
+        Table::TransportEvents,
+        Table::QueueSnapshots,
     ];
 
     /// The table's name in Parquet paths, Elasticsearch data streams and the CLI.
@@ -38,6 +44,8 @@ impl Table {
             Table::Connectivity => "connectivity",
             Table::PopImapProtocol => "pop_imap_protocol",
             Table::AgentLog => "agent_log",
+            Table::TransportEvents => "transport_events",
+            Table::QueueSnapshots => "queue_snapshots",
         }
     }
 
@@ -91,6 +99,8 @@ pub enum LogKind {
     PopImap(Option<MailProtocol>),
     /// Agent log.
     Agent,
+    /// Windows events or a queue snapshot, in the format given.
+    Records(crate::records::RecordFormat),
 }
 
 impl LogKind {
@@ -102,6 +112,7 @@ impl LogKind {
             LogKind::Connectivity => Table::Connectivity,
             LogKind::PopImap(_) => Table::PopImapProtocol,
             LogKind::Agent => Table::AgentLog,
+            LogKind::Records(f) => f.table(),
         }
     }
 

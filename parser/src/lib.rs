@@ -54,6 +54,7 @@ pub mod fuzzing;
 mod kind;
 mod mapping;
 mod reader;
+mod records;
 mod scan;
 pub mod schema;
 mod server;
@@ -69,6 +70,7 @@ pub use kind::{
     kind_from_log_type, path_info,
 };
 pub use reader::LogReader;
+pub use records::{Providers, RecordFormat, detect as detect_records};
 pub use schema::{rejects_schema, schema};
 pub use server::{
     HEAD_BYTES, LocalField, MAX_SERVER_NAME, canonical_server, local_field, server_from_head,
@@ -90,6 +92,9 @@ pub enum Sniffed {
 /// win; a headerless file is read when its name says what it is or its first row has a known
 /// Exchange shape.
 pub fn sniff(path: &str, head: &[u8]) -> Sniffed {
+    if let Some(format) = records::detect(head) {
+        return Sniffed::Readable(Some(LogKind::Records(format)));
+    }
     let head = head
         .strip_prefix(b"\xEF\xBB\xBF".as_slice())
         .unwrap_or(head);

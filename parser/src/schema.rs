@@ -230,6 +230,8 @@ pub(crate) fn columns(table: Table) -> &'static [ColumnDef] {
         Table::Connectivity => CONNECTIVITY,
         Table::PopImapProtocol => POP_IMAP,
         Table::AgentLog => AGENT_LOG,
+        // Not CSV: their columns are in `records` (see `build_schema`).
+        Table::TransportEvents | Table::QueueSnapshots => &[],
     }
 }
 
@@ -279,6 +281,15 @@ fn lineage(timestamp_nullable: bool) -> Vec<Field> {
 
 fn build_schema(table: Table) -> Schema {
     let mut fields = lineage(false);
+    let records = match table {
+        Table::TransportEvents => Some(crate::records::events::fields()),
+        Table::QueueSnapshots => Some(crate::records::queues::fields()),
+        _ => None,
+    };
+    if let Some(columns) = records {
+        fields.extend(columns);
+        return with_metadata(Schema::new(with_hints(fields)), table.name());
+    }
     for c in columns(table) {
         match c.kind {
             Text | SessionRef => fields.push(Field::new(c.name, DataType::Utf8, true)),
