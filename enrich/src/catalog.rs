@@ -14,10 +14,12 @@ use serde::Deserialize;
 const BUILTIN: &str = include_str!("../catalog.toml");
 
 /// Tables a rule can match: the parser's tables that get diagnosis columns.
-pub const DIAGNOSED: [Table; 3] = [
+pub const DIAGNOSED: [Table; 5] = [
     Table::MessageTracking,
     Table::SmtpProtocol,
     Table::Connectivity,
+    Table::TransportEvents,
+    Table::QueueSnapshots,
 ];
 
 /// A text field the catalog searches.
@@ -31,18 +33,24 @@ pub enum TextField {
     Data,
     /// `smtp_protocol.context`.
     Context,
-    /// `connectivity.description`.
+    /// `connectivity.description`, `transport_events.description`.
     Description,
+    /// `transport_events.insertion_strings`.
+    InsertionStrings,
+    /// `queue_snapshots.last_error`.
+    LastError,
 }
 
 impl TextField {
     /// Every searched field, in a stable order.
-    pub const ALL: [TextField; 5] = [
+    pub const ALL: [TextField; 7] = [
         TextField::RecipientStatus,
         TextField::SourceContext,
         TextField::Data,
         TextField::Context,
         TextField::Description,
+        TextField::InsertionStrings,
+        TextField::LastError,
     ];
 
     /// The column's name.
@@ -53,6 +61,8 @@ impl TextField {
             TextField::Data => "data",
             TextField::Context => "context",
             TextField::Description => "description",
+            TextField::InsertionStrings => "insertion_strings",
+            TextField::LastError => "last_error",
         }
     }
 
@@ -77,6 +87,8 @@ pub fn default_fields(table: Table) -> &'static [TextField] {
         Table::MessageTracking => &[TextField::RecipientStatus, TextField::SourceContext],
         Table::SmtpProtocol => &[TextField::Data, TextField::Context],
         Table::Connectivity => &[TextField::Description],
+        Table::TransportEvents => &[TextField::Description, TextField::InsertionStrings],
+        Table::QueueSnapshots => &[TextField::LastError],
         _ => &[],
     }
 }
@@ -150,7 +162,7 @@ pub enum SelfHeals {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSpec {
-    /// Tables the block applies to (default: all three).
+    /// Tables the block applies to (default: every diagnosed table).
     #[serde(default)]
     pub tables: Vec<String>,
     /// Fields searched (default: per table, see [`default_fields`]).
@@ -163,8 +175,11 @@ pub struct MatchSpec {
     pub enhanced: Option<String>,
     /// Three-digit reply code.
     pub reply: Option<u16>,
-    /// Message tracking `event_id`.
+    /// Message tracking `event_id` (`FAIL`), or a Windows event's ID (`12014`).
     pub event_id: Option<String>,
+    /// A Windows event's provider, case-insensitive; a trailing `*` matches any ending
+    /// (`MSExchange*`).
+    pub provider: Option<String>,
     /// SMTP protocol `direction` (`send` or `receive`).
     pub direction: Option<String>,
     /// The reply code must be at least this.

@@ -17,7 +17,8 @@ use crate::records::{Text, hit_text, text_at};
 
 /// Values kept per set; more are counted, not stored.
 const SET_CAP: usize = 32;
-/// Evidence lines kept per finding.
+/// Evidence lines kept per finding and input (table), so that a finding seen in a queue and in
+/// an event log shows both.
 const EVIDENCE: usize = 2;
 /// Sessions whose certificate is remembered at once.
 const SESSION_CAP: usize = 100_000;
@@ -59,6 +60,8 @@ pub struct Evidence {
     pub text: String,
     /// SMTP session id, for protocol log lines.
     pub session: Option<String>,
+    /// The table the line is in: which input showed it (a log, an event, a queue snapshot).
+    pub input: &'static str,
 }
 
 /// One problem found.
@@ -100,9 +103,26 @@ pub struct Finding {
     pub references: Vec<String>,
     /// Other findings that are probably the root cause of this one.
     pub probably_caused_by: Vec<String>,
+    /// Per input (table) that showed it, the servers where it did.
+    pub seen_in: BTreeMap<String, Names>,
+    /// Findings folded into this one: the same problem seen as its consequence on the same
+    /// servers and remote hosts (a queue's `421 4.4.1` behind this send connector's TLS
+    /// failure), with their own evidence kept in `evidence`.
+    pub also_seen_as: Vec<AlsoSeen>,
     /// From the rule: codes that would explain this finding, and whether it ends retrying.
     #[serde(skip)]
     causes: (Vec<String>, bool),
+}
+
+/// A consequence folded into its cause (see [`Finding::also_seen_as`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AlsoSeen {
+    /// Its code.
+    pub code: String,
+    /// Its title.
+    pub title: String,
+    /// Its lines.
+    pub count: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -154,9 +174,17 @@ impl Findings {
             match table {
                 Table::SmtpProtocol => "remote_ip",
                 Table::Connectivity => "destination",
+                Table::QueueSnapshots => "last_error_ip",
+                Table::TransportEvents => "",
                 _ => "recipient_address",
             },
         );
+        // A queue names no connector; where it delivers to stands in.
+        let connector_col = if table == Table::QueueSnapshots {
+            Text::of(batch, "next_hop_domain")
+        } else {
+            connector_col
+        };
         for (row, hit) in hits.iter().enumerate() {
             let session = if smtp { session_col.first(row) } else { None };
             let server = server_col.first(row).unwrap_or_default();
@@ -172,11 +200,18 @@ impl Findings {
                 .or_insert_with(|| new_finding(matcher, hit.diagnosis));
             f.count += 1;
             f.servers.add(server);
+            f.seen_in
+                .entry(table.name().to_string())
+                .or_default()
+                .add(server);
             f.connectors
                 .add(connector_col.first(row).unwrap_or_default());
             let remote = remote_col.first(row).unwrap_or_default();
             match table {
-                Table::SmtpProtocol | Table::Connectivity => f.remotes.add(remote),
+                Table::SmtpProtocol | Table::Connectivity | Table::QueueSnapshots => {
+                    f.remotes.add(remote)
+                }
+                Table::TransportEvents => {}
                 // The recipient's domain.
                 _ => f
                     .remotes
@@ -187,10 +222,9 @@ impl Findings {
                 f.first_seen = Some(f.first_seen.map_or(t, |x| x.min(t)));
                 f.last_seen = Some(f.last_seen.map_or(t, |x| x.max(t)));
             }
-            if f.evidence.len() < EVIDENCE {
-                let text = hit_text(batch, row, hit)
-                    .or_else(|| text_at(batch, "event_id", row).map(str::to_string))
-                    .unwrap_or_default();
+            let input = table.name();
+            if f.evidence.iter().filter(|e| e.input == input).count() < EVIDENCE {
+                let text = evidence_text(table, batch, row, hit);
                 f.evidence.push(Evidence {
                     file: text_at(batch, "source_file", row)
                         .unwrap_or_default()
@@ -200,6 +234,7 @@ impl Findings {
                     timestamp: t,
                     text,
                     session: session.map(str::to_string),
+                    input,
                 });
             }
             // The certificate a session presented is evidence for certificate problems only.
@@ -262,6 +297,7 @@ impl Findings {
                 .then(b.count.cmp(&a.count))
                 .then(a.code.cmp(&b.code))
         });
+        let mut out = fold_consequences(out);
         link_causes(&mut out);
         for f in &mut out {
             fill_placeholders(f);
@@ -305,6 +341,8 @@ fn new_finding(matcher: &Matcher, d: Diagnosis) -> Finding {
         ),
         references: rule.map_or_else(|| vec!["IANA".into(), "RFC3463".into()], |r| r.references.clone()),
         probably_caused_by: Vec::new(),
+        seen_in: BTreeMap::new(),
+        also_seen_as: Vec::new(),
         causes: rule.map_or_else(Default::default, |r| (r.probable_causes.clone(), r.after_retries)),
     }
 }
@@ -380,8 +418,10 @@ impl Findings {
                     mine.first_seen = min_opt(mine.first_seen, f.first_seen);
                     mine.last_seen = mine.last_seen.max(f.last_seen);
                     mine.evidence.extend(f.evidence);
-                    mine.evidence.sort_by_key(|e| e.timestamp);
-                    mine.evidence.truncate(EVIDENCE);
+                    keep_evidence(&mut mine.evidence);
+                    for (input, servers) in f.seen_in {
+                        mine.seen_in.entry(input).or_default().merge(servers);
+                    }
                     for (k, v) in f.facts {
                         mine.facts.entry(k).or_default().merge(v);
                     }
@@ -396,4 +436,108 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
         (Some(x), Some(y)) => Some(x.min(y)),
         (x, None) | (None, x) => x,
     }
+}
+
+/// Keeps the first [`EVIDENCE`] lines of each input, oldest first.
+fn keep_evidence(evidence: &mut Vec<Evidence>) {
+    evidence.sort_by_key(|e| e.timestamp);
+    let mut per_input: BTreeMap<&'static str, usize> = BTreeMap::new();
+    evidence.retain(|e| {
+        let n = per_input.entry(e.input).or_default();
+        *n += 1;
+        *n <= EVIDENCE
+    });
+}
+
+/// The line a finding quotes: the text that matched, or for a Windows event or a queue, what
+/// identifies it and what it says.
+fn evidence_text(
+    table: Table,
+    batch: &RecordBatch,
+    row: usize,
+    hit: &crate::matcher::Hit,
+) -> String {
+    let matched = hit_text(batch, row, hit);
+    match table {
+        Table::TransportEvents => {
+            let id = batch
+                .column_by_name("event_id")
+                .and_then(|c| c.as_primitive_opt::<arrow_array::types::Int32Type>())
+                .filter(|c| c.is_valid(row))
+                .map(|c| c.value(row).to_string())
+                .unwrap_or_default();
+            let provider = text_at(batch, "provider", row).unwrap_or_default();
+            let said = matched
+                .or_else(|| text_at(batch, "description", row).map(str::to_string))
+                .or_else(|| {
+                    let list = batch
+                        .column_by_name("insertion_strings")?
+                        .as_list_opt::<i32>()?
+                        .value(row);
+                    let values = list.as_string_opt::<i32>()?;
+                    Some(values.iter().flatten().collect::<Vec<_>>().join(" | "))
+                })
+                .unwrap_or_default();
+            format!("event {id} ({provider}): {said}")
+        }
+        Table::QueueSnapshots => {
+            let identity = text_at(batch, "identity", row).unwrap_or_default();
+            let status = text_at(batch, "status", row).unwrap_or_default();
+            let count = batch
+                .column_by_name("message_count")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                .filter(|c| c.is_valid(row))
+                .map(|c| format!(", {} messages", c.value(row)))
+                .unwrap_or_default();
+            format!(
+                "queue {identity} ({status}{count}): {}",
+                matched.unwrap_or_default()
+            )
+        }
+        _ => matched
+            .or_else(|| text_at(batch, "event_id", row).map(str::to_string))
+            .unwrap_or_default(),
+    }
+}
+
+/// Folds each finding into a probable root cause (the rule's `probable_causes`) found on the
+/// same servers and the same remote hosts, so one problem seen from two inputs, or as cause and
+/// consequence, is one finding with all its evidence. Remote hosts must meet when both name
+/// any: a timeout to one partner is not explained by a certificate failure towards another.
+fn fold_consequences(mut findings: Vec<Finding>) -> Vec<Finding> {
+    let mut folded = vec![false; findings.len()];
+    for i in 0..findings.len() {
+        let target = (0..findings.len()).find(|&j| {
+            let (x, y) = (&findings[i], &findings[j]);
+            j != i
+                && !folded[j]
+                && x.causes.0.contains(&y.code)
+                && x.servers.more == 0
+                && !x.servers.values.is_empty()
+                && x.servers.values.is_subset(&y.servers.values)
+                && !x.remotes.values.is_empty()
+                && !y.remotes.values.is_disjoint(&x.remotes.values)
+        });
+        let Some(j) = target else { continue };
+        folded[i] = true;
+        let x = findings[i].clone();
+        let y = &mut findings[j];
+        y.also_seen_as.push(AlsoSeen {
+            code: x.code,
+            title: x.title,
+            count: x.count,
+        });
+        y.evidence.extend(x.evidence);
+        keep_evidence(&mut y.evidence);
+        for (input, servers) in x.seen_in {
+            y.seen_in.entry(input).or_default().merge(servers);
+        }
+        y.first_seen = min_opt(y.first_seen, x.first_seen);
+        y.last_seen = y.last_seen.max(x.last_seen);
+    }
+    findings
+        .into_iter()
+        .zip(folded)
+        .filter_map(|(f, gone)| (!gone).then_some(f))
+        .collect()
 }

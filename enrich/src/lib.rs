@@ -78,6 +78,12 @@ pub mod fuzzing {
                 event_id: Some("FAIL"),
                 direction: Some("send"),
                 information: true,
+                provider: None,
+            },
+            RowFacts {
+                event_id: Some("1035"),
+                provider: Some("MSExchangeTransport"),
+                ..RowFacts::default()
             },
         ];
         for table in DIAGNOSED {
@@ -139,6 +145,12 @@ pub mod fuzzing {
                 && b.direction
                     .as_deref()
                     .is_none_or(|dir| facts.direction == Some(dir))
+                && b.provider.as_deref().is_none_or(|p| {
+                    facts.provider.is_some_and(|x| {
+                        x.to_ascii_lowercase()
+                            .starts_with(&p.trim_end_matches('*').to_ascii_lowercase())
+                    })
+                })
         })
     }
 

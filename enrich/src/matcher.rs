@@ -47,6 +47,7 @@ struct Block {
     reply: Option<u16>,
     min_reply: Option<u16>,
     event_id: Option<String>,
+    provider: Option<String>,
     direction: Option<String>,
     score: u32,
     /// Matches lines that show no failure, against their outer reply.
@@ -56,8 +57,10 @@ struct Block {
 /// Row-level facts a block may require.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RowFacts<'a> {
-    /// Message tracking `event_id`.
+    /// Message tracking `event_id`, or a Windows event's ID in decimal.
     pub event_id: Option<&'a str>,
+    /// A Windows event's provider.
+    pub provider: Option<&'a str>,
     /// SMTP protocol `direction`.
     pub direction: Option<&'a str>,
     /// An SMTP protocol `*` (information) line whose `data` is Exchange's remark (its `context`
@@ -143,6 +146,7 @@ impl Matcher {
                         + if m.reply.is_some() { 4 } else { 0 }
                         + if m.min_reply.is_some() { 3 } else { 0 }
                         + if m.event_id.is_some() { 10 } else { 0 }
+                        + if m.provider.is_some() { 2 } else { 0 }
                 };
                 let block = Block {
                     rule: u16::try_from(r).unwrap_or(u16::MAX),
@@ -151,6 +155,7 @@ impl Matcher {
                     reply: m.reply,
                     min_reply: m.min_reply,
                     event_id: m.event_id.clone(),
+                    provider: m.provider.clone(),
                     direction: m.direction.clone(),
                     score,
                     healthy: m.healthy,
@@ -365,10 +370,15 @@ impl Matcher {
             row.event_id,
             Some("FAIL" | "DEFER" | "DROP" | "POISONMESSAGE")
         );
-        // Exchange's own remarks (`*` lines, context, connectivity descriptions) carry failures
-        // without a reply code.
-        let remark = matches!(field, TextField::Context | TextField::Description)
-            || (field == TextField::Data && row.information);
+        // Exchange's own remarks (`*` lines, context, connectivity descriptions, events, a
+        // queue's last error) carry failures without a reply code.
+        let remark = matches!(
+            field,
+            TextField::Context
+                | TextField::Description
+                | TextField::InsertionStrings
+                | TextField::LastError
+        ) || (field == TextField::Data && row.information);
         let search = outer_failed
             || remark
             || (failure_event && field != TextField::Data)
@@ -474,7 +484,22 @@ fn row_ok(block: &Block, row: &RowFacts<'_>) -> bool {
     {
         return false;
     }
+    if let Some(p) = &block.provider
+        && !row.provider.is_some_and(|x| provider_matches(p, x))
+    {
+        return false;
+    }
     true
+}
+
+/// `MSExchange*` matches `MSExchangeTransport`; case does not matter.
+fn provider_matches(pattern: &str, provider: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => provider
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix)),
+        None => provider.eq_ignore_ascii_case(pattern),
+    }
 }
 
 fn parse_enhanced(code: &[u8]) -> Option<(u16, u16, u16)> {

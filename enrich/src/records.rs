@@ -1,6 +1,7 @@
 //! Diagnosis columns on the parser's batches: `diagnosis_code`, `diagnosis_category` and
 //! `diagnosis_severity` (dictionary-encoded, null for rows with nothing to say) appended to
-//! `message_tracking`, `smtp_protocol` and `connectivity`.
+//! `message_tracking`, `smtp_protocol`, `connectivity`, `transport_events` and
+//! `queue_snapshots`.
 
 use std::sync::Arc;
 
@@ -221,6 +222,12 @@ impl Matcher {
             return out;
         }
         let event_id = Text::of(batch, "event_id");
+        // A Windows event's ID is a number; rules name it in decimal.
+        let event_number = batch
+            .column_by_name("event_id")
+            .and_then(|c| c.as_primitive_opt::<Int32Type>());
+        let mut number = String::new();
+        let provider = Text::of(batch, "provider");
         let direction = Text::of(batch, "direction");
         let event = Text::of(batch, "event");
         let information = event.keys_equal("information");
@@ -239,8 +246,20 @@ impl Matcher {
             .collect();
         let mut scratch = Vec::new();
         for (row, slot) in out.iter_mut().enumerate() {
+            if let Some(ids) = event_number {
+                use std::fmt::Write as _;
+                number.clear();
+                if ids.is_valid(row) {
+                    let _ = write!(number, "{}", ids.value(row));
+                }
+            }
             let facts = RowFacts {
-                event_id: event_id.first(row),
+                event_id: if event_number.is_some() {
+                    Some(number.as_str()).filter(|n| !n.is_empty())
+                } else {
+                    event_id.first(row)
+                },
+                provider: provider.first(row),
                 direction: direction.first(row),
                 information: event.is(row, &information)
                     && context.first(row).is_none_or(str::is_empty),
