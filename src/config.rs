@@ -50,6 +50,11 @@ pub struct Agent {
     /// How often folders are looked at for new files and growth (default `1s`).
     #[serde(default, deserialize_with = "duration")]
     pub poll_interval: Option<Duration>,
+    /// Windows event providers kept from event files (`.evtx`, event XML or JSON, Event Viewer
+    /// text) in the sources: names, `Name*` for any ending, `*` for every event (default
+    /// `["MSExchange*", "Schannel"]`).
+    #[serde(default)]
+    pub event_providers: Option<Vec<String>>,
     /// How often checkpoints are saved (default `5s`).
     #[serde(default, deserialize_with = "duration")]
     pub checkpoint_interval: Option<Duration>,
@@ -76,6 +81,7 @@ impl Default for Agent {
             state_dir: None,
             read_from: ReadFrom::Beginning,
             poll_interval: None,
+            event_providers: None,
             checkpoint_interval: None,
             shutdown_timeout: None,
             metrics_addr: None,

@@ -24,6 +24,8 @@ pub struct DiagnoseOptions {
     pub sources: Vec<crate::config::Source>,
     /// Parse workers.
     pub threads: usize,
+    /// Windows event providers kept from event files.
+    pub event_providers: mailflow_parser::Providers,
 }
 
 /// The result of a run.
@@ -60,15 +62,17 @@ pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report
     let mut skipped = Vec::new();
     let discovered = discover(&opts.sources)?;
     let mut failed = discovered.unreadable;
-    let (tx, rx) = unbounded::<(PathBuf, Option<String>)>();
+    let (tx, rx) = unbounded::<(PathBuf, Option<String>, Vec<u8>)>();
     let mut files = 0;
     for (path, source) in discovered.files {
         match triage(path) {
-            Triage::Read { path, server, .. } => {
+            Triage::Read {
+                path, server, head, ..
+            } => {
                 files += 1;
                 // A source's server (`--server`, or the config's) wins over the rows'.
                 let server = opts.sources[source].server.clone().or(server);
-                tx.send((path, server)).context("queueing files")?;
+                tx.send((path, server, head)).context("queueing files")?;
             }
             Triage::Skip(s) => skipped.push(s),
             Triage::Fail(s) => failed.push(s),
@@ -79,14 +83,24 @@ pub fn diagnose(opts: &DiagnoseOptions, matcher: &Arc<Matcher>) -> Result<Report
     let workers: Vec<_> = (0..opts.threads.max(1))
         .map(|_| {
             let (rx, matcher, host) = (rx.clone(), Arc::clone(matcher), host.clone());
+            let providers = opts.event_providers.clone();
             std::thread::spawn(move || {
                 let mut findings = Findings::new();
                 let mut errors = Vec::new();
-                for (path, server) in rx {
+                for (path, server, head) in rx {
                     let name = path.to_string_lossy().into_owned();
+                    let modified = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .map(crate::ingest::file_time_ms);
+                    // The head names the server and, for events and queue snapshots, the
+                    // format (their names say nothing: pastes are saved as `.txt`).
                     let decoder = DecoderBuilder::new(name)
+                        .with_head(&head)
                         .with_server(server)
                         .with_default_server(&host)
+                        .with_file_time(modified)
+                        .with_event_providers(providers.clone())
                         .build();
                     let result = File::open(&path)
                         .map_err(mailflow_parser::Error::from)
@@ -257,6 +271,22 @@ pub fn render_text(r: &Report, colour: bool) -> String {
         for (k, v) in &f_.facts {
             wrapped(&mut out, "  ", &format!("{k}: "), &names(v));
         }
+        if f_.seen_in.len() > 1 {
+            let seen: Vec<String> = f_
+                .seen_in
+                .iter()
+                .map(|(input, servers)| format!("{} on {}", input_name(input), names(servers)))
+                .collect();
+            wrapped(&mut out, "  ", "seen in: ", &seen.join("; "));
+        }
+        if !f_.also_seen_as.is_empty() {
+            let also: Vec<String> = f_
+                .also_seen_as
+                .iter()
+                .map(|a| format!("{} ({}, {})", a.code, a.title, lines(a.count)))
+                .collect();
+            wrapped(&mut out, "  ", "also seen as: ", &also.join("; "));
+        }
         if !f_.probably_caused_by.is_empty() {
             wrapped(
                 &mut out,
@@ -288,4 +318,16 @@ pub fn render_text(r: &Report, colour: bool) -> String {
         );
     }
     out
+}
+
+/// What an input (a table) is called for a person.
+fn input_name(table: &str) -> &str {
+    match table {
+        "message_tracking" => "message tracking",
+        "smtp_protocol" => "SMTP protocol logs",
+        "connectivity" => "connectivity logs",
+        "transport_events" => "Windows events",
+        "queue_snapshots" => "queue snapshots",
+        other => other,
+    }
 }

@@ -72,6 +72,8 @@ pub struct IngestOptions {
     pub overwrite: bool,
     /// Elasticsearch clusters every row goes to as well (the lake's commits wait for them).
     pub elasticsearch: Vec<EsConfig>,
+    /// Windows event providers kept from event files.
+    pub event_providers: mailflow_parser::Providers,
 }
 
 /// The closing summary of a run.
@@ -507,6 +509,16 @@ pub(crate) fn refuse_incompatible_lake(root: &Path, holdings: &lake::Holdings) -
 /// answer in one run as in several. `None` while the file has no complete first line yet; it is
 /// read once it has.
 pub fn fingerprint(server: &str, head: &[u8]) -> Option<String> {
+    // Events and queue snapshots are written whole, and their first lines repeat from file to
+    // file (`Log Name: Application`, a queue list's first queue): their identity is their
+    // content, the first 64 KiB (the whole of nearly every one).
+    if mailflow_parser::detect_records(head).is_some() {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(server.as_bytes());
+        h.update(b"\0records\0");
+        h.update(head);
+        return Some(format!("xxh3r:{:016x}", h.digest()));
+    }
     // A first line longer than the head read (a line past any limit) is identified by the head.
     let end = identity_end(head).or((head.len() >= HEAD_BYTES).then_some(head.len()))?;
     let block = &head[..end];
@@ -674,7 +686,14 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     summary.skipped.push(Skipped { path, reason });
                     continue;
                 }
-                let len = readable_end(&path, size, meta.and_then(|m| m.modified().ok()));
+                let modified = meta.as_ref().and_then(|m| m.modified().ok());
+                let format = table.and(mailflow_parser::detect_records(&head));
+                // Events and snapshots are written whole; an `.evtx` has no lines to wait for.
+                let len = if format.is_some() {
+                    size
+                } else {
+                    readable_end(&path, size, modified)
+                };
                 summary.held_back.lines += u64::from(len < size);
                 // Held whole, and finished: its sessions and messages too (see `checkpoint`).
                 // A file whose lines the lake holds but that no run finished is read again.
@@ -694,6 +713,8 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                     filed_under,
                     start,
                     tracking: table == Some(Table::MessageTracking),
+                    format,
+                    modified: modified.map(file_time_ms),
                 });
             }
             Triage::Skip(s) => summary.skipped.push(s),
@@ -849,6 +870,16 @@ struct Job {
     start: Option<i64>,
     /// A message tracking log (its rows go to message correlation).
     tracking: bool,
+    /// Events or a queue snapshot, and how they are written.
+    format: Option<mailflow_parser::RecordFormat>,
+    /// When the file was last written (a snapshot's time), ms since the epoch.
+    modified: Option<i64>,
+}
+
+/// A file time as ms since the epoch.
+pub(crate) fn file_time_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Sessions and messages the lake already holds whose first line is in a file this run reads,
@@ -1300,6 +1331,9 @@ fn step(
             .with_sizes(std::mem::take(&mut s.sizes))
             .with_server(job.server)
             .with_default_server(host)
+            .with_kind(job.format.map(mailflow_parser::LogKind::Records))
+            .with_file_time(job.modified)
+            .with_event_providers(opts.event_providers.clone())
             .with_batch_size(opts.batch_size)
             .with_max_line_bytes(opts.max_line_bytes)
             .build();

@@ -60,6 +60,10 @@ enum Command {
         /// Parse workers (default: the number of cores; 1 to 1024).
         #[arg(long, value_parser = parse_threads)]
         threads: Option<usize>,
+        /// Windows event providers kept from event files, comma-separated; `Name*` matches
+        /// any ending, `*` keeps every event (default: MSExchange*,Schannel).
+        #[arg(long, value_delimiter = ',')]
+        event_providers: Vec<String>,
     },
     /// Merge each lake partition's small files into large ones, atomically.
     Compact {
@@ -238,6 +242,7 @@ impl RunArgs {
         let elasticsearch =
             config.elasticsearch(|name| state_dir.join(format!("{name}-dead-letter.ndjson")))?;
         Ok(mailflow::agent::AgentOptions {
+            event_providers: providers(a.event_providers.as_deref().unwrap_or_default()),
             elasticsearch,
             sources: config.resolve()?,
             lake,
@@ -319,6 +324,10 @@ struct IngestArgs {
     /// Log files or folders (with `--config`, read as well as its sources).
     #[arg(required_unless_present = "config")]
     paths: Vec<PathBuf>,
+    /// Windows event providers kept from event files, comma-separated; `Name*` matches any
+    /// ending, `*` keeps every event (default: MSExchange*,Schannel).
+    #[arg(long, value_delimiter = ',')]
+    event_providers: Vec<String>,
     /// A mailflow.toml: its sources are read and its parquet sink is the lake (options given
     /// here win over it).
     #[arg(long)]
@@ -411,6 +420,7 @@ impl IngestArgs {
             );
         }
         Ok(IngestOptions {
+            event_providers: providers(&self.event_providers),
             elasticsearch,
             matcher: std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
                 self.catalog.as_deref(),
@@ -579,6 +589,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             catalog,
             server,
             threads,
+            event_providers,
         } => {
             let matcher = std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
                 catalog.as_deref(),
@@ -587,6 +598,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let opts = DiagnoseOptions {
                 sources: sources_from(config.as_ref(), paths, server.as_ref())?,
                 threads: threads.unwrap_or_else(cores),
+                event_providers: providers(&event_providers),
             };
             let report = diagnose(&opts, &matcher)?;
             let mut out = std::io::stdout().lock();
@@ -697,6 +709,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `--event-providers`: the default (Exchange's and Schannel) when none are given.
+fn providers(list: &[String]) -> mailflow_parser::Providers {
+    let list: Vec<&str> = list
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if list.is_empty() {
+        mailflow_parser::Providers::default()
+    } else {
+        mailflow_parser::Providers::new(list)
     }
 }
 

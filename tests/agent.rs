@@ -612,6 +612,7 @@ fn in_process(
         ),
         threads: 2,
         batch_size: 2048,
+        event_providers: Default::default(),
         max_line_bytes: mailflow_parser::DEFAULT_MAX_LINE_BYTES,
         poll_interval: Duration::from_millis(50),
         checkpoint_interval: Duration::from_millis(200),

@@ -79,6 +79,8 @@ pub struct AgentOptions {
     pub batch_size: usize,
     /// Line-length cap.
     pub max_line_bytes: usize,
+    /// Windows event providers kept from event files.
+    pub event_providers: mailflow_parser::Providers,
     /// How often folders are looked at.
     pub poll_interval: Duration,
     /// How often the checkpoint store is saved.
@@ -360,6 +362,7 @@ impl Agent {
                 matcher,
                 batch_size: opts.batch_size,
                 max_line_bytes: opts.max_line_bytes,
+                event_providers: opts.event_providers.clone(),
                 host: host_name(),
             }),
             metrics: Arc::new(Metrics::new()),

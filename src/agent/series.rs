@@ -27,6 +27,7 @@ pub(crate) struct Ctx {
     pub matcher: Arc<Matcher>,
     pub batch_size: usize,
     pub max_line_bytes: usize,
+    pub event_providers: mailflow_parser::Providers,
     pub host: String,
 }
 
@@ -196,18 +197,37 @@ impl SeriesState {
         let name = o.path.to_string_lossy().into_owned();
         let mut file =
             File::open(&o.path).with_context(|| format!("opening {}", o.path.display()))?;
+        let mut head = Vec::with_capacity(64 * 1024);
+        (&mut file).take(64 * 1024).read_to_end(&mut head)?;
+        let modified = file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .map(crate::ingest::file_time_ms);
+        // Events and queue snapshots are known by their content (see `DecoderBuilder::with_head`).
+        let records = mailflow_parser::detect_records(&head).is_some();
         let mut decoder = DecoderBuilder::new(name.clone())
             .with_sizes(std::mem::take(&mut self.sizes))
             .with_server(o.server)
             .with_default_server(&ctx.host)
+            .with_kind(
+                records
+                    .then(|| mailflow_parser::detect_records(&head))
+                    .flatten()
+                    .map(mailflow_parser::LogKind::Records),
+            )
+            .with_file_time(modified)
+            .with_event_providers(ctx.event_providers.clone())
             .with_batch_size(ctx.batch_size)
             .with_max_line_bytes(ctx.max_line_bytes)
             .build();
         let mut fed = 0;
-        if o.start_at > 0 {
+        if records {
+            // Fed from the start (its encoding, CSV header and JSON nesting are there); what
+            // the checkpoint says was read is skipped record by record.
+            decoder.skip_before(o.start_at);
+        } else if o.start_at > 0 {
             // The header says which columns the lines after the checkpoint have.
-            let mut head = Vec::with_capacity(64 * 1024);
-            (&mut file).take(64 * 1024).read_to_end(&mut head)?;
             let header = header_end(&head);
             if o.start_at > header as u64 {
                 let mut at = 0;
@@ -298,7 +318,9 @@ impl SeriesState {
             let got = read_full(&mut tail.file, &mut buf[..want])?;
             let mut chunk = &buf[..got];
             let last = tail.fed + got as u64 >= len || got < want;
-            if last && !finish {
+            // Events and snapshots have no lines to wait for: their decoder holds a record
+            // until it is whole.
+            if last && !finish && !tail.decoder.is_records() {
                 // Exchange may be writing the last line: only complete lines are read.
                 match memchr::memrchr(b'\n', chunk) {
                     Some(i) => chunk = &chunk[..=i],
