@@ -158,3 +158,62 @@ pub fn directive(data: &[u8]) {
         }
     }
 }
+
+/// Arbitrary bytes as each event and queue format: every byte is taken, at the end every
+/// record is framed (`complete_offset` is the input's length), every row and reject points
+/// inside the input, and the rows do not depend on how the input was cut.
+pub fn records(data: &[u8]) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::Int64Type;
+    let formats = [
+        crate::RecordFormat::EventXml,
+        crate::RecordFormat::EventJson,
+        crate::RecordFormat::EventText,
+        crate::RecordFormat::QueueList,
+        crate::RecordFormat::QueueCsv,
+        crate::RecordFormat::QueueJson,
+        crate::RecordFormat::Evtx,
+    ];
+    for format in formats {
+        let mut counts = Vec::new();
+        for chunk in [usize::MAX, 1, 7] {
+            let mut d = DecoderBuilder::new("fuzz/events.txt")
+                .with_kind(Some(crate::LogKind::Records(format)))
+                .with_file_time(Some(0))
+                .with_batch_size(2)
+                .build();
+            let (mut rows, mut rejects) = (0, 0);
+            let mut check = |f: crate::Flushed| {
+                for b in f.data.iter().map(|d| &d.batch).chain(f.rejects.as_ref()) {
+                    let offsets = b
+                        .column_by_name("source_offset")
+                        .expect("lineage")
+                        .as_primitive::<Int64Type>();
+                    for o in offsets.iter().flatten() {
+                        assert!((0..data.len().max(1) as i64).contains(&o), "offset {o}");
+                    }
+                }
+                rows += f.data.map_or(0, |d| d.batch.num_rows());
+                rejects += f.rejects.map_or(0, |r| r.num_rows());
+            };
+            for piece in data.chunks(chunk.min(data.len()).max(1)) {
+                let mut rest = piece;
+                while !rest.is_empty() {
+                    let used = d.decode(rest).expect("decode");
+                    rest = &rest[used..];
+                    if d.needs_flush() {
+                        check(d.flush().expect("flush"));
+                    }
+                }
+            }
+            d.finish().expect("finish");
+            check(d.flush().expect("flush"));
+            assert_eq!(d.complete_offset(), data.len() as u64, "{format:?}");
+            counts.push((rows, rejects));
+        }
+        assert!(
+            counts.windows(2).all(|w| w[0].0 == w[1].0),
+            "{format:?}: rows depend on chunking: {counts:?}"
+        );
+    }
+}

@@ -392,3 +392,23 @@ fn evtx_file_gives_the_records_the_evtx_parser_finds() {
         }
     }
 }
+
+/// The fuzz entry point's invariants on the test inputs and on their broken pieces.
+#[test]
+fn fuzz_invariants_hold_on_the_test_inputs() {
+    for text in [
+        WEVTUTIL,
+        WINEVENT_JSON,
+        VIEWER_TEXT,
+        QUEUE_LIST,
+        QUEUE_CSV,
+        QUEUE_JSON,
+    ] {
+        crate::fuzzing::records(text.as_bytes());
+        crate::fuzzing::records(&utf16le(text));
+        crate::fuzzing::records(&text.as_bytes()[..text.len() / 2]);
+        crate::fuzzing::records(&text.as_bytes()[text.len() / 3..]);
+    }
+    crate::fuzzing::records(b"");
+    crate::fuzzing::records(b"\xFF\xFE<\x00E\x00");
+}
