@@ -103,6 +103,14 @@ pub fn detect(head: &[u8]) -> Option<RecordFormat> {
     if head.starts_with(EVTX_MAGIC) {
         return Some(RecordFormat::Evtx);
     }
+    // Every transport log starts so (with or without a BOM): the usual case, settled at once.
+    if head
+        .strip_prefix(b"\xEF\xBB\xBF")
+        .unwrap_or(head)
+        .starts_with(b"#Software: Microsoft Exchange")
+    {
+        return None;
+    }
     let (enc, bom) = encoding(head);
     let text = match enc {
         Encoding::Utf8 => String::from_utf8_lossy(head).into_owned(),
