@@ -238,3 +238,48 @@ print("ok")
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn event_12012_alone_and_2004_with_the_send_log_are_one_finding_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let alone = tmp.path().join("alone");
+    write(
+        &alone.join("ex03.xml"),
+        "<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System><Provider Name='MSExchangeTransport'/><EventID Qualifiers='32772'>12012</EventID><Level>3</Level><TimeCreated SystemTime='2026-11-30T06:00:00.0000000Z'/><EventRecordID>7</EventRecordID><Channel>Application</Channel><Computer>EX03.contoso.com</Computer></System><EventData><Data>5A3F00AA</Data></EventData></Event>\n",
+    );
+    let json = diagnose_json(&alone);
+    assert_eq!(codes(&json), ["CERT.INTERNAL_MISSING_IN_AD"], "{json:#}");
+    let f = finding(&json, "CERT.INTERNAL_MISSING_IN_AD");
+    assert_eq!(f["servers"]["values"], serde_json::json!(["EX03"]));
+    assert_eq!(
+        f["evidence"][0]["text"],
+        "event 12012 (MSExchangeTransport): 5A3F00AA"
+    );
+
+    let both = tmp.path().join("both");
+    let send = std::fs::read(data("diagnosis").join("EVENT.SMTP_SEND_NEGATIVE_ACK.log")).unwrap();
+    write(&both.join("EX01/SmtpSend/SEND20250114-1.LOG"), send);
+    // The refusal the send log shows, as event 2004 logs it on the same server.
+    write(
+        &both.join("EX01 events.txt"),
+        "<Event xmlns='http://schemas.microsoft.com/win/2004/08/events/event'><System><Provider Name='MSExchangeTransport'/><EventID Qualifiers='32772'>2004</EventID><Level>3</Level><TimeCreated SystemTime='2025-01-14T09:00:00.0100000Z'/><EventRecordID>48131</EventRecordID><Channel>Application</Channel><Computer>EX01.contoso.com</Computer></System><EventData><Data>Internet</Data><Data>192.0.2.40</Data><Data>550 5.0.350 Remote server returned an error: message rejected by the destination policy</Data></EventData></Event>\n",
+    );
+    let json = diagnose_json(&both);
+    let ack = finding(&json, "EVENT.SMTP_SEND_NEGATIVE_ACK");
+    assert_eq!(
+        ack["servers"]["values"],
+        serde_json::json!(["EX01"]),
+        "{ack:#}"
+    );
+    let inputs: Vec<&str> = ack["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["input"].as_str().unwrap())
+        .collect();
+    assert!(
+        inputs.contains(&"transport_events") && inputs.contains(&"smtp_protocol"),
+        "{ack:#}"
+    );
+    assert_eq!(codes(&json), ["EVENT.SMTP_SEND_NEGATIVE_ACK"], "{json:#}");
+}

@@ -468,6 +468,13 @@ impl RecordDecoder {
         if self.format == Some(RecordFormat::Evtx) {
             if !self.text.is_empty() {
                 let raw = std::mem::take(&mut self.text);
+                // A cut chunk still holds whole records before the cut: read it padded to a
+                // chunk's size (the records past the cut fail, and say so), and reject the cut.
+                if self.evtx_chunks.is_some() && raw.starts_with(b"ElfChnk\0") {
+                    let mut chunk = raw.clone();
+                    chunk.resize(EVTX_CHUNK, 0);
+                    self.evtx_chunk(self.text_offset, chunk);
+                }
                 self.reject(
                     self.text_offset,
                     &raw[..raw.len().min(4096)],

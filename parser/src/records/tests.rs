@@ -412,3 +412,34 @@ fn fuzz_invariants_hold_on_the_test_inputs() {
     crate::fuzzing::records(b"");
     crate::fuzzing::records(b"\xFF\xFE<\x00E\x00");
 }
+
+/// A `.evtx` cut short (a copy interrupted) gives the events before the cut and a reject that
+/// says the chunk is truncated; garbage in place of a chunk is a reject, never a panic.
+#[test]
+fn truncated_or_corrupt_evtx_gives_what_it_can_and_a_reason() {
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/windows/MSExchange_Management_wec.evtx"
+    ))
+    .unwrap();
+    let whole = decode("w.evtx", &bytes, usize::MAX).0.unwrap().1.num_rows();
+    let cut = &bytes[..bytes.len() - 20_000];
+    let (rows, rejects) = decode("cut.evtx", cut, 4096);
+    let got = rows.map_or(0, |(_, b)| b.num_rows());
+    assert!(got > 0 && got <= whole, "{got} of {whole}");
+    let reasons: Vec<String> = rejects
+        .iter()
+        .flat_map(|r| strings(r, "detail"))
+        .flatten()
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("truncated .evtx chunk")),
+        "{reasons:?}"
+    );
+    let mut corrupt = bytes.clone();
+    for b in &mut corrupt[4096 + 600..4096 + 3000] {
+        *b = 0xA5;
+    }
+    let (_, rejects) = decode("corrupt.evtx", &corrupt, usize::MAX);
+    assert!(!rejects.is_empty(), "a corrupt chunk is reported");
+}
