@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn every_column_of_every_table_is_documented() {
         let all = tables(None).unwrap();
-        assert_eq!(all.len(), 8);
+        assert_eq!(all.len(), 10);
         for t in &all {
             let mut ecs = std::collections::HashSet::new();
             for c in &t.columns {

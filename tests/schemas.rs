@@ -43,6 +43,8 @@ fn every_table_schema_is_as_recorded() {
             "connectivity",
             "pop_imap_protocol",
             "agent_log",
+            "transport_events",
+            "queue_snapshots",
             "rejects",
             "smtp_sessions",
             "messages"
@@ -83,6 +85,7 @@ fn closed_set_columns_hold_only_documented_values() {
         cli::data("samples").as_os_str(),
         cli::data("diagnosis").as_os_str(),
         cli::data("edge").as_os_str(),
+        cli::data("windows").as_os_str(),
         generated.as_os_str(),
         "--parquet".as_ref(),
         lake.as_os_str(),

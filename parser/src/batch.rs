@@ -57,7 +57,10 @@ impl std::fmt::Debug for RejectBuilders {
 }
 
 /// A map builder sized for `rows` rows holding `size` = [key bytes, value bytes, entries].
-fn map_builder(rows: usize, size: [usize; 3]) -> MapBuilder<StringBuilder, StringBuilder> {
+pub(crate) fn map_builder(
+    rows: usize,
+    size: [usize; 3],
+) -> MapBuilder<StringBuilder, StringBuilder> {
     let names = MapFieldNames {
         entry: "entries".into(),
         key: "keys".into(),

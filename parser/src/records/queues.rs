@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    Int16Builder, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    Int16Builder, Int64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field};
@@ -32,6 +32,9 @@ pub(crate) struct QueueRecord {
     pub(crate) last_error: Option<String>,
     pub(crate) last_retry_time: Option<i64>,
     pub(crate) next_retry_time: Option<i64>,
+    /// The fields no column holds (`RetryCount`, `TlsDomain`, a newer build's additions), by
+    /// name: nothing a snapshot holds is dropped.
+    pub(crate) extra: Vec<(String, String)>,
 }
 
 impl QueueRecord {
@@ -55,7 +58,12 @@ impl QueueRecord {
                 "lasterror" => q.last_error = text(),
                 "lastretrytime" => q.last_retry_time = parse_time(v),
                 "nextretrytime" => q.next_retry_time = parse_time(v),
-                _ => known -= 1,
+                _ => {
+                    known -= 1;
+                    if !v.is_empty() {
+                        q.extra.push((key.trim().to_string(), v.to_string()));
+                    }
+                }
             }
         }
         if known == 0 || (q.identity.is_none() && q.next_hop_domain.is_none()) {
@@ -107,7 +115,7 @@ pub(crate) fn last_error(text: &str) -> LastError<'_> {
             match key {
                 "LED" => description = value,
                 "FQDN" if !value.is_empty() => out.fqdn = Some(value),
-                "IP" if !value.is_empty() => out.ip = Some(value),
+                "IP" if value.parse::<std::net::IpAddr>().is_ok() => out.ip = Some(value),
                 "LRT" => out.time = parse_time(value),
                 _ => {}
             }
@@ -185,6 +193,7 @@ pub(crate) struct QueueBuilders {
     last_retry: TimestampMillisecondBuilder,
     next_retry: TimestampMillisecondBuilder,
     format: DictBuilder,
+    extra: MapBuilder<StringBuilder, StringBuilder>,
     pub(crate) rows: usize,
 }
 
@@ -209,6 +218,7 @@ impl QueueBuilders {
             last_retry: TimestampMillisecondBuilder::new(),
             next_retry: TimestampMillisecondBuilder::new(),
             format: DictBuilder::with_capacity(0),
+            extra: crate::batch::map_builder(0, [0; 3]),
             rows: 0,
         }
     }
@@ -243,6 +253,13 @@ impl QueueBuilders {
         self.last_retry.append_option(q.last_retry_time.or(e.time));
         self.next_retry.append_option(q.next_retry_time);
         self.format.append(format);
+        for (k, v) in &q.extra {
+            self.extra.keys().append_value(k);
+            self.extra.values().append_value(v);
+        }
+        // The builder's only error is keys and values of unequal length, which the loop above
+        // rules out.
+        let _ = self.extra.append(true);
         self.rows += 1;
     }
 
@@ -269,6 +286,7 @@ impl QueueBuilders {
             Arc::new(self.last_retry.finish().with_timezone("UTC")),
             Arc::new(self.next_retry.finish().with_timezone("UTC")),
             Arc::new(self.format.finish()?),
+            Arc::new(self.extra.finish()),
         ];
         RecordBatch::try_new(crate::schema::schema(crate::Table::QueueSnapshots), columns)
     }
@@ -294,6 +312,7 @@ pub(crate) fn fields() -> Vec<Field> {
         Field::new("last_retry_time", ts(), true),
         Field::new("next_retry_time", ts(), true),
         Field::new("input_format", dict(), true),
+        Field::new(crate::schema::EXTRA, crate::schema::map_type(), true),
     ]
 }
 

@@ -258,6 +258,26 @@ fn queue_snapshots_in_every_format_agree() {
         .iter()
         .find(|r| r.1.as_deref() == Some("Retry"))
         .unwrap();
+    // Fields no column holds are kept, by name.
+    let (_, b) = decode("q.txt", QUEUE_LIST.as_bytes(), usize::MAX)
+        .0
+        .unwrap();
+    let extra = b.column_by_name("extra").unwrap().as_map();
+    let first = extra.value(1);
+    let keys: Vec<&str> = first
+        .column(0)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .collect();
+    assert!(
+        keys.contains(&"RetryCount") && keys.contains(&"RunspaceId"),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.contains(&"TlsDomain"),
+        "empty values are not kept: {keys:?}"
+    );
     assert_eq!(
         retry.2.as_deref(),
         Some("454 4.7.0 Temporary authentication failure.")

@@ -63,7 +63,16 @@ const PROSE: &[&str] = &[
     "smtp_response",
     "last_reply",
 ];
-const SUBSTRING: &[&str] = &["message_subject", "data", "custom_data", "parameters"];
+const SUBSTRING: &[&str] = &[
+    "message_subject",
+    "data",
+    "custom_data",
+    "parameters",
+    "last_error",
+];
+/// ECS fields that are keywords whatever the column's type (a Windows event ID is a number in
+/// the table, `event.code` a keyword in ECS): one type per field across data streams.
+const ECS_KEYWORDS: &[&str] = &["event.code"];
 
 /// The templates for `tables` (each with its schema), named as `fields` names columns.
 pub fn templates(
@@ -157,6 +166,9 @@ fn meta() -> Value {
 
 /// The mapping of a column of type `ty`, going under `name`.
 fn mapping(column: &str, name: &str, ty: &DataType) -> Value {
+    if ECS_KEYWORDS.contains(&name) {
+        return json!({"type": "keyword", "ignore_above": 1024});
+    }
     match ty {
         DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
             json!({"type": "date"})
