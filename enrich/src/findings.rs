@@ -527,6 +527,10 @@ fn fold_consequences(mut findings: Vec<Finding>) -> Vec<Finding> {
             title: x.title,
             count: x.count,
         });
+        // What was folded into the consequence comes along (a chain of consequences).
+        y.also_seen_as.extend(x.also_seen_as);
+        y.remotes.merge(x.remotes);
+        y.connectors.merge(x.connectors);
         y.evidence.extend(x.evidence);
         keep_evidence(&mut y.evidence);
         for (input, servers) in x.seen_in {

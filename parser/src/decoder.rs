@@ -250,6 +250,8 @@ pub struct DecoderStats {
     pub rejects: u64,
     /// Rows kept with invalid UTF-8 replaced by U+FFFD (counted when their batch is flushed).
     pub lossy_rows: u64,
+    /// Windows events passed over: their provider is not one of those kept.
+    pub passed_over: u64,
 }
 
 /// Something the decoder decided that a person should know about.

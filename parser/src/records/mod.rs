@@ -645,7 +645,7 @@ impl RecordDecoder {
             // Another provider's event: counted with the lines passed over, not rejected.
             self.records += 1;
             self.stats.lines += 1;
-            self.stats.blank += 1;
+            self.stats.passed_over += 1;
             return;
         }
         let table = match row {

@@ -175,7 +175,21 @@ fn wevtutil_xml() {
         .unwrap()
         .as_primitive::<Int32Type>();
     assert_eq!(ids.values().to_vec(), [12014, 12018, 1035, 2004]);
-    // The event between them of another provider is passed over.
+    // The event between them of another provider is passed over, and counted.
+    let mut d = DecoderBuilder::new("x.xml")
+        .with_kind(Some(LogKind::Records(RecordFormat::EventXml)))
+        .build();
+    d.decode(WEVTUTIL.as_bytes()).unwrap();
+    d.finish().unwrap();
+    assert_eq!(d.stats().passed_over, 1);
+    // `*` keeps it.
+    let mut all = DecoderBuilder::new("x.xml")
+        .with_kind(Some(LogKind::Records(RecordFormat::EventXml)))
+        .with_event_providers(crate::Providers::new(["*"]))
+        .build();
+    all.decode(WEVTUTIL.as_bytes()).unwrap();
+    all.finish().unwrap();
+    assert_eq!(all.flush().unwrap().data.unwrap().batch.num_rows(), 5);
     assert_eq!(strings(&b, "server")[0].as_deref(), Some("EX01"));
     let offsets = b
         .column_by_name("source_offset")
