@@ -490,9 +490,19 @@ impl RecordDecoder {
         if self.encoding.is_none() && self.format.is_none() && !self.carry.is_empty() {
             self.start();
         }
+        let dangling = matches!(self.encoding, Some(Encoding::Utf16Le | Encoding::Utf16Be))
+            && !self.carry.is_empty();
+        if dangling {
+            // An odd last byte or a high surrogate without its pair: U+FFFD, as invalid UTF-8
+            // is elsewhere.
+            self.carry.clear();
+            self.text.extend_from_slice("\u{FFFD}".as_bytes());
+        }
         if self.format.is_some() {
             self.frame(true)?;
         }
+        // The stand-in counts two bytes; an odd last byte was one.
+        self.text_offset = self.text_offset.min(self.consumed);
         Ok(())
     }
 

@@ -445,6 +445,13 @@ fn fuzz_invariants_hold_on_the_test_inputs() {
     }
     crate::fuzzing::records(b"");
     crate::fuzzing::records(b"\xFF\xFE<\x00E\x00");
+    // An odd last byte, and a high surrogate without its pair, at the end of UTF-16.
+    let mut odd = utf16le(QUEUE_LIST);
+    odd.push(b'x');
+    crate::fuzzing::records(&odd);
+    let mut lone = utf16le(VIEWER_TEXT);
+    lone.extend_from_slice(&0xD83Du16.to_le_bytes());
+    crate::fuzzing::records(&lone);
 }
 
 /// A `.evtx` cut short (a copy interrupted) gives the events before the cut and a reject that
@@ -476,4 +483,24 @@ fn truncated_or_corrupt_evtx_gives_what_it_can_and_a_reason() {
     }
     let (_, rejects) = decode("corrupt.evtx", &corrupt, usize::MAX);
     assert!(!rejects.is_empty(), "a corrupt chunk is reported");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// The fuzz invariants on the test inputs with bytes overwritten at random, and in UTF-16.
+    #[test]
+    fn fuzz_invariants_hold_on_mutated_inputs(
+        which in 0usize..6,
+        edits in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY), 0..24),
+        utf16 in proptest::bool::ANY,
+    ) {
+        let text = [WEVTUTIL, WINEVENT_JSON, VIEWER_TEXT, QUEUE_LIST, QUEUE_CSV, QUEUE_JSON][which];
+        let mut bytes = if utf16 { utf16le(text) } else { text.as_bytes().to_vec() };
+        for (at, b) in edits {
+            let at = at % bytes.len();
+            bytes[at] = b;
+        }
+        crate::fuzzing::records(&bytes);
+    }
 }
