@@ -179,12 +179,6 @@ impl Findings {
                 _ => "recipient_address",
             },
         );
-        // A queue names no connector; where it delivers to stands in.
-        let connector_col = if table == Table::QueueSnapshots {
-            Text::of(batch, "next_hop_domain")
-        } else {
-            connector_col
-        };
         for (row, hit) in hits.iter().enumerate() {
             let session = if smtp { session_col.first(row) } else { None };
             let server = server_col.first(row).unwrap_or_default();
