@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use cli::{mailflow, mailflow_command, python_script};
+use cli::{data, mailflow, mailflow_command, python_script};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -890,4 +890,47 @@ fn the_metrics_endpoint_speaks_prometheus_text() {
     assert!(http_get(port, "/other").starts_with("HTTP/1.1 404"));
     terminate(&mut agent);
     assert!(agent.wait().unwrap().success());
+}
+
+/// Windows events and queue snapshots dropped in a watched folder: the agent stores what one
+/// `ingest` of the same files stores, a restart stores nothing twice, and a snapshot dropped
+/// later is read.
+#[test]
+fn event_exports_and_queue_snapshots_in_a_folder_are_read_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("drop");
+    std::fs::create_dir_all(&logs).unwrap();
+    for f in std::fs::read_dir(data("windows")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, logs.join(f.file_name().unwrap())).unwrap();
+    }
+    let agent_dir = tmp.path().join("agent");
+    mailflow::agent::run(in_process(&logs, &agent_dir, None)).unwrap();
+    let reference = tmp.path().join("reference");
+    ingest(&logs, &reference);
+    let agent_lake = agent_dir.join("lake");
+    let check = |what: &str| {
+        let d = diff(&agent_lake, &reference, &[]);
+        for table in ["transport_events", "queue_snapshots"] {
+            let (a, b, only_a, only_b) = d[table];
+            assert!(
+                b > 0 && a == b && only_a == 0 && only_b == 0,
+                "{what}: {table}: {:?}",
+                d[table]
+            );
+        }
+    };
+    check("first run");
+    // A restart finds everything read.
+    mailflow::agent::run(in_process(&logs, &agent_dir, None)).unwrap();
+    check("restart");
+    // The next snapshot of the queues.
+    let next = std::fs::read_to_string(data("windows").join("get-queue.json"))
+        .unwrap()
+        .replace("\"MessageCount\":  42", "\"MessageCount\":  57");
+    std::fs::write(logs.join("queues-0915.json"), next).unwrap();
+    mailflow::agent::run(in_process(&logs, &agent_dir, None)).unwrap();
+    ingest(&logs, &reference);
+    check("a new snapshot");
+    assert_eq!(diff(&agent_lake, &reference, &[])["queue_snapshots"].0, 12);
 }

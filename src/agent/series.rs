@@ -280,6 +280,27 @@ impl SeriesState {
             self.close();
             return out;
         }
+        // Events and queue snapshots are written whole, and the end of a file is all that
+        // ends its last record (an Event Viewer paste's last block): read to its end, it is
+        // finished, not tailed.
+        let whole = !finish
+            && self
+                .tail
+                .as_ref()
+                .is_some_and(|t| t.decoder.is_records() && t.fed >= len);
+        if whole {
+            let done = match self.tail.as_mut() {
+                Some(t) => t.decoder.finish().map_err(anyhow::Error::from),
+                None => Ok(()),
+            }
+            .and_then(|()| self.flush_pending(ctx, &mut out, true));
+            out.closed = Some(match done {
+                Ok(()) => Closed::Finished,
+                Err(e) => Closed::Failed(format!("{e:#}")),
+            });
+            self.close();
+            return out;
+        }
         if finish {
             out.closed = Some(Closed::Finished);
             self.close();
