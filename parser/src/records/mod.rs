@@ -1084,14 +1084,20 @@ fn frame_blocks(text: &[u8], f: &mut Framer, eof: bool, out: &mut Vec<(usize, us
     }
     f.scan = next;
     if eof {
-        if let Some(open) = f.open.take()
-            && !is_blank(&text[open..])
-        {
-            out.push((open, text.len()));
-        }
-        f.scan = text.len();
+        close_at_eof(text, f, out, true);
     }
     f.open.unwrap_or(f.scan)
+}
+
+/// At the end of input: the open record, unless blank or `keep` says no, is whole.
+fn close_at_eof(text: &[u8], f: &mut Framer, out: &mut Vec<(usize, usize)>, keep: bool) {
+    if let Some(open) = f.open.take()
+        && keep
+        && !is_blank(&text[open..])
+    {
+        out.push((open, text.len()));
+    }
+    f.scan = text.len();
 }
 
 /// `Export-Csv`: `#TYPE`, the header, then records (a quoted field may hold line ends).
@@ -1121,13 +1127,8 @@ fn frame_csv(text: &[u8], f: &mut Framer, eof: bool, out: &mut Vec<(usize, usize
     }
     f.scan = next;
     if eof {
-        if let Some(open) = f.open.take()
-            && f.header.is_some()
-            && !is_blank(&text[open..])
-        {
-            out.push((open, text.len()));
-        }
-        f.scan = text.len();
+        let header = f.header.is_some();
+        close_at_eof(text, f, out, header);
     }
     f.open.unwrap_or(f.scan)
 }
