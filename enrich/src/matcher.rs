@@ -485,21 +485,13 @@ fn row_ok(block: &Block, row: &RowFacts<'_>) -> bool {
         return false;
     }
     if let Some(p) = &block.provider
-        && !row.provider.is_some_and(|x| provider_matches(p, x))
+        && !row
+            .provider
+            .is_some_and(|x| mailflow_parser::provider_matches(p, x))
     {
         return false;
     }
     true
-}
-
-/// `MSExchange*` matches `MSExchangeTransport`; case does not matter.
-fn provider_matches(pattern: &str, provider: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => provider
-            .get(..prefix.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(prefix)),
-        None => provider.eq_ignore_ascii_case(pattern),
-    }
 }
 
 fn parse_enhanced(code: &[u8]) -> Option<(u16, u16, u16)> {

@@ -733,7 +733,7 @@ fn range(field: &[u8], start: u32, end: u32) -> &[u8] {
 }
 
 /// A dictionary column holding one value (or null) on every row.
-fn const_dict(value: Option<&str>, rows: usize) -> Result<ArrayRef, ArrowError> {
+pub(crate) fn const_dict(value: Option<&str>, rows: usize) -> Result<ArrayRef, ArrowError> {
     let keys = match value {
         Some(_) => Int32Array::from(vec![0; rows]),
         None => Int32Array::new_null(rows),

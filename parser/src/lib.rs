@@ -70,7 +70,7 @@ pub use kind::{
     kind_from_log_type, path_info,
 };
 pub use reader::LogReader;
-pub use records::{Providers, RecordFormat, detect as detect_records};
+pub use records::{Providers, RecordFormat, detect as detect_records, provider_matches};
 pub use schema::{rejects_schema, schema};
 pub use server::{
     HEAD_BYTES, LocalField, MAX_SERVER_NAME, canonical_server, local_field, server_from_head,

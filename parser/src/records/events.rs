@@ -370,7 +370,7 @@ impl EventBuilders {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.timestamp.finish().with_timezone("UTC")),
             Arc::new(self.server.finish()?),
-            super::const_dict(source_file, rows)?,
+            crate::batch::const_dict(Some(source_file), rows)?,
             Arc::new(self.offset.finish()),
             Arc::new(self.computer.finish()),
             Arc::new(self.log_name.finish()?),

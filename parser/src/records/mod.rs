@@ -18,9 +18,6 @@ pub(crate) mod time;
 
 use std::sync::Arc;
 
-use arrow_array::types::Int32Type;
-use arrow_array::{ArrayRef, DictionaryArray, Int32Array, StringArray};
-use arrow_schema::ArrowError;
 use memchr::memmem;
 
 use crate::batch::RejectBuilders;
@@ -28,6 +25,7 @@ use crate::decoder::{Decoded, DecoderStats, Flushed};
 use crate::error::{Error, RejectReason};
 use crate::kind::Table;
 use crate::server::canonical_server;
+use crate::tokenize::Tokenizer;
 use events::{EventBuilders, EventRecord};
 use queues::{QueueBuilders, QueueRecord};
 
@@ -223,21 +221,21 @@ impl Providers {
         let Some(p) = provider else {
             return false;
         };
-        list.iter().any(|pat| match pat.strip_suffix('*') {
-            Some(prefix) => {
-                p.len() >= prefix.len() && p[..prefix.len()].eq_ignore_ascii_case(prefix)
-            }
-            None => p.eq_ignore_ascii_case(pat),
-        })
+        list.iter().any(|pat| provider_matches(pat, p))
     }
 }
 
-/// A dictionary column holding one value on every row.
-pub(crate) fn const_dict(value: &str, rows: usize) -> Result<ArrayRef, ArrowError> {
-    Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
-        Int32Array::from(vec![0; rows]),
-        Arc::new(StringArray::from_iter_values([value])),
-    )?))
+/// Whether an event provider matches a pattern: a name, case-insensitive, or with a trailing
+/// `*` a prefix (`MSExchange*` matches `MSExchangeTransport`). Shared by the provider filter
+/// and the diagnosis catalog's `provider` condition.
+pub fn provider_matches(pattern: &str, provider: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        // `get`: a prefix that ends inside a character of the provider is no match.
+        Some(prefix) => provider
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix)),
+        None => provider.eq_ignore_ascii_case(pattern),
+    }
 }
 
 /// Settings the decoder takes from its builder.
@@ -292,6 +290,8 @@ pub(crate) struct RecordDecoder {
     /// Bytes consumed from the caller.
     consumed: u64,
     framer: Framer,
+    /// Splits `Export-Csv` records.
+    tokenizer: Tokenizer,
     /// `.evtx`: the header has been read; how many chunks it says are in use, and how many seen.
     evtx_chunks: Option<(u64, u64)>,
     events: EventBuilders,
@@ -317,6 +317,7 @@ impl RecordDecoder {
             text_offset: 0,
             consumed: 0,
             framer: Framer::default(),
+            tokenizer: Tokenizer::default(),
             evtx_chunks: None,
             events: EventBuilders::new(),
             queues: QueueBuilders::new(),
@@ -349,18 +350,26 @@ impl RecordDecoder {
 
     /// The file offset of `text[pos]`.
     fn original_offset(&self, pos: usize) -> u64 {
-        match self.encoding {
+        self.advance(&self.text, &mut (0, self.text_offset), pos)
+    }
+
+    /// The file offset of `text[pos]`, counted on from `at` (a position of `text` and its file
+    /// offset, moved to `pos`): positions asked in order cost one walk of `text` in all.
+    fn advance(&self, text: &[u8], at: &mut (usize, u64), pos: usize) -> u64 {
+        let bytes = &text[at.0.min(pos)..pos];
+        let step = match self.encoding {
+            // UTF-8 back to UTF-16 code units: one per character, two above U+FFFF.
             Some(Encoding::Utf16Le | Encoding::Utf16Be) => {
-                // UTF-8 back to UTF-16 code units: one per character, two above U+FFFF.
-                let units: u64 = self.text[..pos]
+                2 * bytes
                     .iter()
                     .filter(|&&b| b & 0xC0 != 0x80)
                     .map(|&b| if b >= 0xF0 { 2 } else { 1 })
-                    .sum();
-                self.text_offset + 2 * units
+                    .sum::<u64>()
             }
-            _ => self.text_offset + pos as u64,
-        }
+            _ => bytes.len() as u64,
+        };
+        *at = (pos, at.1 + step);
+        at.1
     }
 
     /// Takes bytes; returns how many it used (all, unless a batch filled first).
@@ -569,11 +578,15 @@ impl RecordDecoder {
             RecordFormat::QueueCsv => frame_csv(&self.text, &mut self.framer, eof, &mut records),
             RecordFormat::Evtx => 0,
         };
+        // Out of `self` while its records are made into rows (no copy of each), and walked
+        // once for the offsets of all of them.
+        let text = std::mem::take(&mut self.text);
+        let mut at = (0, self.text_offset);
         for (start, end) in records {
-            let offset = self.original_offset(start);
-            let raw = self.text[start..end].to_vec();
-            self.record(format, offset, &raw);
+            let offset = self.advance(&text, &mut at, start);
+            self.record(format, offset, &text[start..end]);
         }
+        self.text = text;
         // A record longer than the cap is rejected and skipped, so memory stays bounded.
         let mut done = done;
         if self.text.len() - done > self.settings.max_record_bytes {
@@ -712,7 +725,7 @@ impl RecordDecoder {
     }
 
     fn csv_pairs(&mut self, record: &str) -> Result<Vec<(String, String)>, String> {
-        let values = csv_fields(record)?;
+        let values = csv_fields(&mut self.tokenizer, record)?;
         let header = self
             .framer
             .header
@@ -762,54 +775,48 @@ impl RecordDecoder {
             return;
         }
         let head = block[..512.min(block.len())].to_vec();
-        let mut data = match evtx::EvtxChunkData::new(block, false) {
-            Ok(d) => d,
+        let rows = match evtx_records(at, block) {
+            Ok(rows) => rows,
             Err(e) => {
-                self.reject(
-                    at,
-                    &head,
-                    RejectReason::BadRecord(format!(".evtx chunk: {e}")),
-                );
+                let reason = RejectReason::BadRecord(format!(".evtx chunk: {e}"));
+                self.reject(at, &head, reason);
                 return;
             }
         };
-        let settings = Arc::new(evtx::ParserSettings::default());
-        let mut chunk = match data.parse(settings) {
-            Ok(c) => c,
-            Err(e) => {
-                self.reject(
-                    at,
-                    &head,
-                    RejectReason::BadRecord(format!(".evtx chunk: {e}")),
-                );
-                return;
-            }
-        };
-        let mut rows = Vec::new();
-        for record in chunk.iter() {
-            match record {
-                Ok(r) => {
-                    let offset = at + r.binxml_offset;
-                    let parsed = r
-                        .into_xml()
-                        .map_err(|e| format!(".evtx record: {e}"))
-                        .and_then(|x| events::parse_xml(&x.data).map(Row::Event));
-                    rows.push((offset, parsed));
-                }
-                Err(e) => rows.push((at, Err(format!(".evtx record: {e}")))),
-            }
-        }
-        drop(chunk);
         for (offset, parsed) in rows {
             self.row(RecordFormat::Evtx, offset, &head[..0], parsed);
         }
     }
 }
 
+/// The records of one `.evtx` chunk at file offset `at`, each parsed or why not.
+fn evtx_records(at: u64, block: Vec<u8>) -> Result<Vec<Parsed>, evtx::err::ChunkError> {
+    let mut data = evtx::EvtxChunkData::new(block, false)?;
+    let mut chunk = data.parse(Arc::new(evtx::ParserSettings::default()))?;
+    let rows = chunk
+        .iter()
+        .map(|record| match record {
+            Ok(r) => {
+                let offset = at + r.binxml_offset;
+                let parsed = r
+                    .into_xml()
+                    .map_err(|e| format!(".evtx record: {e}"))
+                    .and_then(|x| events::parse_xml(&x.data).map(Row::Event));
+                (offset, parsed)
+            }
+            Err(e) => (at, Err(format!(".evtx record: {e}"))),
+        })
+        .collect();
+    Ok(rows)
+}
+
 enum Row {
     Event(EventRecord),
     Queue(QueueRecord),
 }
+
+/// A record's file offset, and its row or why it has none.
+type Parsed = (u64, Result<Row, String>);
 
 fn json_text(v: &serde_json::Value) -> String {
     match v {
@@ -846,38 +853,17 @@ fn list_pairs(block: &str) -> Vec<(&str, String)> {
     out
 }
 
-/// One CSV record's fields (`"` quoting, `""` for a quote inside).
-fn csv_fields(record: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut field = String::new();
-    let mut chars = record.chars().peekable();
-    let mut quoted = false;
-    let mut was_quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                chars.next();
-                field.push('"');
-            }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') if field.is_empty() && !was_quoted => {
-                quoted = true;
-                was_quoted = true;
-            }
-            (false, ',') => {
-                out.push(std::mem::take(&mut field));
-                was_quoted = false;
-            }
-            (false, '\r' | '\n') => {}
-            (false, c) => field.push(c),
-        }
-    }
-    if quoted {
-        return Err("a quoted CSV field never closes".into());
-    }
-    out.push(field);
-    Ok(out)
+/// One CSV record's fields, by the transport logs' tokenizer (a quoted field may hold line
+/// ends; `""` is a quote).
+fn csv_fields(tokenizer: &mut Tokenizer, record: &str) -> Result<Vec<String>, String> {
+    let record = record.trim_end_matches(['\r', '\n']);
+    let fields = tokenizer
+        .tokenize(record.as_bytes())
+        .map_err(|_| "a quoted CSV field never closes".to_string())?;
+    Ok(fields
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect())
 }
 
 /// Complete lines of `text` from `from`: `(start, end_without_newline, next)`.
@@ -1120,7 +1106,7 @@ fn frame_csv(text: &[u8], f: &mut Framer, eof: bool, out: &mut Vec<(usize, usize
             continue;
         }
         if f.header.is_none() {
-            f.header = csv_fields(line).ok();
+            f.header = csv_fields(&mut Tokenizer::default(), line).ok();
             continue;
         }
         out.push((start, after));

@@ -504,3 +504,12 @@ proptest::proptest! {
         crate::fuzzing::records(&bytes);
     }
 }
+
+/// A provider pattern's prefix that ends inside a character of the provider is no match, not
+/// a panic (found by the mutated inputs above).
+#[test]
+fn provider_prefixes_respect_characters() {
+    assert!(!crate::Providers::default().keeps(Some("MSExchang\u{b565}Transport")));
+    assert!(crate::Providers::default().keeps(Some("msexchangetransport")));
+    assert!(!crate::provider_matches("MSExchange*", "MSExch"));
+}

@@ -8,7 +8,7 @@
 //! 12-hour clock (`AM`/`PM`) is the US order (month first); `.` and a 24-hour `/` date are day
 //! first; `-` is ISO order.
 
-use crate::fields::datetime::{days_from_civil, days_in_month};
+use crate::fields::datetime::{days_from_civil, days_in_month, parse_datetime_ms};
 
 /// Milliseconds since the epoch for any of the forms above, or `None`.
 pub(crate) fn parse_time(s: &str) -> Option<i64> {
@@ -67,32 +67,22 @@ fn clock(s: &str) -> Option<(u32, u32, u32, u32)> {
     Some((h, mi, sec, ms))
 }
 
-/// `2026-11-30T08:12:01.1234567Z`, `…+01:00`, `2026-11-30 08:12:01`.
+/// `2026-11-30T08:12:01.1234567Z`, `…+01:00`, `2026-11-30 08:12:01`: the transport logs'
+/// timestamp parser, after the zone (which it does not take) is split off.
 fn iso(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() < 16 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') {
-        return None;
-    }
-    let y = i64::from(num(&s[0..4])?);
-    let m = num(&s[5..7])?;
-    let d = num(&s[8..10])?;
-    let rest = &s[11..];
-    // The zone: `Z`, `+hh:mm`, `-hh:mm`, or none (read as UTC).
-    let (time, offset_min) = if let Some(t) = rest.strip_suffix('Z') {
-        (t, 0i64)
-    } else if let Some(i) = rest.rfind(['+', '-']) {
-        let (t, z) = rest.split_at(i);
-        let sign = if z.starts_with('-') { -1 } else { 1 };
-        let z = &z[1..];
-        let (zh, zm) = z
-            .split_once(':')
-            .unwrap_or((z.get(..2)?, z.get(2..).unwrap_or("0")));
-        (t, sign * (i64::from(num(zh)?) * 60 + i64::from(num(zm)?)))
-    } else {
-        (rest, 0)
+    let (time, offset_min) = match s.get(19..).and_then(|t| t.rfind(['+', '-'])) {
+        Some(i) => {
+            let (t, z) = s.split_at(19 + i);
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let z = &z[1..];
+            let (zh, zm) = z
+                .split_once(':')
+                .unwrap_or((z.get(..2)?, z.get(2..).unwrap_or("0")));
+            (t, sign * (i64::from(num(zh)?) * 60 + i64::from(num(zm)?)))
+        }
+        None => (s, 0i64),
     };
-    let (h, mi, sec, ms) = clock(time.trim())?;
-    Some(date_ms(y, m, d, h, mi, sec, ms)? - offset_min * 60_000)
+    Some(parse_datetime_ms(time.as_bytes())? - offset_min * 60_000)
 }
 
 /// Culture-formatted: a date of three numbers, a time, and perhaps `AM`/`PM`.
