@@ -876,7 +876,7 @@ struct Job {
     modified: Option<i64>,
 }
 
-/// A file time as ms since the epoch.
+/// A file time (or any system time) as ms since the epoch; 0 before it.
 pub(crate) fn file_time_ms(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

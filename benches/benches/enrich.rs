@@ -6,7 +6,9 @@
 //! `cargo bench -p mailflow-benches --bench enrich`
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mailflow_benches::{BenchInput, PARSE_INPUTS, generated, mailflow_parse_then};
+use mailflow_benches::{
+    BenchInput, PARSE_INPUTS, generated, group_with_parse, mailflow_parse_then,
+};
 use mailflow_enrich::messages::MessageCorrelator;
 use mailflow_enrich::{Catalog, Matcher};
 use std::hint::black_box;
@@ -38,19 +40,7 @@ fn enrich(c: &mut Criterion) {
         );
         eprintln!("{name}: {rows} rows, {diagnosed} diagnosed");
 
-        let mut group = c.benchmark_group(format!("enrich_{name}"));
-        group.throughput(Throughput::Bytes(input.len() as u64));
-        group
-            .sample_size(10)
-            .measurement_time(Duration::from_secs(8))
-            .warm_up_time(Duration::from_secs(1));
-        group.bench_function(BenchmarkId::new("parse", 4096), |b| {
-            b.iter(|| {
-                let n =
-                    mailflow_parse_then(file_name, black_box(&input), 4096, |_, b| b.num_rows()).0;
-                assert_eq!(n, rows)
-            })
-        });
+        let mut group = group_with_parse(c, format!("enrich_{name}"), file_name, &input, rows);
         group.bench_function(BenchmarkId::new("parse_enrich", 4096), |b| {
             b.iter(|| {
                 let n = mailflow_parse_then(file_name, black_box(&input), 4096, |table, b| {

@@ -8,10 +8,11 @@
 use std::hint::black_box;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mailflow_benches::{BenchInput, PARSE_INPUTS, generated, mailflow_parse_then};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use mailflow_benches::{
+    BenchInput, PARSE_INPUTS, generated, group_with_parse, mailflow_parse_then,
+};
 use mailflow_enrich::{Catalog, Matcher};
 use mailflow_sinks::es::Encoder;
 use mailflow_sinks::lake::Source;
@@ -38,42 +39,27 @@ fn es(c: &mut Criterion) {
     } in PARSE_INPUTS
     {
         let input = generated(kind, INPUT_BYTES);
-        let mut out = Vec::with_capacity(8 << 20);
-        let mut encoder = Encoder::new("default", Arc::clone(&fields), Arc::clone(&identities));
-        let mut encode = |table: mailflow_parser::Table, b: arrow_array::RecordBatch| {
-            let e = matcher.enrich(table, &b).expect("enrich");
-            out.clear();
-            encoder
-                .encode(table.name(), &source, &e, 0, &mut out)
-                .expect("encoded")
-        };
-        let (rows, _) = mailflow_parse_then(file_name, &input, 4096, &mut encode);
-        eprintln!("{name}: {rows} rows in {} MiB", input.len() >> 20);
-
-        let mut group = c.benchmark_group(format!("es_{name}"));
-        group.throughput(Throughput::Bytes(input.len() as u64));
-        group
-            .sample_size(10)
-            .measurement_time(Duration::from_secs(8))
-            .warm_up_time(Duration::from_secs(1));
-        group.bench_function(BenchmarkId::new("parse", 4096), |b| {
-            b.iter(|| {
-                let n =
-                    mailflow_parse_then(file_name, black_box(&input), 4096, |_, b| b.num_rows()).0;
-                assert_eq!(n, rows)
-            })
-        });
         let mut encoder = Encoder::new("default", Arc::clone(&fields), Arc::clone(&identities));
         let mut body = Vec::with_capacity(8 << 20);
+        // One batch diagnosed and encoded into `body` (cleared first): its documents.
+        let mut encode =
+            |table: mailflow_parser::Table, b: &arrow_array::RecordBatch, body: &mut Vec<u8>| {
+                let e = matcher.enrich(table, b).expect("enrich");
+                body.clear();
+                encoder
+                    .encode(table.name(), &source, &e, 0, body)
+                    .expect("encoded")
+            };
+        let (rows, _) =
+            mailflow_parse_then(file_name, &input, 4096, |t, b| encode(t, &b, &mut body));
+        eprintln!("{name}: {rows} rows in {} MiB", input.len() >> 20);
+
+        let mut group = group_with_parse(c, format!("es_{name}"), file_name, &input, rows);
         group.bench_function(BenchmarkId::new("parse_enrich_encode", 4096), |b| {
             b.iter(|| {
                 let mut bytes = 0usize;
                 let n = mailflow_parse_then(file_name, black_box(&input), 4096, |table, b| {
-                    let e = matcher.enrich(table, &b).expect("enrich");
-                    body.clear();
-                    let n = encoder
-                        .encode(table.name(), &source, &e, 0, &mut body)
-                        .expect("encoded");
+                    let n = encode(table, &b, &mut body);
                     bytes += body.len();
                     n
                 })
@@ -86,11 +72,7 @@ fn es(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("parse_enrich_encode_gzip", 4096), |b| {
             b.iter(|| {
                 let n = mailflow_parse_then(file_name, black_box(&input), 4096, |table, b| {
-                    let e = matcher.enrich(table, &b).expect("enrich");
-                    body.clear();
-                    let n = encoder
-                        .encode(table.name(), &source, &e, 0, &mut body)
-                        .expect("encoded");
+                    let n = encode(table, &b, &mut body);
                     gz.clear();
                     let mut w = flate2::write::GzEncoder::new(&mut gz, flate2::Compression::fast());
                     w.write_all(&body).expect("in memory");

@@ -261,3 +261,30 @@ pub fn in_turns(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> Vec<
 pub fn arg(args: &[String], i: usize, default: usize) -> usize {
     args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
 }
+
+/// A criterion group over `input` (throughput in its bytes, the settings the benches share)
+/// with parse alone as its first bench, the baseline the group's other benches read against;
+/// `rows` is what a parse of `input` (as `file_name`) yields, checked every iteration.
+pub fn group_with_parse<'c>(
+    c: &'c mut criterion::Criterion,
+    group: String,
+    file_name: &'static str,
+    input: &'c [u8],
+    rows: usize,
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(group);
+    g.throughput(criterion::Throughput::Bytes(input.len() as u64));
+    g.sample_size(10)
+        .measurement_time(std::time::Duration::from_secs(8))
+        .warm_up_time(std::time::Duration::from_secs(1));
+    g.bench_function(criterion::BenchmarkId::new("parse", 4096), |b| {
+        b.iter(|| {
+            let n = mailflow_parse_then(file_name, std::hint::black_box(input), 4096, |_, b| {
+                b.num_rows()
+            })
+            .0;
+            assert_eq!(n, rows)
+        })
+    });
+    g
+}

@@ -1209,9 +1209,7 @@ impl Agent {
         let Some(tx) = &self.messages else {
             return;
         };
-        let now_ms = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let now_ms = crate::ingest::file_time_ms(SystemTime::now());
         let quiet_ms = i64::try_from(QUIET.as_millis()).unwrap_or(i64::MAX);
         for s in &mut self.slots {
             let still = s.tracking

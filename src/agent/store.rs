@@ -90,9 +90,7 @@ impl Store {
 
     /// Writes the store durably.
     pub fn save(&self) -> Result<()> {
-        let saved_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let saved_at = crate::ingest::file_time_ms(SystemTime::now());
         let json = serde_json::to_vec_pretty(&OnDisk {
             version: 1,
             saved_at,
