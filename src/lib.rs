@@ -3,7 +3,7 @@
 //! The runtime and command line of mailflow: Exchange transport logs in, typed and diagnosed
 //! tables out. The parsing lives in `mailflow-parser`, diagnosis in `mailflow-enrich`, outputs in
 //! `mailflow-sinks`; this crate wires them into commands (`ingest`, `run`, `diagnose`,
-//! `compact`, `schema`, `es setup`, `generate`).
+//! `compact`, `query`, `report`, `schema`, `es setup`, `generate`).
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +14,9 @@ pub mod diagnose;
 pub mod es;
 pub mod generate;
 pub mod ingest;
+pub mod lakesql;
 pub mod plan;
+pub mod query;
+pub mod report;
 pub mod schema;
 pub mod term;

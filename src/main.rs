@@ -65,6 +65,25 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         event_providers: Vec<String>,
     },
+    /// Run one SQL statement over the lake: every table by name (`message_tracking`,
+    /// `smtp_sessions`, `messages`, …), with `date` and `server` as columns (a condition on
+    /// them reads only those partitions).
+    Query {
+        /// The lake's root folder.
+        #[arg(long)]
+        lake: PathBuf,
+        /// The statement, e.g. "SELECT diagnosis_code, count(*) FROM smtp_sessions GROUP BY 1".
+        sql: String,
+        /// table (aligned, for a terminal), csv, json (one object a line) or parquet.
+        #[arg(long, value_enum, default_value_t = mailflow::query::QueryFormat::Table)]
+        format: mailflow::query::QueryFormat,
+        /// Write here instead of standard output (required for parquet).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A period's trends from the lake as one self-contained HTML page (charts, tables,
+    /// findings), or the same aggregates as JSON or CSV.
+    Report(ReportArgs),
     /// Merge each lake partition's small files into large ones, atomically.
     Compact {
         /// The lake's root folder.
@@ -131,6 +150,95 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct ReportArgs {
+    /// The lake's root folder.
+    #[arg(long)]
+    lake: PathBuf,
+    /// First day (UTC, YYYY-MM-DD); default: the lake's first.
+    #[arg(long, value_parser = parse_day)]
+    since: Option<chrono::NaiveDate>,
+    /// Last day, included; default: the lake's last.
+    #[arg(long, value_parser = parse_day)]
+    until: Option<chrono::NaiveDate>,
+    /// Only these servers (repeat, or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    server: Vec<String>,
+    /// html (one page), json (the aggregates) or csv (one file per aggregate, into --out).
+    #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+    format: ReportFormat,
+    /// The page or JSON file to write (default: standard output), or csv's folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A catalog file whose rules add to or replace the built-in ones.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    Html,
+    Json,
+    Csv,
+}
+
+impl ReportArgs {
+    fn run(self) -> Result<ExitCode> {
+        if self.format == ReportFormat::Csv && self.out.is_none() {
+            anyhow::bail!(
+                "--format csv writes one file per aggregate: give their folder with --out DIR"
+            );
+        }
+        let matcher = std::sync::Arc::new(mailflow_enrich::Matcher::new(load_catalog(
+            self.catalog.as_deref(),
+        )?)?);
+        let opts = mailflow::report::ReportOptions {
+            lake: self.lake,
+            scope: mailflow::lakesql::Scope {
+                since: self.since,
+                until: self.until,
+                servers: self
+                    .server
+                    .into_iter()
+                    .filter(|s| !s.trim().is_empty())
+                    .collect(),
+            },
+        };
+        let data = mailflow::report::build(&opts, &matcher)?;
+        let write = |bytes: &[u8]| -> Result<()> {
+            match &self.out {
+                Some(path) => std::fs::write(path, bytes)
+                    .with_context(|| format!("writing {}", path.display())),
+                None => Ok(std::io::stdout().lock().write_all(bytes)?),
+            }
+        };
+        match self.format {
+            ReportFormat::Html => write(mailflow::report::render_html(&data).as_bytes())?,
+            ReportFormat::Json => {
+                let mut json = serde_json::to_vec_pretty(&data)?;
+                json.push(b'\n');
+                write(&json)?;
+            }
+            ReportFormat::Csv => {
+                let dir = self.out.as_deref().unwrap_or(std::path::Path::new("."));
+                mailflow::report::write_csv(&data, dir)?;
+            }
+        }
+        if let Some(path) = &self.out {
+            eprintln!("wrote {}", path.display());
+        }
+        for u in &data.input.unreadable {
+            eprintln!("mailflow: warning: left out {}: {}", u.path, u.reason);
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("{s:?} is not a day as YYYY-MM-DD"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -652,6 +760,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Query {
+            lake,
+            sql,
+            format,
+            out,
+        } => {
+            mailflow::query::run(&lake, &sql, format, out.as_ref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report(args) => args.run(),
         Command::Recover { lake } => {
             let r = mailflow_sinks::lake::recover(&lake)
                 .with_context(|| format!("recovering {}", lake.display()))?;

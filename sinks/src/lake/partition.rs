@@ -75,6 +75,31 @@ pub fn escape_value(value: &str) -> String {
     out
 }
 
+/// Undoes [`escape_value`]: `%XX` sequences back to their characters, the null partition to an
+/// empty value. A value cut and tagged with a hash because it was long stays as it is.
+pub fn unescape_value(value: &str) -> String {
+    if value == NULL_PARTITION {
+        return String::new();
+    }
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2))
+            && let (Some(h), Some(l)) = (hex(h), hex(l))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| value.to_string())
+}
+
 /// The `date=` value for a timestamp in milliseconds since the epoch (UTC day). A row without a
 /// timestamp (a reject of a line that had none) is filed under the UTC day it is written: a
 /// NULL partition (`__HIVE_DEFAULT_PARTITION__`) reads back in DuckDB and Spark, but pandas'
@@ -292,6 +317,11 @@ mod tests {
         assert_eq!(escape_value("mail-01.contoso.com"), "mail-01.contoso.com");
         assert_eq!(escape_value("Ünïcode"), "Ünïcode");
         assert_eq!(escape_value(""), NULL_PARTITION);
+        for v in ["../../etc", "EX01", "a%b=c:d", "Ünïcode\u{1}", "", "50%"] {
+            assert_eq!(unescape_value(&escape_value(v)), v);
+        }
+        // Not an escape: kept as it is.
+        assert_eq!(unescape_value("100%zz"), "100%zz");
     }
 
     #[test]
