@@ -109,8 +109,8 @@ enum Command {
     /// Describe a table's columns: type, meaning, allowed values, ECS field (all tables when
     /// none is named).
     Schema {
-        /// message_tracking, smtp_protocol, connectivity, pop_imap_protocol, agent_log, rejects,
-        /// smtp_sessions or messages.
+        /// message_tracking, smtp_protocol, connectivity, pop_imap_protocol, agent_log,
+        /// transport_events, queue_snapshots, rejects, smtp_sessions or messages.
         table: Option<String>,
         /// `text` for reading, `json` for tools.
         #[arg(long, value_enum, default_value_t = Format::Text)]

@@ -3,6 +3,8 @@
 //! by real DuckDB (`tests/report_check.py`), the queries' answers equal DuckDB's, and the HTML
 //! page is opened in real headless Chromium, which must draw every chart without a console
 //! error. A missing engine or browser fails the test (`.ci/run` installs them).
+// Helpers outside #[test] functions unwrap too: a test's set-up failing is its failure.
+#![allow(clippy::unwrap_used)]
 
 mod cli;
 

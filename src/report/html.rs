@@ -96,7 +96,7 @@ pub fn render(r: &ReportData) -> String {
     latency(&mut h, r);
     findings(&mut h, r);
     input(&mut h, r);
-    let _ = write!(h, "<script>{CHECK}</script></body></html>\n");
+    let _ = writeln!(h, "<script>{CHECK}</script></body></html>");
     h
 }
 

@@ -1,10 +1,11 @@
 //! The report's charts, as inline SVG: line charts over days or weeks, stacked columns, and
 //! horizontal bars, each with a title, axes with ticks, the unit, and a legend.
 //!
-//! Written by hand rather than with a charting crate: the page is one self-contained file that
-//! a browser renders, so text is the browser's to lay out, and the charts need nothing a
-//! crate's SVG backend adds but its own text measuring (plotters measures text with a font it
-//! loads, from the system or embedded). These are a few hundred lines with no dependency.
+//! Written by hand, where `plotters`' SVG backend would also do: its charts are drawn shapes
+//! and positioned text, and these need to be more of a document: an accessible `<title>` per
+//! chart and per point or bar (the browser shows it on hover), CSS classes the page's print
+//! style and its render check (`svg.chart`, `.series`) rely on, and text the browser lays out in
+//! the page's own font. Three chart kinds in a few hundred lines, with no dependency.
 
 use std::fmt::Write;
 
@@ -68,7 +69,7 @@ pub fn number(v: f64) -> String {
         let digits = n.unsigned_abs().to_string();
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
-            if i > 0 && (digits.len() - i) % 3 == 0 {
+            if i > 0 && (digits.len() - i).is_multiple_of(3) {
                 out.push(',');
             }
             out.push(c);
@@ -235,7 +236,7 @@ pub fn stacked_columns(
     let bar = (slot * 0.8).max(1.0);
     let x = |i: usize| LEFT + slot * (i as f64 + 0.5);
     x_labels(&mut out, labels, x, plot_h);
-    for i in 0..labels.len() {
+    for (i, label) in labels.iter().enumerate() {
         let mut base = 0.0;
         for (k, s) in series.iter().enumerate() {
             let v = s.values.get(i).copied().unwrap_or(0.0);
@@ -250,7 +251,7 @@ pub fn stacked_columns(
                 bx = x(i) - bar / 2.0,
                 c = PALETTE[k % PALETTE.len()],
                 n = esc(&s.name),
-                l = esc(&labels[i]),
+                l = esc(label),
                 v = number(v)
             );
             base += v;
