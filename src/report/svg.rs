@@ -131,9 +131,10 @@ fn x_labels(out: &mut String, labels: &[String], x: impl Fn(usize) -> f64, plot_
     }
 }
 
-fn legend(out: &mut String, names: &[&str], y: f64) {
+/// The legend, one swatch per series, on the chart's last line; then the chart is closed.
+fn legend_and_close(out: &mut String, series: &[Series], y: f64) {
     let mut x = LEFT;
-    for (i, n) in names.iter().enumerate() {
+    for (i, n) in series.iter().map(|s| s.name.as_str()).enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         let _ = write!(
             out,
@@ -145,6 +146,19 @@ fn legend(out: &mut String, names: &[&str], y: f64) {
         );
         x += 24.0 + 7.0 * n.chars().count() as f64;
     }
+    out.push_str("</svg>");
+}
+
+/// The highest stack: the largest sum of the series' values at one label.
+fn stacked_max(series: &[Series], labels: usize) -> f64 {
+    (0..labels)
+        .map(|i| {
+            series
+                .iter()
+                .map(|s| s.values.get(i).copied().unwrap_or(0.0))
+                .sum::<f64>()
+        })
+        .fold(0.0, f64::max)
 }
 
 /// A line chart: one line per series over `labels` (days or weeks).
@@ -202,9 +216,7 @@ pub fn line_chart(
             );
         }
     }
-    let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
-    legend(&mut out, &names, height - 8.0);
-    out.push_str("</svg>");
+    legend_and_close(&mut out, series, height - 8.0);
     out
 }
 
@@ -221,15 +233,7 @@ pub fn stacked_columns(
     open(&mut out, id, title, height);
     let plot_h = HEIGHT - TOP - BOTTOM + 24.0;
     let plot_w = WIDTH - LEFT - RIGHT;
-    let totals: Vec<f64> = (0..labels.len())
-        .map(|i| {
-            series
-                .iter()
-                .map(|s| s.values.get(i).copied().unwrap_or(0.0))
-                .sum()
-        })
-        .collect();
-    let (top, tick_values) = ticks(totals.iter().copied().fold(0.0, f64::max));
+    let (top, tick_values) = ticks(stacked_max(series, labels.len()));
     y_axis(&mut out, top, &tick_values, unit, plot_h);
     let n = labels.len().max(1);
     let slot = plot_w / n as f64;
@@ -257,9 +261,7 @@ pub fn stacked_columns(
             base += v;
         }
     }
-    let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
-    legend(&mut out, &names, height - 8.0);
-    out.push_str("</svg>");
+    legend_and_close(&mut out, series, height - 8.0);
     out
 }
 
@@ -279,15 +281,7 @@ pub fn horizontal_bars(
     open(&mut out, id, title, height);
     let x0 = label_w;
     let plot_w = WIDTH - x0 - RIGHT;
-    let totals: Vec<f64> = (0..labels.len())
-        .map(|i| {
-            series
-                .iter()
-                .map(|s| s.values.get(i).copied().unwrap_or(0.0))
-                .sum()
-        })
-        .collect();
-    let (top, tick_values) = ticks(totals.iter().copied().fold(0.0, f64::max));
+    let (top, tick_values) = ticks(stacked_max(series, labels.len()));
     for t in &tick_values {
         let x = x0 + t / top * plot_w;
         let _ = write!(
@@ -342,9 +336,7 @@ pub fn horizontal_bars(
             base += v;
         }
     }
-    let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
-    legend(&mut out, &names, height - 8.0);
-    out.push_str("</svg>");
+    legend_and_close(&mut out, series, height - 8.0);
     out
 }
 
