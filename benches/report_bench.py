@@ -13,7 +13,7 @@ times each:
 
 Medians are compared; ratios above 1 mean mailflow was faster.
 
-Usage: benches/report_bench.py [--gib 10] [--runs 3] [--dir /tmp/mailflow-report-bench] [--python .venv/bin/python]
+Usage: benches/report_bench.py [--gib 10] [--runs 3] [--dir /tmp/mailflow-report-bench] [--python .venv/bin/python] [--bin BINARY]
 Needs a release build (`cargo build --release`) and the venv from `.ci/run` (duckdb).
 """
 import argparse
@@ -67,16 +67,18 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default="/tmp/mailflow-report-bench")
     ap.add_argument("--python", default=os.path.join(ROOT, ".venv/bin/python"))
+    ap.add_argument("--bin", default=BIN, help="the mailflow binary (default: target/release/mailflow)")
     a = ap.parse_args()
+    bin_ = a.bin
     logs = os.path.join(a.dir, f"logs-{a.gib}g-year")
     lake = os.path.join(a.dir, f"lake-{a.gib}g-year")
     if not os.path.isdir(lake):
         if not os.path.isdir(logs):
             print(f"generating {a.gib} GiB over 365 days into {logs}", flush=True)
-            subprocess.run([BIN, "generate", "--kind", "mixed", "--servers", "4", "--days", "365",
+            subprocess.run([bin_, "generate", "--kind", "mixed", "--servers", "4", "--days", "365",
                             "--bytes", f"{int(a.gib * (1 << 30))}", "--out", logs], check=True)
         print(f"ingesting into {lake}", flush=True)
-        t, _ = timed([BIN, "ingest", logs, "--parquet", lake, "--quiet"])
+        t, _ = timed([bin_, "ingest", logs, "--parquet", lake, "--quiet"])
         print(f"ingest: {t:.1f} s", flush=True)
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(lake) for f in fs)
     files = sum(1 for d, _, fs in os.walk(lake) for f in fs if f.endswith(".parquet"))
@@ -85,13 +87,13 @@ def main():
     print(f"lake: {size / 1e9:.2f} GB in {files} files, {days[0]} to {days[-1]}; the week: {w0} to {w1}")
 
     jobs = {
-        "report, the year": [BIN, "report", "--lake", lake, "--format", "json", "--out", os.devnull],
-        "report, one week": [BIN, "report", "--lake", lake, "--format", "json", "--out", os.devnull,
+        "report, the year": [bin_, "report", "--lake", lake, "--format", "json", "--out", os.devnull],
+        "report, one week": [bin_, "report", "--lake", lake, "--format", "json", "--out", os.devnull,
                              "--since", w0, "--until", w1],
     }
     for name, sql in QUESTIONS:
         sql = sql.format(w0=w0, w1=w1)
-        jobs[f"query: {name}"] = [BIN, "query", "--lake", lake, "--format", "csv", "--out", os.devnull, sql]
+        jobs[f"query: {name}"] = [bin_, "query", "--lake", lake, "--format", "csv", "--out", os.devnull, sql]
         jobs[f"duckdb: {name}"] = [a.python, "-c", DUCKDB_JOB, lake, sql]
     results = {k: [] for k in jobs}
     for r in range(a.runs):
