@@ -321,10 +321,8 @@ fn balance(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
 /// kept are listed further.
 fn list_partitions(table_dir: &Path, scope: &Scope) -> Result<Vec<Partition>> {
     let mut out = Vec::new();
-    let entries = match fs::read_dir(table_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", table_dir.display())),
+    let Some(entries) = read_dir_if_present(table_dir)? else {
+        return Ok(out);
     };
     let mut dates = Vec::new();
     for entry in entries {
@@ -343,7 +341,9 @@ fn list_partitions(table_dir: &Path, scope: &Scope) -> Result<Vec<Partition>> {
     }
     dates.sort();
     for (date, dir) in dates {
-        let servers = fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+        let Some(servers) = read_dir_if_present(&dir)? else {
+            continue;
+        };
         let mut found = Vec::new();
         for entry in servers {
             let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
@@ -366,15 +366,22 @@ fn list_partitions(table_dir: &Path, scope: &Scope) -> Result<Vec<Partition>> {
     Ok(out)
 }
 
+/// A folder's entries, or none when it does not exist: a table the lake does not hold yet, or a
+/// folder that retention or a compaction removed after it was listed.
+fn read_dir_if_present(dir: &Path) -> Result<Option<fs::ReadDir>> {
+    match fs::read_dir(dir) {
+        Ok(e) => Ok(Some(e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("listing {}", dir.display())),
+    }
+}
+
 /// A partition folder's committed files with their sizes, in name order. Empty files are left
 /// out (no Parquet file is empty; a zero-length name is not data).
 fn part_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
     let mut out = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        // Compaction or retention removed it since it was listed.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    let Some(entries) = read_dir_if_present(dir)? else {
+        return Ok(out);
     };
     for entry in entries {
         let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
