@@ -74,6 +74,124 @@ pub struct IngestOptions {
     pub elasticsearch: Vec<EsConfig>,
     /// Windows event providers kept from event files.
     pub event_providers: mailflow_parser::Providers,
+    /// How the lake's tables are kept: plain Parquet files, or Delta Lake tables.
+    pub table_format: TableFormat,
+    /// Where files are written before they are uploaded (a lake in an object store); default
+    /// [`default_staging`].
+    pub staging: Option<PathBuf>,
+}
+
+/// How a lake's tables are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    /// Delta Lake tables in an object store (or a folder), plain Parquet in a folder.
+    #[default]
+    Auto,
+    /// Hive-partitioned Parquet files, committed by rename (local folders).
+    Parquet,
+    /// Delta Lake tables: files committed by transactions in each table's `_delta_log`.
+    Delta,
+}
+
+/// Where a run writes: the folder its writers write in (the lake itself, or the staging folder
+/// of a lake in an object store), and the Delta tables epochs are published to.
+#[derive(Debug, Clone)]
+pub struct LakeTarget {
+    /// The local folder writers write in.
+    pub root: PathBuf,
+    /// The Delta tables, for a Delta lake.
+    pub delta: Option<Arc<mailflow_sinks::delta::DeltaLake>>,
+    /// The lake as given, for people.
+    pub shown: String,
+}
+
+/// Refuses a command that reads or rewrites local Parquet lakes (`what`) on a Delta lake or an
+/// object store, which it would read wrongly (files a transaction has not committed) or not
+/// at all.
+pub fn refuse_delta(lake: &Path, what: &str) -> Result<()> {
+    let text = lake.to_string_lossy();
+    if mailflow_sinks::store::is_url(&text) {
+        bail!(
+            "`mailflow {what}` on a lake in an object store ({}) is not built yet; DuckDB (`delta_scan`), Spark and the `deltalake` Python package read its Delta tables",
+            mailflow_sinks::store::shown_text(&text)
+        );
+    }
+    let delta = lake_tables().any(|t| lake.join(t).join("_delta_log").is_dir());
+    if delta {
+        bail!(
+            "{} holds Delta tables: `mailflow {what}` of Delta lakes is not built yet; DuckDB (`delta_scan`), Spark and the `deltalake` Python package read them",
+            lake.display()
+        );
+    }
+    Ok(())
+}
+
+/// The staging folder of a lake in an object store: under the user's local data folder
+/// (`~/.local/share`, `%LOCALAPPDATA%`), one per lake, so that a run's checkpoints outlive a
+/// reboot.
+pub fn default_staging(lake: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("LOCALAPPDATA").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("mailflow").join("staging").join(lake_key(lake))
+}
+
+/// A lake's subfolder name in a staging folder.
+fn lake_key(lake: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(lake.as_bytes()))
+}
+
+impl LakeTarget {
+    /// The target for `lake` (a folder or a URL) in `format`.
+    pub fn resolve(lake: &Path, format: TableFormat, staging: Option<&Path>) -> Result<Self> {
+        use mailflow_sinks::store::{Location, is_url};
+        let text = lake.to_string_lossy();
+        let url = is_url(&text);
+        let format = match format {
+            TableFormat::Auto if url => TableFormat::Delta,
+            TableFormat::Auto => TableFormat::Parquet,
+            f => f,
+        };
+        if format == TableFormat::Parquet {
+            if url {
+                bail!(
+                    "--table-format parquet on an object store ({}) is not built yet: give --table-format delta (the default there), or a local folder",
+                    mailflow_sinks::store::shown_text(&text)
+                );
+            }
+            return Ok(LakeTarget {
+                root: lake.to_path_buf(),
+                delta: None,
+                shown: lake.display().to_string(),
+            });
+        }
+        let location = if url {
+            Location::parse(&text)?
+        } else {
+            Location::local_as_object(lake)?
+        };
+        let shown = location.shown();
+        let Location::Object(object) = location else {
+            bail!("{shown}: not an object store location");
+        };
+        // A Delta lake in a folder stages beside its tables, in a folder readers skip. A staging
+        // folder holds one subfolder per lake: its checkpoints say what is finished in that
+        // lake, and must not make a run skip files in another.
+        let root = match staging {
+            Some(s) => s.join(lake_key(&shown)),
+            None if !url => lake.join("_mailflow").join("staging"),
+            None => default_staging(&shown),
+        };
+        let delta = mailflow_sinks::delta::DeltaLake::open(object, &root)?;
+        Ok(LakeTarget {
+            root,
+            delta: Some(delta),
+            shown,
+        })
+    }
 }
 
 /// The closing summary of a run.
@@ -597,8 +715,14 @@ pub(crate) fn last_line_end(path: &Path, len: u64) -> std::io::Result<u64> {
 /// failing output is.
 pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let started = Instant::now();
-    let root = &opts.parquet;
+    let target = LakeTarget::resolve(&opts.parquet, opts.table_format, opts.staging.as_deref())?;
+    let root = &target.root;
     let mut summary = Summary::default();
+    if opts.overwrite && target.delta.is_some() {
+        bail!(
+            "--overwrite empties a local Parquet lake; a Delta lake's history is its own: delete its tables with your store's tools, or write to a new prefix"
+        );
+    }
     if opts.overwrite {
         lake::ensure_clearable(root)
             .with_context(|| format!("--overwrite: emptying {}", root.display()))?;
@@ -628,7 +752,18 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         journals_replayed: recovery.journals_replayed,
         temporaries_removed: recovery.temporaries_removed,
     };
-    let holdings = lake::holdings(root).context("reading what the lake holds")?;
+    let holdings = match &target.delta {
+        Some(delta) => {
+            summary.recovered.journals_replayed += delta
+                .recover()
+                .with_context(|| format!("recovering {}", target.shown))?;
+            let tables: Vec<&str> = lake_tables().collect();
+            delta
+                .holdings(&tables, |_| true)
+                .with_context(|| format!("reading what {} holds", target.shown))?
+        }
+        None => lake::holdings(root).context("reading what the lake holds")?,
+    };
     refuse_incompatible_lake(root, &holdings)?;
     let lake::Holdings {
         sources: committed,
@@ -722,7 +857,11 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         }
     }
     let derived = Arc::new(
-        DerivedKeys::read(&row_files, &jobs).context("reading what the lake holds of sessions")?,
+        DerivedKeys::read(&row_files, &jobs, |path, names| match &target.delta {
+            Some(delta) => Ok(delta.row_keys(path, names)?),
+            None => Ok(lake::row_keys(path, names)?),
+        })
+        .context("reading what the lake holds of sessions")?,
     );
     // What this run finishes if it ends without error (see `checkpoint`).
     let reading: Vec<(String, PathBuf, u64)> = jobs
@@ -756,7 +895,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     // tracking events of all of them, with a lake writer of its own.
     let (msg_tx, msg_rx) = bounded::<ToMessages>(4);
     let message_thread = {
-        let (root, mut options) = (opts.parquet.clone(), opts.lake_options.clone());
+        let (target, mut options) = (target.clone(), opts.lake_options.clone());
         let held = Arc::clone(&derived);
         let es = opts.elasticsearch.clone();
         options.schema_version = SCHEMA_VERSION;
@@ -764,7 +903,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         options.memory_budget = (options.memory_budget / 4).max(1 << 20);
         std::thread::Builder::new()
             .name("messages".into())
-            .spawn(move || correlate_messages(&msg_rx, &root, options, &held, &es))
+            .spawn(move || correlate_messages(&msg_rx, &target, options, &held, &es))
             .context("starting the message correlation thread")?
     };
     for (stream, start) in starts {
@@ -775,7 +914,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     }
     let workers: Vec<_> = (0..threads)
         .map(|k| {
-            let (tx, msg_tx, progress, opts, host, board, derived) = (
+            let (tx, msg_tx, progress, opts, host, board, derived, target) = (
                 tx.clone(),
                 msg_tx.clone(),
                 Arc::clone(&progress),
@@ -783,11 +922,12 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
                 host.clone(),
                 Arc::clone(&board),
                 Arc::clone(&derived),
+                target.clone(),
             );
             std::thread::spawn(move || -> Result<Closed> {
                 let mut options = opts.lake_options.clone();
                 options.schema_version = SCHEMA_VERSION;
-                let mut writer = sinks(&opts.parquet, options, &opts.elasticsearch)
+                let mut writer = sinks(&target, options, &opts.elasticsearch)
                     .with_context(|| format!("starting lake writer {k}"))?;
                 match worker(
                     (&board, k),
@@ -895,7 +1035,11 @@ struct DerivedKeys {
 }
 
 impl DerivedKeys {
-    fn read(row_files: &HashMap<String, Vec<(String, PathBuf)>>, jobs: &[Job]) -> Result<Self> {
+    fn read(
+        row_files: &HashMap<String, Vec<(String, PathBuf)>>,
+        jobs: &[Job],
+        row_keys: impl Fn(&Path, &std::collections::HashSet<String>) -> Result<Vec<(String, i64)>>,
+    ) -> Result<Self> {
         let mut out = DerivedKeys::default();
         let names: std::collections::HashSet<String> = jobs
             .iter()
@@ -915,7 +1059,7 @@ impl DerivedKeys {
             } else {
                 &mut out.messages
             };
-            for (file, offset) in lake::row_keys(path, &names)? {
+            for (file, offset) in row_keys(path, &names)? {
                 held.entry(file).or_default().insert(offset);
             }
         }
@@ -962,12 +1106,13 @@ impl DerivedKeys {
 /// not stored: its commits wait for every cluster's flush (see `LakeWriter::set_barrier`).
 /// Then a kill loses nothing (what the lake did not commit is read again, and the clusters
 /// answer 409 for what they hold) and duplicates nothing (document ids are the lineage).
-fn sinks(root: &Path, options: LakeOptions, es: &[EsConfig]) -> Result<Box<dyn Sink>> {
+fn sinks(target: &LakeTarget, options: LakeOptions, es: &[EsConfig]) -> Result<Box<dyn Sink>> {
     let config = LakeSinkConfig {
         name: "lake".into(),
-        root: root.to_path_buf(),
+        root: target.root.clone(),
         options,
         resume: None,
+        delta: target.delta.clone(),
     };
     let mut lake = config.build()?;
     if es.is_empty() {
@@ -1045,12 +1190,12 @@ struct Tracked {
 /// the rows written.
 fn correlate_messages(
     rx: &Receiver<ToMessages>,
-    root: &Path,
+    target: &LakeTarget,
     options: LakeOptions,
     derived: &DerivedKeys,
     es: &[EsConfig],
 ) -> Result<(Closed, u64)> {
-    let mut writer = sinks(root, options, es).context("starting the messages writer")?;
+    let mut writer = sinks(target, options, es).context("starting the messages writer")?;
     let mut correlator = MessageCorrelator::new(MESSAGE_IDLE);
     let mut rows = 0u64;
     let mut last: Option<(String, String)> = None;

@@ -440,9 +440,22 @@ struct IngestArgs {
     /// here win over it).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// The Parquet lake's root folder (created if missing).
+    /// The lake: a local folder (created if missing), or an object store prefix,
+    /// s3://BUCKET/PREFIX or az://CONTAINER/PREFIX (also abfss://), with credentials from the
+    /// environment (AWS_*, AZURE_STORAGE_*; AWS_ENDPOINT for MinIO, AZURE_STORAGE_USE_EMULATOR
+    /// for Azurite).
     #[arg(long, required_unless_present = "config")]
     parquet: Option<PathBuf>,
+    /// How the tables are kept: parquet (Hive-partitioned files, for a local folder) or delta
+    /// (Delta Lake tables, which Spark, Databricks, Fabric and DuckDB read in place; the only
+    /// format on an object store). Default: delta on an object store, parquet in a folder.
+    #[arg(long, value_enum, default_value_t = mailflow::ingest::TableFormat::Auto)]
+    table_format: mailflow::ingest::TableFormat,
+    /// For a Delta lake: the local folder files are written in before they are uploaded, and
+    /// where the run keeps its checkpoints (default: one per lake under the user's local data
+    /// folder).
+    #[arg(long)]
+    staging: Option<PathBuf>,
     /// Server name for every row (default: from the rows, the folder, else this host). Taken as
     /// its short name in upper case (`ex01.contoso.com` is `EX01`), as every source is.
     #[arg(long, value_parser = parse_server)]
@@ -512,8 +525,21 @@ impl IngestArgs {
             .clone()
             .or(lake_path)
             .context("no lake: give --parquet DIR or a parquet sink in the config")?;
-        // Refused documents are kept with the lake, in a folder readers of the tables skip.
-        let dead_letter = |name: &str| parquet.join("_dead_letter").join(format!("{name}.ndjson"));
+        // Refused documents are kept with the lake, in a folder readers of the tables skip (a
+        // lake in an object store keeps them in its staging folder).
+        let dead_letter_root = if mailflow_sinks::store::is_url(&parquet.to_string_lossy()) {
+            let shown = mailflow_sinks::store::shown_text(&parquet.to_string_lossy());
+            self.staging
+                .clone()
+                .unwrap_or_else(|| mailflow::ingest::default_staging(&shown))
+        } else {
+            parquet.clone()
+        };
+        let dead_letter = |name: &str| {
+            dead_letter_root
+                .join("_dead_letter")
+                .join(format!("{name}.ndjson"))
+        };
         let mut elasticsearch = match &config {
             Some(c) => c.elasticsearch(dead_letter)?,
             None => Vec::new(),
@@ -550,6 +576,8 @@ impl IngestArgs {
             },
             progress: !self.quiet,
             overwrite: self.overwrite,
+            table_format: self.table_format,
+            staging: self.staging.clone(),
         })
     }
 }
@@ -741,6 +769,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ..CompactOptions::default().parquet
                 },
             };
+            mailflow::ingest::refuse_delta(&lake, "compact")?;
             let r = compact(&lake, &options)
                 .with_context(|| format!("compacting {}", lake.display()))?;
             println!(
@@ -766,11 +795,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             out,
         } => {
+            mailflow::ingest::refuse_delta(&lake, "query")?;
             mailflow::query::run(&lake, &sql, format, out.as_ref())?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report(args) => args.run(),
+        Command::Report(args) => {
+            mailflow::ingest::refuse_delta(&args.lake, "report")?;
+            args.run()
+        }
         Command::Recover { lake } => {
+            mailflow::ingest::refuse_delta(&lake, "recover")?;
             let r = mailflow_sinks::lake::recover(&lake)
                 .with_context(|| format!("recovering {}", lake.display()))?;
             println!(

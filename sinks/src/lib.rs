@@ -12,17 +12,21 @@
 //!   flush, close), the lake's implementation and the fan-out to several sinks.
 //! - [`es`]: the Elasticsearch sink (bulk API, ECS documents, exactly once through replays)
 //!   and the templates its data streams need.
+//! - [`store`] and [`delta`]: the lake in an object store (S3, Azure Blob, ADLS Gen2) as Delta
+//!   Lake tables, committed through `deltalake-core`.
 //! - [`durable`]: making many files durable at once (the crate's platform-specific code).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
+pub mod delta;
 pub mod durable;
 pub mod es;
 pub mod lake;
 pub mod parquet;
 pub mod sink;
+pub mod store;
 
 /// What the crate's unit tests share.
 #[cfg(test)]

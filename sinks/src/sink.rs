@@ -106,6 +106,8 @@ pub struct LakeSinkConfig {
     pub options: LakeOptions,
     /// What the lake holds that a replay must not write again (a restarted runtime's).
     pub resume: Option<Arc<Resume>>,
+    /// The Delta tables epochs are published to; `root` is then the local staging folder.
+    pub delta: Option<Arc<crate::delta::DeltaLake>>,
 }
 
 impl LakeSinkConfig {
@@ -117,7 +119,10 @@ impl LakeSinkConfig {
         };
         std::fs::create_dir_all(&self.root)
             .map_err(|e| err(crate::parquet::io_error(&self.root)(e).into()))?;
-        let writer = LakeWriter::new(&self.root, self.options.clone()).map_err(err)?;
+        let mut writer = LakeWriter::new(&self.root, self.options.clone()).map_err(err)?;
+        if let Some(delta) = &self.delta {
+            writer = writer.with_delta(Arc::clone(delta));
+        }
         Ok(LakeSink {
             name: self.name.clone(),
             writer,
@@ -402,6 +407,7 @@ mod tests {
                 ..LakeOptions::default()
             },
             resume: None,
+            delta: None,
         }
     }
 

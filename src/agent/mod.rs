@@ -180,6 +180,13 @@ impl RunSummary {
 
 /// Runs the agent until a signal (or, with `until_idle`, the input's end).
 pub fn run(opts: AgentOptions) -> Result<RunSummary> {
+    if mailflow_sinks::store::is_url(&opts.lake.to_string_lossy()) {
+        bail!(
+            "the agent's lake sink in an object store ({}) is not built yet: `mailflow run` writes a local folder; `mailflow ingest --parquet` writes Delta tables to S3 and Azure",
+            mailflow_sinks::store::shown_text(&opts.lake.to_string_lossy())
+        );
+    }
+    crate::ingest::refuse_delta(&opts.lake, "run")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // The coordinator, timers and the metrics endpoint need little; every thread holds an
         // allocator heap of its own.
@@ -472,6 +479,7 @@ impl Agent {
                 root: self.opts.lake.clone(),
                 options,
                 resume: Some(Arc::clone(&resume)),
+                delta: None,
             }
             .build()?;
             // Clusters need no barrier here: checkpoints wait for every sink, and a replay is

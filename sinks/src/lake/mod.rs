@@ -112,6 +112,14 @@ pub enum Error {
         /// The folder.
         path: PathBuf,
     },
+    /// The object store or a Delta table failed (the location shown without credentials).
+    #[error("{location}: {reason}")]
+    Store {
+        /// The lake's location.
+        location: String,
+        /// What failed.
+        reason: String,
+    },
     /// A sink the lake's commits wait for could not make its writes durable.
     #[error("before committing: {reason}")]
     Barrier {
@@ -281,6 +289,11 @@ pub struct LakeWriter {
     seq: u64,
     committed: Vec<Committed>,
     barrier: Option<Barrier>,
+    /// Where epochs are published when the lake is Delta tables (the root is then a local
+    /// staging folder); `None` for a local lake.
+    delta: Option<Arc<crate::delta::DeltaLake>>,
+    /// Epochs published, the Delta transaction number of the next.
+    epoch: u64,
 }
 
 /// What must be durable elsewhere before the lake commits: another sink's writes, when the
@@ -338,7 +351,16 @@ impl LakeWriter {
             seq: 0,
             committed: Vec::new(),
             barrier: None,
+            delta: None,
+            epoch: 0,
         })
+    }
+
+    /// Publishes epochs to `delta` instead of renaming them into `root`, which becomes the
+    /// staging folder of files being written (see [`crate::delta`]).
+    pub fn with_delta(mut self, delta: Arc<crate::delta::DeltaLake>) -> Self {
+        self.delta = Some(delta);
+        self
     }
 
     /// Writes the batches a source produced up to `source.end_offset`, each to its table. They
@@ -658,17 +680,72 @@ impl LakeWriter {
         self.opened_at = None;
         let result = match failure {
             Some(e) => Err(e),
-            None => self.publish(&finished),
+            None if self.delta.is_some() => self.publish_delta(&finished),
+            None => self
+                .publish(&finished)
+                .map(|()| finished.iter().map(|f| f.committed.clone()).collect()),
         };
-        if let Err(e) = result {
-            for f in finished {
-                let _ = fs::remove_file(&f.temp_path);
+        match result {
+            Ok(committed) => {
+                self.committed.extend(committed);
+                Ok(())
             }
-            return Err(e);
+            Err(e) => {
+                for f in finished {
+                    let _ = fs::remove_file(&f.temp_path);
+                }
+                Err(e)
+            }
         }
-        self.committed
-            .extend(finished.into_iter().map(|f| f.committed));
-        Ok(())
+    }
+
+    /// Uploads an epoch's files and commits them to their Delta tables.
+    fn publish_delta(&mut self, finished: &[Finished]) -> Result<Vec<Committed>, Error> {
+        let Some(delta) = self.delta.clone() else {
+            return Ok(Vec::new());
+        };
+        if finished.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut staged = Vec::with_capacity(finished.len());
+        for f in finished {
+            let relative = f
+                .committed
+                .path
+                .strip_prefix(&self.root)
+                .unwrap_or(&f.committed.path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            let mut parts = relative.split('/');
+            let table = parts.next().unwrap_or_default().to_string();
+            let value = |p: Option<&str>, key: &str| {
+                p.and_then(|p| p.strip_prefix(key))
+                    .map(partition::unescape_value)
+                    .unwrap_or_default()
+            };
+            let date = value(parts.next(), "date=");
+            let server = value(parts.next(), "server=");
+            let file = fs::File::open(&f.temp_path).map_err(io_error(&f.temp_path))?;
+            let schema =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| Error::Footer {
+                        path: f.temp_path.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .schema()
+                    .clone();
+            staged.push(crate::delta::Staged {
+                table,
+                temp_path: f.temp_path.clone(),
+                relative,
+                partition: [date, server],
+                rows: f.committed.rows,
+                bytes: f.committed.bytes,
+                schema,
+            });
+        }
+        self.epoch += 1;
+        delta.publish(&self.id, self.epoch, &staged)
     }
 
     /// Makes an epoch's files durable, then visible together through the journal.
@@ -874,6 +951,16 @@ pub fn row_keys(
     path: &Path,
     files: &std::collections::HashSet<String>,
 ) -> Result<Vec<(String, i64)>, Error> {
+    let file = fs::File::open(path).map_err(io_error(path))?;
+    row_keys_in(file, path, files)
+}
+
+/// [`row_keys`] of a file's contents (`path` names it in errors).
+pub fn row_keys_in<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+    path: &Path,
+    files: &std::collections::HashSet<String>,
+) -> Result<Vec<(String, i64)>, Error> {
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use parquet::arrow::ProjectionMask;
@@ -882,7 +969,6 @@ pub fn row_keys(
         path: path.to_path_buf(),
         reason,
     };
-    let file = fs::File::open(path).map_err(io_error(path))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| footer(e.to_string()))?;
     let schema = builder.parquet_schema();
@@ -960,31 +1046,41 @@ pub fn holdings_where(root: &Path, keep: impl Fn(&Path) -> bool) -> Result<Holdi
     let mut out = Holdings::default();
     for path in committed_files(root)?.into_iter().filter(|p| keep(p)) {
         let meta = footer_metadata(&path)?;
-        if let (Some(table), Some(version)) = (meta.get(META_TABLE), meta.get(META_SCHEMA_VERSION))
-        {
-            out.schema_versions
-                .entry(table.clone())
-                .or_default()
-                .insert(version.clone());
-        }
-        if let (Some(table), Some(json)) = (meta.get(META_TABLE), meta.get(META_ROW_FILES))
-            && let Ok(files) = serde_json::from_str::<Vec<String>>(json)
-        {
-            for f in files {
-                out.row_files
-                    .entry(f)
-                    .or_default()
-                    .push((table.clone(), path.clone()));
-            }
-        }
-        for range in sources_in(&path, &meta)? {
-            let p = out.sources.entry(range.fingerprint).or_default();
-            p.end_offset = p.end_offset.max(range.end_offset);
-            p.rows += range.rows;
-            p.file = range.file;
-        }
+        absorb(&mut out, &path, &meta)?;
     }
     Ok(out)
+}
+
+/// Adds what one committed file's footer says to `out` (`path` is how its rows are found
+/// again: a local path, or a key under an object store lake).
+pub(crate) fn absorb(
+    out: &mut Holdings,
+    path: &Path,
+    meta: &HashMap<String, String>,
+) -> Result<(), Error> {
+    if let (Some(table), Some(version)) = (meta.get(META_TABLE), meta.get(META_SCHEMA_VERSION)) {
+        out.schema_versions
+            .entry(table.clone())
+            .or_default()
+            .insert(version.clone());
+    }
+    if let (Some(table), Some(json)) = (meta.get(META_TABLE), meta.get(META_ROW_FILES))
+        && let Ok(files) = serde_json::from_str::<Vec<String>>(json)
+    {
+        for f in files {
+            out.row_files
+                .entry(f)
+                .or_default()
+                .push((table.clone(), path.to_path_buf()));
+        }
+    }
+    for range in sources_in(path, meta)? {
+        let p = out.sources.entry(range.fingerprint).or_default();
+        p.end_offset = p.end_offset.max(range.end_offset);
+        p.rows += range.rows;
+        p.file = range.file;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

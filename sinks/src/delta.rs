@@ -1,0 +1,1015 @@
+//! The lake as Delta Lake tables in an object store (or a local folder reached as one).
+//!
+//! The [`LakeWriter`](crate::lake::LakeWriter) writes and rolls files exactly as it does for a
+//! local lake, in a local staging folder; what changes is how an epoch is made visible
+//! ([`DeltaLake::publish`]):
+//!
+//! 1. every file is uploaded to its final key (`<table>/date=…/server=…/part-….parquet`). Until
+//!    a Delta commit names it, no Delta reader sees it;
+//! 2. a journal object (`_mailflow/journals/<writer>-<epoch>.json`) records, per table, the
+//!    files and their partition values;
+//! 3. each table gets one Delta transaction: the files' `add` actions and an application
+//!    transaction (`txn`) of the writer's id at the epoch's number. Concurrent writers'
+//!    appends do not conflict; a commit that loses a race is retried by `deltalake-core`;
+//! 4. the journal is deleted.
+//!
+//! An object store has no multi-table transaction, so the journal is what keeps an epoch whole
+//! across tables: a writer killed between two tables' commits leaves its journal, and the next
+//! start ([`DeltaLake::recover`]) commits what is missing, skipping each table whose `txn`
+//! shows the epoch is in. Lines, sessions and messages then stay the prefix of each source that
+//! resuming needs, as they do in the local lake.
+//!
+//! Files keep the local lake's footers (provenance: source ranges, row files, schema version),
+//! so [`DeltaLake::holdings`] answers what a restart needs from the table's current files.
+//! Tables are partitioned by `date` (a Delta `date`) and `server` (a string), both in the Delta
+//! schema and in the file paths, not in the files, as Delta lays tables out.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
+use bytes::Bytes;
+use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake_core::kernel::{Action, Add, MetadataExt as _, StructType, Transaction};
+use deltalake_core::logstore::{LogStoreFactory, LogStoreRef, StorageConfig};
+use deltalake_core::protocol::{DeltaOperation, SaveMode};
+use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::lake::{Error, Holdings};
+use crate::parquet::Committed;
+use crate::store::{ObjectLocation, shown, store_error};
+
+/// How old another writer's journal must be before it is taken for abandoned and replayed.
+pub const ABANDONED: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The size of an upload's parts, and the largest file sent in one request: S3's smallest
+/// part is 5 MiB.
+const PART: usize = 8 << 20;
+
+/// The partition columns of every table, in path order.
+pub const PARTITIONS: [&str; 2] = ["date", "server"];
+
+/// A file of an epoch, complete under a local temporary name, and where it goes.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// The table.
+    pub table: String,
+    /// The local file.
+    pub temp_path: PathBuf,
+    /// Its key under the lake: `<table>/date=…/server=…/part-….parquet`.
+    pub relative: String,
+    /// Its partition values (`date`, `server`), unescaped.
+    pub partition: [String; 2],
+    /// Rows and bytes.
+    pub rows: u64,
+    /// The file's size.
+    pub bytes: u64,
+    /// Its Arrow schema (without the partition columns).
+    pub schema: SchemaRef,
+}
+
+/// One table's part of a journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct JournalFile {
+    /// Key under the table.
+    path: String,
+    date: String,
+    server: String,
+    size: u64,
+    rows: u64,
+}
+
+/// What an epoch commits, recorded before its first table is committed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Journal {
+    /// The staging folder of the run that wrote it (see [`DeltaLake::recover`]).
+    #[serde(default)]
+    staging: String,
+    writer: String,
+    epoch: u64,
+    /// When the files were uploaded, ms since the epoch.
+    time: i64,
+    tables: BTreeMap<String, Vec<JournalFile>>,
+}
+
+/// The lake as Delta tables; see the module docs. Shared by every writer of a run.
+pub struct DeltaLake {
+    location: ObjectLocation,
+    /// The local staging folder of this run's writers, as recorded in their journals.
+    staging: String,
+    runtime: tokio::runtime::Runtime,
+    /// Tables loaded so far, by name.
+    tables: Mutex<HashMap<String, DeltaTable>>,
+    /// Crash injection for the tests ([`ABORT_AFTER_COMMITS`]): the process aborts right after
+    /// this many table commits, between an epoch's journal and its last commit or removal.
+    abort_after: Option<u64>,
+    commits: std::sync::atomic::AtomicU64,
+}
+
+/// The environment variable that makes a run abort after that many table commits, so that the
+/// tests can stop a run inside an epoch's commit, a window of milliseconds that a kill from
+/// outside seldom hits. Unset, as it is outside the tests, it costs one lookup per lake.
+pub const ABORT_AFTER_COMMITS: &str = "MAILFLOW_TEST_ABORT_AFTER_COMMITS";
+
+impl std::fmt::Debug for DeltaLake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaLake")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+/// Delta's log needs a put-if-absent, which S3 (conditional writes), Azure Blob and local
+/// files all offer through `object_store`: the default log store serves every scheme.
+#[derive(Debug)]
+struct PutIfAbsent;
+
+impl LogStoreFactory for PutIfAbsent {
+    fn with_options(
+        &self,
+        prefixed_store: deltalake_core::logstore::ObjectStoreRef,
+        root_store: deltalake_core::logstore::ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> deltalake_core::DeltaResult<LogStoreRef> {
+        Ok(deltalake_core::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+fn register_schemes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let factories = deltalake_core::logstore::logstore_factories();
+        for scheme in crate::store::SCHEMES {
+            if let Ok(url) = Url::parse(&format!("{scheme}://")) {
+                if factories.get(&url).is_none() {
+                    factories.insert(url, Arc::new(PutIfAbsent));
+                }
+            }
+        }
+    });
+}
+
+impl DeltaLake {
+    /// The lake at `location` (tables are created as they are first written), written by
+    /// writers staging their files in `staging` (one run at a time per staging folder).
+    pub fn open(location: ObjectLocation, staging: &Path) -> Result<Arc<DeltaLake>, Error> {
+        register_schemes();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("delta-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Store {
+                location: shown(&location.url),
+                reason: format!("starting the I/O runtime: {e}"),
+            })?;
+        let host = std::env::var("COMPUTERNAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default();
+        Ok(Arc::new(DeltaLake {
+            location,
+            staging: format!("{host}:{}", staging.display()),
+            runtime,
+            tables: Mutex::new(HashMap::new()),
+            abort_after: std::env::var(ABORT_AFTER_COMMITS)
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            commits: std::sync::atomic::AtomicU64::new(0),
+        }))
+    }
+
+    /// The lake's location, for people.
+    pub fn shown(&self) -> String {
+        shown(&self.location.url)
+    }
+
+    fn err(&self, what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+        Error::Store {
+            location: self.shown(),
+            reason: format!("{what}: {e}"),
+        }
+    }
+
+    /// A table's URL, with the trailing `/` that makes `_delta_log/` resolve under it.
+    fn table_url(&self, name: &str) -> Url {
+        let mut u = self.location.join(name);
+        let path = format!("{}/", u.path().trim_end_matches('/'));
+        u.set_path(&path);
+        u
+    }
+
+    fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.location.store
+    }
+
+    fn lock_tables(&self) -> std::sync::MutexGuard<'_, HashMap<String, DeltaTable>> {
+        self.tables
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The table `name`, loaded at its latest version; `None` if it does not exist yet.
+    async fn load(&self, name: &str) -> Result<Option<DeltaTable>, Error> {
+        let cached = self.lock_tables().get(name).cloned();
+        let mut table = match cached {
+            Some(t) => t,
+            None => {
+                // A table exists once its log has a commit. Asked of the store, not read from
+                // the error of a failed load: each store and the local disk fail differently.
+                let log = self.location.path(&format!("{name}/_delta_log"));
+                let first = self
+                    .store()
+                    .list(Some(&log))
+                    .next()
+                    .await
+                    .transpose()
+                    .map_err(|e| self.err(format!("listing table {name}"), store_error(&e)))?;
+                if first.is_none() {
+                    return Ok(None);
+                }
+                DeltaTableBuilder::from_url(self.table_url(name))
+                    .map_err(|e| self.err(name, e))?
+                    .with_storage_backend(Arc::clone(self.store()), self.table_url(name))
+                    .build()
+                    .map_err(|e| self.err(name, e))?
+            }
+        };
+        match table.update_state().await {
+            Ok(()) => {}
+            Err(DeltaTableError::NotATable(_)) => return Ok(None),
+            Err(e) => return Err(self.err(format!("reading table {name}"), e)),
+        }
+        self.lock_tables().insert(name.to_string(), table.clone());
+        Ok(Some(table))
+    }
+
+    /// The table `name`, created with `schema` (and the partition columns) if missing.
+    async fn load_or_create(&self, name: &str, schema: &Schema) -> Result<DeltaTable, Error> {
+        if let Some(t) = self.load(name).await? {
+            return Ok(t);
+        }
+        let columns = delta_schema(schema).map_err(|e| self.err(format!("table {name}"), e))?;
+        let table = DeltaTableBuilder::from_url(self.table_url(name))
+            .map_err(|e| self.err(name, e))?
+            .with_storage_backend(Arc::clone(self.store()), self.table_url(name))
+            .build()
+            .map_err(|e| self.err(name, e))?;
+        let created = deltalake_core::operations::create::CreateBuilder::new()
+            .with_log_store(table.log_store())
+            .with_table_name(name)
+            .with_columns(columns.fields().cloned())
+            .with_partition_columns(PARTITIONS)
+            .with_comment(format!(
+                "mailflow {name} (schema of mailflow {})",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .await;
+        match created {
+            Ok(t) => {
+                self.lock_tables().insert(name.to_string(), t.clone());
+                Ok(t)
+            }
+            // Another writer created it first.
+            Err(_) => self.load(name).await?.ok_or_else(|| {
+                self.err(
+                    format!("creating table {name}"),
+                    "it neither exists nor could be made",
+                )
+            }),
+        }
+    }
+
+    /// Uploads an epoch's files and commits them, one Delta transaction per table; see the
+    /// module docs. Returns the files as committed (their URLs as paths).
+    pub fn publish(
+        &self,
+        writer: &str,
+        epoch: u64,
+        files: &[Staged],
+    ) -> Result<Vec<Committed>, Error> {
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.runtime
+            .block_on(self.publish_async(writer, epoch, files))
+    }
+
+    async fn publish_async(
+        &self,
+        writer: &str,
+        epoch: u64,
+        files: &[Staged],
+    ) -> Result<Vec<Committed>, Error> {
+        let (journal, key) = self.stage(writer, epoch, files).await?;
+        let schemas: BTreeMap<&str, &Schema> = files
+            .iter()
+            .map(|f| (f.table.as_str(), f.schema.as_ref()))
+            .collect();
+        for table in journal.tables.keys() {
+            let schema = schemas.get(table.as_str()).copied();
+            self.commit(&journal, table, schema, false).await?;
+            let n = self
+                .commits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.abort_after == Some(n + 1) {
+                std::process::abort();
+            }
+        }
+        self.store()
+            .delete(&key)
+            .await
+            .map_err(|e| self.err(format!("removing {key}"), store_error(&e)))?;
+        for f in files {
+            let _ = std::fs::remove_file(&f.temp_path);
+        }
+        Ok(files
+            .iter()
+            .map(|f| Committed {
+                path: PathBuf::from(shown(&self.location.join(&f.relative))),
+                rows: f.rows,
+                bytes: f.bytes,
+            })
+            .collect())
+    }
+
+    /// Uploads an epoch's files, then records its journal: after this, a crash loses nothing
+    /// of the epoch ([`DeltaLake::recover`] commits it).
+    async fn stage(
+        &self,
+        writer: &str,
+        epoch: u64,
+        files: &[Staged],
+    ) -> Result<(Journal, StorePath), Error> {
+        // Two files at a time: every file is complete before any commit names it.
+        futures::stream::iter(files.iter().map(|f| self.upload(f)))
+            .buffer_unordered(2)
+            .try_collect::<Vec<()>>()
+            .await?;
+        let mut journal = Journal {
+            staging: self.staging.clone(),
+            writer: writer.to_string(),
+            epoch,
+            time: now_ms(),
+            tables: BTreeMap::new(),
+        };
+        for f in files {
+            let under_table = f
+                .relative
+                .strip_prefix(&format!("{}/", f.table))
+                .unwrap_or(&f.relative)
+                .to_string();
+            journal
+                .tables
+                .entry(f.table.clone())
+                .or_default()
+                .push(JournalFile {
+                    path: under_table,
+                    date: f.partition[0].clone(),
+                    server: f.partition[1].clone(),
+                    size: f.bytes,
+                    rows: f.rows,
+                });
+        }
+        // A table is created from the schema of its first file: the journal's replay needs the
+        // table to exist, so every table is made before the journal names it.
+        let mut made = std::collections::BTreeSet::new();
+        for f in files {
+            if made.insert(f.table.as_str()) {
+                self.load_or_create(&f.table, &f.schema).await?;
+            }
+        }
+        let key = self.journal_key(writer, epoch);
+        let body = serde_json::to_vec(&journal).map_err(|e| self.err("journal", e))?;
+        self.store()
+            .put(&key, PutPayload::from(body))
+            .await
+            .map_err(|e| self.err(format!("writing {key}"), store_error(&e)))?;
+        Ok((journal, key))
+    }
+
+    /// Uploads one staged file to its key: in one request up to [`PART`], else in parts of
+    /// [`PART`], two in flight (bounded memory, whatever the file's size). A failed multipart
+    /// upload is aborted, so the store keeps no parts of it.
+    async fn upload(&self, f: &Staged) -> Result<(), Error> {
+        use tokio::io::AsyncReadExt as _;
+        let key = self.location.path(&f.relative);
+        let failed = |e: &dyn std::fmt::Display| self.err(format!("uploading {}", f.relative), e);
+        let local_error = |e: std::io::Error| self.err(f.temp_path.display(), e);
+        let mut local = tokio::fs::File::open(&f.temp_path)
+            .await
+            .map_err(local_error)?;
+        if f.bytes <= PART as u64 {
+            let mut body = Vec::with_capacity(f.bytes as usize);
+            local.read_to_end(&mut body).await.map_err(local_error)?;
+            self.store()
+                .put(&key, PutPayload::from(body))
+                .await
+                .map_err(|e| failed(&store_error(&e)))?;
+            return Ok(());
+        }
+        let upload = self
+            .store()
+            .put_multipart(&key)
+            .await
+            .map_err(|e| failed(&store_error(&e)))?;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut buf = vec![0u8; 1 << 20];
+        let sent: Result<(), Error> = async {
+            loop {
+                let n = local.read(&mut buf).await.map_err(local_error)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                writer
+                    .wait_for_capacity(2)
+                    .await
+                    .map_err(|e| failed(&store_error(&e)))?;
+                writer.write(&buf[..n]);
+            }
+        }
+        .await;
+        match sent {
+            Ok(()) => {
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| failed(&store_error(&e)))?;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Commits `journal`'s files of `table` with the writer's `txn`; with `check`, first looks
+    /// whether the table holds the epoch already (a journal replayed after a crash). With the
+    /// files' `schema`, a missing table is created and a column it lacks is added.
+    async fn commit(
+        &self,
+        journal: &Journal,
+        table: &str,
+        schema: Option<&Schema>,
+        check: bool,
+    ) -> Result<(), Error> {
+        let (writer, epoch, time) = (journal.writer.as_str(), journal.epoch, journal.time);
+        let files = journal.tables.get(table).map_or(&[][..], Vec::as_slice);
+        let app_id = app_id(writer);
+        let loaded = match schema {
+            Some(s) => self.load_or_create(table, s).await?,
+            None => match self.load(table).await? {
+                Some(t) => t,
+                None => {
+                    return Err(self.err(
+                        format!("table {table}"),
+                        "missing; its journal cannot be replayed",
+                    ));
+                }
+            },
+        };
+        let snapshot = loaded
+            .snapshot()
+            .map_err(|e| self.err(format!("table {table}"), e))?;
+        if check {
+            let held = snapshot
+                .transaction_version(loaded.log_store().as_ref(), &app_id)
+                .await
+                .map_err(|e| self.err(format!("table {table}"), e))?;
+            if held.is_some_and(|v| v >= epoch as i64) {
+                return Ok(());
+            }
+        }
+        let mut actions = Vec::with_capacity(files.len() + 1);
+        // A column this build writes that the table lacks: the schema grows (additive only).
+        if let Some(s) = schema {
+            let current = snapshot.schema();
+            let wanted = delta_schema(s).map_err(|e| self.err(format!("table {table}"), e))?;
+            let missing: Vec<_> = wanted
+                .fields()
+                .filter(|f| current.field(f.name()).is_none())
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                let grown = StructType::try_new(current.fields().cloned().chain(missing))
+                    .map_err(|e| self.err(format!("table {table}: growing its schema"), e))?;
+                let metadata = snapshot
+                    .metadata()
+                    .clone()
+                    .with_schema(&grown)
+                    .map_err(|e| self.err(format!("table {table}: growing its schema"), e))?;
+                actions.push(Action::Metadata(metadata));
+            }
+        }
+        for f in files {
+            actions.push(Action::Add(Add {
+                path: f.path.clone(),
+                partition_values: HashMap::from([
+                    ("date".to_string(), Some(f.date.clone())),
+                    ("server".to_string(), Some(f.server.clone())),
+                ]),
+                size: i64::try_from(f.size).unwrap_or(i64::MAX),
+                modification_time: time,
+                data_change: true,
+                stats: Some(format!("{{\"numRecords\":{}}}", f.rows)),
+                tags: None,
+                deletion_vector: None,
+                base_row_id: None,
+                default_row_commit_version: None,
+                clustering_provider: None,
+            }));
+        }
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new_with_last_update(
+                &app_id,
+                epoch as i64,
+                Some(time),
+            ))
+            .with_max_retries(100)
+            .with_metadata([
+                (
+                    "mailflow.version".to_string(),
+                    serde_json::json!(env!("CARGO_PKG_VERSION")),
+                ),
+                ("mailflow.writer".to_string(), serde_json::json!(writer)),
+            ]);
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: Some(PARTITIONS.iter().map(|p| p.to_string()).collect()),
+            predicate: None,
+        };
+        CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), loaded.log_store(), operation)
+            .await
+            .map_err(|e| self.err(format!("committing to table {table}"), e))?;
+        Ok(())
+    }
+
+    fn journal_key(&self, writer: &str, epoch: u64) -> StorePath {
+        self.location
+            .path(&format!("_mailflow/journals/{writer}-{epoch:010}.json"))
+    }
+
+    /// Commits what interrupted epochs left in their journals (see the module docs); returns
+    /// how many were replayed.
+    ///
+    /// A journal of this staging folder is replayed at once: one run at a time stages there, so
+    /// its writer is gone. Another machine's or folder's journal may belong to a writer that is
+    /// committing it right now; it is replayed only once it is [`ABANDONED`] old (an epoch
+    /// commits in seconds), so that two writers never commit one epoch.
+    pub fn recover(&self) -> Result<usize, Error> {
+        self.runtime.block_on(async {
+            let prefix = self.location.path("_mailflow/journals");
+            let listed: Vec<_> = self
+                .store()
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(|e| self.err("listing journals", store_error(&e)))?;
+            let mut replayed = 0;
+            for meta in listed {
+                let bytes = self
+                    .store()
+                    .get(&meta.location)
+                    .await
+                    .map_err(|e| self.err(format!("reading {}", meta.location), store_error(&e)))?
+                    .bytes()
+                    .await
+                    .map_err(|e| self.err(format!("reading {}", meta.location), store_error(&e)))?;
+                let journal: Journal = serde_json::from_slice(&bytes)
+                    .map_err(|e| self.err(format!("journal {}", meta.location), e))?;
+                let age = chrono::Utc::now() - meta.last_modified;
+                if journal.staging != self.staging && age.to_std().is_ok_and(|a| a < ABANDONED) {
+                    continue;
+                }
+                for table in journal.tables.keys() {
+                    self.commit(&journal, table, None, true).await?;
+                }
+                self.store().delete(&meta.location).await.map_err(|e| {
+                    self.err(format!("removing {}", meta.location), store_error(&e))
+                })?;
+                replayed += 1;
+            }
+            Ok(replayed)
+        })
+    }
+
+    /// The current files of `table` (keys under the lake, and sizes); none if it does not
+    /// exist.
+    pub fn files(&self, table: &str) -> Result<Vec<(String, u64)>, Error> {
+        self.runtime.block_on(self.files_async(table))
+    }
+
+    async fn files_async(&self, table: &str) -> Result<Vec<(String, u64)>, Error> {
+        let Some(t) = self.load(table).await? else {
+            return Ok(Vec::new());
+        };
+        let snapshot = t
+            .snapshot()
+            .map_err(|e| self.err(format!("table {table}"), e))?;
+        let mut out: Vec<(String, u64)> = snapshot
+            .log_data()
+            .iter()
+            .map(|f| {
+                let under: Vec<String> = f
+                    .object_store_path()
+                    .parts()
+                    .map(|p| p.as_ref().to_string())
+                    .collect();
+                (
+                    format!("{table}/{}", under.join("/")),
+                    u64::try_from(f.size()).unwrap_or(0),
+                )
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// What the lake's current files hold (read from their footers), of the files `keep`
+    /// accepts (by key under the lake).
+    pub fn holdings(
+        &self,
+        tables: &[&str],
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Holdings, Error> {
+        self.runtime.block_on(async {
+            let mut keys = Vec::new();
+            for table in tables {
+                keys.extend(
+                    self.files_async(table)
+                        .await?
+                        .into_iter()
+                        .filter(|(k, _)| keep(k)),
+                );
+            }
+            let footers: Vec<(String, HashMap<String, String>)> =
+                futures::stream::iter(keys.into_iter().map(|(key, size)| async move {
+                    let meta = self.footer(&key, size).await?;
+                    Ok::<_, Error>((key, meta))
+                }))
+                .buffer_unordered(16)
+                .try_collect()
+                .await?;
+            let mut out = Holdings::default();
+            for (key, meta) in footers {
+                crate::lake::absorb(&mut out, Path::new(&key), &meta)?;
+            }
+            Ok(out)
+        })
+    }
+
+    /// A file's footer key-value metadata, read with ranged GETs of the file's tail (one when
+    /// the footer fits in the first 64 KiB read, as mailflow's do).
+    async fn footer(&self, key: &str, size: u64) -> Result<HashMap<String, String>, Error> {
+        use parquet::file::metadata::ParquetMetaDataReader;
+        let path = self.location.path(key);
+        let bad = |e: &dyn std::fmt::Display| self.err(format!("footer of {key}"), e);
+        let tail = size.min(64 << 10);
+        let bytes = self
+            .store()
+            .get_range(&path, size - tail..size)
+            .await
+            .map_err(|e| bad(&store_error(&e)))?;
+        let n = bytes.len();
+        if n < 8 || &bytes[n - 4..] != b"PAR1" {
+            return Err(bad(&"not a Parquet file"));
+        }
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&bytes[n - 8..n - 4]);
+        let need = u64::from(u32::from_le_bytes(len)) + 8;
+        let footer = if need <= n as u64 {
+            bytes.slice(n - need as usize..n - 8)
+        } else if need <= size {
+            self.store()
+                .get_range(&path, size - need..size - 8)
+                .await
+                .map_err(|e| bad(&store_error(&e)))?
+        } else {
+            return Err(bad(&"footer longer than the file"));
+        };
+        let meta = ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| bad(&e))?;
+        Ok(meta
+            .file_metadata()
+            .key_value_metadata()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
+            .collect())
+    }
+
+    /// A file's bytes (key under the lake).
+    pub fn read(&self, key: &str) -> Result<Bytes, Error> {
+        self.runtime.block_on(async {
+            self.store()
+                .get(&self.location.path(key))
+                .await
+                .map_err(|e| self.err(format!("reading {key}"), store_error(&e)))?
+                .bytes()
+                .await
+                .map_err(|e| self.err(format!("reading {key}"), store_error(&e)))
+        })
+    }
+
+    /// [`crate::lake::row_keys`] of a file of this lake.
+    pub fn row_keys(
+        &self,
+        key: &Path,
+        files: &HashSet<String>,
+    ) -> Result<Vec<(String, i64)>, Error> {
+        let bytes = self.read(&key.to_string_lossy())?;
+        crate::lake::row_keys_in(bytes, key, files)
+    }
+}
+
+/// The writer's application id in Delta's `txn` actions.
+fn app_id(writer: &str) -> String {
+    format!("mailflow-{writer}")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A table's Delta schema: the files' columns as Delta types, then the partition columns.
+/// Dictionary columns are their values; timestamps are Delta's (microseconds, UTC), which
+/// readers take from the files' milliseconds.
+pub fn delta_schema(schema: &Schema) -> Result<StructType, String> {
+    let mut fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .filter(|f| !PARTITIONS.contains(&f.name().as_str()))
+        .map(|f| plain(f))
+        .collect();
+    fields.push(Field::new("date", DataType::Date32, true));
+    fields.push(Field::new("server", DataType::Utf8, true));
+    (&Schema::new(fields))
+        .try_into_kernel()
+        .map_err(|e| e.to_string())
+}
+
+fn plain(f: &Field) -> Field {
+    let t = match f.data_type() {
+        DataType::Dictionary(_, v) => plain(&Field::new(f.name(), (**v).clone(), true))
+            .data_type()
+            .clone(),
+        DataType::Timestamp(_, Some(_)) => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        }
+        DataType::Timestamp(_, None) => DataType::Timestamp(TimeUnit::Microsecond, None),
+        DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
+        DataType::List(inner) => DataType::List(Arc::new(plain(inner))),
+        DataType::LargeList(inner) => DataType::List(Arc::new(plain(inner))),
+        DataType::Struct(fs) => DataType::Struct(Fields::from(
+            fs.iter().map(|c| plain(c)).collect::<Vec<_>>(),
+        )),
+        DataType::Map(entries, sorted) => DataType::Map(Arc::new(plain(entries)), *sorted),
+        other => other.clone(),
+    };
+    Field::new(f.name(), t, f.is_nullable()).with_metadata(f.metadata().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+
+    use super::*;
+    use crate::lake::{LakeOptions, LakeWriter, Source};
+    use crate::store::Location;
+
+    const JAN14: i64 = 1_736_812_800_000; // 2025-01-14T00:00:00Z
+
+    fn batch(offsets: std::ops::Range<i64>) -> RecordBatch {
+        let schema =
+            crate::testing::lineage_schema(vec![Field::new("source_file", DataType::Utf8, false)]);
+        let n = offsets.clone().count();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(TimestampMillisecondArray::from(vec![JAN14; n]).with_timezone("UTC")),
+            Arc::new(StringArray::from(vec!["EX01"; n])),
+            Arc::new(Int64Array::from_iter_values(offsets)),
+            Arc::new(StringArray::from(vec!["a.log"; n])),
+        ];
+        RecordBatch::try_new(schema, cols).unwrap()
+    }
+
+    fn lake(root: &Path, staging: &Path) -> Arc<DeltaLake> {
+        let Location::Object(o) = Location::local_as_object(root).unwrap() else {
+            panic!("not an object location")
+        };
+        DeltaLake::open(o, staging).unwrap()
+    }
+
+    /// Writes `offsets` of source `a` through a writer staging in `staging`, and returns the
+    /// files it left there (committed when `commit`).
+    fn write(lake: &Arc<DeltaLake>, staging: &Path, offsets: std::ops::Range<i64>) {
+        let mut w = LakeWriter::new(staging, LakeOptions::default())
+            .unwrap()
+            .with_delta(Arc::clone(lake));
+        let source = Source {
+            fingerprint: "fp-a",
+            file: "a.log",
+            end_offset: offsets.end as u64,
+        };
+        w.write(&source, &[("t", &batch(offsets))]).unwrap();
+        let committed = w.close().unwrap();
+        assert_eq!(committed.len(), 1);
+        assert!(
+            committed[0].path.to_string_lossy().starts_with("file:///"),
+            "{:?}",
+            committed[0].path
+        );
+    }
+
+    #[test]
+    fn epochs_commit_as_delta_transactions_and_footers_say_what_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, staging) = (dir.path().join("lake"), dir.path().join("staging"));
+        let delta = lake(&root, &staging);
+        write(&delta, &staging, 0..10);
+        write(&delta, &staging, 10..25);
+        let files = delta.files("t").unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert!(
+            files
+                .iter()
+                .all(|(k, _)| k.starts_with("t/date=2025-01-14/server=EX01/part-")),
+            "{files:?}"
+        );
+        assert!(root.join("t/_delta_log/00000000000000000002.json").exists());
+        let held = delta.holdings(&["t", "absent"], |_| true).unwrap();
+        assert_eq!(held.sources["fp-a"].end_offset, 25);
+        assert_eq!(held.sources["fp-a"].rows, 25);
+        // The staging folder keeps nothing once an epoch is committed.
+        let left: Vec<_> = walkdir::WalkDir::new(&staging)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "parquet")
+            })
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        // The table's Delta schema has the partition columns, typed.
+        let table = delta.runtime.block_on(delta.load("t")).unwrap().unwrap();
+        let schema = table.snapshot().unwrap().schema();
+        assert!(schema.field("date").is_some() && schema.field("server").is_some());
+        assert!(schema.field("source_offset").is_some());
+    }
+
+    fn staged(dir: &Path, name: &str, offsets: std::ops::Range<i64>) -> Staged {
+        let b = batch(offsets);
+        let b = b.project(&[0, 2, 3]).unwrap();
+        let path = dir.join(name);
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            b.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+        Staged {
+            table: "t".into(),
+            temp_path: path.clone(),
+            relative: format!("t/date=2025-01-14/server=EX01/{name}"),
+            partition: ["2025-01-14".into(), "EX01".into()],
+            rows: b.num_rows() as u64,
+            bytes: std::fs::metadata(&path).unwrap().len(),
+            schema: b.schema(),
+        }
+    }
+
+    #[test]
+    fn a_journal_left_by_a_killed_epoch_is_committed_once_by_its_own_staging_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, staging) = (dir.path().join("lake"), dir.path().join("staging"));
+        std::fs::create_dir_all(&staging).unwrap();
+        let delta = lake(&root, &staging);
+        write(&delta, &staging, 0..10);
+        // Uploaded and journaled, then killed before any table's commit.
+        let f = staged(&staging, "part-w1-1.parquet", 10..20);
+        delta
+            .runtime
+            .block_on(delta.stage("w1", 1, std::slice::from_ref(&f)))
+            .unwrap();
+        assert_eq!(
+            delta.files("t").unwrap().len(),
+            1,
+            "not visible before its commit"
+        );
+        // Another machine's writer may still be committing its journal: left alone.
+        let other = lake(&root, &dir.path().join("elsewhere"));
+        assert_eq!(other.recover().unwrap(), 0);
+        assert_eq!(delta.files("t").unwrap().len(), 1);
+        // Its own staging's next start commits it, once.
+        assert_eq!(delta.recover().unwrap(), 1);
+        assert_eq!(delta.files("t").unwrap().len(), 2);
+        assert_eq!(delta.recover().unwrap(), 0);
+        // A journal whose tables are in (killed after the commits, before removing it) commits
+        // nothing again.
+        let g = staged(&staging, "part-w1-2.parquet", 20..30);
+        let (journal, _) = delta
+            .runtime
+            .block_on(delta.stage("w1", 2, std::slice::from_ref(&g)))
+            .unwrap();
+        delta
+            .runtime
+            .block_on(delta.commit(&journal, "t", None, false))
+            .unwrap();
+        assert_eq!(delta.recover().unwrap(), 1);
+        assert_eq!(delta.files("t").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_file_over_one_part_is_uploaded_in_parts_and_arrives_whole() {
+        use arrow_array::BinaryArray;
+        let dir = tempfile::tempdir().unwrap();
+        let (root, staging) = (dir.path().join("lake"), dir.path().join("staging"));
+        std::fs::create_dir_all(&staging).unwrap();
+        let delta = lake(&root, &staging);
+        // Incompressible bytes (xorshift), two and a half parts' worth.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let blob: Vec<u8> = (0..PART * 5 / 2)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(vec![Field::new("b", DataType::Binary, false)]));
+        let b = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(BinaryArray::from(vec![blob.as_slice()]))],
+        )
+        .unwrap();
+        let path = staging.join("part-big-1.parquet");
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            schema,
+            None,
+        )
+        .unwrap();
+        w.write(&b).unwrap();
+        w.close().unwrap();
+        let local = std::fs::read(&path).unwrap();
+        assert!(local.len() > 2 * PART);
+        let f = Staged {
+            table: "big".into(),
+            temp_path: path,
+            relative: "big/date=2025-01-14/server=EX01/part-big-1.parquet".into(),
+            partition: ["2025-01-14".into(), "EX01".into()],
+            rows: 1,
+            bytes: local.len() as u64,
+            schema: b.schema(),
+        };
+        delta.publish("big", 1, &[f]).unwrap();
+        let files = delta.files("big").unwrap();
+        assert_eq!(files.len(), 1);
+        let remote = delta.read(&files[0].0).unwrap();
+        assert!(
+            remote.as_ref() == local.as_slice(),
+            "the uploaded bytes differ"
+        );
+    }
+
+    #[test]
+    fn delta_types_of_mailflow_columns() {
+        let schema = Schema::new(vec![
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                true,
+            ),
+            Field::new(
+                "source_file",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                false,
+            ),
+            Field::new("server", DataType::Utf8, false),
+        ]);
+        let delta = delta_schema(&schema).unwrap();
+        let names: Vec<&str> = delta.fields().map(|f| f.name().as_str()).collect();
+        assert_eq!(names, ["timestamp", "source_file", "date", "server"]);
+        let json = serde_json::to_string(&delta).unwrap();
+        assert!(json.contains("\"timestamp\""), "{json}");
+        assert!(json.contains("\"date\""), "{json}");
+    }
+}

@@ -1,0 +1,502 @@
+//! The lake as Delta Lake tables in object stores, against real protocol servers on loopback:
+//! S3 by moto's server and Azure Blob by Azurite (`.ci/run` installs both). What mailflow
+//! writes is read back by two readers it shares no code with: the `deltalake` Python package
+//! (delta-rs) and DuckDB's `delta` extension (delta-kernel-rs), through `tests/delta_check.py`.
+//! Every table must hold exactly the rows a local Parquet ingest of the same logs holds: after
+//! a rerun, after SIGKILLs during uploads and commits, and with three writers at once.
+//!
+//! A missing server or reader fails the test: `MAILFLOW_DELTA_PYTHON` (the venv with deltalake,
+//! DuckDB 1.5.5 and its extensions, moto) and `MAILFLOW_AZURITE` (`azurite-blob`) come from
+//! `.ci/run`.
+// Helpers outside #[test] functions unwrap too: a test's set-up failing is its failure.
+#![allow(clippy::unwrap_used)]
+
+mod cli;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cli::{generate_mixed, mailflow_command};
+use serde_json::Value;
+
+/// The venv's Python for the Delta readers and the S3 server.
+fn delta_python() -> PathBuf {
+    let p = std::env::var_os("MAILFLOW_DELTA_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv-delta/bin/python"));
+    assert!(
+        p.exists(),
+        "{}: no Python with deltalake and moto (`bash .ci/run` makes .venv-delta)",
+        p.display()
+    );
+    p
+}
+
+fn check<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = Command::new(delta_python())
+        .arg(cli::script("delta_check.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "delta_check.py failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A server process on a loopback port, stopped when dropped.
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(mut command: Command, port: u16) -> Server {
+    let child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {command:?}: {e} (`bash .ci/run` installs it)"));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{command:?} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Server {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+fn moto() -> Server {
+    let port = free_port();
+    let bin = delta_python().with_file_name("moto_server");
+    let mut c = Command::new(bin);
+    c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    start(c, port)
+}
+
+fn azurite(dir: &Path) -> Server {
+    let port = free_port();
+    let bin = std::env::var_os("MAILFLOW_AZURITE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/node/node_modules/.bin/azurite-blob")
+        });
+    let mut c = Command::new(bin);
+    c.args([
+        "--blobHost",
+        "127.0.0.1",
+        "--blobPort",
+        &port.to_string(),
+        "--inMemoryPersistence",
+        "--disableTelemetry",
+        "--skipApiVersionCheck",
+    ])
+    .current_dir(dir);
+    start(c, port)
+}
+
+/// mailflow with the environment a store's credentials come from.
+fn ingest(env: &[(&str, String)], args: &[&str]) -> Command {
+    let mut c = mailflow_command();
+    c.arg("ingest").args(args).arg("--quiet");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn run_ok(mut c: Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s3_env(moto: &Server) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ACCESS_KEY_ID", "mailflow-test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "mailflow-test-secret".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ENDPOINT", moto.endpoint.clone()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+    ]
+}
+
+/// Rows per table of a local Parquet lake of `logs` (the reference).
+fn reference(logs: &[&Path], tmp: &Path, name: &str) -> Value {
+    let lake = tmp.join(name);
+    let mut args: Vec<&str> = logs.iter().map(|p| p.to_str().unwrap()).collect();
+    args.extend(["--parquet", lake.to_str().unwrap()]);
+    run_ok(ingest(&[], &args));
+    serde_json::from_str(&check(&["local", lake.to_str().unwrap()])).unwrap()
+}
+
+/// Asserts the Delta lake at `uri` holds the reference's rows in every table, each raw line
+/// once, every row in a `date` and `server` partition, as both readers see it.
+fn assert_same(uri: &str, store: &[&str], want: &Value, duckdb: bool) {
+    let mut args = vec!["counts", uri];
+    args.extend_from_slice(store);
+    let got: Value = serde_json::from_str(&check(&args)).unwrap();
+    let want = want.as_object().unwrap();
+    assert!(!want.is_empty());
+    let tables: Vec<&String> = got.as_object().unwrap().keys().collect();
+    assert_eq!(
+        tables,
+        want.keys().collect::<Vec<_>>(),
+        "tables of {uri}: {got}"
+    );
+    for (table, w) in want {
+        let rows = w["rows"].as_u64().unwrap();
+        let g = &got[table];
+        assert_eq!(
+            g["deltalake"].as_u64(),
+            Some(rows),
+            "{table} (deltalake): {got}"
+        );
+        if duckdb {
+            assert_eq!(g["duckdb"].as_u64(), Some(rows), "{table} (DuckDB): {got}");
+            assert_eq!(g["unpartitioned"].as_u64(), Some(0), "{table}: {got}");
+        }
+        if let Some(d) = g.get("distinct") {
+            assert_eq!(
+                d.as_u64(),
+                Some(rows),
+                "{table}: a line stored twice: {got}"
+            );
+        }
+    }
+}
+
+/// Puts a line that is not a log line after every 300th line of every log under `dir`: each
+/// source then writes to `rejects` in the same epochs as to its own table, which is what makes
+/// an epoch cut between two tables' commits lose rows unless it is finished.
+fn spoil(dir: &Path) {
+    for entry in walkdir(dir) {
+        let text = std::fs::read(&entry).unwrap();
+        let mut out = Vec::with_capacity(text.len() + 4096);
+        for (k, line) in text.split_inclusive(|&b| b == b'\n').enumerate() {
+            out.extend_from_slice(line);
+            if k % 300 == 299 {
+                out.extend_from_slice(b"this is not a log line\r\n");
+            }
+        }
+        std::fs::write(&entry, out).unwrap();
+    }
+}
+
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else if p.extension().is_some_and(|x| x == "LOG") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn s3_delta_lake_holds_every_line_once_through_reruns_and_kills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    generate_mixed(&logs, "6M", &["--days", "2", "--seed", "5"]);
+    spoil(&logs);
+    let want = reference(&[&logs], tmp.path(), "reference");
+    for table in [
+        "message_tracking",
+        "smtp_protocol",
+        "smtp_sessions",
+        "messages",
+        "rejects",
+    ] {
+        assert!(want[table]["rows"].as_u64().unwrap() > 50, "{want}");
+    }
+
+    let s3 = moto();
+    check(&["bucket", &s3.endpoint, "lake"]);
+    let env = s3_env(&s3);
+    let store = ["--s3", s3.endpoint.as_str()];
+
+    // One run, then a rerun that finds everything held.
+    let staging = tmp.path().join("staging");
+    let summary = tmp.path().join("summary.json");
+    let args = [
+        logs.to_str().unwrap(),
+        "--parquet",
+        "s3://lake/fleet",
+        "--staging",
+        staging.to_str().unwrap(),
+        "--summary-json",
+        summary.to_str().unwrap(),
+    ];
+    let started = Instant::now();
+    run_ok(ingest(&env, &args));
+    let took = started.elapsed();
+    let written: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    let outputs = written["outputs"].as_array().unwrap();
+    assert!(!outputs.is_empty());
+    assert!(
+        outputs
+            .iter()
+            .all(|o| o.as_str().unwrap().starts_with("s3://lake/fleet/")),
+        "{written}"
+    );
+    assert_same("s3://lake/fleet", &store, &want, true);
+    let again = run_ok(ingest(&env, &args));
+    assert!(again.contains("already in the lake"), "{again}");
+    assert_same("s3://lake/fleet", &store, &want, true);
+
+    // Killed at random moments while it uploads and commits small epochs (many files, many
+    // commits), then run to the end: still every line once, and the same sessions and messages.
+    let staging = tmp.path().join("staging-killed");
+    let args = [
+        logs.to_str().unwrap(),
+        "--parquet",
+        "s3://lake/killed",
+        "--staging",
+        staging.to_str().unwrap(),
+        "--max-file-rows",
+        "4000",
+        "--threads",
+        "2",
+    ];
+    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut killed = 0;
+    for _ in 0..6 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Somewhere between 5% and 95% of an uninterrupted run's time (this one is slower:
+        // smaller files, more commits).
+        let wait = took.mul_f64(0.05 + (rng % 900) as f64 / 1000.0);
+        let mut child = ingest(&env, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(wait);
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(
+        killed >= 3,
+        "the runs ended before they could be killed ({killed} kills)"
+    );
+    run_ok(ingest(&env, &args));
+    assert_same("s3://lake/killed", &store, &want, true);
+
+    // Stopped inside an epoch's commit (a window of milliseconds a kill seldom hits): after one
+    // table's commit and before the next, or after the last and before the journal is removed.
+    let staging = tmp.path().join("staging-aborted");
+    let args = [
+        logs.to_str().unwrap(),
+        "--parquet",
+        "s3://lake/aborted",
+        "--staging",
+        staging.to_str().unwrap(),
+        "--max-file-rows",
+        "4000",
+    ];
+    let (mut aborted, mut said) = (0, String::new());
+    // Each run commits a table or three and stops, so every run still has work left.
+    for after in [1, 2, 1, 3, 1, 2] {
+        let mut c = ingest(&env, &args);
+        c.env("MAILFLOW_TEST_ABORT_AFTER_COMMITS", after.to_string());
+        let out = c.output().unwrap();
+        aborted += usize::from(!out.status.success());
+        said += &String::from_utf8_lossy(&out.stdout);
+    }
+    assert!(
+        aborted >= 5,
+        "the runs ended before their commits ({aborted} aborted)"
+    );
+    said += &run_ok(ingest(&env, &args));
+    // The run after an abort finds its journal and finishes the epoch's commits.
+    assert!(said.contains("an earlier run was interrupted"), "{said}");
+    assert_same("s3://lake/aborted", &store, &want, true);
+}
+
+#[test]
+fn three_writers_at_once_into_one_s3_lake() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folders: Vec<PathBuf> = (0..3)
+        .map(|k| tmp.path().join(format!("site{k}")))
+        .collect();
+    for (k, f) in folders.iter().enumerate() {
+        generate_mixed(f, "2M", &["--days", "1", "--seed", &(20 + k).to_string()]);
+    }
+    // Three separate local lakes, added up, are the reference.
+    let mut want = serde_json::Map::new();
+    for (k, f) in folders.iter().enumerate() {
+        let one = reference(&[f], tmp.path(), &format!("ref{k}"));
+        for (table, v) in one.as_object().unwrap() {
+            let n = v["rows"].as_u64().unwrap();
+            let slot = want
+                .entry(table.clone())
+                .or_insert_with(|| serde_json::json!({"rows": 0}));
+            slot["rows"] = (slot["rows"].as_u64().unwrap() + n).into();
+        }
+    }
+    let s3 = moto();
+    check(&["bucket", &s3.endpoint, "shared"]);
+    let env = s3_env(&s3);
+    let children: Vec<_> = folders
+        .iter()
+        .enumerate()
+        .map(|(k, f)| {
+            let staging = tmp.path().join(format!("staging{k}"));
+            ingest(
+                &env,
+                &[
+                    f.to_str().unwrap(),
+                    "--parquet",
+                    "s3://shared/lake",
+                    "--staging",
+                    staging.to_str().unwrap(),
+                    "--max-file-rows",
+                    "5000",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "a writer failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_same(
+        "s3://shared/lake",
+        &["--s3", s3.endpoint.as_str()],
+        &Value::Object(want),
+        true,
+    );
+}
+
+#[test]
+fn azure_blob_delta_lake_through_azurite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    generate_mixed(&logs, "2M", &["--days", "1", "--seed", "9"]);
+    let want = reference(&[&logs], tmp.path(), "reference");
+    let az = azurite(tmp.path());
+    check(&["container", &az.endpoint, "mail"]);
+    let env = vec![
+        ("AZURE_STORAGE_ACCOUNT_NAME", "devstoreaccount1".to_string()),
+        (
+            "AZURE_STORAGE_ACCOUNT_KEY",
+            "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+                .to_string(),
+        ),
+        ("AZURE_STORAGE_USE_EMULATOR", "true".to_string()),
+        ("AZURITE_BLOB_STORAGE_URL", az.endpoint.clone()),
+    ];
+    let staging = tmp.path().join("staging");
+    let args = [
+        logs.to_str().unwrap(),
+        "--parquet",
+        "az://mail/lake",
+        "--staging",
+        staging.to_str().unwrap(),
+    ];
+    run_ok(ingest(&env, &args));
+    run_ok(ingest(&env, &args));
+    assert_same(
+        "az://mail/lake",
+        &["--azure", az.endpoint.as_str()],
+        &want,
+        false,
+    );
+}
+
+#[test]
+fn delta_tables_in_a_folder_and_what_refuses_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    generate_mixed(&logs, "2M", &["--days", "1", "--seed", "3"]);
+    let want = reference(&[&logs], tmp.path(), "reference");
+    let lake = tmp.path().join("delta");
+    let args = [
+        logs.to_str().unwrap(),
+        "--parquet",
+        lake.to_str().unwrap(),
+        "--table-format",
+        "delta",
+    ];
+    run_ok(ingest(&[], &args));
+    assert!(lake.join("message_tracking/_delta_log").is_dir());
+    let uri = lake.to_str().unwrap();
+    assert_same(uri, &[], &want, true);
+
+    // Commands that read Parquet lakes by their files refuse a Delta lake rather than read
+    // files no transaction committed.
+    let out = cli::run_mailflow(&["query", "--lake", uri, "SELECT count(*) FROM messages"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds Delta tables"), "{err}");
+    // Credentials never belong in the location, and are never echoed.
+    let out = cli::run_mailflow(&[
+        "ingest",
+        logs.to_str().unwrap(),
+        "--parquet",
+        "s3://bucket/lake?X-Amz-Signature=SECRET",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("SECRET") && err.contains("environment"),
+        "{err}"
+    );
+    // A plain Parquet lake on a bucket is not built yet, and says so.
+    let out = cli::run_mailflow(&[
+        "ingest",
+        logs.to_str().unwrap(),
+        "--parquet",
+        "s3://bucket/lake",
+        "--table-format",
+        "parquet",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not built yet"), "{err}");
+}
