@@ -153,10 +153,10 @@ fn register_schemes() {
     ONCE.call_once(|| {
         let factories = deltalake_core::logstore::logstore_factories();
         for scheme in crate::store::SCHEMES {
-            if let Ok(url) = Url::parse(&format!("{scheme}://")) {
-                if factories.get(&url).is_none() {
-                    factories.insert(url, Arc::new(PutIfAbsent));
-                }
+            if let Ok(url) = Url::parse(&format!("{scheme}://"))
+                && factories.get(&url).is_none()
+            {
+                factories.insert(url, Arc::new(PutIfAbsent));
             }
         }
     });
