@@ -1,5 +1,7 @@
 //! One-shot backfill: files and folders in, the Parquet lake out
-//! (`<dir>/<table>/date=…/server=…/part-….parquet`, see `mailflow_sinks::lake`).
+//! (`<dir>/<table>/date=…/server=…/part-….parquet`, see `mailflow_sinks::lake`), or the same
+//! files as Delta Lake tables in an object store or a folder ([`LakeTarget`],
+//! `mailflow_sinks::delta`).
 //!
 //! Files fall into series (a server's files of one kind, read one after the other in time order),
 //! and the workers, as many as cores, share the series on a [`Board`]: each takes the series
@@ -162,11 +164,24 @@ impl LakeTarget {
                     mailflow_sinks::store::shown_text(&text)
                 );
             }
+            refuse_delta(lake, "ingest --table-format parquet")?;
             return Ok(LakeTarget {
                 root: lake.to_path_buf(),
                 delta: None,
                 shown: lake.display().to_string(),
             });
+        }
+        // One folder, one format: Delta tables beside plain files would each read as the
+        // whole table to some engine.
+        if let Some(plain) = lake_tables()
+            .map(|t| lake.join(t))
+            .find(|t| !url && t.is_dir() && !t.join("_delta_log").is_dir())
+        {
+            bail!(
+                "{} holds a plain Parquet table ({}): write Delta tables to a new folder, or leave out --table-format delta",
+                lake.display(),
+                plain.display()
+            );
         }
         let location = if url {
             Location::parse(&text)?

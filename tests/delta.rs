@@ -474,6 +474,23 @@ fn delta_tables_in_a_folder_and_what_refuses_them() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds Delta tables"), "{err}");
+    // One folder, one format.
+    let out = cli::run_mailflow(&["ingest", logs.to_str().unwrap(), "--parquet", uri]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds Delta tables"), "{err}");
+    let plain = tmp.path().join("reference");
+    let out = cli::run_mailflow(&[
+        "ingest",
+        logs.to_str().unwrap(),
+        "--parquet",
+        plain.to_str().unwrap(),
+        "--table-format",
+        "delta",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds a plain Parquet table"), "{err}");
     // Credentials never belong in the location, and are never echoed.
     let out = cli::run_mailflow(&[
         "ingest",

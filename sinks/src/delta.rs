@@ -703,13 +703,7 @@ impl DeltaLake {
             return Err(bad(&"footer longer than the file"));
         };
         let meta = ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| bad(&e))?;
-        Ok(meta
-            .file_metadata()
-            .key_value_metadata()
-            .into_iter()
-            .flatten()
-            .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
-            .collect())
+        Ok(crate::lake::key_values(meta.file_metadata()))
     }
 
     /// A file's bytes (key under the lake).

@@ -902,14 +902,16 @@ pub fn footer_metadata(path: &Path) -> Result<HashMap<String, String>, Error> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    Ok(reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
+    Ok(key_values(reader.metadata().file_metadata()))
+}
+
+/// A footer's key-value metadata (keys without a value left out).
+pub(crate) fn key_values(meta: &parquet::file::metadata::FileMetaData) -> HashMap<String, String> {
+    meta.key_value_metadata()
         .into_iter()
         .flatten()
         .filter_map(|kv| Some((kv.key.clone(), kv.value.clone()?)))
-        .collect())
+        .collect()
 }
 
 /// The source ranges a committed file's footer records (none for files mailflow did not write).
