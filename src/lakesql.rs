@@ -12,6 +12,10 @@
 //!   as its own, is left out and named ([`LakeTable::survey`]) instead of failing every query
 //!   that touches its partition.
 //!
+//! A Delta lake (a folder whose tables have a `_delta_log`, or an object store URL) is read the
+//! same way, except that a table's files are those its log names now (`mailflow_sinks::delta`),
+//! read from the lake's object store, registered with the session.
+//!
 //! Files written by an older mailflow may lack columns added since: they read as nulls.
 
 use std::collections::{BTreeSet, HashSet};
@@ -73,12 +77,38 @@ impl Scope {
     }
 }
 
-/// One `date=…/server=…` folder.
+/// One `date=…/server=…` partition.
 #[derive(Debug, Clone)]
 struct Partition {
     date: NaiveDate,
     server: String,
-    dir: PathBuf,
+    files: PartFiles,
+}
+
+/// Where a partition's files are found.
+#[derive(Debug, Clone)]
+enum PartFiles {
+    /// A local lake's folder, listed when a query reads it.
+    Folder(PathBuf),
+    /// A Delta table's current files in the partition, from its log: keys under the store
+    /// root with their sizes. Nothing is listed; files no commit names are never read.
+    Listed(Vec<(PathBuf, u64)>),
+}
+
+impl Partition {
+    fn files(&self) -> Result<Vec<(PathBuf, u64)>> {
+        match &self.files {
+            PartFiles::Folder(dir) => part_files(dir),
+            PartFiles::Listed(files) => Ok(files.clone()),
+        }
+    }
+}
+
+/// The object store a Delta lake's files are read from, and how the lake names them.
+#[derive(Debug, Clone)]
+struct DeltaFiles {
+    /// The store's root URL, as registered with the engine.
+    root: String,
 }
 
 /// A file the scope holds, with its footer's row count.
@@ -116,6 +146,8 @@ pub struct LakeTable {
     partitions: Vec<Partition>,
     /// Files [`LakeTable::survey`] found unreadable.
     excluded: HashSet<PathBuf>,
+    /// For a Delta lake, the store its files are read from.
+    delta: Option<DeltaFiles>,
 }
 
 fn partition_fields() -> Vec<FieldRef> {
@@ -151,7 +183,88 @@ impl LakeTable {
             schema: table_schema,
             partitions,
             excluded: HashSet::new(),
+            delta: None,
         })
+    }
+
+    /// The Delta table `name` of `lake`, its current files in `scope` read from its log.
+    fn open_delta(
+        lake: &mailflow_sinks::delta::DeltaLake,
+        name: &'static str,
+        schema: &SchemaRef,
+        scope: &Scope,
+    ) -> Result<Self> {
+        let mut table = Self::open(Path::new(""), name, schema, scope)?;
+        let mut by_partition: std::collections::BTreeMap<(NaiveDate, String), Vec<(PathBuf, u64)>> =
+            Default::default();
+        for (key, size) in lake.files(name)? {
+            // Keys are `<table>/date=…/server=…/part-….parquet`, as mailflow commits them.
+            let mut parts = key.split('/').skip(1);
+            let (Some(date), Some(server)) = (
+                parts.next().and_then(|d| d.strip_prefix("date=")),
+                parts.next().and_then(|s| s.strip_prefix("server=")),
+            ) else {
+                tracing::warn!(file = %lake.shown_key(&key), "not in a date=…/server=… partition: left out");
+                continue;
+            };
+            let Ok(date) = NaiveDate::parse_from_str(date, "%Y-%m-%d") else {
+                continue;
+            };
+            let server = unescape_value(server);
+            if scope.keeps_date(date) && scope.keeps_server(&server) {
+                by_partition
+                    .entry((date, server))
+                    .or_default()
+                    .push((PathBuf::from(lake.store_path(&key).to_string()), size));
+            }
+        }
+        table.partitions = by_partition
+            .into_iter()
+            .map(|((date, server), files)| Partition {
+                date,
+                server,
+                files: PartFiles::Listed(files),
+            })
+            .collect();
+        table.delta = Some(DeltaFiles {
+            root: lake.store_root().0.to_string(),
+        });
+        Ok(table)
+    }
+
+    /// [`LakeTable::survey`] of a Delta table: footers read from the store.
+    fn survey_delta(&mut self, lake: &mailflow_sinks::delta::DeltaLake) -> Result<Survey> {
+        let mut survey = Survey::default();
+        for p in &self.partitions {
+            let files = p.files()?;
+            // Keys relative to the lake, as the lake reads them.
+            let keys: Vec<(String, u64)> = files
+                .iter()
+                .map(|(path, size)| (lake_key_of(lake, path), *size))
+                .collect();
+            for (((path, bytes), (key, _)), meta) in
+                files.into_iter().zip(&keys).zip(lake.metadata(&keys))
+            {
+                let shown = PathBuf::from(lake.shown_key(key));
+                match meta
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| rows_if_readable(m.file_metadata(), &self.file_schema))
+                {
+                    Ok(rows) => survey.files.push(FileInfo {
+                        path: shown,
+                        bytes,
+                        rows,
+                        date: p.date,
+                        server: p.server.clone(),
+                    }),
+                    Err(why) => {
+                        self.excluded.insert(path);
+                        survey.unreadable.push((shown, why));
+                    }
+                }
+            }
+        }
+        Ok(survey)
     }
 
     /// Its name.
@@ -164,7 +277,7 @@ impl LakeTable {
     pub fn survey(&mut self) -> Result<Survey> {
         let mut survey = Survey::default();
         for p in &self.partitions {
-            for (path, bytes) in part_files(&p.dir)? {
+            for (path, bytes) in p.files()? {
                 match footer_rows(&path, &self.file_schema) {
                     Ok(rows) => survey.files.push(FileInfo {
                         path,
@@ -243,14 +356,19 @@ impl TableProvider for LakeTable {
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
         let mut files = Vec::new();
         for p in self.pruned(filters)? {
-            let listed = part_files(&p.dir)
+            let listed = p
+                .files()
                 .map_err(|e| datafusion::error::DataFusionError::External(e.into()))?;
             for (path, bytes) in listed {
                 if self.excluded.contains(&path) {
                     continue;
                 }
-                let location = StorePath::from_absolute_path(&path)
-                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                let location = match &self.delta {
+                    // Already the file's path in its store.
+                    Some(_) => StorePath::from(path.to_string_lossy().as_ref()),
+                    None => StorePath::from_absolute_path(&path)
+                        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?,
+                };
                 let meta = ObjectMeta {
                     location,
                     last_modified: Default::default(),
@@ -274,7 +392,11 @@ impl TableProvider for LakeTable {
             .with_table_partition_cols(partition_fields())
             .build();
         let source = format.file_source(table_schema);
-        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+        let store = match &self.delta {
+            Some(d) => ObjectStoreUrl::parse(&d.root)?,
+            None => ObjectStoreUrl::local_filesystem(),
+        };
+        let config = FileScanConfigBuilder::new(store, source)
             .with_file_groups(groups)
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
@@ -356,7 +478,7 @@ fn list_partitions(table_dir: &Path, scope: &Scope) -> Result<Vec<Partition>> {
                 found.push(Partition {
                     date,
                     server,
-                    dir: entry.path(),
+                    files: PartFiles::Folder(entry.path()),
                 });
             }
         }
@@ -408,7 +530,24 @@ fn part_files(dir: &Path) -> Result<Vec<(PathBuf, u64)>> {
 fn footer_rows(path: &Path, expected: &Schema) -> std::result::Result<u64, String> {
     let file = fs::File::open(path).map_err(|e| e.to_string())?;
     let reader = SerializedFileReader::new(file).map_err(|e| format!("footer: {e}"))?;
-    let meta = reader.metadata().file_metadata();
+    rows_if_readable(reader.metadata().file_metadata(), expected)
+}
+
+/// A Delta file's key under its lake, from its path in the store.
+fn lake_key_of(lake: &mailflow_sinks::delta::DeltaLake, path: &Path) -> String {
+    let full = path.to_string_lossy();
+    let prefix = lake.store_path("").to_string();
+    full.strip_prefix(prefix.trim_end_matches('/'))
+        .unwrap_or(&full)
+        .trim_start_matches('/')
+        .to_string()
+}
+
+/// [`footer_rows`] of a footer already read.
+fn rows_if_readable(
+    meta: &parquet::file::metadata::FileMetaData,
+    expected: &Schema,
+) -> std::result::Result<u64, String> {
     let schema = parquet_to_arrow_schema(meta.schema_descr(), meta.key_value_metadata())
         .map_err(|e| format!("schema: {e}"))?;
     for field in schema.fields() {
@@ -458,13 +597,30 @@ impl std::fmt::Debug for Lake {
     }
 }
 
-/// Opens the lake at `root` in `scope`. With `survey`, every file's footer is read first and
-/// the unreadable left out (returned per table).
+/// Opens the lake at `root` (a folder of Parquet or Delta tables, or an object store URL of
+/// Delta tables) in `scope`. With `survey`, every file's footer is read first and the
+/// unreadable left out (returned per table). Call it outside an async runtime.
 pub fn open(
     root: &Path,
     scope: &Scope,
     survey: bool,
 ) -> Result<(Lake, Vec<(&'static str, Survey)>)> {
+    let text = root.to_string_lossy();
+    let delta_folder = table_schemas()
+        .iter()
+        .any(|(name, _)| root.join(name).join("_delta_log").is_dir());
+    if mailflow_sinks::store::is_url(&text) || delta_folder {
+        let location = if delta_folder {
+            mailflow_sinks::store::Location::local_as_object(root)?
+        } else {
+            mailflow_sinks::store::Location::parse(&text)?
+        };
+        let mailflow_sinks::store::Location::Object(object) = location else {
+            bail!("{text}: not an object store location");
+        };
+        let lake = mailflow_sinks::delta::DeltaLake::open_for_reading(object)?;
+        return open_delta(&lake, scope, survey);
+    }
     // Files are handed to the engine by absolute path (`lake` given as `out` works from any
     // folder); not canonicalized, which on Windows would make a verbatim `\\?\` path.
     let root = &std::path::absolute(root).with_context(|| format!("{}", root.display()))?;
@@ -474,6 +630,25 @@ pub fn open(
             root.display()
         );
     }
+    let ctx = session()?;
+    let mut tables = Vec::new();
+    let mut surveys = Vec::new();
+    for (name, schema) in table_schemas() {
+        let mut table = LakeTable::open(root, name, &schema, scope)?;
+        if survey {
+            surveys.push((name, table.survey()?));
+        }
+        let table = Arc::new(table);
+        ctx.register_table(name, Arc::clone(&table) as Arc<dyn TableProvider>)
+            .with_context(|| format!("registering table {name}"))?;
+        tables.push(table);
+    }
+    Ok((Lake { ctx, tables }, surveys))
+}
+
+/// A session with mailflow's settings: every core, the information schema, and spilling past
+/// [`MEMORY_LIMIT`].
+fn session() -> Result<SessionContext> {
     let config = SessionConfig::new()
         .with_target_partitions(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .with_information_schema(true);
@@ -481,13 +656,26 @@ pub fn open(
         .with_memory_limit(MEMORY_LIMIT, 1.0)
         .build_arc()
         .context("starting the SQL engine")?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// [`open`] of a Delta lake: each table's current files read from its log, in `scope`, and
+/// read from the lake's object store, registered with the engine. Called outside any async
+/// runtime (the lake's client blocks on its own).
+fn open_delta(
+    lake: &mailflow_sinks::delta::DeltaLake,
+    scope: &Scope,
+    survey: bool,
+) -> Result<(Lake, Vec<(&'static str, Survey)>)> {
+    let ctx = session()?;
+    let (root, store) = lake.store_root();
+    ctx.register_object_store(&root, store);
     let mut tables = Vec::new();
     let mut surveys = Vec::new();
     for (name, schema) in table_schemas() {
-        let mut table = LakeTable::open(root, name, &schema, scope)?;
+        let mut table = LakeTable::open_delta(lake, name, &schema, scope)?;
         if survey {
-            surveys.push((name, table.survey()?));
+            surveys.push((name, table.survey_delta(lake)?));
         }
         let table = Arc::new(table);
         ctx.register_table(name, Arc::clone(&table) as Arc<dyn TableProvider>)

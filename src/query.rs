@@ -43,8 +43,9 @@ pub fn run(lake: &Path, sql: &str, format: QueryFormat, out: Option<&PathBuf>) -
         .enable_all()
         .build()
         .context("starting the query runtime")?;
+    // Opened before the runtime starts: a Delta lake's client blocks on a runtime of its own.
+    let (lake, _) = lakesql::open(lake, &Scope::default(), false)?;
     runtime.block_on(async {
-        let (lake, _) = lakesql::open(lake, &Scope::default(), false)?;
         let frame = lake.ctx.sql(sql).await.map_err(|e| explain(e, &lake))?;
         let mut stream = frame
             .execute_stream()

@@ -191,6 +191,11 @@ impl DeltaLake {
         }))
     }
 
+    /// The lake at `location`, to be read only (it writes no journal).
+    pub fn open_for_reading(location: ObjectLocation) -> Result<Arc<DeltaLake>, Error> {
+        Self::open(location, Path::new(""))
+    }
+
     /// The lake's location, for people.
     pub fn shown(&self) -> String {
         shown(&self.location.url)
@@ -676,6 +681,28 @@ impl DeltaLake {
     /// A file's footer key-value metadata, read with ranged GETs of the file's tail (one when
     /// the footer fits in the first 64 KiB read, as mailflow's do).
     async fn footer(&self, key: &str, size: u64) -> Result<HashMap<String, String>, Error> {
+        let meta = self.metadata_async(key, size).await?;
+        Ok(crate::lake::key_values(meta.file_metadata()))
+    }
+
+    /// Footers of the files `keys` (keys under the lake, with sizes), read a few at a time; one
+    /// result per file, in order.
+    pub fn metadata(
+        &self,
+        keys: &[(String, u64)],
+    ) -> Vec<Result<parquet::file::metadata::ParquetMetaData, Error>> {
+        self.runtime.block_on(
+            futures::stream::iter(keys.iter().map(|(k, size)| self.metadata_async(k, *size)))
+                .buffered(16)
+                .collect(),
+        )
+    }
+
+    async fn metadata_async(
+        &self,
+        key: &str,
+        size: u64,
+    ) -> Result<parquet::file::metadata::ParquetMetaData, Error> {
         use parquet::file::metadata::ParquetMetaDataReader;
         let path = self.location.path(key);
         let bad = |e: &dyn std::fmt::Display| self.err(format!("footer of {key}"), e);
@@ -702,8 +729,25 @@ impl DeltaLake {
         } else {
             return Err(bad(&"footer longer than the file"));
         };
-        let meta = ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| bad(&e))?;
-        Ok(crate::lake::key_values(meta.file_metadata()))
+        ParquetMetaDataReader::decode_metadata(&footer).map_err(|e| bad(&e))
+    }
+
+    /// The store's root as a URL (`s3://bucket/`, `file:///`), for a query engine to register
+    /// the store under, and the store.
+    pub fn store_root(&self) -> (Url, Arc<dyn ObjectStore>) {
+        let mut root = self.location.url.clone();
+        root.set_path("/");
+        (root, Arc::clone(self.store()))
+    }
+
+    /// A key's path in the store (as [`DeltaLake::store_root`] roots it).
+    pub fn store_path(&self, key: &str) -> StorePath {
+        self.location.path(key)
+    }
+
+    /// The URL of a key, for people.
+    pub fn shown_key(&self, key: &str) -> String {
+        shown(&self.location.join(key))
     }
 
     /// A file's bytes (key under the lake).

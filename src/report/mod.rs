@@ -267,11 +267,17 @@ pub fn build(opts: &ReportOptions, matcher: &Arc<Matcher>) -> Result<ReportData>
         .enable_all()
         .build()
         .context("starting the report's runtime")?;
-    runtime.block_on(build_async(opts, matcher))
+    // Opened before the runtime starts: a Delta lake's client blocks on a runtime of its own.
+    let (lake, surveys) = lakesql::open(&opts.lake, &opts.scope, true)?;
+    runtime.block_on(build_async(opts, matcher, lake, surveys))
 }
 
-async fn build_async(opts: &ReportOptions, matcher: &Arc<Matcher>) -> Result<ReportData> {
-    let (lake, surveys) = lakesql::open(&opts.lake, &opts.scope, true)?;
+async fn build_async(
+    opts: &ReportOptions,
+    matcher: &Arc<Matcher>,
+    lake: Lake,
+    surveys: Vec<(&'static str, lakesql::Survey)>,
+) -> Result<ReportData> {
     let (extent, servers) = lakesql::extent(&surveys);
     let input = Input {
         lake: opts.lake.display().to_string(),
