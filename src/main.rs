@@ -640,8 +640,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The agent is a service: its log (a line a minute, renames, replays) is what an admin
     // reads, so it says more by default than a one-shot command.
+    // The Delta Lake libraries log every snapshot they build at info: that is their debug.
     let default_level = if matches!(cli.command, Command::Run(_)) {
-        "info"
+        "info,deltalake_core=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn"
     } else {
         "warn"
     };

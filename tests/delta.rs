@@ -617,3 +617,54 @@ fn delta_tables_in_a_folder_and_what_refuses_them() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not built yet"), "{err}");
 }
+
+#[test]
+fn the_agent_ships_to_an_s3_delta_lake_and_resumes_after_a_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    generate_mixed(&logs, "4M", &["--days", "2", "--seed", "7"]);
+    spoil(&logs);
+    let want = reference(&[&logs], tmp.path(), "reference");
+    let s3 = moto();
+    check(&["bucket", &s3.endpoint, "agent"]);
+    let env = s3_env(&s3);
+    let config = tmp.path().join("mailflow.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[sources]]\npaths = ['{}']\n\n[sinks.lake]\ntype = \"parquet\"\npath = 's3://agent/lake'\n\
+             max_file_age = \"300ms\"\nmax_file_rows = 3000\n\n[agent]\nstate_dir = '{}'\n\
+             poll_interval = \"50ms\"\ncheckpoint_interval = \"100ms\"\nthreads = 2\n",
+            logs.display(),
+            tmp.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let agent = |until_idle: bool| {
+        let mut c = mailflow_command();
+        c.args(["run", "--config"]).arg(&config);
+        if until_idle {
+            c.arg("--until-idle");
+        }
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        c
+    };
+    // Killed while it ships, then restarted to the end of what it finds.
+    let mut child = agent(false)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    run_ok(agent(true));
+    assert_same(
+        "s3://agent/lake",
+        &["--s3", s3.endpoint.as_str()],
+        &want,
+        true,
+    );
+}

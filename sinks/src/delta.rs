@@ -25,6 +25,7 @@
 //! schema and in the file paths, not in the files, as Delta lays tables out.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -104,7 +105,7 @@ pub struct DeltaLake {
     location: ObjectLocation,
     /// The local staging folder of this run's writers, as recorded in their journals.
     staging: String,
-    runtime: tokio::runtime::Runtime,
+    io: Io,
     /// Tables loaded so far, by name.
     tables: Mutex<HashMap<String, DeltaTable>>,
     /// Crash injection for the tests ([`ABORT_AFTER_COMMITS`]): the process aborts right after
@@ -123,6 +124,29 @@ impl std::fmt::Debug for DeltaLake {
         f.debug_struct("DeltaLake")
             .field("location", &self.location)
             .finish()
+    }
+}
+
+/// The lake's own I/O runtime, which its blocking calls run on. Shut down without waiting when
+/// the lake is dropped: that may happen on an async worker (the agent's), where a runtime must
+/// not block.
+struct Io(Option<tokio::runtime::Runtime>);
+
+impl Io {
+    fn block_on<F: Future>(&self, f: F) -> F::Output {
+        match &self.0 {
+            Some(rt) => rt.block_on(f),
+            // Taken only by `drop`.
+            None => unreachable!("the lake's runtime is used after it was dropped"),
+        }
+    }
+}
+
+impl Drop for Io {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -180,9 +204,9 @@ impl DeltaLake {
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_default();
         Ok(Arc::new(DeltaLake {
+            io: Io(Some(runtime)),
             location,
             staging: format!("{host}:{}", staging.display()),
-            runtime,
             tables: Mutex::new(HashMap::new()),
             abort_after: std::env::var(ABORT_AFTER_COMMITS)
                 .ok()
@@ -308,8 +332,7 @@ impl DeltaLake {
         if files.is_empty() {
             return Ok(Vec::new());
         }
-        self.runtime
-            .block_on(self.publish_async(writer, epoch, files))
+        self.io.block_on(self.publish_async(writer, epoch, files))
     }
 
     async fn publish_async(
@@ -577,7 +600,7 @@ impl DeltaLake {
     /// committing it right now; it is replayed only once it is [`ABANDONED`] old (an epoch
     /// commits in seconds), so that two writers never commit one epoch.
     pub fn recover(&self) -> Result<usize, Error> {
-        self.runtime.block_on(async {
+        self.io.block_on(async {
             let prefix = self.location.path("_mailflow/journals");
             let listed: Vec<_> = self
                 .store()
@@ -616,7 +639,7 @@ impl DeltaLake {
     /// The current files of `table` (keys under the lake, and sizes); none if it does not
     /// exist.
     pub fn files(&self, table: &str) -> Result<Vec<(String, u64)>, Error> {
-        self.runtime.block_on(self.files_async(table))
+        self.io.block_on(self.files_async(table))
     }
 
     async fn files_async(&self, table: &str) -> Result<Vec<(String, u64)>, Error> {
@@ -645,6 +668,37 @@ impl DeltaLake {
         Ok(out)
     }
 
+    /// What the lake's current files hold (read from their footers), of the files committed
+    /// at or after `since` (ms since the epoch; all with `None`).
+    pub fn holdings_since(&self, tables: &[&str], since: Option<i64>) -> Result<Holdings, Error> {
+        let times = self.io.block_on(async {
+            let mut out = HashMap::new();
+            for table in tables {
+                let Some(t) = self.load(table).await? else {
+                    continue;
+                };
+                let snapshot = t
+                    .snapshot()
+                    .map_err(|e| self.err(format!("table {table}"), e))?;
+                for f in snapshot.log_data().iter() {
+                    let under: Vec<String> = f
+                        .object_store_path()
+                        .parts()
+                        .map(|p| p.as_ref().to_string())
+                        .collect();
+                    out.insert(
+                        format!("{table}/{}", under.join("/")),
+                        f.modification_time(),
+                    );
+                }
+            }
+            Ok::<_, Error>(out)
+        })?;
+        self.holdings(tables, |key| {
+            since.is_none_or(|s| times.get(key).is_none_or(|&t| t >= s))
+        })
+    }
+
     /// What the lake's current files hold (read from their footers), of the files `keep`
     /// accepts (by key under the lake).
     pub fn holdings(
@@ -652,7 +706,7 @@ impl DeltaLake {
         tables: &[&str],
         keep: impl Fn(&str) -> bool,
     ) -> Result<Holdings, Error> {
-        self.runtime.block_on(async {
+        self.io.block_on(async {
             let mut keys = Vec::new();
             for table in tables {
                 keys.extend(
@@ -691,7 +745,7 @@ impl DeltaLake {
         &self,
         keys: &[(String, u64)],
     ) -> Vec<Result<parquet::file::metadata::ParquetMetaData, Error>> {
-        self.runtime.block_on(
+        self.io.block_on(
             futures::stream::iter(keys.iter().map(|(k, size)| self.metadata_async(k, *size)))
                 .buffered(16)
                 .collect(),
@@ -752,7 +806,7 @@ impl DeltaLake {
 
     /// A file's bytes (key under the lake).
     pub fn read(&self, key: &str) -> Result<Bytes, Error> {
-        self.runtime.block_on(async {
+        self.io.block_on(async {
             self.store()
                 .get(&self.location.path(key))
                 .await
@@ -905,7 +959,7 @@ mod tests {
             .collect();
         assert!(left.is_empty(), "{left:?}");
         // The table's Delta schema has the partition columns, typed.
-        let table = delta.runtime.block_on(delta.load("t")).unwrap().unwrap();
+        let table = delta.io.block_on(delta.load("t")).unwrap().unwrap();
         let schema = table.snapshot().unwrap().schema();
         assert!(schema.field("date").is_some() && schema.field("server").is_some());
         assert!(schema.field("source_offset").is_some());
@@ -944,7 +998,7 @@ mod tests {
         // Uploaded and journaled, then killed before any table's commit.
         let f = staged(&staging, "part-w1-1.parquet", 10..20);
         delta
-            .runtime
+            .io
             .block_on(delta.stage("w1", 1, std::slice::from_ref(&f)))
             .unwrap();
         assert_eq!(
@@ -964,11 +1018,11 @@ mod tests {
         // nothing again.
         let g = staged(&staging, "part-w1-2.parquet", 20..30);
         let (journal, _) = delta
-            .runtime
+            .io
             .block_on(delta.stage("w1", 2, std::slice::from_ref(&g)))
             .unwrap();
         delta
-            .runtime
+            .io
             .block_on(delta.commit(&journal, "t", None, false))
             .unwrap();
         assert_eq!(delta.recover().unwrap(), 1);

@@ -25,6 +25,10 @@
 //! when it is deleted, it is read to its end and closed. A file found shorter than what was
 //! read of it is reported, and read again only under a new identity (a rewritten header).
 //!
+//! **Lake.** A folder, or Delta tables in an object store (`s3://…`, `az://…`): then the sinks
+//! stage their files under `<state_dir>/staging` and publish each epoch as Delta transactions
+//! (`mailflow_sinks::delta`), and what the lake holds is read from the tables' current files.
+//!
 //! `--until-idle` ends the input once everything found is read: open sessions and messages
 //! are written as they are, as `ingest` does, and the agent exits (a backfill).
 
@@ -180,13 +184,9 @@ impl RunSummary {
 
 /// Runs the agent until a signal (or, with `until_idle`, the input's end).
 pub fn run(opts: AgentOptions) -> Result<RunSummary> {
-    if mailflow_sinks::store::is_url(&opts.lake.to_string_lossy()) {
-        bail!(
-            "the agent's lake sink in an object store ({}) is not built yet: `mailflow run` writes a local folder; `mailflow ingest --parquet` writes Delta tables to S3 and Azure",
-            mailflow_sinks::store::shown_text(&opts.lake.to_string_lossy())
-        );
+    if !mailflow_sinks::store::is_url(&opts.lake.to_string_lossy()) {
+        crate::ingest::refuse_delta(&opts.lake, "run")?;
     }
-    crate::ingest::refuse_delta(&opts.lake, "run")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // The coordinator, timers and the metrics endpoint need little; every thread holds an
         // allocator heap of its own.
@@ -314,6 +314,8 @@ struct Agent {
     pool: Pool,
     summary: RunSummary,
     _lock: lake::LakeLock,
+    /// Where the sinks write: the lake's folder, or the staging folder of Delta tables.
+    target: crate::ingest::LakeTarget,
 }
 
 /// Writes queued per lane: each holds a batch (a few MiB at most), so this bounds the memory
@@ -335,24 +337,46 @@ impl Agent {
     /// Opens the lake and the store, looks at the folders once, and starts the sinks with what
     /// a replay must not write again.
     fn start(opts: AgentOptions) -> Result<Self> {
-        let root = &opts.lake;
+        // A lake in an object store is Delta tables, staged under the state folder.
+        let target = crate::ingest::LakeTarget::resolve(
+            &opts.lake,
+            crate::ingest::TableFormat::Auto,
+            Some(&opts.state_dir.join("staging")),
+        )?;
+        let root = &target.root;
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
         let lock = lake::LakeLock::acquire(root)?;
         lake::recover(root).context("recovering the lake")?;
+        if let Some(delta) = &target.delta {
+            delta
+                .recover()
+                .with_context(|| format!("recovering {}", target.shown))?;
+        }
         let store = Store::load(&opts.state_dir)?;
         // What the lake committed since the store was saved (the files of an epoch are
         // written up to `max_file_age` before their commit); everything at a first start.
         let since = store
             .saved_at
             .map(|t| t - opts.lake_options.max_file_age - Duration::from_secs(120));
-        let holdings = lake::holdings_where(root, |p| {
-            since.is_none_or(|since| {
-                std::fs::metadata(p)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|m| m >= since)
+        let holdings = match &target.delta {
+            Some(delta) => {
+                let tables: Vec<&str> = crate::ingest::table_schemas()
+                    .into_iter()
+                    .map(|(t, _)| t)
+                    .collect();
+                delta
+                    .holdings_since(&tables, since.map(crate::ingest::file_time_ms))
+                    .with_context(|| format!("reading what {} holds", target.shown))?
+            }
+            None => lake::holdings_where(root, |p| {
+                since.is_none_or(|since| {
+                    std::fs::metadata(p)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|m| m >= since)
+                })
             })
-        })
-        .context("reading what the lake holds")?;
+            .context("reading what the lake holds")?,
+        };
         crate::ingest::refuse_incompatible_lake(root, &holdings)?;
         let mut ends: HashMap<String, u64> = holdings
             .sources
@@ -387,6 +411,7 @@ impl Agent {
             pool: Pool::new(opts.threads.max(1))?,
             summary: RunSummary::default(),
             _lock: lock,
+            target,
             opts,
         };
         {
@@ -450,14 +475,16 @@ impl Agent {
         if days.is_empty() {
             return Ok(resume);
         }
-        let root = &self.opts.lake;
+        let root = &self.target.root;
         for identity in crate::schema::derived_identities() {
             // Sessions are filed under the server that logged them, messages under their
             // first server, which may be one this agent does not read.
             let by_server = identity.table == sessions::TABLE;
-            resume.load(root, identity, |d, s| {
-                days.contains(d) && (!by_server || servers.contains(s))
-            })?;
+            let wanted = |d: &str, s: &str| days.contains(d) && (!by_server || servers.contains(s));
+            match &self.target.delta {
+                Some(delta) => resume.load_delta(delta, identity, wanted)?,
+                None => resume.load(root, identity, wanted)?,
+            }
         }
         tracing::info!(
             days = days.len(),
@@ -476,10 +503,10 @@ impl Agent {
         let build = |name: &str, options: LakeOptions| -> Result<Box<dyn Sink>> {
             let lake = LakeSinkConfig {
                 name: name.into(),
-                root: self.opts.lake.clone(),
+                root: self.target.root.clone(),
                 options,
                 resume: Some(Arc::clone(&resume)),
-                delta: None,
+                delta: self.target.delta.clone(),
             }
             .build()?;
             // Clusters need no barrier here: checkpoints wait for every sink, and a replay is

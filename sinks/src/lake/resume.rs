@@ -99,6 +99,35 @@ impl Resume {
         Ok(())
     }
 
+    /// [`Resume::load`] of a Delta lake's table: its current files (from its log) in the
+    /// partitions `wanted` accepts.
+    pub fn load_delta(
+        &mut self,
+        lake: &crate::delta::DeltaLake,
+        identity: Identity,
+        wanted: impl Fn(&str, &str) -> bool,
+    ) -> Result<(), Error> {
+        let mut held = HashMap::new();
+        for (key, _) in lake.files(&identity.table)? {
+            // `<table>/date=…/server=…/part-….parquet`, as the lake commits them; the folder
+            // values are the rows' (see `load`).
+            let mut parts = key.split('/').skip(1);
+            let (Some(date), Some(server)) = (
+                parts.next().and_then(|d| d.strip_prefix("date=")),
+                parts.next().and_then(|s| s.strip_prefix("server=")),
+            ) else {
+                continue;
+            };
+            if wanted(date, server) {
+                let bytes = lake.read(&key)?;
+                read_identities_in(bytes, Path::new(&key), server, &identity, &mut held)?;
+            }
+        }
+        self.derived
+            .insert(identity.table.clone(), (identity, held));
+        Ok(())
+    }
+
     /// Identities held of a derived table (for the run's log).
     pub fn held(&self, table: &str) -> usize {
         self.derived.get(table).map_or(0, |(_, h)| h.len())
@@ -354,6 +383,18 @@ fn read_identities(
     identity: &Identity,
     into: &mut HashMap<u64, Spans>,
 ) -> Result<(), Error> {
+    let file = std::fs::File::open(path).map_err(io_error(path))?;
+    read_identities_in(file, path, server, identity, into)
+}
+
+/// [`read_identities`] of a file's contents (`path` names it in errors).
+fn read_identities_in<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+    path: &Path,
+    server: &str,
+    identity: &Identity,
+    into: &mut HashMap<u64, Spans>,
+) -> Result<(), Error> {
     let mut names: Vec<String> = identity
         .columns
         .iter()
@@ -370,7 +411,6 @@ fn read_identities(
         path: path.to_path_buf(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(io_error(path))?;
     let builder =
         ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| footer(e.to_string()))?;
     let schema = builder.parquet_schema();
