@@ -199,11 +199,7 @@ impl LakeTable {
             Default::default();
         for (key, size) in lake.files(name)? {
             // Keys are `<table>/date=…/server=…/part-….parquet`, as mailflow commits them.
-            let mut parts = key.split('/').skip(1);
-            let (Some(date), Some(server)) = (
-                parts.next().and_then(|d| d.strip_prefix("date=")),
-                parts.next().and_then(|s| s.strip_prefix("server=")),
-            ) else {
+            let Some((date, server)) = mailflow_sinks::delta::partition_of(&key) else {
                 tracing::warn!(file = %lake.shown_key(&key), "not in a date=…/server=… partition: left out");
                 continue;
             };

@@ -643,13 +643,24 @@ impl DeltaLake {
     }
 
     async fn files_async(&self, table: &str) -> Result<Vec<(String, u64)>, Error> {
+        Ok(self
+            .files_with_times(table)
+            .await?
+            .into_iter()
+            .map(|(key, size, _)| (key, size))
+            .collect())
+    }
+
+    /// The current files of `table`: keys under the lake, sizes, and commit times (ms since
+    /// the epoch), in key order.
+    async fn files_with_times(&self, table: &str) -> Result<Vec<(String, u64, i64)>, Error> {
         let Some(t) = self.load(table).await? else {
             return Ok(Vec::new());
         };
         let snapshot = t
             .snapshot()
             .map_err(|e| self.err(format!("table {table}"), e))?;
-        let mut out: Vec<(String, u64)> = snapshot
+        let mut out: Vec<(String, u64, i64)> = snapshot
             .log_data()
             .iter()
             .map(|f| {
@@ -661,6 +672,7 @@ impl DeltaLake {
                 (
                     format!("{table}/{}", under.join("/")),
                     u64::try_from(f.size()).unwrap_or(0),
+                    f.modification_time(),
                 )
             })
             .collect();
@@ -671,25 +683,11 @@ impl DeltaLake {
     /// What the lake's current files hold (read from their footers), of the files committed
     /// at or after `since` (ms since the epoch; all with `None`).
     pub fn holdings_since(&self, tables: &[&str], since: Option<i64>) -> Result<Holdings, Error> {
-        let times = self.io.block_on(async {
+        let times: HashMap<String, i64> = self.io.block_on(async {
             let mut out = HashMap::new();
             for table in tables {
-                let Some(t) = self.load(table).await? else {
-                    continue;
-                };
-                let snapshot = t
-                    .snapshot()
-                    .map_err(|e| self.err(format!("table {table}"), e))?;
-                for f in snapshot.log_data().iter() {
-                    let under: Vec<String> = f
-                        .object_store_path()
-                        .parts()
-                        .map(|p| p.as_ref().to_string())
-                        .collect();
-                    out.insert(
-                        format!("{table}/{}", under.join("/")),
-                        f.modification_time(),
-                    );
+                for (key, _, time) in self.files_with_times(table).await? {
+                    out.insert(key, time);
                 }
             }
             Ok::<_, Error>(out)
@@ -826,6 +824,15 @@ impl DeltaLake {
         let bytes = self.read(&key.to_string_lossy())?;
         crate::lake::row_keys_in(bytes, key, files)
     }
+}
+
+/// The partition values of a key under the lake, `<table>/date=…/server=…/part-….parquet`, as
+/// the folder names hold them (escaped); `None` for a key outside that layout.
+pub fn partition_of(key: &str) -> Option<(&str, &str)> {
+    let mut parts = key.split('/').skip(1);
+    let date = parts.next()?.strip_prefix("date=")?;
+    let server = parts.next()?.strip_prefix("server=")?;
+    Some((date, server))
 }
 
 /// The writer's application id in Delta's `txn` actions.
@@ -1079,6 +1086,19 @@ mod tests {
         assert!(
             remote.as_ref() == local.as_slice(),
             "the uploaded bytes differ"
+        );
+    }
+
+    #[test]
+    fn partitions_of_keys() {
+        assert_eq!(
+            partition_of("t/date=2025-01-14/server=EX01/part-a-1.parquet"),
+            Some(("2025-01-14", "EX01"))
+        );
+        assert_eq!(partition_of("t/part-a-1.parquet"), None);
+        assert_eq!(
+            partition_of("t/server=EX01/date=2025-01-14/x.parquet"),
+            None
         );
     }
 

@@ -716,15 +716,10 @@ impl LakeWriter {
                 .unwrap_or(&f.committed.path)
                 .to_string_lossy()
                 .replace('\\', "/");
-            let mut parts = relative.split('/');
-            let table = parts.next().unwrap_or_default().to_string();
-            let value = |p: Option<&str>, key: &str| {
-                p.and_then(|p| p.strip_prefix(key))
-                    .map(partition::unescape_value)
-                    .unwrap_or_default()
-            };
-            let date = value(parts.next(), "date=");
-            let server = value(parts.next(), "server=");
+            let table = relative.split('/').next().unwrap_or_default().to_string();
+            let (date, server) = crate::delta::partition_of(&relative)
+                .map(|(d, s)| (partition::unescape_value(d), partition::unescape_value(s)))
+                .unwrap_or_default();
             let file = fs::File::open(&f.temp_path).map_err(io_error(&f.temp_path))?;
             let schema =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)

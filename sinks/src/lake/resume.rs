@@ -111,11 +111,7 @@ impl Resume {
         for (key, _) in lake.files(&identity.table)? {
             // `<table>/date=…/server=…/part-….parquet`, as the lake commits them; the folder
             // values are the rows' (see `load`).
-            let mut parts = key.split('/').skip(1);
-            let (Some(date), Some(server)) = (
-                parts.next().and_then(|d| d.strip_prefix("date=")),
-                parts.next().and_then(|s| s.strip_prefix("server=")),
-            ) else {
+            let Some((date, server)) = crate::delta::partition_of(&key) else {
                 continue;
             };
             if wanted(date, server) {
