@@ -19,7 +19,7 @@
 //! one lists under `deletes` the files it replaced) before reading. On object storage the lake is
 //! a Delta table, whose commit has no such window.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,13 +28,14 @@ use std::time::{Duration, SystemTime};
 use arrow_array::RecordBatch;
 use arrow_schema::{Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::ChunkReader;
 
 use super::journal::{self, Journal, WriterLock};
 use super::{
-    Error, META_SCHEMA_VERSION, META_SOURCES, META_TABLE, META_VERSION, Recovery, SourceRange,
-    committed_files, footer_metadata,
+    Error, META_ROW_FILES, META_SCHEMA_VERSION, META_SOURCES, META_TABLE, META_VERSION, Recovery,
+    SourceRange, committed_files,
 };
-use crate::parquet::{ParquetFile, ParquetOptions, io_error};
+use crate::parquet::{Finished, ParquetFile, ParquetOptions, io_error};
 
 /// What to compact.
 #[derive(Debug, Clone)]
@@ -76,10 +77,12 @@ pub struct CompactReport {
     pub rows: u64,
 }
 
-struct Candidate {
-    path: PathBuf,
-    bytes: u64,
-    schema: SchemaRef,
+/// A file that compaction may merge: its path (a local one, or a key under an object store
+/// lake), size and schema.
+pub(crate) struct Candidate {
+    pub(crate) path: PathBuf,
+    pub(crate) bytes: u64,
+    pub(crate) schema: SchemaRef,
 }
 
 /// Compacts every partition of the lake at `root`. Only one compaction runs at a time.
@@ -121,15 +124,7 @@ pub fn compact(root: &Path, options: &CompactOptions) -> Result<CompactReport, E
     let mut seq = 0u64;
     for (dir, files) in partitions {
         let mut merged_here = false;
-        // Files of different schema versions stay apart: readers union them by name anyway.
-        let mut by_schema: Vec<(SchemaRef, Vec<Candidate>)> = Vec::new();
-        for c in files {
-            match by_schema.iter_mut().find(|(s, _)| *s == c.schema) {
-                Some((_, v)) => v.push(c),
-                None => by_schema.push((Arc::clone(&c.schema), vec![c])),
-            }
-        }
-        for (schema, files) in by_schema {
+        for (schema, files) in by_schema(files) {
             for bin in bins(files, options.target_bytes) {
                 seq += 1;
                 merge(root, &dir, &id, seq, &schema, &bin, options, &mut report)?;
@@ -143,8 +138,21 @@ pub fn compact(root: &Path, options: &CompactOptions) -> Result<CompactReport, E
     Ok(report)
 }
 
+/// A partition's files grouped by schema: files of different schema versions stay apart
+/// (readers union them by name anyway).
+pub(crate) fn by_schema(files: Vec<Candidate>) -> Vec<(SchemaRef, Vec<Candidate>)> {
+    let mut out: Vec<(SchemaRef, Vec<Candidate>)> = Vec::new();
+    for c in files {
+        match out.iter_mut().find(|(s, _)| *s == c.schema) {
+            Some((_, v)) => v.push(c),
+            None => out.push((Arc::clone(&c.schema), vec![c])),
+        }
+    }
+    out
+}
+
 /// Consecutive runs of files that fit the target together; runs of one file are left as they are.
-fn bins(files: Vec<Candidate>, target: u64) -> Vec<Vec<Candidate>> {
+pub(crate) fn bins(files: Vec<Candidate>, target: u64) -> Vec<Vec<Candidate>> {
     let mut out = Vec::new();
     let mut current: Vec<Candidate> = Vec::new();
     let mut size = 0;
@@ -184,63 +192,13 @@ fn merge(
 ) -> Result<(), Error> {
     let final_path = dir.join(format!("part-{id}-{seq:06}.parquet"));
     let temp_path = dir.join(journal::temp_name(id, seq));
-    let mut out = ParquetFile::create(final_path, temp_path, Arc::clone(schema), &options.parquet)?;
-    let mut sources: BTreeMap<String, SourceRange> = BTreeMap::new();
-    let mut table = None;
-    let mut schema_version = None;
+    let out = ParquetFile::create(final_path, temp_path, Arc::clone(schema), &options.parquet)?;
+    let mut merger = Merger::new(out, schema);
     for input in inputs {
-        let meta = footer_metadata(&input.path)?;
-        table = table.or_else(|| meta.get(META_TABLE).cloned());
-        schema_version = schema_version.or_else(|| meta.get(META_SCHEMA_VERSION).cloned());
-        if let Some(json) = meta.get(META_SOURCES) {
-            let ranges: Vec<SourceRange> =
-                serde_json::from_str(json).map_err(|e| Error::Footer {
-                    path: input.path.clone(),
-                    reason: format!("{META_SOURCES}: {e}"),
-                })?;
-            for r in ranges {
-                match sources.get_mut(&r.fingerprint) {
-                    Some(s) => s.merge(&r),
-                    None => {
-                        sources.insert(r.fingerprint.clone(), r);
-                    }
-                }
-            }
-        }
         let file = File::open(&input.path).map_err(io_error(&input.path))?;
-        let footer = |e: parquet::errors::ParquetError| Error::Footer {
-            path: input.path.clone(),
-            reason: e.to_string(),
-        };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(footer)?
-            .with_batch_size(8192)
-            .build()
-            .map_err(footer)?;
-        for batch in reader {
-            let batch = batch.map_err(|e| Error::Footer {
-                path: input.path.clone(),
-                reason: e.to_string(),
-            })?;
-            let batch = RecordBatch::try_new(Arc::clone(schema), batch.columns().to_vec())
-                .map_err(|e| Error::Arrow(Arc::new(e)))?;
-            out.write(&batch)?;
-        }
+        merger.add(file, &input.path)?;
     }
-    out.append_metadata(META_VERSION, env!("CARGO_PKG_VERSION"));
-    if let Some(v) = schema_version {
-        out.append_metadata(META_SCHEMA_VERSION, v);
-    }
-    if let Some(t) = table {
-        out.append_metadata(META_TABLE, t);
-    }
-    let ranges: Vec<SourceRange> = sources.into_values().collect();
-    let json = serde_json::to_string(&ranges).map_err(|e| Error::Journal {
-        path: out.final_path().to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    out.append_metadata(META_SOURCES, json);
-    let done = out.finish()?;
+    let done = merger.finish()?;
     crate::durable::sync_files(root, std::slice::from_ref(&done.temp_path))?;
     let relative = |p: &Path| {
         p.strip_prefix(root)
@@ -261,4 +219,97 @@ fn merge(
     report.bytes_out += done.committed.bytes;
     report.rows += done.committed.rows;
     Ok(())
+}
+
+/// Writes the rows of several files of one schema into one, and gives it their provenance: the
+/// union of their source ranges and of their rows' source files, so that resuming and reruns
+/// read the merged file as they read the files it replaces. Used by both lakes' compactions.
+pub(crate) struct Merger {
+    out: ParquetFile,
+    schema: SchemaRef,
+    sources: BTreeMap<String, SourceRange>,
+    row_files: BTreeSet<String>,
+    table: Option<String>,
+    schema_version: Option<String>,
+}
+
+impl Merger {
+    pub(crate) fn new(out: ParquetFile, schema: &SchemaRef) -> Self {
+        Merger {
+            out,
+            schema: Arc::clone(schema),
+            sources: BTreeMap::new(),
+            row_files: BTreeSet::new(),
+            table: None,
+            schema_version: None,
+        }
+    }
+
+    /// Appends one input file (`path` names it in errors).
+    pub(crate) fn add<R: ChunkReader + 'static>(&mut self, file: R, path: &Path) -> Result<(), Error> {
+        let footer = |reason: String| Error::Footer {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| footer(e.to_string()))?;
+        let meta = super::key_values(builder.metadata().file_metadata());
+        self.table = self.table.take().or_else(|| meta.get(META_TABLE).cloned());
+        self.schema_version = self
+            .schema_version
+            .take()
+            .or_else(|| meta.get(META_SCHEMA_VERSION).cloned());
+        if let Some(json) = meta.get(META_SOURCES) {
+            let ranges: Vec<SourceRange> = serde_json::from_str(json)
+                .map_err(|e| footer(format!("{META_SOURCES}: {e}")))?;
+            for r in ranges {
+                match self.sources.get_mut(&r.fingerprint) {
+                    Some(s) => s.merge(&r),
+                    None => {
+                        self.sources.insert(r.fingerprint.clone(), r);
+                    }
+                }
+            }
+        }
+        if let Some(json) = meta.get(META_ROW_FILES) {
+            let files: Vec<String> = serde_json::from_str(json)
+                .map_err(|e| footer(format!("{META_ROW_FILES}: {e}")))?;
+            self.row_files.extend(files);
+        }
+        let reader = builder
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| footer(e.to_string()))?;
+        for batch in reader {
+            let batch = batch.map_err(|e| footer(e.to_string()))?;
+            let batch = RecordBatch::try_new(Arc::clone(&self.schema), batch.columns().to_vec())
+                .map_err(|e| Error::Arrow(Arc::new(e)))?;
+            self.out.write(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// Stamps the provenance into the footer and closes the file under its temporary name.
+    pub(crate) fn finish(mut self) -> Result<Finished, Error> {
+        let out = &mut self.out;
+        out.append_metadata(META_VERSION, env!("CARGO_PKG_VERSION"));
+        if let Some(v) = self.schema_version {
+            out.append_metadata(META_SCHEMA_VERSION, v);
+        }
+        if let Some(t) = self.table {
+            out.append_metadata(META_TABLE, t);
+        }
+        let path = out.final_path().to_path_buf();
+        let json = |e: serde_json::Error| Error::Journal {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let ranges: Vec<SourceRange> = self.sources.into_values().collect();
+        out.append_metadata(META_SOURCES, serde_json::to_string(&ranges).map_err(json)?);
+        if !self.row_files.is_empty() {
+            let files: Vec<&String> = self.row_files.iter().collect();
+            out.append_metadata(META_ROW_FILES, serde_json::to_string(&files).map_err(json)?);
+        }
+        Ok(self.out.finish()?)
+    }
 }

@@ -262,6 +262,70 @@ fn compaction_merges_small_files_and_keeps_provenance() {
     assert_eq!(again.files_out, 0);
 }
 
+/// The rows' `source_file` values survive compaction in the merged file's footer: a rerun looks
+/// them up to find derived rows (sessions, messages) it must not write again.
+#[test]
+fn compaction_keeps_the_source_files_of_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new(
+            "timestamp",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new(
+            "server",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            false,
+        ),
+        Field::new(
+            "source_file",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            false,
+        ),
+        Field::new("source_offset", DataType::Int64, false),
+    ]));
+    for (k, name) in ["a.log", "b.log"].into_iter().enumerate() {
+        let server: DictionaryArray<arrow_array::types::Int32Type> =
+            std::iter::once("EX01").collect();
+        let file: DictionaryArray<arrow_array::types::Int32Type> = std::iter::once(name).collect();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(TimestampMillisecondArray::from_iter_values([JAN14]).with_timezone("UTC")),
+            Arc::new(server),
+            Arc::new(file),
+            Arc::new(Int64Array::from_iter_values([k as i64])),
+        ];
+        let b = RecordBatch::try_new(Arc::clone(&schema), cols).unwrap();
+        let mut w = LakeWriter::new(root, LakeOptions::default()).unwrap();
+        let s = Source {
+            fingerprint: name,
+            file: name,
+            end_offset: 10,
+        };
+        w.write(&s, &[("t", &b)]).unwrap();
+        w.close().unwrap();
+    }
+    let named = |root: &Path| {
+        let mut v: Vec<(String, usize)> = holdings(root)
+            .unwrap()
+            .row_files
+            .into_iter()
+            .map(|(f, at)| (f, at.len()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = named(root);
+    assert_eq!(before, [("a.log".into(), 1), ("b.log".into(), 1)]);
+    let options = CompactOptions {
+        older_than: Duration::ZERO,
+        ..CompactOptions::default()
+    };
+    assert_eq!(compact(root, &options).unwrap().files_out, 1);
+    assert_eq!(named(root), before);
+}
+
 #[test]
 fn open_files_stay_bounded_at_any_partition_count() {
     let dir = tempfile::tempdir().unwrap();
