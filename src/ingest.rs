@@ -129,6 +129,50 @@ pub fn refuse_delta(lake: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// The Delta lake at `lake` (an object store URL, or a folder whose tables have a
+/// `_delta_log`), opened with `staging` as its writers' staging folder (as [`LakeTarget::resolve`]
+/// picks it, for the same lake, when `None`); `None` for a folder of plain Parquet tables.
+pub fn delta_lake_at(
+    lake: &Path,
+    staging: Option<&Path>,
+) -> Result<Option<(Arc<mailflow_sinks::delta::DeltaLake>, PathBuf)>> {
+    use mailflow_sinks::store::{Location, is_url};
+    let text = lake.to_string_lossy();
+    let url = is_url(&text);
+    let folder = !url && lake_tables().any(|t| lake.join(t).join("_delta_log").is_dir());
+    if !url && !folder {
+        return Ok(None);
+    }
+    let location = if url {
+        Location::parse(&text)?
+    } else {
+        Location::local_as_object(lake)?
+    };
+    let shown = location.shown();
+    let Location::Object(object) = location else {
+        bail!("{shown}: not an object store location");
+    };
+    let root = staging_root(lake, url, &shown, staging);
+    let delta = mailflow_sinks::delta::DeltaLake::open(object, &root)?;
+    Ok(Some((delta, root)))
+}
+
+/// Where a Delta lake's writers stage. A Delta lake in a folder stages beside its tables, in a
+/// folder readers skip. A staging folder holds one subfolder per lake: its checkpoints say what
+/// is finished in that lake, and must not make a run skip files in another.
+fn staging_root(lake: &Path, url: bool, shown: &str, staging: Option<&Path>) -> PathBuf {
+    match staging {
+        Some(s) => s.join(lake_key(shown)),
+        None if !url => lake.join("_mailflow").join("staging"),
+        None => default_staging(shown),
+    }
+}
+
+/// Every table mailflow writes, by name.
+pub fn table_names() -> Vec<&'static str> {
+    lake_tables().collect()
+}
+
 /// The staging folder of a lake in an object store: under the user's local data folder
 /// (`~/.local/share`, `%LOCALAPPDATA%`), one per lake, so that a run's checkpoints outlive a
 /// reboot.
@@ -192,14 +236,7 @@ impl LakeTarget {
         let Location::Object(object) = location else {
             bail!("{shown}: not an object store location");
         };
-        // A Delta lake in a folder stages beside its tables, in a folder readers skip. A staging
-        // folder holds one subfolder per lake: its checkpoints say what is finished in that
-        // lake, and must not make a run skip files in another.
-        let root = match staging {
-            Some(s) => s.join(lake_key(&shown)),
-            None if !url => lake.join("_mailflow").join("staging"),
-            None => default_staging(&shown),
-        };
+        let root = staging_root(lake, url, &shown, staging);
         let delta = mailflow_sinks::delta::DeltaLake::open(object, &root)?;
         Ok(LakeTarget {
             root,

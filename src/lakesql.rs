@@ -601,20 +601,7 @@ pub fn open(
     scope: &Scope,
     survey: bool,
 ) -> Result<(Lake, Vec<(&'static str, Survey)>)> {
-    let text = root.to_string_lossy();
-    let delta_folder = table_schemas()
-        .iter()
-        .any(|(name, _)| root.join(name).join("_delta_log").is_dir());
-    if mailflow_sinks::store::is_url(&text) || delta_folder {
-        let location = if delta_folder {
-            mailflow_sinks::store::Location::local_as_object(root)?
-        } else {
-            mailflow_sinks::store::Location::parse(&text)?
-        };
-        let mailflow_sinks::store::Location::Object(object) = location else {
-            bail!("{text}: not an object store location");
-        };
-        let lake = mailflow_sinks::delta::DeltaLake::open_for_reading(object)?;
+    if let Some((lake, _)) = crate::ingest::delta_lake_at(root, None)? {
         return open_delta(&lake, scope, survey);
     }
     // Files are handed to the engine by absolute path (`lake` given as `out` works from any

@@ -84,9 +84,10 @@ enum Command {
     /// A period's trends from the lake as one self-contained HTML page (charts, tables,
     /// findings), or the same aggregates as JSON or CSV.
     Report(ReportArgs),
-    /// Merge each lake partition's small files into large ones, atomically.
+    /// Merge each lake partition's small files into large ones, atomically (for Delta tables:
+    /// one OPTIMIZE commit per table; the replaced files stay until `vacuum`).
     Compact {
-        /// The lake's root folder.
+        /// The lake: a folder, or an object store URL (s3://…, az://…) of Delta tables.
         #[arg(long)]
         lake: PathBuf,
         /// Only merge files last written longer ago than this (e.g. 30m, 12h, 1d).
@@ -102,9 +103,27 @@ enum Command {
     /// Finish or undo what a killed ingest or compaction left half-done in a lake, so that a
     /// reader sees every row exactly once (every writing command does this first anyway).
     Recover {
-        /// The lake's root folder.
+        /// The lake: a folder, or an object store URL (s3://…, az://…) of Delta tables.
         #[arg(long)]
         lake: PathBuf,
+        /// For Delta tables: the staging folder the interrupted run used (as given to
+        /// `ingest --staging`); its epochs are committed at once, others' once 15 minutes old.
+        #[arg(long)]
+        staging: Option<PathBuf>,
+    },
+    /// Delta tables: delete the files no current version names (replaced by `compact`, or
+    /// uploads that never committed) once older than a retention. Readers can then no longer
+    /// read versions older than it.
+    Vacuum {
+        /// The lake: a folder of Delta tables, or an object store URL (s3://…, az://…).
+        #[arg(long)]
+        lake: PathBuf,
+        /// Retention: files replaced or written longer ago than this go (at least 1h; e.g. 7d).
+        #[arg(long, value_parser = parse_duration, default_value = "7d")]
+        older_than: std::time::Duration,
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Describe a table's columns: type, meaning, allowed values, ECS field (all tables when
     /// none is named).
@@ -770,9 +789,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ..CompactOptions::default().parquet
                 },
             };
-            mailflow::ingest::refuse_delta(&lake, "compact")?;
-            let r = compact(&lake, &options)
-                .with_context(|| format!("compacting {}", lake.display()))?;
+            let r = match mailflow::ingest::delta_lake_at(&lake, None)? {
+                Some((delta, staging)) => delta
+                    .compact(
+                        &mailflow::ingest::table_names(),
+                        &staging.join("compact"),
+                        &options,
+                    )
+                    .with_context(|| format!("compacting {}", delta.shown()))?,
+                None => compact(&lake, &options)
+                    .with_context(|| format!("compacting {}", lake.display()))?,
+            };
             println!(
                 "{} partitions: {} files ({:.1} MB) merged into {} ({:.1} MB), {} rows",
                 r.partitions,
@@ -800,8 +827,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report(args) => args.run(),
-        Command::Recover { lake } => {
-            mailflow::ingest::refuse_delta(&lake, "recover")?;
+        Command::Vacuum {
+            lake,
+            older_than,
+            dry_run,
+        } => {
+            let Some((delta, _)) = mailflow::ingest::delta_lake_at(&lake, None)? else {
+                anyhow::bail!(
+                    "{} holds no Delta tables: a plain Parquet lake keeps no unreferenced files (compact deletes what it replaces)",
+                    lake.display()
+                );
+            };
+            let r = delta
+                .vacuum(&mailflow::ingest::table_names(), older_than, dry_run)
+                .with_context(|| format!("vacuuming {}", delta.shown()))?;
+            if r.journals_replayed > 0 {
+                println!("committed {} interrupted epochs first", r.journals_replayed);
+            }
+            let verb = if dry_run { "would delete" } else { "deleted" };
+            for (table, files) in &r.files {
+                println!("{table}: {verb} {} files", files.len());
+                if dry_run {
+                    for f in files {
+                        println!("  {}", escape(f));
+                    }
+                }
+            }
+            if r.files.is_empty() {
+                println!(
+                    "{}: nothing older than {} to delete",
+                    delta.shown(),
+                    humantime::format_duration(older_than)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Recover { lake, staging } => {
+            if let Some((delta, _)) = mailflow::ingest::delta_lake_at(&lake, staging.as_deref())? {
+                let n = delta
+                    .recover()
+                    .with_context(|| format!("recovering {}", delta.shown()))?;
+                println!("{}: committed {n} interrupted epochs", delta.shown());
+                return Ok(ExitCode::SUCCESS);
+            }
             let r = mailflow_sinks::lake::recover(&lake)
                 .with_context(|| format!("recovering {}", lake.display()))?;
             println!(

@@ -569,11 +569,23 @@ fn delta_tables_in_a_folder_and_what_refuses_them() {
         .path();
     std::fs::copy(&file, server.join("part-stray-1.parquet")).unwrap();
     assert_counts(&query_counts(uri, &[], &want), &want);
-    // Commands that rewrite a local Parquet lake's files refuse a Delta lake.
-    let out = cli::run_mailflow(&["compact", "--lake", uri]);
+    // Compaction of a Delta folder commits to its tables; the stray file stays unread.
+    let out = cli::run_mailflow(&["compact", "--lake", uri, "--older-than", "0s"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("merged into"), "{said}");
+    assert_same(uri, &[], &want, true);
+    assert_counts(&query_counts(uri, &[], &want), &want);
+    // Vacuum is of Delta tables only.
+    let plain_lake = tmp.path().join("reference");
+    let out = cli::run_mailflow(&["vacuum", "--lake", plain_lake.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("holds Delta tables"), "{err}");
+    assert!(err.contains("holds no Delta tables"), "{err}");
     // One folder, one format.
     let out = cli::run_mailflow(&["ingest", logs.to_str().unwrap(), "--parquet", uri]);
     assert!(!out.status.success());
@@ -667,4 +679,147 @@ fn the_agent_ships_to_an_s3_delta_lake_and_resumes_after_a_kill() {
         &want,
         true,
     );
+}
+
+/// Table `table`'s current file count, as deltalake reads the log.
+fn file_count(uri: &str, table: &str, store: &[&str]) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let (ready, stop) = (dir.path().join("ready"), dir.path().join("stop"));
+    std::fs::write(&stop, b"").unwrap();
+    let mut args = vec![
+        "watch",
+        uri,
+        table,
+        ready.to_str().unwrap(),
+        stop.to_str().unwrap(),
+    ];
+    args.extend_from_slice(store);
+    let seen: Value = serde_json::from_str(&check(&args)).unwrap();
+    seen[0]["files"].as_u64().unwrap() as usize
+}
+
+#[test]
+fn compaction_of_an_s3_lake_while_a_reader_counts_and_vacuum() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Eight runs of one server's day: eight small files in each partition, as a live agent
+    // leaves them.
+    let folders: Vec<PathBuf> = (0..8)
+        .map(|k| tmp.path().join(format!("logs{k}")))
+        .collect();
+    for (k, f) in folders.iter().enumerate() {
+        generate_mixed(f, "400K", &["--days", "1", "--seed", &(40 + k).to_string()]);
+    }
+    let refs: Vec<&Path> = folders.iter().map(PathBuf::as_path).collect();
+    let want = reference(&refs, tmp.path(), "reference");
+    let s3 = moto();
+    check(&["bucket", &s3.endpoint, "lake"]);
+    let env = s3_env(&s3);
+    let store = ["--s3", s3.endpoint.as_str()];
+    let uri = "s3://lake/compacted";
+    let staging = tmp.path().join("staging");
+    let run = |folder: &Path| {
+        run_ok(ingest(
+            &env,
+            &[
+                folder.to_str().unwrap(),
+                "--parquet",
+                uri,
+                "--staging",
+                staging.to_str().unwrap(),
+            ],
+        ))
+    };
+    for f in &folders {
+        run(f);
+    }
+    assert_same(uri, &store, &want, true);
+    // The table with the most rows, which the small files cut finest.
+    let (table, rows) = want
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(t, v)| (t.as_str(), v["rows"].as_u64().unwrap()))
+        .max_by_key(|(_, n)| *n)
+        .unwrap();
+    let before = file_count(uri, table, &store);
+    assert!(before >= 8, "{before} files");
+
+    // A reader counts the table over and over while compaction runs: every count it makes, at
+    // whatever version, is the whole table once.
+    let (ready, stop) = (tmp.path().join("ready"), tmp.path().join("stop"));
+    let mut watch_args = vec![
+        cli::script("delta_check.py").to_string_lossy().into_owned(),
+        "watch".into(),
+        uri.into(),
+        table.into(),
+        ready.to_string_lossy().into_owned(),
+        stop.to_string_lossy().into_owned(),
+    ];
+    watch_args.extend(store.iter().map(|s| s.to_string()));
+    let watcher = Command::new(delta_python())
+        .args(&watch_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !ready.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the reader never counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut c = mailflow_command();
+    c.args(["compact", "--lake", uri, "--older-than", "0s"]);
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let said = run_ok(c);
+    assert!(said.contains("merged into"), "{said}");
+    std::fs::write(&stop, b"").unwrap();
+    let out = watcher.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = seen.as_array().unwrap();
+    for s in seen {
+        assert_eq!(s["rows"].as_u64(), Some(rows), "a count moved: {seen:?}");
+    }
+    // It read before the compaction's commit and after it.
+    let files: Vec<u64> = seen.iter().map(|s| s["files"].as_u64().unwrap()).collect();
+    assert_eq!(files[0] as usize, before, "{seen:?}");
+    let after = *files.last().unwrap() as usize;
+    assert!(after < before / 4, "{before} files, then {after}");
+
+    // Every table, both readers, SQL: the same rows; and a rerun finds everything held (the
+    // merged files carry their inputs' provenance).
+    assert_same(uri, &store, &want, true);
+    assert_counts(&query_counts(uri, &env, &want), &want);
+    for f in &folders {
+        run(f);
+    }
+    assert_same(uri, &store, &want, true);
+
+    // Vacuum: too short a retention is refused; files replaced a moment ago are kept.
+    let vacuum = |older: &str| {
+        let mut c = mailflow_command();
+        c.args(["vacuum", "--lake", uri, "--older-than", older]);
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let short = vacuum("5m");
+    assert!(!short.status.success());
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert!(err.contains("too short"), "{err}");
+    let kept = vacuum("1h");
+    assert!(kept.status.success());
+    let said = String::from_utf8_lossy(&kept.stdout);
+    assert!(said.contains("nothing older than 1h"), "{said}");
+    assert_same(uri, &store, &want, true);
 }

@@ -9,6 +9,11 @@ Runs in the venv `.ci/run` builds for object storage (`.venv-delta`): DuckDB 1.5
   counts URI [--s3 E] [--azure E]   per table: rows read by deltalake and by DuckDB's delta_scan,
                                     and distinct lineage keys; JSON on stdout
   local LAKE                        the same counts of a local Hive Parquet lake (DuckDB)
+  watch URI TABLE READY STOP [--s3 E]
+                                    count TABLE's rows (deltalake) over and over, at its newest
+                                    version each time; touch READY after the first count, stop
+                                    once STOP exists (after one more count); JSON list of
+                                    {version, rows, files} on stdout
 """
 
 import json
@@ -109,6 +114,28 @@ def counts(uri, s3=None, azure=None):
     print(json.dumps(out, sort_keys=True))
 
 
+def watch(uri, table, ready, stop, s3=None):
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(uri.rstrip("/") + "/" + table, storage_options=storage_options(s3, None))
+    seen = []
+    last = False
+    while True:
+        dt.update_incremental()
+        seen.append(
+            {"version": dt.version(), "rows": dt.to_pyarrow_table().num_rows, "files": len(dt.file_uris())}
+        )
+        if len(seen) == 1:
+            open(ready, "w").close()
+        if last:
+            break
+        last = os.path.exists(stop)
+    print(json.dumps(seen), flush=True)
+    # The readers' native threads can abort the interpreter's exit ("terminate called without
+    # an active exception"); the answer is out, so leave at once.
+    os._exit(0)
+
+
 def local(lake):
     import duckdb
 
@@ -158,6 +185,9 @@ def main(argv):
         container(*rest)
     elif cmd == "local":
         local(*rest)
+    elif cmd == "watch":
+        s3 = rest[rest.index("--s3") + 1] if "--s3" in rest else None
+        watch(*rest[:4], s3=s3)
     elif cmd == "counts":
         uri, s3, azure = rest[0], None, None
         if "--s3" in rest:

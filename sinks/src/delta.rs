@@ -33,7 +33,7 @@ use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 use bytes::Bytes;
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake_core::kernel::{Action, Add, MetadataExt as _, StructType, Transaction};
+use deltalake_core::kernel::{Action, Add, MetadataExt as _, Remove, StructType, Transaction};
 use deltalake_core::logstore::{LogStoreFactory, LogStoreRef, StorageConfig};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
@@ -43,8 +43,9 @@ use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::lake::compact::{Candidate, CompactOptions, CompactReport, Merger, bins, by_schema};
 use crate::lake::{Error, Holdings};
-use crate::parquet::Committed;
+use crate::parquet::{Committed, ParquetFile};
 use crate::store::{ObjectLocation, shown, store_error};
 
 /// How old another writer's journal must be before it is taken for abandoned and replayed.
@@ -826,6 +827,427 @@ impl DeltaLake {
     }
 }
 
+/// A merged file of a compaction: its `add`, the `remove`s of the files it replaces, and its key
+/// under the lake.
+struct Merged {
+    add: Add,
+    removes: Vec<Remove>,
+    key: String,
+    bytes_in: u64,
+}
+
+/// What a vacuum removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Default)]
+pub struct VacuumReport {
+    /// Journals of interrupted epochs committed first.
+    pub journals_replayed: usize,
+    /// Per table, the files removed (keys under the table).
+    pub files: BTreeMap<String, Vec<String>>,
+}
+
+/// The shortest retention [`DeltaLake::vacuum`] accepts. A shorter one could remove files a
+/// reader's query still reads (it reads the version it started on), or that a writer uploaded
+/// and is about to commit.
+pub const MIN_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl DeltaLake {
+    /// Merges each table's small files, as [`crate::lake::compact::compact`] does for a local
+    /// lake (which files, how they are grouped, and the provenance the merged files carry).
+    ///
+    /// Per table, the merged files are uploaded, then one `OPTIMIZE` commit adds them and
+    /// removes the files they replace, with `dataChange` false: the table's rows do not change,
+    /// and a reader of any version counts each row once. A merged file whose inputs another
+    /// compaction removed meanwhile is dropped before the commit, so that no row is in two
+    /// current files (Delta's own conflict check lets two such removals pass, as they change no
+    /// data). Replaced files stay in the store, for readers of older versions, until
+    /// [`DeltaLake::vacuum`]. `scratch` holds each merged file while it is written.
+    pub fn compact(
+        &self,
+        tables: &[&str],
+        scratch: &Path,
+        options: &CompactOptions,
+    ) -> Result<CompactReport, Error> {
+        let mut report = CompactReport::default();
+        report.recovery.journals_replayed = self.recover()?;
+        std::fs::create_dir_all(scratch).map_err(|e| self.err(scratch.display(), e))?;
+        let id = crate::lake::writer_id();
+        self.io.block_on(async {
+            for table in tables {
+                self.compact_table(table, scratch, &id, options, &mut report)
+                    .await?;
+            }
+            Ok::<_, Error>(())
+        })?;
+        Ok(report)
+    }
+
+    async fn compact_table(
+        &self,
+        table: &str,
+        scratch: &Path,
+        id: &str,
+        options: &CompactOptions,
+        report: &mut CompactReport,
+    ) -> Result<(), Error> {
+        let Some(loaded) = self.load(table).await? else {
+            return Ok(());
+        };
+        let snapshot = loaded
+            .snapshot()
+            .map_err(|e| self.err(format!("table {table}"), e))?;
+        let now = now_ms();
+        let age = i64::try_from(options.older_than.as_millis()).unwrap_or(i64::MAX);
+        let mut found: Vec<(String, u64, Remove)> = Vec::new();
+        for f in snapshot.log_data().iter() {
+            let path = f.path();
+            let size = u64::try_from(f.size()).unwrap_or(u64::MAX);
+            // Only paths as mailflow writes them, which need no escaping in the log: a remove
+            // must name its file exactly as the add did, and the log's raw path is not at hand.
+            let plain = path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.=/".contains(&b));
+            if now.saturating_sub(f.modification_time()) < age
+                || size >= options.target_bytes / 2
+                || !plain
+            {
+                continue;
+            }
+            found.push((format!("{table}/{path}"), size, f.remove_action(false)));
+        }
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        let footers: Vec<_> = futures::stream::iter(
+            found
+                .iter()
+                .map(|(key, size, _)| self.metadata_async(key, *size)),
+        )
+        .buffered(16)
+        .try_collect()
+        .await?;
+        let mut removes: HashMap<String, Remove> = HashMap::new();
+        let mut partitions: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+        for ((key, bytes, remove), meta) in found.into_iter().zip(footers) {
+            let file = meta.file_metadata();
+            let schema = parquet::arrow::parquet_to_arrow_schema(
+                file.schema_descr(),
+                file.key_value_metadata(),
+            )
+            .map_err(|e| self.err(format!("footer of {key}"), e))?;
+            let dir = key.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+            partitions.entry(dir).or_default().push(Candidate {
+                path: PathBuf::from(&key),
+                bytes,
+                schema: Arc::new(Schema::new(schema.fields().clone())),
+            });
+            removes.insert(key, remove);
+        }
+        let mut merged = Vec::new();
+        let mut seq = 0u64;
+        for (dir, files) in partitions {
+            for (schema, files) in by_schema(files) {
+                for bin in bins(files, options.target_bytes) {
+                    seq += 1;
+                    let m = self
+                        .merge(
+                            table,
+                            &dir,
+                            (id, seq),
+                            &schema,
+                            &bin,
+                            &removes,
+                            scratch,
+                            options,
+                        )
+                        .await;
+                    match m {
+                        Ok(m) => merged.push(m),
+                        Err(e) => {
+                            self.discard(&merged).await;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+        }
+        self.commit_compaction(table, merged, options, report).await
+    }
+
+    /// Writes one bin's files as one, in `scratch`, and uploads it next to them.
+    #[allow(clippy::too_many_arguments)]
+    async fn merge(
+        &self,
+        table: &str,
+        dir: &str,
+        (id, seq): (&str, u64),
+        schema: &SchemaRef,
+        bin: &[Candidate],
+        removes: &HashMap<String, Remove>,
+        scratch: &Path,
+        options: &CompactOptions,
+    ) -> Result<Merged, Error> {
+        let name = format!("part-{id}-{seq:06}.parquet");
+        let temp = scratch.join(format!(".compact-{id}-{seq:06}.parquet"));
+        let out = ParquetFile::create(
+            scratch.join(&name),
+            temp.clone(),
+            Arc::clone(schema),
+            &options.parquet,
+        )?;
+        let result = async {
+            let mut merger = Merger::new(out, schema);
+            for c in bin {
+                let key = c.path.to_string_lossy();
+                let read =
+                    |e: object_store::Error| self.err(format!("reading {key}"), store_error(&e));
+                let bytes = self
+                    .store()
+                    .get(&self.location.path(&key))
+                    .await
+                    .map_err(read)?
+                    .bytes()
+                    .await
+                    .map_err(read)?;
+                merger.add(bytes, &c.path)?;
+            }
+            let done = merger.finish()?;
+            let first = &removes[&*bin[0].path.to_string_lossy()];
+            let partition_values = first.partition_values.clone().unwrap_or_default();
+            let value = |k: &str| {
+                partition_values
+                    .get(k)
+                    .cloned()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            let key = format!("{dir}/{name}");
+            let staged = Staged {
+                table: table.to_string(),
+                temp_path: done.temp_path.clone(),
+                relative: key.clone(),
+                partition: [value("date"), value("server")],
+                rows: done.committed.rows,
+                bytes: done.committed.bytes,
+                schema: Arc::clone(schema),
+            };
+            self.upload(&staged).await?;
+            let under_table = key
+                .strip_prefix(&format!("{table}/"))
+                .unwrap_or(&key)
+                .to_string();
+            Ok(Merged {
+                add: Add {
+                    path: under_table,
+                    partition_values,
+                    size: i64::try_from(done.committed.bytes).unwrap_or(i64::MAX),
+                    modification_time: now_ms(),
+                    data_change: false,
+                    stats: Some(format!("{{\"numRecords\":{}}}", done.committed.rows)),
+                    tags: None,
+                    deletion_vector: None,
+                    base_row_id: None,
+                    default_row_commit_version: None,
+                    clustering_provider: None,
+                },
+                removes: bin
+                    .iter()
+                    .map(|c| removes[&*c.path.to_string_lossy()].clone())
+                    .collect(),
+                key,
+                bytes_in: bin.iter().map(|c| c.bytes).sum(),
+            })
+        }
+        .await;
+        let _ = std::fs::remove_file(&temp);
+        result
+    }
+
+    /// Commits a table's merged files in one transaction; see [`DeltaLake::compact`].
+    async fn commit_compaction(
+        &self,
+        table: &str,
+        mut merged: Vec<Merged>,
+        options: &CompactOptions,
+        report: &mut CompactReport,
+    ) -> Result<(), Error> {
+        let mut attempt = 0;
+        loop {
+            let loaded = match self.load(table).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return Err(self.err(format!("table {table}"), "vanished")),
+                Err(e) => {
+                    self.discard(&merged).await;
+                    return Err(e);
+                }
+            };
+            let snapshot = loaded
+                .snapshot()
+                .map_err(|e| self.err(format!("table {table}"), e))?;
+            let current: HashSet<String> = snapshot
+                .log_data()
+                .iter()
+                .map(|f| f.path().into_owned())
+                .collect();
+            let (live, gone): (Vec<Merged>, Vec<Merged>) = merged
+                .into_iter()
+                .partition(|m| m.removes.iter().all(|r| current.contains(&r.path)));
+            self.discard(&gone).await;
+            merged = live;
+            if merged.is_empty() {
+                return Ok(());
+            }
+            let actions: Vec<Action> = merged
+                .iter()
+                .flat_map(|m| {
+                    std::iter::once(Action::Add(m.add.clone()))
+                        .chain(m.removes.iter().cloned().map(Action::Remove))
+                })
+                .collect();
+            // No retries by the library: its conflict check passes a concurrent compaction of
+            // the same files. A lost race comes back here, to be checked against the new
+            // version.
+            let properties = CommitProperties::default()
+                .with_max_retries(0)
+                .with_metadata([
+                    (
+                        "mailflow.version".to_string(),
+                        serde_json::json!(env!("CARGO_PKG_VERSION")),
+                    ),
+                    (
+                        "mailflow.operation".to_string(),
+                        serde_json::json!("compact"),
+                    ),
+                ]);
+            let operation = DeltaOperation::Optimize {
+                predicate: None,
+                target_size: i64::try_from(options.target_bytes).unwrap_or(i64::MAX),
+            };
+            let committed = CommitBuilder::from(properties)
+                .with_actions(actions)
+                .build(Some(snapshot), loaded.log_store(), operation)
+                .await;
+            match committed {
+                Ok(_) => break,
+                Err(e) if lost_race(&e) && attempt < 100 => attempt += 1,
+                Err(e) => {
+                    self.discard(&merged).await;
+                    return Err(self.err(format!("committing the compaction of {table}"), e));
+                }
+            }
+        }
+        let dirs: HashSet<&str> = merged
+            .iter()
+            .map(|m| m.key.rsplit_once('/').map_or("", |(d, _)| d))
+            .collect();
+        report.partitions += dirs.len();
+        for m in &merged {
+            report.files_in += m.removes.len();
+            report.files_out += 1;
+            report.bytes_in += m.bytes_in;
+            report.bytes_out += u64::try_from(m.add.size).unwrap_or(0);
+            report.rows += m
+                .add
+                .stats
+                .as_deref()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                .and_then(|v| v["numRecords"].as_u64())
+                .unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    /// Removes merged files no commit will name (best effort: what is left, vacuum removes).
+    async fn discard(&self, merged: &[Merged]) {
+        for m in merged {
+            if let Err(e) = self.store().delete(&self.location.path(&m.key)).await {
+                tracing::warn!(key = %m.key, error = %store_error(&e), "leaving an uncommitted merged file to vacuum");
+            }
+        }
+    }
+
+    /// Removes files no current version of each table names, once they are `older_than`
+    /// (at least [`MIN_RETENTION`]): files compaction replaced, and files of uploads that
+    /// never committed. Interrupted epochs' journals are committed first (those of other
+    /// writers once [`ABANDONED`]), so that no file an epoch is about to commit is removed. With
+    /// `dry_run`, only lists them.
+    ///
+    /// Readers can no longer time-travel to versions that named the removed files.
+    pub fn vacuum(
+        &self,
+        tables: &[&str],
+        older_than: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<VacuumReport, Error> {
+        self.vacuum_at(tables, older_than, dry_run, None)
+    }
+
+    /// [`DeltaLake::vacuum`] as of the time `clock` tells (the tests' way to age files).
+    fn vacuum_at(
+        &self,
+        tables: &[&str],
+        older_than: std::time::Duration,
+        dry_run: bool,
+        clock: Option<Arc<dyn deltalake_core::operations::vacuum::Clock>>,
+    ) -> Result<VacuumReport, Error> {
+        if older_than < MIN_RETENTION {
+            return Err(self.err(
+                "vacuum",
+                format!(
+                    "a retention of {} is too short: the shortest is {} (readers read the version they started on; writers commit what they uploaded)",
+                    humantime::format_duration(older_than),
+                    humantime::format_duration(MIN_RETENTION)
+                ),
+            ));
+        }
+        let mut report = VacuumReport {
+            journals_replayed: if dry_run { 0 } else { self.recover()? },
+            ..VacuumReport::default()
+        };
+        let retention = chrono::Duration::from_std(older_than).unwrap_or(chrono::Duration::MAX);
+        self.io.block_on(async {
+            for table in tables {
+                let Some(loaded) = self.load(table).await? else {
+                    continue;
+                };
+                let mut builder = loaded.vacuum();
+                if let Some(c) = &clock {
+                    builder = builder.with_clock(Arc::clone(c));
+                }
+                let (_, metrics) = builder
+                    .with_mode(deltalake_core::operations::vacuum::VacuumMode::Full)
+                    .with_retention_period(retention)
+                    .with_enforce_retention_duration(false)
+                    .with_dry_run(dry_run)
+                    .await
+                    .map_err(|e| self.err(format!("vacuuming table {table}"), e))?;
+                let prefix = format!("{}/", self.location.path(table));
+                let files: Vec<String> = metrics
+                    .files_deleted
+                    .into_iter()
+                    .map(|f| f.strip_prefix(&prefix).map(str::to_string).unwrap_or(f))
+                    .collect();
+                if !files.is_empty() {
+                    report.files.insert(table.to_string(), files);
+                }
+                self.lock_tables().remove(*table);
+            }
+            Ok::<_, Error>(())
+        })?;
+        Ok(report)
+    }
+}
+
+/// Whether a commit failed only because another commit took its version.
+fn lost_race(e: &DeltaTableError) -> bool {
+    use deltalake_core::kernel::transaction::TransactionError;
+    matches!(
+        e,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
+}
+
 /// The partition values of a key under the lake, `<table>/date=…/server=…/part-….parquet`, as
 /// the folder names hold them (escaped); `None` for a key outside that layout.
 pub fn partition_of(key: &str) -> Option<(&str, &str)> {
@@ -970,6 +1392,115 @@ mod tests {
         let schema = table.snapshot().unwrap().schema();
         assert!(schema.field("date").is_some() && schema.field("server").is_some());
         assert!(schema.field("source_offset").is_some());
+    }
+
+    /// The offsets of every row in the table's current files, sorted.
+    fn offsets(delta: &DeltaLake) -> Vec<i64> {
+        use arrow_array::cast::AsArray;
+        let mut out = Vec::new();
+        for (key, _) in delta.files("t").unwrap() {
+            let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                delta.read(&key).unwrap(),
+                1024,
+            )
+            .unwrap();
+            for b in reader {
+                let b = b.unwrap();
+                let col = b.column_by_name("source_offset").unwrap();
+                out.extend(col.as_primitive::<arrow_array::types::Int64Type>().values());
+            }
+        }
+        out.sort_unstable();
+        out
+    }
+
+    fn parquet_files_in(dir: &Path) -> usize {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "parquet"))
+            .count()
+    }
+
+    #[derive(Debug)]
+    struct Later(i64);
+
+    impl deltalake_core::operations::vacuum::Clock for Later {
+        fn current_timestamp_millis(&self) -> i64 {
+            now_ms() + self.0
+        }
+    }
+
+    #[test]
+    fn compaction_commits_once_even_when_two_run_at_once_and_vacuum_removes_what_it_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, staging) = (dir.path().join("lake"), dir.path().join("staging"));
+        let delta = lake(&root, &staging);
+        for k in 0..6 {
+            write(&delta, &staging, k * 10..(k + 1) * 10);
+        }
+        assert_eq!(delta.files("t").unwrap().len(), 6);
+        let before = delta.holdings(&["t"], |_| true).unwrap();
+        let options = CompactOptions {
+            older_than: std::time::Duration::ZERO,
+            ..CompactOptions::default()
+        };
+        // Two compactions from two handles at once: whichever commits second finds its inputs
+        // gone and drops its merged file; every row stays in exactly one current file.
+        let other = lake(&root, &dir.path().join("staging2"));
+        let (a, b) = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                other
+                    .compact(&["t"], &dir.path().join("scratch2"), &options)
+                    .unwrap()
+            });
+            let a = delta
+                .compact(&["t", "absent"], &dir.path().join("scratch"), &options)
+                .unwrap();
+            (a, h.join().unwrap())
+        });
+        assert_eq!(a.files_out + b.files_out, 1, "{a:?} {b:?}");
+        assert_eq!(a.files_in + b.files_in, 6);
+        assert_eq!(a.rows + b.rows, 60);
+        assert_eq!(delta.files("t").unwrap().len(), 1);
+        assert_eq!(offsets(&delta), (0..60).collect::<Vec<_>>());
+        let after = delta.holdings(&["t"], |_| true).unwrap();
+        assert_eq!(after.sources, before.sources);
+        assert_eq!(after.row_files["a.log"].len(), 1);
+        // The replaced files stay for readers of older versions; the loser's file is gone.
+        let partition = root.join("t/date=2025-01-14/server=EX01");
+        assert_eq!(parquet_files_in(&partition), 7);
+        assert_eq!(parquet_files_in(&dir.path().join("scratch")), 0);
+        // The commit says what it was, and changes no data.
+        let log = std::fs::read_dir(root.join("t/_delta_log"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .find(|c| c.contains("OPTIMIZE"))
+            .unwrap();
+        assert_eq!(log.matches("\"remove\"").count(), 6, "{log}");
+        assert!(!log.contains("\"dataChange\":true"), "{log}");
+        // Nothing left to merge.
+        let again = delta.compact(&["t"], &dir.path().join("scratch"), &options);
+        assert_eq!(again.unwrap().files_out, 0);
+
+        // Vacuum: a retention under an hour is refused; files younger than it are kept.
+        let short = delta.vacuum(&["t"], std::time::Duration::from_secs(600), false);
+        assert!(short.unwrap_err().to_string().contains("too short"));
+        let hour = std::time::Duration::from_secs(3600);
+        assert!(delta.vacuum(&["t"], hour, false).unwrap().files.is_empty());
+        // Two hours on, the replaced files and a stray upload go; the current file stays.
+        std::fs::write(partition.join("part-stray.parquet"), b"PAR1").unwrap();
+        let later: Arc<dyn deltalake_core::operations::vacuum::Clock> = Arc::new(Later(7_200_000));
+        let dry = delta
+            .vacuum_at(&["t"], hour, true, Some(Arc::clone(&later)))
+            .unwrap();
+        assert_eq!(dry.files["t"].len(), 7, "{dry:?}");
+        assert_eq!(parquet_files_in(&partition), 8);
+        let done = delta.vacuum_at(&["t"], hour, false, Some(later)).unwrap();
+        assert_eq!(done.files["t"].len(), 7, "{done:?}");
+        assert_eq!(parquet_files_in(&partition), 1);
+        assert_eq!(offsets(&delta), (0..60).collect::<Vec<_>>());
     }
 
     fn staged(dir: &Path, name: &str, offsets: std::ops::Range<i64>) -> Staged {

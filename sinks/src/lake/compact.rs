@@ -246,7 +246,11 @@ impl Merger {
     }
 
     /// Appends one input file (`path` names it in errors).
-    pub(crate) fn add<R: ChunkReader + 'static>(&mut self, file: R, path: &Path) -> Result<(), Error> {
+    pub(crate) fn add<R: ChunkReader + 'static>(
+        &mut self,
+        file: R,
+        path: &Path,
+    ) -> Result<(), Error> {
         let footer = |reason: String| Error::Footer {
             path: path.to_path_buf(),
             reason,
@@ -260,8 +264,8 @@ impl Merger {
             .take()
             .or_else(|| meta.get(META_SCHEMA_VERSION).cloned());
         if let Some(json) = meta.get(META_SOURCES) {
-            let ranges: Vec<SourceRange> = serde_json::from_str(json)
-                .map_err(|e| footer(format!("{META_SOURCES}: {e}")))?;
+            let ranges: Vec<SourceRange> =
+                serde_json::from_str(json).map_err(|e| footer(format!("{META_SOURCES}: {e}")))?;
             for r in ranges {
                 match self.sources.get_mut(&r.fingerprint) {
                     Some(s) => s.merge(&r),
@@ -272,8 +276,8 @@ impl Merger {
             }
         }
         if let Some(json) = meta.get(META_ROW_FILES) {
-            let files: Vec<String> = serde_json::from_str(json)
-                .map_err(|e| footer(format!("{META_ROW_FILES}: {e}")))?;
+            let files: Vec<String> =
+                serde_json::from_str(json).map_err(|e| footer(format!("{META_ROW_FILES}: {e}")))?;
             self.row_files.extend(files);
         }
         let reader = builder
