@@ -92,10 +92,15 @@ fn start(mut command: Command, port: u16) -> Server {
 }
 
 fn moto() -> Server {
+    moto_with(&[])
+}
+
+fn moto_with(env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let bin = delta_python().with_file_name("moto_server");
     let mut c = Command::new(bin);
     c.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+    c.envs(env.iter().copied());
     start(c, port)
 }
 
@@ -822,4 +827,45 @@ fn compaction_of_an_s3_lake_while_a_reader_counts_and_vacuum() {
     let said = String::from_utf8_lossy(&kept.stdout);
     assert!(said.contains("nothing older than 1h"), "{said}");
     assert_same(uri, &store, &want, true);
+}
+
+#[test]
+fn a_multipart_upload_left_by_a_killed_run_is_aborted_by_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    generate_mixed(&logs, "2M", &["--days", "1", "--seed", "17"]);
+    let want = reference(&[&logs], tmp.path(), "reference");
+    // Parts of 16 KiB (the server told to take them), so that a lake of a few megabytes
+    // uploads its larger files in parts.
+    let s3 = moto_with(&[("S3_UPLOAD_PART_MIN_SIZE", "1024")]);
+    check(&["bucket", &s3.endpoint, "lake"]);
+    let mut env = s3_env(&s3);
+    env.push(("MAILFLOW_TEST_PART_BYTES", "16384".into()));
+    let staging = tmp.path().join("staging");
+    let args = [
+        logs.to_str().unwrap(),
+        "--parquet",
+        "s3://lake/parts",
+        "--staging",
+        staging.to_str().unwrap(),
+    ];
+    let mut killed = env.clone();
+    killed.push(("MAILFLOW_TEST_ABORT_AFTER_PARTS", "3".into()));
+    let out = ingest(&killed, &args).output().unwrap();
+    assert!(!out.status.success(), "the run was to abort mid-upload");
+    let pending = || {
+        check(&["uploads", &s3.endpoint, "lake"])
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+    };
+    assert!(pending() >= 1, "no upload was left in progress");
+    run_ok(ingest(&env, &args));
+    assert_eq!(pending(), 0, "the killed run's upload is still in progress");
+    assert_same(
+        "s3://lake/parts",
+        &["--s3", s3.endpoint.as_str()],
+        &want,
+        true,
+    );
 }

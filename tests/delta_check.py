@@ -6,6 +6,7 @@ Runs in the venv `.ci/run` builds for object storage (`.venv-delta`): DuckDB 1.5
 
   bucket ENDPOINT NAME              create an S3 bucket on a loopback S3 server
   container ENDPOINT NAME           create a blob container on Azurite
+  uploads ENDPOINT NAME             the multipart uploads in progress in an S3 bucket (a count)
   counts URI [--s3 E] [--azure E]   per table: rows read by deltalake and by DuckDB's delta_scan,
                                     and distinct lineage keys; JSON on stdout
   local LAKE                        the same counts of a local Hive Parquet lake (DuckDB)
@@ -166,6 +167,19 @@ def bucket(endpoint, name):
     print("bucket ok")
 
 
+def uploads(endpoint, name):
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=S3_KEY[0],
+        aws_secret_access_key=S3_KEY[1],
+        region_name="us-east-1",
+    )
+    print(len(s3.list_multipart_uploads(Bucket=name).get("Uploads", [])))
+
+
 def container(endpoint, name):
     from azure.storage.blob import BlobServiceClient
 
@@ -181,6 +195,8 @@ def main(argv):
     cmd, rest = argv[1], argv[2:]
     if cmd == "bucket":
         bucket(*rest)
+    elif cmd == "uploads":
+        uploads(*rest)
     elif cmd == "container":
         container(*rest)
     elif cmd == "local":

@@ -38,6 +38,7 @@ use deltalake_core::logstore::{LogStoreFactory, LogStoreRef, StorageConfig};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -88,6 +89,13 @@ struct JournalFile {
     rows: u64,
 }
 
+/// A multipart upload in flight, recorded in the staging folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RecordedUpload {
+    key: String,
+    id: String,
+}
+
 /// What an epoch commits, recorded before its first table is committed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Journal {
@@ -113,12 +121,30 @@ pub struct DeltaLake {
     /// this many table commits, between an epoch's journal and its last commit or removal.
     abort_after: Option<u64>,
     commits: std::sync::atomic::AtomicU64,
+    /// Where multipart uploads in flight are recorded (none for a lake opened to read).
+    uploads: Option<PathBuf>,
+    /// The size of upload parts ([`PART`]; smaller in the tests, [`PART_BYTES`]).
+    part: usize,
+    /// Crash injection for the tests ([`ABORT_AFTER_PARTS`]).
+    abort_after_parts: Option<u64>,
+    parts: std::sync::atomic::AtomicU64,
+    /// Held while a multipart upload is created and recorded.
+    creating: tokio::sync::Mutex<()>,
 }
 
 /// The environment variable that makes a run abort after that many table commits, so that the
 /// tests can stop a run inside an epoch's commit, a window of milliseconds that a kill from
 /// outside seldom hits. Unset, as it is outside the tests, it costs one lookup per lake.
 pub const ABORT_AFTER_COMMITS: &str = "MAILFLOW_TEST_ABORT_AFTER_COMMITS";
+
+/// The environment variable that makes a run abort after that many upload parts, so that the
+/// tests can leave a multipart upload unfinished.
+pub const ABORT_AFTER_PARTS: &str = "MAILFLOW_TEST_ABORT_AFTER_PARTS";
+
+/// The environment variable that sets the upload part size in bytes (at least 1 KiB), so that
+/// the tests upload in parts without writing files of many megabytes (S3's smallest part is
+/// 5 MiB; a test server can be told otherwise).
+pub const PART_BYTES: &str = "MAILFLOW_TEST_PART_BYTES";
 
 impl std::fmt::Debug for DeltaLake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,6 +239,16 @@ impl DeltaLake {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             commits: std::sync::atomic::AtomicU64::new(0),
+            uploads: (!staging.as_os_str().is_empty()).then(|| staging.join("_uploads")),
+            part: std::env::var(PART_BYTES)
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .map_or(PART, |p| p.max(1024)),
+            abort_after_parts: std::env::var(ABORT_AFTER_PARTS)
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            parts: std::sync::atomic::AtomicU64::new(0),
+            creating: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -431,7 +467,9 @@ impl DeltaLake {
 
     /// Uploads one staged file to its key: in one request up to [`PART`], else in parts of
     /// [`PART`], two in flight (bounded memory, whatever the file's size). A failed multipart
-    /// upload is aborted, so the store keeps no parts of it.
+    /// upload is aborted, so the store keeps no parts of it; where the store says which upload
+    /// is which (S3), its id is recorded in the staging folder first, so that the next start
+    /// aborts what a killed run left ([`DeltaLake::abort_recorded_uploads`]).
     async fn upload(&self, f: &Staged) -> Result<(), Error> {
         use tokio::io::AsyncReadExt as _;
         let key = self.location.path(&f.relative);
@@ -440,7 +478,7 @@ impl DeltaLake {
         let mut local = tokio::fs::File::open(&f.temp_path)
             .await
             .map_err(local_error)?;
-        if f.bytes <= PART as u64 {
+        if f.bytes <= self.part as u64 {
             let mut body = Vec::with_capacity(f.bytes as usize);
             local.read_to_end(&mut body).await.map_err(local_error)?;
             self.store()
@@ -449,12 +487,15 @@ impl DeltaLake {
                 .map_err(|e| failed(&store_error(&e)))?;
             return Ok(());
         }
+        if let (Some(mp), Some(dir)) = (&self.location.multipart, &self.uploads) {
+            return self.upload_recorded(mp, dir, &key, f, local).await;
+        }
         let upload = self
             .store()
             .put_multipart(&key)
             .await
             .map_err(|e| failed(&store_error(&e)))?;
-        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, self.part);
         let mut buf = vec![0u8; 1 << 20];
         let sent: Result<(), Error> = async {
             loop {
@@ -483,6 +524,124 @@ impl DeltaLake {
                 Err(e)
             }
         }
+    }
+
+    /// A multipart upload through the store's multipart API, its id recorded in `dir` while it
+    /// runs.
+    async fn upload_recorded(
+        &self,
+        mp: &Arc<dyn MultipartStore>,
+        dir: &Path,
+        key: &StorePath,
+        f: &Staged,
+        mut local: tokio::fs::File,
+    ) -> Result<(), Error> {
+        use tokio::io::AsyncReadExt as _;
+        let failed = |e: &dyn std::fmt::Display| self.err(format!("uploading {}", f.relative), e);
+        let local_error = |e: std::io::Error| self.err(f.temp_path.display(), e);
+        // An upload is created and recorded under a lock, which the tests' crash injection
+        // takes too: a run they stop has recorded every upload it began. (A kill from outside
+        // can still fall between the two, a window of one local write.)
+        let creating = self.creating.lock().await;
+        let id = mp
+            .create_multipart(key)
+            .await
+            .map_err(|e| failed(&store_error(&e)))?;
+        let record = dir.join(format!(
+            "{:016x}.json",
+            xxhash_rust::xxh3::xxh3_64(format!("{key}\n{id}").as_bytes())
+        ));
+        let body = serde_json::to_vec(&RecordedUpload {
+            key: key.to_string(),
+            id: id.clone(),
+        })
+        .map_err(|e| failed(&e))?;
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&record, body))
+            .map_err(|e| self.err(record.display(), e))?;
+        drop(creating);
+        let sent: Result<(), Error> = async {
+            let mut parts = Vec::new();
+            let mut in_flight = futures::stream::FuturesOrdered::new();
+            for index in 0.. {
+                let mut chunk = vec![0u8; self.part];
+                let mut n = 0;
+                while n < chunk.len() {
+                    let k = local.read(&mut chunk[n..]).await.map_err(local_error)?;
+                    if k == 0 {
+                        break;
+                    }
+                    n += k;
+                }
+                if n == 0 {
+                    break;
+                }
+                chunk.truncate(n);
+                in_flight.push_back(mp.put_part(key, &id, index, PutPayload::from(chunk)));
+                if in_flight.len() >= 2
+                    && let Some(part) = in_flight.next().await
+                {
+                    parts.push(part.map_err(|e| failed(&store_error(&e)))?);
+                    self.parts_sent().await;
+                }
+            }
+            while let Some(part) = in_flight.next().await {
+                parts.push(part.map_err(|e| failed(&store_error(&e)))?);
+                self.parts_sent().await;
+            }
+            mp.complete_multipart(key, &id, parts)
+                .await
+                .map_err(|e| failed(&store_error(&e)))?;
+            Ok(())
+        }
+        .await;
+        if sent.is_err() {
+            let _ = mp.abort_multipart(key, &id).await;
+        }
+        let _ = std::fs::remove_file(&record);
+        sent
+    }
+
+    /// Crash injection for the tests ([`ABORT_AFTER_PARTS`]).
+    async fn parts_sent(&self) {
+        let n = self.parts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if self.abort_after_parts.is_some_and(|limit| n >= limit) {
+            let _recorded = self.creating.lock().await;
+            std::process::abort();
+        }
+    }
+
+    /// Aborts the multipart uploads a killed run of this staging folder left unfinished (their
+    /// parts would otherwise stay in the bucket, billed, until a lifecycle rule removes them);
+    /// returns how many.
+    pub fn abort_recorded_uploads(&self) -> Result<usize, Error> {
+        let (Some(mp), Some(dir)) = (&self.location.multipart, &self.uploads) else {
+            return Ok(0);
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(0);
+        };
+        let mut aborted = 0;
+        for entry in entries {
+            let path = entry.map_err(|e| self.err(dir.display(), e))?.path();
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            // A record cut short by the kill names no upload that started.
+            if let Ok(r) = serde_json::from_slice::<RecordedUpload>(&bytes) {
+                let key = StorePath::from(r.key.as_str());
+                match self.io.block_on(mp.abort_multipart(&key, &r.id)) {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => aborted += 1,
+                    Err(e) => {
+                        return Err(
+                            self.err(format!("aborting the upload of {key}"), store_error(&e))
+                        );
+                    }
+                }
+            }
+            std::fs::remove_file(&path).map_err(|e| self.err(path.display(), e))?;
+        }
+        Ok(aborted)
     }
 
     /// Commits `journal`'s files of `table` with the writer's `txn`; with `check`, first looks
@@ -601,6 +760,7 @@ impl DeltaLake {
     /// committing it right now; it is replayed only once it is [`ABANDONED`] old (an epoch
     /// commits in seconds), so that two writers never commit one epoch.
     pub fn recover(&self) -> Result<usize, Error> {
+        self.abort_recorded_uploads()?;
         self.io.block_on(async {
             let prefix = self.location.path("_mailflow/journals");
             let listed: Vec<_> = self

@@ -17,6 +17,7 @@ use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
 use object_store::azure::MicrosoftAzureBuilder;
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use url::Url;
 
 /// Errors of a location.
@@ -50,6 +51,9 @@ pub struct ObjectLocation {
     /// The store at its root (the bucket, the container, or `/`): Delta Lake resolves tables
     /// under it by their URL's path.
     pub store: Arc<dyn ObjectStore>,
+    /// The same store's multipart API, where it has one (S3, Azure): uploads whose ids are
+    /// recorded, so that a killed run's parts can be aborted by the next.
+    pub multipart: Option<Arc<dyn MultipartStore>>,
 }
 
 impl std::fmt::Debug for ObjectLocation {
@@ -115,48 +119,55 @@ impl Location {
         }
         let path = url.path().trim_end_matches('/').to_string();
         url.set_path(&path);
-        let store: Arc<dyn ObjectStore> = match url.scheme() {
-            "s3" | "s3a" => {
-                if url.host_str().is_none_or(str::is_empty) {
-                    return Err(bad("no bucket: write s3://BUCKET/PREFIX".into()));
+        let (store, multipart): (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>) =
+            match url.scheme() {
+                "s3" | "s3a" => {
+                    if url.host_str().is_none_or(str::is_empty) {
+                        return Err(bad("no bucket: write s3://BUCKET/PREFIX".into()));
+                    }
+                    let s3 = Arc::new(
+                        AmazonS3Builder::from_env()
+                            .with_url(url.as_str())
+                            .build()
+                            .map_err(|e| bad(store_error(&e)))?,
+                    );
+                    (s3.clone(), Some(s3))
                 }
-                Arc::new(
-                    AmazonS3Builder::from_env()
-                        .with_url(url.as_str())
-                        .build()
-                        .map_err(|e| bad(store_error(&e)))?,
-                )
-            }
-            "az" | "azure" | "abfs" | "abfss" => {
-                if url.host_str().is_none_or(str::is_empty) {
-                    return Err(bad("no container: write az://CONTAINER/PREFIX".into()));
+                "az" | "azure" | "abfs" | "abfss" => {
+                    if url.host_str().is_none_or(str::is_empty) {
+                        return Err(bad("no container: write az://CONTAINER/PREFIX".into()));
+                    }
+                    let azure = Arc::new(
+                        MicrosoftAzureBuilder::from_env()
+                            .with_url(url.as_str())
+                            .build()
+                            .map_err(|e| bad(store_error(&e)))?,
+                    );
+                    (azure.clone(), Some(azure))
                 }
-                Arc::new(
-                    MicrosoftAzureBuilder::from_env()
-                        .with_url(url.as_str())
-                        .build()
-                        .map_err(|e| bad(store_error(&e)))?,
-                )
-            }
-            "file" => {
-                let folder = url
-                    .to_file_path()
-                    .map_err(|()| bad("not a local path".into()))?;
-                std::fs::create_dir_all(&folder).map_err(|e| bad(e.to_string()))?;
-                Arc::new(LocalFileSystem::new())
-            }
-            other => {
-                return Err(bad(format!(
-                    "unknown scheme {other}://; mailflow writes to {}",
-                    SCHEMES
-                        .iter()
-                        .map(|s| format!("{s}://"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-        };
-        Ok(Location::Object(ObjectLocation { url, store }))
+                "file" => {
+                    let folder = url
+                        .to_file_path()
+                        .map_err(|()| bad("not a local path".into()))?;
+                    std::fs::create_dir_all(&folder).map_err(|e| bad(e.to_string()))?;
+                    (Arc::new(LocalFileSystem::new()), None)
+                }
+                other => {
+                    return Err(bad(format!(
+                        "unknown scheme {other}://; mailflow writes to {}",
+                        SCHEMES
+                            .iter()
+                            .map(|s| format!("{s}://"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            };
+        Ok(Location::Object(ObjectLocation {
+            url,
+            store,
+            multipart,
+        }))
     }
 
     /// A local folder as an object store location (`file://`), for Delta tables on a local
