@@ -1,7 +1,7 @@
 //! One-shot backfill: files and folders in, the Parquet lake out
 //! (`<dir>/<table>/date=…/server=…/part-….parquet`, see `mailflow_sinks::lake`), or the same
 //! files as Delta Lake tables in an object store or a folder ([`LakeTarget`],
-//! `mailflow_sinks::delta`).
+//! `mailflow_sinks::object_lake`).
 //!
 //! Files fall into series (a server's files of one kind, read one after the other in time order),
 //! and the workers, as many as cores, share the series on a [`Board`]: each takes the series
@@ -103,7 +103,7 @@ pub struct LakeTarget {
     /// The local folder writers write in.
     pub root: PathBuf,
     /// The Delta tables, for a Delta lake.
-    pub delta: Option<Arc<mailflow_sinks::delta::DeltaLake>>,
+    pub delta: Option<Arc<mailflow_sinks::object_lake::ObjectLake>>,
     /// The lake as given, for people.
     pub shown: String,
 }
@@ -132,10 +132,10 @@ pub fn refuse_delta(lake: &Path, what: &str) -> Result<()> {
 /// The Delta lake at `lake` (an object store URL, or a folder whose tables have a
 /// `_delta_log`), opened with `staging` as its writers' staging folder (as [`LakeTarget::resolve`]
 /// picks it, for the same lake, when `None`); `None` for a folder of plain Parquet tables.
-pub fn delta_lake_at(
+pub fn object_lake_at(
     lake: &Path,
     staging: Option<&Path>,
-) -> Result<Option<(Arc<mailflow_sinks::delta::DeltaLake>, PathBuf)>> {
+) -> Result<Option<(Arc<mailflow_sinks::object_lake::ObjectLake>, PathBuf)>> {
     use mailflow_sinks::store::{Location, is_url};
     let text = lake.to_string_lossy();
     let url = is_url(&text);
@@ -153,7 +153,7 @@ pub fn delta_lake_at(
         bail!("{shown}: not an object store location");
     };
     let root = staging_root(lake, url, &shown, staging);
-    let delta = mailflow_sinks::delta::DeltaLake::open(object, &root)?;
+    let delta = mailflow_sinks::object_lake::ObjectLake::open(object, &root)?;
     Ok(Some((delta, root)))
 }
 
@@ -237,7 +237,7 @@ impl LakeTarget {
             bail!("{shown}: not an object store location");
         };
         let root = staging_root(lake, url, &shown, staging);
-        let delta = mailflow_sinks::delta::DeltaLake::open(object, &root)?;
+        let delta = mailflow_sinks::object_lake::ObjectLake::open(object, &root)?;
         Ok(LakeTarget {
             root,
             delta: Some(delta),

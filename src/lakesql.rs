@@ -13,7 +13,7 @@
 //!   that touches its partition.
 //!
 //! A Delta lake (a folder whose tables have a `_delta_log`, or an object store URL) is read the
-//! same way, except that a table's files are those its log names now (`mailflow_sinks::delta`),
+//! same way, except that a table's files are those its log names now (`mailflow_sinks::object_lake`),
 //! read from the lake's object store, registered with the session.
 //!
 //! Files written by an older mailflow may lack columns added since: they read as nulls.
@@ -189,7 +189,7 @@ impl LakeTable {
 
     /// The Delta table `name` of `lake`, its current files in `scope` read from its log.
     fn open_delta(
-        lake: &mailflow_sinks::delta::DeltaLake,
+        lake: &mailflow_sinks::object_lake::ObjectLake,
         name: &'static str,
         schema: &SchemaRef,
         scope: &Scope,
@@ -199,7 +199,7 @@ impl LakeTable {
             Default::default();
         for (key, size) in lake.files(name)? {
             // Keys are `<table>/date=…/server=…/part-….parquet`, as mailflow commits them.
-            let Some((date, server)) = mailflow_sinks::delta::partition_of(&key) else {
+            let Some((date, server)) = mailflow_sinks::object_lake::partition_of(&key) else {
                 tracing::warn!(file = %lake.shown_key(&key), "not in a date=…/server=… partition: left out");
                 continue;
             };
@@ -229,7 +229,7 @@ impl LakeTable {
     }
 
     /// [`LakeTable::survey`] of a Delta table: footers read from the store.
-    fn survey_delta(&mut self, lake: &mailflow_sinks::delta::DeltaLake) -> Result<Survey> {
+    fn survey_delta(&mut self, lake: &mailflow_sinks::object_lake::ObjectLake) -> Result<Survey> {
         let mut survey = Survey::default();
         for p in &self.partitions {
             let files = p.files()?;
@@ -530,7 +530,7 @@ fn footer_rows(path: &Path, expected: &Schema) -> std::result::Result<u64, Strin
 }
 
 /// A Delta file's key under its lake, from its path in the store.
-fn lake_key_of(lake: &mailflow_sinks::delta::DeltaLake, path: &Path) -> String {
+fn lake_key_of(lake: &mailflow_sinks::object_lake::ObjectLake, path: &Path) -> String {
     let full = path.to_string_lossy();
     let prefix = lake.store_path("").to_string();
     full.strip_prefix(prefix.trim_end_matches('/'))
@@ -601,7 +601,7 @@ pub fn open(
     scope: &Scope,
     survey: bool,
 ) -> Result<(Lake, Vec<(&'static str, Survey)>)> {
-    if let Some((lake, _)) = crate::ingest::delta_lake_at(root, None)? {
+    if let Some((lake, _)) = crate::ingest::object_lake_at(root, None)? {
         return open_delta(&lake, scope, survey);
     }
     // Files are handed to the engine by absolute path (`lake` given as `out` works from any
@@ -646,7 +646,7 @@ fn session() -> Result<SessionContext> {
 /// read from the lake's object store, registered with the engine. Called outside any async
 /// runtime (the lake's client blocks on its own).
 fn open_delta(
-    lake: &mailflow_sinks::delta::DeltaLake,
+    lake: &mailflow_sinks::object_lake::ObjectLake,
     scope: &Scope,
     survey: bool,
 ) -> Result<(Lake, Vec<(&'static str, Survey)>)> {

@@ -789,7 +789,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ..CompactOptions::default().parquet
                 },
             };
-            let r = match mailflow::ingest::delta_lake_at(&lake, None)? {
+            let r = match mailflow::ingest::object_lake_at(&lake, None)? {
                 Some((delta, staging)) => delta
                     .compact(
                         &mailflow::ingest::table_names(),
@@ -832,7 +832,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             older_than,
             dry_run,
         } => {
-            let Some((delta, _)) = mailflow::ingest::delta_lake_at(&lake, None)? else {
+            let Some((delta, _)) = mailflow::ingest::object_lake_at(&lake, None)? else {
                 anyhow::bail!(
                     "{} holds no Delta tables: a plain Parquet lake keeps no unreferenced files (compact deletes what it replaces)",
                     lake.display()
@@ -863,7 +863,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Recover { lake, staging } => {
-            if let Some((delta, _)) = mailflow::ingest::delta_lake_at(&lake, staging.as_deref())? {
+            if let Some((delta, _)) = mailflow::ingest::object_lake_at(&lake, staging.as_deref())? {
                 let n = delta
                     .recover()
                     .with_context(|| format!("recovering {}", delta.shown()))?;

@@ -20,10 +20,10 @@
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]
 
-pub mod delta;
 pub mod durable;
 pub mod es;
 pub mod lake;
+pub mod object_lake;
 pub mod parquet;
 pub mod sink;
 pub mod store;

@@ -27,7 +27,7 @@
 //!
 //! **Lake.** A folder, or Delta tables in an object store (`s3://…`, `az://…`): then the sinks
 //! stage their files under `<state_dir>/staging` and publish each epoch as Delta transactions
-//! (`mailflow_sinks::delta`), and what the lake holds is read from the tables' current files.
+//! (`mailflow_sinks::object_lake`), and what the lake holds is read from the tables' current files.
 //!
 //! `--until-idle` ends the input once everything found is read: open sessions and messages
 //! are written as they are, as `ingest` does, and the agent exits (a backfill).

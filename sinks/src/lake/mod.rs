@@ -291,7 +291,7 @@ pub struct LakeWriter {
     barrier: Option<Barrier>,
     /// Where epochs are published when the lake is Delta tables (the root is then a local
     /// staging folder); `None` for a local lake.
-    delta: Option<Arc<crate::delta::DeltaLake>>,
+    delta: Option<Arc<crate::object_lake::ObjectLake>>,
     /// Epochs published, the Delta transaction number of the next.
     epoch: u64,
 }
@@ -358,7 +358,7 @@ impl LakeWriter {
 
     /// Publishes epochs to `delta` instead of renaming them into `root`, which becomes the
     /// staging folder of files being written (see [`crate::delta`]).
-    pub fn with_delta(mut self, delta: Arc<crate::delta::DeltaLake>) -> Self {
+    pub fn with_object_lake(mut self, delta: Arc<crate::object_lake::ObjectLake>) -> Self {
         self.delta = Some(delta);
         self
     }
@@ -680,7 +680,7 @@ impl LakeWriter {
         self.opened_at = None;
         let result = match failure {
             Some(e) => Err(e),
-            None if self.delta.is_some() => self.publish_delta(&finished),
+            None if self.delta.is_some() => self.publish_to_store(&finished),
             None => self
                 .publish(&finished)
                 .map(|()| finished.iter().map(|f| f.committed.clone()).collect()),
@@ -700,7 +700,7 @@ impl LakeWriter {
     }
 
     /// Uploads an epoch's files and commits them to their Delta tables.
-    fn publish_delta(&mut self, finished: &[Finished]) -> Result<Vec<Committed>, Error> {
+    fn publish_to_store(&mut self, finished: &[Finished]) -> Result<Vec<Committed>, Error> {
         let Some(delta) = self.delta.clone() else {
             return Ok(Vec::new());
         };
@@ -717,7 +717,7 @@ impl LakeWriter {
                 .to_string_lossy()
                 .replace('\\', "/");
             let table = relative.split('/').next().unwrap_or_default().to_string();
-            let (date, server) = crate::delta::partition_of(&relative)
+            let (date, server) = crate::object_lake::partition_of(&relative)
                 .map(|(d, s)| (partition::unescape_value(d), partition::unescape_value(s)))
                 .unwrap_or_default();
             let file = fs::File::open(&f.temp_path).map_err(io_error(&f.temp_path))?;
@@ -729,7 +729,7 @@ impl LakeWriter {
                     })?
                     .schema()
                     .clone();
-            staged.push(crate::delta::Staged {
+            staged.push(crate::object_lake::Staged {
                 table,
                 temp_path: f.temp_path.clone(),
                 relative,

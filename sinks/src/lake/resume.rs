@@ -103,7 +103,7 @@ impl Resume {
     /// partitions `wanted` accepts.
     pub fn load_delta(
         &mut self,
-        lake: &crate::delta::DeltaLake,
+        lake: &crate::object_lake::ObjectLake,
         identity: Identity,
         wanted: impl Fn(&str, &str) -> bool,
     ) -> Result<(), Error> {
@@ -111,7 +111,7 @@ impl Resume {
         for (key, _) in lake.files(&identity.table)? {
             // `<table>/date=…/server=…/part-….parquet`, as the lake commits them; the folder
             // values are the rows' (see `load`).
-            let Some((date, server)) = crate::delta::partition_of(&key) else {
+            let Some((date, server)) = crate::object_lake::partition_of(&key) else {
                 continue;
             };
             if wanted(date, server) {

@@ -2,7 +2,7 @@
 //!
 //! The [`LakeWriter`](crate::lake::LakeWriter) writes and rolls files exactly as it does for a
 //! local lake, in a local staging folder; what changes is how an epoch is made visible
-//! ([`DeltaLake::publish`]):
+//! ([`ObjectLake::publish`]):
 //!
 //! 1. every file is uploaded to its final key (`<table>/date=…/server=…/part-….parquet`). Until
 //!    a Delta commit names it, no Delta reader sees it;
@@ -15,12 +15,12 @@
 //!
 //! An object store has no multi-table transaction, so the journal is what keeps an epoch whole
 //! across tables: a writer killed between two tables' commits leaves its journal, and the next
-//! start ([`DeltaLake::recover`]) commits what is missing, skipping each table whose `txn`
+//! start ([`ObjectLake::recover`]) commits what is missing, skipping each table whose `txn`
 //! shows the epoch is in. Lines, sessions and messages then stay the prefix of each source that
 //! resuming needs, as they do in the local lake.
 //!
 //! Files keep the local lake's footers (provenance: source ranges, row files, schema version),
-//! so [`DeltaLake::holdings`] answers what a restart needs from the table's current files.
+//! so [`ObjectLake::holdings`] answers what a restart needs from the table's current files.
 //! Tables are partitioned by `date` (a Delta `date`) and `server` (a string), both in the Delta
 //! schema and in the file paths, not in the files, as Delta lays tables out.
 
@@ -99,7 +99,7 @@ struct RecordedUpload {
 /// What an epoch commits, recorded before its first table is committed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Journal {
-    /// The staging folder of the run that wrote it (see [`DeltaLake::recover`]).
+    /// The staging folder of the run that wrote it (see [`ObjectLake::recover`]).
     #[serde(default)]
     staging: String,
     writer: String,
@@ -110,7 +110,7 @@ struct Journal {
 }
 
 /// The lake as Delta tables; see the module docs. Shared by every writer of a run.
-pub struct DeltaLake {
+pub struct ObjectLake {
     location: ObjectLocation,
     /// The local staging folder of this run's writers, as recorded in their journals.
     staging: String,
@@ -146,9 +146,9 @@ pub const ABORT_AFTER_PARTS: &str = "MAILFLOW_TEST_ABORT_AFTER_PARTS";
 /// 5 MiB; a test server can be told otherwise).
 pub const PART_BYTES: &str = "MAILFLOW_TEST_PART_BYTES";
 
-impl std::fmt::Debug for DeltaLake {
+impl std::fmt::Debug for ObjectLake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeltaLake")
+        f.debug_struct("ObjectLake")
             .field("location", &self.location)
             .finish()
     }
@@ -213,10 +213,10 @@ fn register_schemes() {
     });
 }
 
-impl DeltaLake {
+impl ObjectLake {
     /// The lake at `location` (tables are created as they are first written), written by
     /// writers staging their files in `staging` (one run at a time per staging folder).
-    pub fn open(location: ObjectLocation, staging: &Path) -> Result<Arc<DeltaLake>, Error> {
+    pub fn open(location: ObjectLocation, staging: &Path) -> Result<Arc<ObjectLake>, Error> {
         register_schemes();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -230,7 +230,7 @@ impl DeltaLake {
         let host = std::env::var("COMPUTERNAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_default();
-        Ok(Arc::new(DeltaLake {
+        Ok(Arc::new(ObjectLake {
             io: Io(Some(runtime)),
             location,
             staging: format!("{host}:{}", staging.display()),
@@ -253,7 +253,7 @@ impl DeltaLake {
     }
 
     /// The lake at `location`, to be read only (it writes no journal).
-    pub fn open_for_reading(location: ObjectLocation) -> Result<Arc<DeltaLake>, Error> {
+    pub fn open_for_reading(location: ObjectLocation) -> Result<Arc<ObjectLake>, Error> {
         Self::open(location, Path::new(""))
     }
 
@@ -411,7 +411,7 @@ impl DeltaLake {
     }
 
     /// Uploads an epoch's files, then records its journal: after this, a crash loses nothing
-    /// of the epoch ([`DeltaLake::recover`] commits it).
+    /// of the epoch ([`ObjectLake::recover`] commits it).
     async fn stage(
         &self,
         writer: &str,
@@ -469,7 +469,7 @@ impl DeltaLake {
     /// [`PART`], two in flight (bounded memory, whatever the file's size). A failed multipart
     /// upload is aborted, so the store keeps no parts of it; where the store says which upload
     /// is which (S3), its id is recorded in the staging folder first, so that the next start
-    /// aborts what a killed run left ([`DeltaLake::abort_recorded_uploads`]).
+    /// aborts what a killed run left ([`ObjectLake::abort_recorded_uploads`]).
     async fn upload(&self, f: &Staged) -> Result<(), Error> {
         use tokio::io::AsyncReadExt as _;
         let key = self.location.path(&f.relative);
@@ -953,7 +953,7 @@ impl DeltaLake {
         (root, Arc::clone(self.store()))
     }
 
-    /// A key's path in the store (as [`DeltaLake::store_root`] roots it).
+    /// A key's path in the store (as [`ObjectLake::store_root`] roots it).
     pub fn store_path(&self, key: &str) -> StorePath {
         self.location.path(key)
     }
@@ -1005,12 +1005,12 @@ pub struct VacuumReport {
     pub files: BTreeMap<String, Vec<String>>,
 }
 
-/// The shortest retention [`DeltaLake::vacuum`] accepts. A shorter one could remove files a
+/// The shortest retention [`ObjectLake::vacuum`] accepts. A shorter one could remove files a
 /// reader's query still reads (it reads the version it started on), or that a writer uploaded
 /// and is about to commit.
 pub const MIN_RETENTION: std::time::Duration = std::time::Duration::from_secs(3600);
 
-impl DeltaLake {
+impl ObjectLake {
     /// Merges each table's small files, as [`crate::lake::compact::compact`] does for a local
     /// lake (which files, how they are grouped, and the provenance the merged files carry).
     ///
@@ -1020,7 +1020,7 @@ impl DeltaLake {
     /// compaction removed meanwhile is dropped before the commit, so that no row is in two
     /// current files (Delta's own conflict check lets two such removals pass, as they change no
     /// data). Replaced files stay in the store, for readers of older versions, until
-    /// [`DeltaLake::vacuum`]. `scratch` holds each merged file while it is written.
+    /// [`ObjectLake::vacuum`]. `scratch` holds each merged file while it is written.
     pub fn compact(
         &self,
         tables: &[&str],
@@ -1220,7 +1220,7 @@ impl DeltaLake {
         result
     }
 
-    /// Commits a table's merged files in one transaction; see [`DeltaLake::compact`].
+    /// Commits a table's merged files in one transaction; see [`ObjectLake::compact`].
     async fn commit_compaction(
         &self,
         table: &str,
@@ -1339,7 +1339,7 @@ impl DeltaLake {
         self.vacuum_at(tables, older_than, dry_run, None)
     }
 
-    /// [`DeltaLake::vacuum`] as of the time `clock` tells (the tests' way to age files).
+    /// [`ObjectLake::vacuum`] as of the time `clock` tells (the tests' way to age files).
     fn vacuum_at(
         &self,
         tables: &[&str],
@@ -1491,19 +1491,19 @@ mod tests {
         RecordBatch::try_new(schema, cols).unwrap()
     }
 
-    fn lake(root: &Path, staging: &Path) -> Arc<DeltaLake> {
+    fn lake(root: &Path, staging: &Path) -> Arc<ObjectLake> {
         let Location::Object(o) = Location::local_as_object(root).unwrap() else {
             panic!("not an object location")
         };
-        DeltaLake::open(o, staging).unwrap()
+        ObjectLake::open(o, staging).unwrap()
     }
 
     /// Writes `offsets` of source `a` through a writer staging in `staging`, and returns the
     /// files it left there (committed when `commit`).
-    fn write(lake: &Arc<DeltaLake>, staging: &Path, offsets: std::ops::Range<i64>) {
+    fn write(lake: &Arc<ObjectLake>, staging: &Path, offsets: std::ops::Range<i64>) {
         let mut w = LakeWriter::new(staging, LakeOptions::default())
             .unwrap()
-            .with_delta(Arc::clone(lake));
+            .with_object_lake(Arc::clone(lake));
         let source = Source {
             fingerprint: "fp-a",
             file: "a.log",
@@ -1555,7 +1555,7 @@ mod tests {
     }
 
     /// The offsets of every row in the table's current files, sorted.
-    fn offsets(delta: &DeltaLake) -> Vec<i64> {
+    fn offsets(delta: &ObjectLake) -> Vec<i64> {
         use arrow_array::cast::AsArray;
         let mut out = Vec::new();
         for (key, _) in delta.files("t").unwrap() {
