@@ -44,6 +44,7 @@ use mailflow_parser::{
 };
 use mailflow_sinks::es::EsConfig;
 use mailflow_sinks::lake::{self, LakeOptions, Source};
+use mailflow_sinks::object_lake::{Layout, ObjectLake};
 use mailflow_sinks::sink::{Closed, FanOut, LakeSinkConfig, Shared, Sink};
 use serde::Serialize;
 
@@ -102,40 +103,32 @@ pub enum TableFormat {
 pub struct LakeTarget {
     /// The local folder writers write in.
     pub root: PathBuf,
-    /// The Delta tables, for a Delta lake.
-    pub delta: Option<Arc<mailflow_sinks::object_lake::ObjectLake>>,
+    /// The lake in an object store (or the Delta tables of a local one).
+    pub object: Option<Arc<ObjectLake>>,
     /// The lake as given, for people.
     pub shown: String,
 }
 
-/// Refuses a command that reads or rewrites local Parquet lakes (`what`) on a Delta lake or an
-/// object store, which it would read wrongly (files a transaction has not committed) or not
-/// at all.
+/// Refuses a command that writes a local Parquet lake (`what`) on a folder of Delta tables.
 pub fn refuse_delta(lake: &Path, what: &str) -> Result<()> {
-    let text = lake.to_string_lossy();
-    if mailflow_sinks::store::is_url(&text) {
-        bail!(
-            "`mailflow {what}` on a lake in an object store ({}) is not built yet; DuckDB (`delta_scan`), Spark and the `deltalake` Python package read its Delta tables",
-            mailflow_sinks::store::shown_text(&text)
-        );
-    }
     let delta = lake_tables().any(|t| lake.join(t).join("_delta_log").is_dir());
     if delta {
         bail!(
-            "{} holds Delta tables: `mailflow {what}` of Delta lakes is not built yet; DuckDB (`delta_scan`), Spark and the `deltalake` Python package read them",
+            "{} holds Delta tables: `mailflow {what}` writes plain Parquet tables; give --table-format delta, or another folder",
             lake.display()
         );
     }
     Ok(())
 }
 
-/// The Delta lake at `lake` (an object store URL, or a folder whose tables have a
-/// `_delta_log`), opened with `staging` as its writers' staging folder (as [`LakeTarget::resolve`]
-/// picks it, for the same lake, when `None`); `None` for a folder of plain Parquet tables.
+/// The lake at `lake` when it is one in an object store (a URL: Delta tables, or plain Parquet
+/// files if that is what it holds) or a folder whose tables have a `_delta_log`, opened with
+/// `staging` as its writers' staging folder (as [`LakeTarget::resolve`] picks it, for the
+/// same lake, when `None`); `None` for a folder of plain Parquet tables.
 pub fn object_lake_at(
     lake: &Path,
     staging: Option<&Path>,
-) -> Result<Option<(Arc<mailflow_sinks::object_lake::ObjectLake>, PathBuf)>> {
+) -> Result<Option<(Arc<ObjectLake>, PathBuf)>> {
     use mailflow_sinks::store::{Location, is_url};
     let text = lake.to_string_lossy();
     let url = is_url(&text);
@@ -152,9 +145,11 @@ pub fn object_lake_at(
     let Location::Object(object) = location else {
         bail!("{shown}: not an object store location");
     };
+    let tables = table_names();
+    let layout = ObjectLake::layout_at(&object, &tables)?.unwrap_or(Layout::Delta);
     let root = staging_root(lake, url, &shown, staging);
-    let delta = mailflow_sinks::object_lake::ObjectLake::open(object, &root)?;
-    Ok(Some((delta, root)))
+    let opened = ObjectLake::open(object, &root, layout)?;
+    Ok(Some((opened, root)))
 }
 
 /// Where a Delta lake's writers stage. A Delta lake in a folder stages beside its tables, in a
@@ -191,41 +186,35 @@ fn lake_key(lake: &str) -> String {
 }
 
 impl LakeTarget {
-    /// The target for `lake` (a folder or a URL) in `format`.
+    /// The target for `lake` (a folder or a URL) in `format`. One location holds one format:
+    /// Delta tables beside plain files would each read as the whole table to some engine.
     pub fn resolve(lake: &Path, format: TableFormat, staging: Option<&Path>) -> Result<Self> {
         use mailflow_sinks::store::{Location, is_url};
         let text = lake.to_string_lossy();
         let url = is_url(&text);
-        let format = match format {
-            TableFormat::Auto if url => TableFormat::Delta,
-            TableFormat::Auto => TableFormat::Parquet,
-            f => f,
-        };
-        if format == TableFormat::Parquet {
-            if url {
+        if !url {
+            let format = match format {
+                TableFormat::Auto => TableFormat::Parquet,
+                f => f,
+            };
+            if format == TableFormat::Parquet {
+                refuse_delta(lake, "ingest")?;
+                return Ok(LakeTarget {
+                    root: lake.to_path_buf(),
+                    object: None,
+                    shown: lake.display().to_string(),
+                });
+            }
+            if let Some(plain) = lake_tables()
+                .map(|t| lake.join(t))
+                .find(|t| t.is_dir() && !t.join("_delta_log").is_dir())
+            {
                 bail!(
-                    "--table-format parquet on an object store ({}) is not built yet: give --table-format delta (the default there), or a local folder",
-                    mailflow_sinks::store::shown_text(&text)
+                    "{} holds a plain Parquet table ({}): write Delta tables to a new folder, or leave out --table-format delta",
+                    lake.display(),
+                    plain.display()
                 );
             }
-            refuse_delta(lake, "ingest --table-format parquet")?;
-            return Ok(LakeTarget {
-                root: lake.to_path_buf(),
-                delta: None,
-                shown: lake.display().to_string(),
-            });
-        }
-        // One folder, one format: Delta tables beside plain files would each read as the
-        // whole table to some engine.
-        if let Some(plain) = lake_tables()
-            .map(|t| lake.join(t))
-            .find(|t| !url && t.is_dir() && !t.join("_delta_log").is_dir())
-        {
-            bail!(
-                "{} holds a plain Parquet table ({}): write Delta tables to a new folder, or leave out --table-format delta",
-                lake.display(),
-                plain.display()
-            );
         }
         let location = if url {
             Location::parse(&text)?
@@ -236,11 +225,27 @@ impl LakeTarget {
         let Location::Object(object) = location else {
             bail!("{shown}: not an object store location");
         };
+        let layout = if url {
+            let found = ObjectLake::layout_at(&object, &table_names())?;
+            match (format, found) {
+                (TableFormat::Parquet, Some(Layout::Delta)) => bail!(
+                    "{shown} holds Delta tables: leave out --table-format parquet, or write plain files to another prefix"
+                ),
+                (TableFormat::Delta, Some(Layout::Files)) => bail!(
+                    "{shown} holds plain Parquet files: give --table-format parquet, or write Delta tables to another prefix"
+                ),
+                (TableFormat::Parquet, _) => Layout::Files,
+                (TableFormat::Delta, _) => Layout::Delta,
+                (TableFormat::Auto, found) => found.unwrap_or(Layout::Delta),
+            }
+        } else {
+            Layout::Delta
+        };
         let root = staging_root(lake, url, &shown, staging);
-        let delta = mailflow_sinks::object_lake::ObjectLake::open(object, &root)?;
+        let object = ObjectLake::open(object, &root, layout)?;
         Ok(LakeTarget {
             root,
-            delta: Some(delta),
+            object: Some(object),
             shown,
         })
     }
@@ -770,7 +775,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
     let target = LakeTarget::resolve(&opts.parquet, opts.table_format, opts.staging.as_deref())?;
     let root = &target.root;
     let mut summary = Summary::default();
-    if opts.overwrite && target.delta.is_some() {
+    if opts.overwrite && target.object.is_some() {
         bail!(
             "--overwrite empties a local Parquet lake; a Delta lake's history is its own: delete its tables with your store's tools, or write to a new prefix"
         );
@@ -804,7 +809,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         journals_replayed: recovery.journals_replayed,
         temporaries_removed: recovery.temporaries_removed,
     };
-    let holdings = match &target.delta {
+    let holdings = match &target.object {
         Some(delta) => {
             summary.recovered.journals_replayed += delta
                 .recover()
@@ -909,7 +914,7 @@ pub fn ingest(opts: &IngestOptions) -> Result<Summary> {
         }
     }
     let derived = Arc::new(
-        DerivedKeys::read(&row_files, &jobs, |path, names| match &target.delta {
+        DerivedKeys::read(&row_files, &jobs, |path, names| match &target.object {
             Some(delta) => Ok(delta.row_keys(path, names)?),
             None => Ok(lake::row_keys(path, names)?),
         })
@@ -1164,7 +1169,7 @@ fn sinks(target: &LakeTarget, options: LakeOptions, es: &[EsConfig]) -> Result<B
         root: target.root.clone(),
         options,
         resume: None,
-        delta: target.delta.clone(),
+        object: target.object.clone(),
     };
     let mut lake = config.build()?;
     if es.is_empty() {

@@ -621,18 +621,6 @@ fn delta_tables_in_a_folder_and_what_refuses_them() {
         !err.contains("SECRET") && err.contains("environment"),
         "{err}"
     );
-    // A plain Parquet lake on a bucket is not built yet, and says so.
-    let out = cli::run_mailflow(&[
-        "ingest",
-        logs.to_str().unwrap(),
-        "--parquet",
-        "s3://bucket/lake",
-        "--table-format",
-        "parquet",
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not built yet"), "{err}");
 }
 
 #[test]
@@ -868,4 +856,82 @@ fn a_multipart_upload_left_by_a_killed_run_is_aborted_by_the_next() {
         &want,
         true,
     );
+}
+
+/// Rows per table of the plain Parquet files under `uri`, as DuckDB lists and reads them.
+fn assert_plain(uri: &str, s3: &Server, want: &Value) {
+    let got: Value =
+        serde_json::from_str(&check(&["plain", uri, "--s3", s3.endpoint.as_str()])).unwrap();
+    for (table, w) in want.as_object().unwrap() {
+        let rows = w["rows"].as_u64().unwrap();
+        let g = &got[table];
+        assert_eq!(g["duckdb"].as_u64(), Some(rows), "{table}: {got}");
+        assert_eq!(g["unpartitioned"].as_u64(), Some(0), "{table}: {got}");
+        if let Some(d) = g.get("distinct") {
+            assert_eq!(
+                d.as_u64(),
+                Some(rows),
+                "{table}: a line stored twice: {got}"
+            );
+        }
+    }
+}
+
+#[test]
+fn plain_parquet_on_s3_holds_every_line_once_through_kills() {
+    let tmp = tempfile::tempdir().unwrap();
+    let logs = tmp.path().join("logs");
+    generate_mixed(&logs, "4M", &["--days", "2", "--seed", "23"]);
+    spoil(&logs);
+    let want = reference(&[&logs], tmp.path(), "reference");
+    let s3 = moto();
+    check(&["bucket", &s3.endpoint, "lake"]);
+    let env = s3_env(&s3);
+    let uri = "s3://lake/plain";
+    let staging = tmp.path().join("staging");
+    let args = [
+        logs.to_str().unwrap(),
+        "--parquet",
+        uri,
+        "--table-format",
+        "parquet",
+        "--staging",
+        staging.to_str().unwrap(),
+        "--max-file-rows",
+        "2000",
+    ];
+    // Runs killed after 1, 2, 4 and 7 uploads: each leaves an epoch's files part uploaded,
+    // which the next start deletes before reading those sources again.
+    for after in [1, 2, 4, 7] {
+        let mut killed = env.clone();
+        killed.push(("MAILFLOW_TEST_ABORT_AFTER_COMMITS", after.to_string()));
+        let out = ingest(&killed, &args).output().unwrap();
+        assert!(
+            !out.status.success(),
+            "run to stop after {after} uploads finished"
+        );
+    }
+    run_ok(ingest(&env, &args));
+    assert_plain(uri, &s3, &want);
+    // A rerun finds everything held, from the files' footers.
+    run_ok(ingest(&env, &args));
+    assert_plain(uri, &s3, &want);
+    // SQL lists the files the same way.
+    assert_counts(&query_counts(uri, &env, &want), &want);
+    // One prefix, one format; plain files are neither compacted nor vacuumed in place.
+    let mut delta_args = args.to_vec();
+    delta_args[4] = "delta";
+    let out = ingest(&env, &delta_args).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds plain Parquet files"), "{err}");
+    let mut c = mailflow_command();
+    c.args(["compact", "--lake", uri]);
+    for (k, v) in &env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot be replaced atomically"), "{err}");
 }

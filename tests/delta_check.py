@@ -10,6 +10,9 @@ Runs in the venv `.ci/run` builds for object storage (`.venv-delta`): DuckDB 1.5
   counts URI [--s3 E] [--azure E]   per table: rows read by deltalake and by DuckDB's delta_scan,
                                     and distinct lineage keys; JSON on stdout
   local LAKE                        the same counts of a local Hive Parquet lake (DuckDB)
+  plain URI --s3 E                  per table: rows of the plain Parquet files under URI on S3,
+                                    as DuckDB's httpfs lists and reads them, distinct lineage
+                                    keys, rows outside a partition; JSON on stdout
   watch URI TABLE READY STOP [--s3 E]
                                     count TABLE's rows (deltalake) over and over, at its newest
                                     version each time; touch READY after the first count, stop
@@ -115,6 +118,35 @@ def counts(uri, s3=None, azure=None):
     print(json.dumps(out, sort_keys=True))
 
 
+def plain(uri, s3):
+    con = duck()
+    host = s3.split("://", 1)[1]
+    con.execute(
+        f"CREATE SECRET (TYPE s3, KEY_ID '{S3_KEY[0]}', SECRET '{S3_KEY[1]}', "
+        f"REGION 'us-east-1', ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)"
+    )
+    out = {}
+    for table in TABLES:
+        files = f"{uri.rstrip('/')}/{table}/*/*/part-*.parquet"
+        try:
+            rows, unpartitioned = con.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE server IS NULL OR date IS NULL) "
+                f"FROM read_parquet('{files}', hive_partitioning=true)"
+            ).fetchone()
+        except Exception as e:  # DuckDB says "No files found" of a table never written
+            if "No files found" in str(e):
+                continue
+            raise
+        row = {"duckdb": rows, "unpartitioned": unpartitioned}
+        if table in RAW:
+            row["distinct"] = con.execute(
+                f"SELECT count(*) FROM (SELECT DISTINCT source_file, source_offset "
+                f"FROM read_parquet('{files}', hive_partitioning=true))"
+            ).fetchone()[0]
+        out[table] = row
+    print(json.dumps(out, sort_keys=True))
+
+
 def watch(uri, table, ready, stop, s3=None):
     from deltalake import DeltaTable
 
@@ -201,6 +233,8 @@ def main(argv):
         container(*rest)
     elif cmd == "local":
         local(*rest)
+    elif cmd == "plain":
+        plain(rest[0], rest[rest.index("--s3") + 1])
     elif cmd == "watch":
         s3 = rest[rest.index("--s3") + 1] if "--s3" in rest else None
         watch(*rest[:4], s3=s3)

@@ -56,6 +56,17 @@ pub const ABANDONED: std::time::Duration = std::time::Duration::from_secs(15 * 6
 /// part is 5 MiB.
 const PART: usize = 8 << 20;
 
+/// How a lake in an object store lays out its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Delta Lake tables: a table's files are those its log names.
+    Delta,
+    /// Hive-partitioned Parquet files, for readers that take files only: a table's files are
+    /// those a listing finds. A file appears when its upload completes; an epoch's files appear
+    /// one by one, with no transaction across them (see [`ObjectLake::publish`]).
+    Files,
+}
+
 /// The partition columns of every table, in path order.
 pub const PARTITIONS: [&str; 2] = ["date", "server"];
 
@@ -112,6 +123,7 @@ struct Journal {
 /// The lake as Delta tables; see the module docs. Shared by every writer of a run.
 pub struct ObjectLake {
     location: ObjectLocation,
+    layout: Layout,
     /// The local staging folder of this run's writers, as recorded in their journals.
     staging: String,
     io: Io,
@@ -216,7 +228,11 @@ fn register_schemes() {
 impl ObjectLake {
     /// The lake at `location` (tables are created as they are first written), written by
     /// writers staging their files in `staging` (one run at a time per staging folder).
-    pub fn open(location: ObjectLocation, staging: &Path) -> Result<Arc<ObjectLake>, Error> {
+    pub fn open(
+        location: ObjectLocation,
+        staging: &Path,
+        layout: Layout,
+    ) -> Result<Arc<ObjectLake>, Error> {
         register_schemes();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -233,6 +249,7 @@ impl ObjectLake {
         Ok(Arc::new(ObjectLake {
             io: Io(Some(runtime)),
             location,
+            layout,
             staging: format!("{host}:{}", staging.display()),
             tables: Mutex::new(HashMap::new()),
             abort_after: std::env::var(ABORT_AFTER_COMMITS)
@@ -253,8 +270,52 @@ impl ObjectLake {
     }
 
     /// The lake at `location`, to be read only (it writes no journal).
-    pub fn open_for_reading(location: ObjectLocation) -> Result<Arc<ObjectLake>, Error> {
-        Self::open(location, Path::new(""))
+    pub fn open_for_reading(
+        location: ObjectLocation,
+        layout: Layout,
+    ) -> Result<Arc<ObjectLake>, Error> {
+        Self::open(location, Path::new(""), layout)
+    }
+
+    /// How the tables under `location` are laid out: Delta if any of `tables` has a log, plain
+    /// files if any holds objects, `None` for an empty location.
+    pub fn layout_at(location: &ObjectLocation, tables: &[&str]) -> Result<Option<Layout>, Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Store {
+                location: shown(&location.url),
+                reason: format!("starting the I/O runtime: {e}"),
+            })?;
+        let found = runtime.block_on(async {
+            let mut files = false;
+            for table in tables {
+                let listed = location
+                    .store
+                    .list_with_delimiter(Some(&location.path(table)))
+                    .await
+                    .map_err(|e| store_error(&e))?;
+                if listed
+                    .common_prefixes
+                    .iter()
+                    .any(|p| p.filename() == Some("_delta_log"))
+                {
+                    return Ok(Some(Layout::Delta));
+                }
+                files |= !listed.common_prefixes.is_empty() || !listed.objects.is_empty();
+            }
+            Ok::<_, String>(files.then_some(Layout::Files))
+        });
+        runtime.shutdown_background();
+        found.map_err(|reason| Error::Store {
+            location: shown(&location.url),
+            reason: format!("listing the lake: {reason}"),
+        })
+    }
+
+    /// How the lake's tables are laid out.
+    pub fn layout(&self) -> Layout {
+        self.layout
     }
 
     /// The lake's location, for people.
@@ -378,6 +439,9 @@ impl ObjectLake {
         epoch: u64,
         files: &[Staged],
     ) -> Result<Vec<Committed>, Error> {
+        if self.layout == Layout::Files {
+            return self.publish_files(writer, epoch, files).await;
+        }
         let (journal, key) = self.stage(writer, epoch, files).await?;
         let schemas: BTreeMap<&str, &Schema> = files
             .iter()
@@ -408,6 +472,121 @@ impl ObjectLake {
                 bytes: f.bytes,
             })
             .collect())
+    }
+
+    /// Plain files: the epoch's keys are recorded (`_mailflow/uploads/<writer>-<epoch>.json`),
+    /// the files uploaded, and the record deleted. A run killed in between leaves the record,
+    /// and the next start from the same staging folder deletes what it names
+    /// ([`ObjectLake::recover`]): the epoch's sources are then read again, so each line ends up
+    /// in the lake once. A reader listing meanwhile may see part of an epoch.
+    async fn publish_files(
+        &self,
+        writer: &str,
+        epoch: u64,
+        files: &[Staged],
+    ) -> Result<Vec<Committed>, Error> {
+        let mut journal = Journal {
+            staging: self.staging.clone(),
+            writer: writer.to_string(),
+            epoch,
+            time: now_ms(),
+            tables: BTreeMap::new(),
+        };
+        for f in files {
+            journal
+                .tables
+                .entry(f.table.clone())
+                .or_default()
+                .push(JournalFile {
+                    path: f.relative.clone(),
+                    date: f.partition[0].clone(),
+                    server: f.partition[1].clone(),
+                    size: f.bytes,
+                    rows: f.rows,
+                });
+        }
+        let key = self
+            .location
+            .path(&format!("_mailflow/uploads/{writer}-{epoch:010}.json"));
+        let body = serde_json::to_vec(&journal).map_err(|e| self.err("journal", e))?;
+        self.store()
+            .put(&key, PutPayload::from(body))
+            .await
+            .map_err(|e| self.err(format!("writing {key}"), store_error(&e)))?;
+        futures::stream::iter(files.iter().map(|f| async move {
+            self.upload(f).await?;
+            let n = self
+                .commits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.abort_after == Some(n + 1) {
+                std::process::abort();
+            }
+            Ok::<_, Error>(())
+        }))
+        .buffer_unordered(2)
+        .try_collect::<Vec<()>>()
+        .await?;
+        self.store()
+            .delete(&key)
+            .await
+            .map_err(|e| self.err(format!("removing {key}"), store_error(&e)))?;
+        for f in files {
+            let _ = std::fs::remove_file(&f.temp_path);
+        }
+        Ok(files
+            .iter()
+            .map(|f| Committed {
+                path: PathBuf::from(shown(&self.location.join(&f.relative))),
+                rows: f.rows,
+                bytes: f.bytes,
+            })
+            .collect())
+    }
+
+    /// Deletes what epochs of this staging folder that were killed mid-upload left (plain
+    /// files; see [`ObjectLake::publish_files`]); returns how many. Another writer's records
+    /// are left alone: it may be uploading them now, and only it knows when it is done.
+    async fn roll_back_uploads(&self) -> Result<usize, Error> {
+        let prefix = self.location.path("_mailflow/uploads");
+        let listed: Vec<_> = self
+            .store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.err("listing upload records", store_error(&e)))?;
+        let mut rolled = 0;
+        for meta in listed {
+            let read = |e: object_store::Error| {
+                self.err(format!("reading {}", meta.location), store_error(&e))
+            };
+            let bytes = self
+                .store()
+                .get(&meta.location)
+                .await
+                .map_err(read)?
+                .bytes()
+                .await
+                .map_err(read)?;
+            let journal: Journal = serde_json::from_slice(&bytes)
+                .map_err(|e| self.err(format!("upload record {}", meta.location), e))?;
+            if journal.staging != self.staging {
+                continue;
+            }
+            for f in journal.tables.values().flatten() {
+                match self.store().delete(&self.location.path(&f.path)).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => {
+                        return Err(self.err(format!("removing {}", f.path), store_error(&e)));
+                    }
+                }
+            }
+            self.store()
+                .delete(&meta.location)
+                .await
+                .map_err(|e| self.err(format!("removing {}", meta.location), store_error(&e)))?;
+            rolled += 1;
+        }
+        Ok(rolled)
     }
 
     /// Uploads an epoch's files, then records its journal: after this, a crash loses nothing
@@ -761,6 +940,9 @@ impl ObjectLake {
     /// commits in seconds), so that two writers never commit one epoch.
     pub fn recover(&self) -> Result<usize, Error> {
         self.abort_recorded_uploads()?;
+        if self.layout == Layout::Files {
+            return self.io.block_on(self.roll_back_uploads());
+        }
         self.io.block_on(async {
             let prefix = self.location.path("_mailflow/journals");
             let listed: Vec<_> = self
@@ -815,6 +997,9 @@ impl ObjectLake {
     /// The current files of `table`: keys under the lake, sizes, and commit times (ms since
     /// the epoch), in key order.
     async fn files_with_times(&self, table: &str) -> Result<Vec<(String, u64, i64)>, Error> {
+        if self.layout == Layout::Files {
+            return self.listed_files(table).await;
+        }
         let Some(t) = self.load(table).await? else {
             return Ok(Vec::new());
         };
@@ -835,6 +1020,36 @@ impl ObjectLake {
                     u64::try_from(f.size()).unwrap_or(0),
                     f.modification_time(),
                 )
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Plain files: the table's `part-*.parquet` objects, as a listing finds them (keys under
+    /// the lake, sizes, upload times), in key order.
+    async fn listed_files(&self, table: &str) -> Result<Vec<(String, u64, i64)>, Error> {
+        let root = self.location.path("");
+        let listed: Vec<_> = self
+            .store()
+            .list(Some(&self.location.path(table)))
+            .try_collect()
+            .await
+            .map_err(|e| self.err(format!("listing table {table}"), store_error(&e)))?;
+        let mut out: Vec<(String, u64, i64)> = listed
+            .into_iter()
+            .filter(|m| {
+                m.location
+                    .filename()
+                    .is_some_and(|f| f.starts_with("part-") && f.ends_with(".parquet"))
+            })
+            .filter_map(|m| {
+                let under: Vec<String> = m
+                    .location
+                    .prefix_match(&root)?
+                    .map(|p| p.as_ref().to_string())
+                    .collect();
+                Some((under.join("/"), m.size, m.last_modified.timestamp_millis()))
             })
             .collect();
         out.sort();
@@ -1027,6 +1242,12 @@ impl ObjectLake {
         scratch: &Path,
         options: &CompactOptions,
     ) -> Result<CompactReport, Error> {
+        if self.layout == Layout::Files {
+            return Err(self.err(
+                "compact",
+                "plain Parquet files in an object store cannot be replaced atomically (a reader would count rows twice): write Delta tables there (the default), whose compaction is one commit",
+            ));
+        }
         let mut report = CompactReport::default();
         report.recovery.journals_replayed = self.recover()?;
         std::fs::create_dir_all(scratch).map_err(|e| self.err(scratch.display(), e))?;
@@ -1347,6 +1568,12 @@ impl ObjectLake {
         dry_run: bool,
         clock: Option<Arc<dyn deltalake_core::operations::vacuum::Clock>>,
     ) -> Result<VacuumReport, Error> {
+        if self.layout == Layout::Files {
+            return Err(self.err(
+                "vacuum",
+                "plain Parquet files have no log: every file present is current",
+            ));
+        }
         if older_than < MIN_RETENTION {
             return Err(self.err(
                 "vacuum",
@@ -1495,7 +1722,7 @@ mod tests {
         let Location::Object(o) = Location::local_as_object(root).unwrap() else {
             panic!("not an object location")
         };
-        ObjectLake::open(o, staging).unwrap()
+        ObjectLake::open(o, staging, Layout::Delta).unwrap()
     }
 
     /// Writes `offsets` of source `a` through a writer staging in `staging`, and returns the

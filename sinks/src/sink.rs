@@ -107,7 +107,7 @@ pub struct LakeSinkConfig {
     /// What the lake holds that a replay must not write again (a restarted runtime's).
     pub resume: Option<Arc<Resume>>,
     /// The Delta tables epochs are published to; `root` is then the local staging folder.
-    pub delta: Option<Arc<crate::object_lake::ObjectLake>>,
+    pub object: Option<Arc<crate::object_lake::ObjectLake>>,
 }
 
 impl LakeSinkConfig {
@@ -120,8 +120,8 @@ impl LakeSinkConfig {
         std::fs::create_dir_all(&self.root)
             .map_err(|e| err(crate::parquet::io_error(&self.root)(e).into()))?;
         let mut writer = LakeWriter::new(&self.root, self.options.clone()).map_err(err)?;
-        if let Some(delta) = &self.delta {
-            writer = writer.with_object_lake(Arc::clone(delta));
+        if let Some(object) = &self.object {
+            writer = writer.with_object_lake(Arc::clone(object));
         }
         Ok(LakeSink {
             name: self.name.clone(),
@@ -407,7 +407,7 @@ mod tests {
                 ..LakeOptions::default()
             },
             resume: None,
-            delta: None,
+            object: None,
         }
     }
 

@@ -347,7 +347,7 @@ impl Agent {
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
         let lock = lake::LakeLock::acquire(root)?;
         lake::recover(root).context("recovering the lake")?;
-        if let Some(delta) = &target.delta {
+        if let Some(delta) = &target.object {
             delta
                 .recover()
                 .with_context(|| format!("recovering {}", target.shown))?;
@@ -358,7 +358,7 @@ impl Agent {
         let since = store
             .saved_at
             .map(|t| t - opts.lake_options.max_file_age - Duration::from_secs(120));
-        let holdings = match &target.delta {
+        let holdings = match &target.object {
             Some(delta) => {
                 let tables: Vec<&str> = crate::ingest::table_schemas()
                     .into_iter()
@@ -481,7 +481,7 @@ impl Agent {
             // first server, which may be one this agent does not read.
             let by_server = identity.table == sessions::TABLE;
             let wanted = |d: &str, s: &str| days.contains(d) && (!by_server || servers.contains(s));
-            match &self.target.delta {
+            match &self.target.object {
                 Some(delta) => resume.load_delta(delta, identity, wanted)?,
                 None => resume.load(root, identity, wanted)?,
             }
@@ -506,7 +506,7 @@ impl Agent {
                 root: self.target.root.clone(),
                 options,
                 resume: Some(Arc::clone(&resume)),
-                delta: self.target.delta.clone(),
+                object: self.target.object.clone(),
             }
             .build()?;
             // Clusters need no barrier here: checkpoints wait for every sink, and a replay is

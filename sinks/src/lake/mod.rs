@@ -291,7 +291,7 @@ pub struct LakeWriter {
     barrier: Option<Barrier>,
     /// Where epochs are published when the lake is Delta tables (the root is then a local
     /// staging folder); `None` for a local lake.
-    delta: Option<Arc<crate::object_lake::ObjectLake>>,
+    object: Option<Arc<crate::object_lake::ObjectLake>>,
     /// Epochs published, the Delta transaction number of the next.
     epoch: u64,
 }
@@ -351,15 +351,16 @@ impl LakeWriter {
             seq: 0,
             committed: Vec::new(),
             barrier: None,
-            delta: None,
+            object: None,
             epoch: 0,
         })
     }
 
-    /// Publishes epochs to `delta` instead of renaming them into `root`, which becomes the
-    /// staging folder of files being written (see [`crate::delta`]).
-    pub fn with_object_lake(mut self, delta: Arc<crate::object_lake::ObjectLake>) -> Self {
-        self.delta = Some(delta);
+    /// Publishes epochs to `object` (a lake in an object store, or local Delta tables) instead
+    /// of renaming them into `root`, which becomes the staging folder of files being written
+    /// (see [`crate::object_lake`]).
+    pub fn with_object_lake(mut self, object: Arc<crate::object_lake::ObjectLake>) -> Self {
+        self.object = Some(object);
         self
     }
 
@@ -680,7 +681,7 @@ impl LakeWriter {
         self.opened_at = None;
         let result = match failure {
             Some(e) => Err(e),
-            None if self.delta.is_some() => self.publish_to_store(&finished),
+            None if self.object.is_some() => self.publish_to_store(&finished),
             None => self
                 .publish(&finished)
                 .map(|()| finished.iter().map(|f| f.committed.clone()).collect()),
@@ -701,7 +702,7 @@ impl LakeWriter {
 
     /// Uploads an epoch's files and commits them to their Delta tables.
     fn publish_to_store(&mut self, finished: &[Finished]) -> Result<Vec<Committed>, Error> {
-        let Some(delta) = self.delta.clone() else {
+        let Some(object) = self.object.clone() else {
             return Ok(Vec::new());
         };
         if finished.is_empty() {
@@ -740,7 +741,7 @@ impl LakeWriter {
             });
         }
         self.epoch += 1;
-        delta.publish(&self.id, self.epoch, &staged)
+        object.publish(&self.id, self.epoch, &staged)
     }
 
     /// Makes an epoch's files durable, then visible together through the journal.
