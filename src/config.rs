@@ -324,6 +324,10 @@ pub enum SinkConfig {
         /// Roll a file this long after it was opened (default `5m`).
         #[serde(default, deserialize_with = "duration")]
         max_file_age: Option<Duration>,
+        /// `delta` or `parquet` (default `auto`: what the lake holds already; else Delta
+        /// tables in an object store, plain Parquet in a folder).
+        #[serde(default, deserialize_with = "table_format")]
+        table_format: crate::ingest::TableFormat,
     },
     /// An Elasticsearch (or OpenSearch) cluster, through the bulk API.
     Elasticsearch(Box<EsSinkConfig>),
@@ -455,6 +459,14 @@ impl EsSinkConfig {
 }
 
 impl SinkConfig {
+    /// A parquet sink's table format (`auto` for other sinks).
+    pub fn table_format(&self) -> crate::ingest::TableFormat {
+        match self {
+            SinkConfig::Parquet { table_format, .. } => *table_format,
+            _ => crate::ingest::TableFormat::Auto,
+        }
+    }
+
     /// A parquet sink's root and its encoding and rolling, defaults filled in.
     pub fn lake_options(&self) -> Result<(PathBuf, mailflow_sinks::lake::LakeOptions)> {
         let SinkConfig::Parquet {
@@ -463,6 +475,7 @@ impl SinkConfig {
             max_file_size,
             max_file_rows,
             max_file_age,
+            ..
         } = self
         else {
             bail!("not a parquet sink");
@@ -486,6 +499,23 @@ impl SinkConfig {
                 ..d
             },
         ))
+    }
+}
+
+/// Says which key is wrong: inside a sink's table (a tagged enum), serde's own error for an
+/// unknown value names no key.
+fn table_format<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<crate::ingest::TableFormat, D::Error> {
+    use crate::ingest::TableFormat;
+    let text = String::deserialize(d)?;
+    match text.as_str() {
+        "auto" => Ok(TableFormat::Auto),
+        "delta" => Ok(TableFormat::Delta),
+        "parquet" => Ok(TableFormat::Parquet),
+        _ => Err(serde::de::Error::custom(format!(
+            "table_format = {text:?}: write \"delta\", \"parquet\" or \"auto\""
+        ))),
     }
 }
 
@@ -940,6 +970,35 @@ mod tests {
         assert_eq!(
             substitute("m = \"\"\"a # b ${SECRET}\"\"\"", env).unwrap(),
             "m = \"\"\"a # b s3cr3t\"\"\""
+        );
+    }
+
+    #[test]
+    fn a_lake_sink_names_its_table_format() {
+        let with = |format: &str| {
+            parse(
+                Path::new("m.toml"),
+                &format!(
+                    "[[sources]]\npaths = [\"/logs\"]\n[sinks.l]\ntype = \"parquet\"\npath = \"s3://b/l\"\n{format}"
+                ),
+                env,
+            )
+        };
+        let format = |c: Config| c.lake().unwrap().1.table_format();
+        use crate::ingest::TableFormat;
+        assert_eq!(format(with("").unwrap()), TableFormat::Auto);
+        assert_eq!(
+            format(with("table_format = \"delta\"").unwrap()),
+            TableFormat::Delta
+        );
+        assert_eq!(
+            format(with("table_format = \"parquet\"").unwrap()),
+            TableFormat::Parquet
+        );
+        let err = format!("{:#}", with("table_format = \"orc\"").unwrap_err());
+        assert!(
+            err.contains("table_format") && err.contains("m.toml"),
+            "{err}"
         );
     }
 

@@ -88,10 +88,12 @@ pub struct IngestOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TableFormat {
-    /// Delta Lake tables in an object store (or a folder), plain Parquet in a folder.
+    /// What the location holds already; else Delta Lake tables in an object store and plain
+    /// Parquet in a folder.
     #[default]
     Auto,
-    /// Hive-partitioned Parquet files, committed by rename (local folders).
+    /// Hive-partitioned Parquet files: in a folder, committed by rename; in an object store,
+    /// each file visible once its upload completed.
     Parquet,
     /// Delta Lake tables: files committed by transactions in each table's `_delta_log`.
     Delta,

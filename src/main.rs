@@ -372,6 +372,7 @@ impl RunArgs {
             event_providers: providers(a.event_providers.as_deref().unwrap_or_default()),
             elasticsearch,
             sources: config.resolve()?,
+            table_format: sink.table_format(),
             lake,
             lake_options,
             state_dir,
@@ -595,7 +596,13 @@ impl IngestArgs {
             },
             progress: !self.quiet,
             overwrite: self.overwrite,
-            table_format: self.table_format,
+            // The command line's, else the config's.
+            table_format: match (self.table_format, &config) {
+                (mailflow::ingest::TableFormat::Auto, Some(c)) => {
+                    c.lake().map(|(_, sink)| sink.table_format())?
+                }
+                (f, _) => f,
+            },
             staging: self.staging.clone(),
         })
     }

@@ -604,6 +604,7 @@ fn in_process(
             None,
         )],
         lake: dir.join("lake"),
+        table_format: Default::default(),
         lake_options: mailflow_sinks::lake::LakeOptions::default(),
         elasticsearch: Vec::new(),
         state_dir: dir.join("state"),

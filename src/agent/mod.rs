@@ -69,6 +69,8 @@ pub struct AgentOptions {
     pub sources: Vec<Input>,
     /// The lake's root folder (the Parquet sink).
     pub lake: PathBuf,
+    /// How the lake's tables are kept.
+    pub table_format: crate::ingest::TableFormat,
     /// Its encoding and rolling (`max_file_age` is how stale the lake may get).
     pub lake_options: LakeOptions,
     /// Elasticsearch clusters written besides the lake.
@@ -337,10 +339,10 @@ impl Agent {
     /// Opens the lake and the store, looks at the folders once, and starts the sinks with what
     /// a replay must not write again.
     fn start(opts: AgentOptions) -> Result<Self> {
-        // A lake in an object store is Delta tables, staged under the state folder.
+        // A lake in an object store (or of Delta tables) stages under the state folder.
         let target = crate::ingest::LakeTarget::resolve(
             &opts.lake,
-            crate::ingest::TableFormat::Auto,
+            opts.table_format,
             Some(&opts.state_dir.join("staging")),
         )?;
         let root = &target.root;
