@@ -1,4 +1,5 @@
-//! The lake as Delta Lake tables in an object store (or a local folder reached as one).
+//! The lake in an object store (or a local folder reached as one): Delta Lake tables, or plain
+//! Hive-partitioned Parquet files ([`Layout`]).
 //!
 //! The [`LakeWriter`](crate::lake::LakeWriter) writes and rolls files exactly as it does for a
 //! local lake, in a local staging folder; what changes is how an epoch is made visible
@@ -18,6 +19,13 @@
 //! start ([`ObjectLake::recover`]) commits what is missing, skipping each table whose `txn`
 //! shows the epoch is in. Lines, sessions and messages then stay the prefix of each source that
 //! resuming needs, as they do in the local lake.
+//!
+//! Plain files ([`Layout::Files`]) skip the log: an epoch's keys are recorded, its files
+//! uploaded to their final keys, and the record deleted; a killed run's next start deletes what
+//! its record names ([`ObjectLake::recover`]), and the lake's files are what a listing finds.
+//!
+//! Maintenance of Delta tables: [`ObjectLake::compact`] merges small files in one `OPTIMIZE`
+//! commit per table, and [`ObjectLake::vacuum`] deletes what no current version names.
 //!
 //! Files keep the local lake's footers (provenance: source ranges, row files, schema version),
 //! so [`ObjectLake::holdings`] answers what a restart needs from the table's current files.
