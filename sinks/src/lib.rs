@@ -12,8 +12,8 @@
 //!   flush, close), the lake's implementation and the fan-out to several sinks.
 //! - [`es`]: the Elasticsearch sink (bulk API, ECS documents, exactly once through replays)
 //!   and the templates its data streams need.
-//! - [`store`] and [`delta`]: the lake in an object store (S3, Azure Blob, ADLS Gen2) as Delta
-//!   Lake tables, committed through `deltalake-core`.
+//! - [`store`] and [`object_lake`]: the lake in an object store (S3, Azure Blob, ADLS Gen2)
+//!   as Delta Lake tables, committed through `deltalake-core`, or as plain Parquet files.
 //! - [`durable`]: making many files durable at once (the crate's platform-specific code).
 
 #![forbid(unsafe_code)]
