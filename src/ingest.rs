@@ -131,15 +131,30 @@ pub fn object_lake_at(
     lake: &Path,
     staging: Option<&Path>,
 ) -> Result<Option<(Arc<ObjectLake>, PathBuf)>> {
-    use mailflow_sinks::store::{Location, is_url};
+    use mailflow_sinks::store::is_url;
     let text = lake.to_string_lossy();
     let url = is_url(&text);
     let folder = !url && lake_tables().any(|t| lake.join(t).join("_delta_log").is_dir());
     if !url && !folder {
         return Ok(None);
     }
+    let (object, shown) = object_location(lake, url)?;
+    let tables = table_names();
+    let layout = ObjectLake::layout_at(&object, &tables)?.unwrap_or(Layout::Delta);
+    let root = staging_root(lake, url, &shown, staging);
+    let opened = ObjectLake::open(object, &root, layout)?;
+    Ok(Some((opened, root)))
+}
+
+/// The object store location of `lake` (a URL, or a folder reached as `file://`), and how it
+/// is shown.
+fn object_location(
+    lake: &Path,
+    url: bool,
+) -> Result<(mailflow_sinks::store::ObjectLocation, String)> {
+    use mailflow_sinks::store::Location;
     let location = if url {
-        Location::parse(&text)?
+        Location::parse(&lake.to_string_lossy())?
     } else {
         Location::local_as_object(lake)?
     };
@@ -147,11 +162,7 @@ pub fn object_lake_at(
     let Location::Object(object) = location else {
         bail!("{shown}: not an object store location");
     };
-    let tables = table_names();
-    let layout = ObjectLake::layout_at(&object, &tables)?.unwrap_or(Layout::Delta);
-    let root = staging_root(lake, url, &shown, staging);
-    let opened = ObjectLake::open(object, &root, layout)?;
-    Ok(Some((opened, root)))
+    Ok((object, shown))
 }
 
 /// Where a Delta lake's writers stage. A Delta lake in a folder stages beside its tables, in a
@@ -191,7 +202,7 @@ impl LakeTarget {
     /// The target for `lake` (a folder or a URL) in `format`. One location holds one format:
     /// Delta tables beside plain files would each read as the whole table to some engine.
     pub fn resolve(lake: &Path, format: TableFormat, staging: Option<&Path>) -> Result<Self> {
-        use mailflow_sinks::store::{Location, is_url};
+        use mailflow_sinks::store::is_url;
         let text = lake.to_string_lossy();
         let url = is_url(&text);
         if !url {
@@ -218,15 +229,7 @@ impl LakeTarget {
                 );
             }
         }
-        let location = if url {
-            Location::parse(&text)?
-        } else {
-            Location::local_as_object(lake)?
-        };
-        let shown = location.shown();
-        let Location::Object(object) = location else {
-            bail!("{shown}: not an object store location");
-        };
+        let (object, shown) = object_location(lake, url)?;
         let layout = if url {
             let found = ObjectLake::layout_at(&object, &table_names())?;
             match (format, found) {

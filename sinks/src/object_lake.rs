@@ -458,17 +458,37 @@ impl ObjectLake {
         for table in journal.tables.keys() {
             let schema = schemas.get(table.as_str()).copied();
             self.commit(&journal, table, schema, false).await?;
-            let n = self
-                .commits
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if self.abort_after == Some(n + 1) {
-                std::process::abort();
-            }
+            self.committed_one();
         }
+        self.finish_epoch(&key, files).await
+    }
+
+    /// Crash injection for the tests ([`ABORT_AFTER_COMMITS`]): counts a table commit (a file
+    /// upload, for plain files).
+    fn committed_one(&self) {
+        let n = self
+            .commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.abort_after == Some(n + 1) {
+            std::process::abort();
+        }
+    }
+
+    /// Deletes one object.
+    async fn remove(&self, key: &StorePath) -> Result<(), Error> {
         self.store()
-            .delete(&key)
+            .delete(key)
             .await
-            .map_err(|e| self.err(format!("removing {key}"), store_error(&e)))?;
+            .map_err(|e| self.err(format!("removing {key}"), store_error(&e)))
+    }
+
+    /// Ends a published epoch: deletes its journal (`key`) and the staged files.
+    async fn finish_epoch(
+        &self,
+        key: &StorePath,
+        files: &[Staged],
+    ) -> Result<Vec<Committed>, Error> {
+        self.remove(key).await?;
         for f in files {
             let _ = std::fs::remove_file(&f.temp_path);
         }
@@ -482,17 +502,9 @@ impl ObjectLake {
             .collect())
     }
 
-    /// Plain files: the epoch's keys are recorded (`_mailflow/uploads/<writer>-<epoch>.json`),
-    /// the files uploaded, and the record deleted. A run killed in between leaves the record,
-    /// and the next start from the same staging folder deletes what it names
-    /// ([`ObjectLake::recover`]): the epoch's sources are then read again, so each line ends up
-    /// in the lake once. A reader listing meanwhile may see part of an epoch.
-    async fn publish_files(
-        &self,
-        writer: &str,
-        epoch: u64,
-        files: &[Staged],
-    ) -> Result<Vec<Committed>, Error> {
+    /// An epoch's journal: per table, its files (keys under the table, or under the lake with
+    /// `under_lake`).
+    fn journal(&self, writer: &str, epoch: u64, files: &[Staged], under_lake: bool) -> Journal {
         let mut journal = Journal {
             staging: self.staging.clone(),
             writer: writer.to_string(),
@@ -501,68 +513,42 @@ impl ObjectLake {
             tables: BTreeMap::new(),
         };
         for f in files {
+            let path = if under_lake {
+                f.relative.clone()
+            } else {
+                f.relative
+                    .strip_prefix(&format!("{}/", f.table))
+                    .unwrap_or(&f.relative)
+                    .to_string()
+            };
             journal
                 .tables
                 .entry(f.table.clone())
                 .or_default()
                 .push(JournalFile {
-                    path: f.relative.clone(),
+                    path,
                     date: f.partition[0].clone(),
                     server: f.partition[1].clone(),
                     size: f.bytes,
                     rows: f.rows,
                 });
         }
-        let key = self
-            .location
-            .path(&format!("_mailflow/uploads/{writer}-{epoch:010}.json"));
-        let body = serde_json::to_vec(&journal).map_err(|e| self.err("journal", e))?;
-        self.store()
-            .put(&key, PutPayload::from(body))
-            .await
-            .map_err(|e| self.err(format!("writing {key}"), store_error(&e)))?;
-        futures::stream::iter(files.iter().map(|f| async move {
-            self.upload(f).await?;
-            let n = self
-                .commits
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if self.abort_after == Some(n + 1) {
-                std::process::abort();
-            }
-            Ok::<_, Error>(())
-        }))
-        .buffer_unordered(2)
-        .try_collect::<Vec<()>>()
-        .await?;
-        self.store()
-            .delete(&key)
-            .await
-            .map_err(|e| self.err(format!("removing {key}"), store_error(&e)))?;
-        for f in files {
-            let _ = std::fs::remove_file(&f.temp_path);
-        }
-        Ok(files
-            .iter()
-            .map(|f| Committed {
-                path: PathBuf::from(shown(&self.location.join(&f.relative))),
-                rows: f.rows,
-                bytes: f.bytes,
-            })
-            .collect())
+        journal
     }
 
-    /// Deletes what epochs of this staging folder that were killed mid-upload left (plain
-    /// files; see [`ObjectLake::publish_files`]); returns how many. Another writer's records
-    /// are left alone: it may be uploading them now, and only it knows when it is done.
-    async fn roll_back_uploads(&self) -> Result<usize, Error> {
-        let prefix = self.location.path("_mailflow/uploads");
+    /// The journals under `prefix` (`_mailflow/journals` or `_mailflow/uploads`), with their
+    /// keys and ages.
+    async fn journals(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(StorePath, std::time::Duration, Journal)>, Error> {
         let listed: Vec<_> = self
             .store()
-            .list(Some(&prefix))
+            .list(Some(&self.location.path(prefix)))
             .try_collect()
             .await
-            .map_err(|e| self.err("listing upload records", store_error(&e)))?;
-        let mut rolled = 0;
+            .map_err(|e| self.err(format!("listing {prefix}"), store_error(&e)))?;
+        let mut out = Vec::with_capacity(listed.len());
         for meta in listed {
             let read = |e: object_store::Error| {
                 self.err(format!("reading {}", meta.location), store_error(&e))
@@ -576,7 +562,52 @@ impl ObjectLake {
                 .await
                 .map_err(read)?;
             let journal: Journal = serde_json::from_slice(&bytes)
-                .map_err(|e| self.err(format!("upload record {}", meta.location), e))?;
+                .map_err(|e| self.err(format!("journal {}", meta.location), e))?;
+            let age = (chrono::Utc::now() - meta.last_modified)
+                .to_std()
+                .unwrap_or_default();
+            out.push((meta.location, age, journal));
+        }
+        Ok(out)
+    }
+
+    /// Plain files: the epoch's keys are recorded (`_mailflow/uploads/<writer>-<epoch>.json`),
+    /// the files uploaded, and the record deleted. A run killed in between leaves the record,
+    /// and the next start from the same staging folder deletes what it names
+    /// ([`ObjectLake::recover`]): the epoch's sources are then read again, so each line ends up
+    /// in the lake once. A reader listing meanwhile may see part of an epoch.
+    async fn publish_files(
+        &self,
+        writer: &str,
+        epoch: u64,
+        files: &[Staged],
+    ) -> Result<Vec<Committed>, Error> {
+        let journal = self.journal(writer, epoch, files, true);
+        let key = self
+            .location
+            .path(&format!("_mailflow/uploads/{writer}-{epoch:010}.json"));
+        let body = serde_json::to_vec(&journal).map_err(|e| self.err("journal", e))?;
+        self.store()
+            .put(&key, PutPayload::from(body))
+            .await
+            .map_err(|e| self.err(format!("writing {key}"), store_error(&e)))?;
+        futures::stream::iter(files.iter().map(|f| async move {
+            self.upload(f).await?;
+            self.committed_one();
+            Ok::<_, Error>(())
+        }))
+        .buffer_unordered(2)
+        .try_collect::<Vec<()>>()
+        .await?;
+        self.finish_epoch(&key, files).await
+    }
+
+    /// Deletes what epochs of this staging folder that were killed mid-upload left (plain
+    /// files; see [`ObjectLake::publish_files`]); returns how many. Another writer's records
+    /// are left alone: it may be uploading them now, and only it knows when it is done.
+    async fn roll_back_uploads(&self) -> Result<usize, Error> {
+        let mut rolled = 0;
+        for (key, _, journal) in self.journals("_mailflow/uploads").await? {
             if journal.staging != self.staging {
                 continue;
             }
@@ -588,10 +619,7 @@ impl ObjectLake {
                     }
                 }
             }
-            self.store()
-                .delete(&meta.location)
-                .await
-                .map_err(|e| self.err(format!("removing {}", meta.location), store_error(&e)))?;
+            self.remove(&key).await?;
             rolled += 1;
         }
         Ok(rolled)
@@ -610,31 +638,7 @@ impl ObjectLake {
             .buffer_unordered(2)
             .try_collect::<Vec<()>>()
             .await?;
-        let mut journal = Journal {
-            staging: self.staging.clone(),
-            writer: writer.to_string(),
-            epoch,
-            time: now_ms(),
-            tables: BTreeMap::new(),
-        };
-        for f in files {
-            let under_table = f
-                .relative
-                .strip_prefix(&format!("{}/", f.table))
-                .unwrap_or(&f.relative)
-                .to_string();
-            journal
-                .tables
-                .entry(f.table.clone())
-                .or_default()
-                .push(JournalFile {
-                    path: under_table,
-                    date: f.partition[0].clone(),
-                    server: f.partition[1].clone(),
-                    size: f.bytes,
-                    rows: f.rows,
-                });
-        }
+        let journal = self.journal(writer, epoch, files, false);
         // A table is created from the schema of its first file: the journal's replay needs the
         // table to exist, so every table is made before the journal names it.
         let mut made = std::collections::BTreeSet::new();
@@ -952,35 +956,15 @@ impl ObjectLake {
             return self.io.block_on(self.roll_back_uploads());
         }
         self.io.block_on(async {
-            let prefix = self.location.path("_mailflow/journals");
-            let listed: Vec<_> = self
-                .store()
-                .list(Some(&prefix))
-                .try_collect()
-                .await
-                .map_err(|e| self.err("listing journals", store_error(&e)))?;
             let mut replayed = 0;
-            for meta in listed {
-                let bytes = self
-                    .store()
-                    .get(&meta.location)
-                    .await
-                    .map_err(|e| self.err(format!("reading {}", meta.location), store_error(&e)))?
-                    .bytes()
-                    .await
-                    .map_err(|e| self.err(format!("reading {}", meta.location), store_error(&e)))?;
-                let journal: Journal = serde_json::from_slice(&bytes)
-                    .map_err(|e| self.err(format!("journal {}", meta.location), e))?;
-                let age = chrono::Utc::now() - meta.last_modified;
-                if journal.staging != self.staging && age.to_std().is_ok_and(|a| a < ABANDONED) {
+            for (key, age, journal) in self.journals("_mailflow/journals").await? {
+                if journal.staging != self.staging && age < ABANDONED {
                     continue;
                 }
                 for table in journal.tables.keys() {
                     self.commit(&journal, table, None, true).await?;
                 }
-                self.store().delete(&meta.location).await.map_err(|e| {
-                    self.err(format!("removing {}", meta.location), store_error(&e))
-                })?;
+                self.remove(&key).await?;
                 replayed += 1;
             }
             Ok(replayed)
