@@ -197,7 +197,9 @@ impl LakeTable {
         let mut table = Self::open(Path::new(""), name, schema, scope)?;
         let mut by_partition: std::collections::BTreeMap<(NaiveDate, String), Vec<(PathBuf, u64)>> =
             Default::default();
-        for (key, size) in lake.files(name)? {
+        let keep_date =
+            |d: &str| NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|d| scope.keeps_date(d));
+        for (key, size) in lake.files_where(name, keep_date)? {
             // Keys are `<table>/date=…/server=…/part-….parquet`, as mailflow commits them.
             let Some((date, server)) = mailflow_sinks::object_lake::partition_of(&key) else {
                 tracing::warn!(file = %lake.shown_key(&key), "not in a date=…/server=… partition: left out");

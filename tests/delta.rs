@@ -264,16 +264,49 @@ fn assert_counts(got: &Value, want: &Value) {
     }
 }
 
-/// `mailflow report --format json` of `lake`.
-fn report(lake: &str, env: &[(&str, String)], out: &Path) -> Value {
+/// `mailflow report --format json` of `lake`, with `scope` (`--since DAY`…).
+fn report(lake: &str, env: &[(&str, String)], out: &Path, scope: &[&str]) -> Value {
     let mut c = mailflow_command();
-    c.args(["report", "--lake", lake, "--format", "json", "--out"])
+    c.args(["report", "--lake", lake, "--format", "json"])
+        .args(scope)
+        .arg("--out")
         .arg(out);
     for (k, v) in env {
         c.env(k, v);
     }
     run_ok(c);
     serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap()
+}
+
+/// Asserts two reports have the same sections, each non-empty (the evidence lines a finding
+/// quotes follow the order files are read in, and are left out).
+fn assert_same_report(local: &Value, remote: &Value) {
+    for section in [
+        "volume",
+        "rates",
+        "codes",
+        "connectors",
+        "latency",
+        "findings",
+    ] {
+        assert!(
+            local[section].as_array().is_some_and(|a| !a.is_empty()),
+            "{section}"
+        );
+        let (mut l, mut r) = (local[section].clone(), remote[section].clone());
+        // Which lines a finding quotes as evidence follows the order files are read in.
+        for v in l
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .chain(r.as_array_mut().unwrap())
+        {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("evidence");
+            }
+        }
+        assert_eq!(l, r, "{section}");
+    }
 }
 
 #[test]
@@ -330,34 +363,15 @@ fn s3_delta_lake_holds_every_line_once_through_reruns_and_kills() {
         tmp.path().join("reference").to_str().unwrap(),
         &[],
         &tmp.path().join("local.json"),
+        &[],
     );
-    let remote = report("s3://lake/fleet", &env, &tmp.path().join("remote.json"));
-    for section in [
-        "volume",
-        "rates",
-        "codes",
-        "connectors",
-        "latency",
-        "findings",
-    ] {
-        assert!(
-            local[section].as_array().is_some_and(|a| !a.is_empty()),
-            "{section}"
-        );
-        let (mut l, mut r) = (local[section].clone(), remote[section].clone());
-        // Which lines a finding quotes as evidence follows the order files are read in.
-        for v in l
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .chain(r.as_array_mut().unwrap())
-        {
-            if let Some(o) = v.as_object_mut() {
-                o.remove("evidence");
-            }
-        }
-        assert_eq!(l, r, "{section}");
-    }
+    let remote = report(
+        "s3://lake/fleet",
+        &env,
+        &tmp.path().join("remote.json"),
+        &[],
+    );
+    assert_same_report(&local, &remote);
     let again = run_ok(ingest(&env, &args));
     assert!(again.contains("already in the lake"), "{again}");
     assert_same("s3://lake/fleet", &store, &want, true);
@@ -916,8 +930,18 @@ fn plain_parquet_on_s3_holds_every_line_once_through_kills() {
     // A rerun finds everything held, from the files' footers.
     run_ok(ingest(&env, &args));
     assert_plain(uri, &s3, &want);
-    // SQL lists the files the same way.
+    // SQL lists the files the same way, and a day's report lists that day's files only (and
+    // equals the local lake's report of the day).
     assert_counts(&query_counts(uri, &env, &want), &want);
+    let day = ["--since", "2024-01-26", "--until", "2024-01-26"];
+    let local = report(
+        tmp.path().join("reference").to_str().unwrap(),
+        &[],
+        &tmp.path().join("local.json"),
+        &day,
+    );
+    let remote = report(uri, &env, &tmp.path().join("remote.json"), &day);
+    assert_same_report(&local, &remote);
     // One prefix, one format; plain files are neither compacted nor vacuumed in place.
     let mut delta_args = args.to_vec();
     delta_args[4] = "delta";

@@ -986,6 +986,52 @@ impl ObjectLake {
             .collect())
     }
 
+    /// [`ObjectLake::files`] of the `date=` partitions whose date (`YYYY-MM-DD`) `keep`
+    /// accepts. Plain files are listed one kept date at a time, after one listing of the
+    /// table's dates, so that a week's report does not list a year of objects; a Delta table's
+    /// files come from its log either way.
+    pub fn files_where(
+        &self,
+        table: &str,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<(String, u64)>, Error> {
+        let kept = |key: &str| partition_of(key).is_some_and(|(date, _)| keep(date));
+        if self.layout == Layout::Delta {
+            let mut files = self.files(table)?;
+            files.retain(|(key, _)| kept(key));
+            return Ok(files);
+        }
+        self.io.block_on(async {
+            let dates = self
+                .store()
+                .list_with_delimiter(Some(&self.location.path(table)))
+                .await
+                .map_err(|e| self.err(format!("listing table {table}"), store_error(&e)))?;
+            let prefixes: Vec<StorePath> = dates
+                .common_prefixes
+                .into_iter()
+                .filter(|p| {
+                    p.filename()
+                        .and_then(|f| f.strip_prefix("date="))
+                        .is_some_and(&keep)
+                })
+                .collect();
+            let lists: Vec<Vec<(String, u64, i64)>> =
+                futures::stream::iter(prefixes.iter().map(|p| self.listed_under(table, p)))
+                    .buffered(8)
+                    .try_collect()
+                    .await?;
+            let mut out: Vec<(String, u64)> = lists
+                .into_iter()
+                .flatten()
+                .filter(|(key, _, _)| kept(key))
+                .map(|(key, size, _)| (key, size))
+                .collect();
+            out.sort();
+            Ok(out)
+        })
+    }
+
     /// The current files of `table`: keys under the lake, sizes, and commit times (ms since
     /// the epoch), in key order.
     async fn files_with_times(&self, table: &str) -> Result<Vec<(String, u64, i64)>, Error> {
@@ -1021,10 +1067,19 @@ impl ObjectLake {
     /// Plain files: the table's `part-*.parquet` objects, as a listing finds them (keys under
     /// the lake, sizes, upload times), in key order.
     async fn listed_files(&self, table: &str) -> Result<Vec<(String, u64, i64)>, Error> {
+        self.listed_under(table, &self.location.path(table)).await
+    }
+
+    /// Plain files under one prefix (a table, or one of its `date=` folders).
+    async fn listed_under(
+        &self,
+        table: &str,
+        prefix: &StorePath,
+    ) -> Result<Vec<(String, u64, i64)>, Error> {
         let root = self.location.path("");
         let listed: Vec<_> = self
             .store()
-            .list(Some(&self.location.path(table)))
+            .list(Some(prefix))
             .try_collect()
             .await
             .map_err(|e| self.err(format!("listing table {table}"), store_error(&e)))?;
@@ -1698,11 +1753,15 @@ mod tests {
     const JAN14: i64 = 1_736_812_800_000; // 2025-01-14T00:00:00Z
 
     fn batch(offsets: std::ops::Range<i64>) -> RecordBatch {
+        batch_at(JAN14, offsets)
+    }
+
+    fn batch_at(time: i64, offsets: std::ops::Range<i64>) -> RecordBatch {
         let schema =
             crate::testing::lineage_schema(vec![Field::new("source_file", DataType::Utf8, false)]);
         let n = offsets.clone().count();
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(TimestampMillisecondArray::from(vec![JAN14; n]).with_timezone("UTC")),
+            Arc::new(TimestampMillisecondArray::from(vec![time; n]).with_timezone("UTC")),
             Arc::new(StringArray::from(vec!["EX01"; n])),
             Arc::new(Int64Array::from_iter_values(offsets)),
             Arc::new(StringArray::from(vec!["a.log"; n])),
@@ -1771,6 +1830,54 @@ mod tests {
         let schema = table.snapshot().unwrap().schema();
         assert!(schema.field("date").is_some() && schema.field("server").is_some());
         assert!(schema.field("source_offset").is_some());
+    }
+
+    #[test]
+    fn plain_files_are_listed_by_the_dates_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, staging) = (dir.path().join("lake"), dir.path().join("staging"));
+        let Location::Object(o) = Location::local_as_object(&root).unwrap() else {
+            panic!("not an object location")
+        };
+        assert_eq!(ObjectLake::layout_at(&o, &["t"]).unwrap(), None);
+        let lake = ObjectLake::open(o.clone(), &staging, Layout::Files).unwrap();
+        write(&lake, &staging, 0..10);
+        let mut w = LakeWriter::new(&staging, LakeOptions::default())
+            .unwrap()
+            .with_object_lake(Arc::clone(&lake));
+        let source = Source {
+            fingerprint: "fp-a",
+            file: "a.log",
+            end_offset: 20,
+        };
+        w.write(&source, &[("t", &batch_at(JAN14 + 86_400_000, 10..20))])
+            .unwrap();
+        w.close().unwrap();
+        // No log: the files are where a listing finds them, and no upload record is left.
+        assert!(!root.join("t/_delta_log").exists());
+        assert_eq!(parquet_files_in(&root.join("_mailflow")), 0);
+        assert_eq!(lake.files("t").unwrap().len(), 2);
+        let day = lake.files_where("t", |d| d == "2025-01-15").unwrap();
+        assert_eq!(day.len(), 1, "{day:?}");
+        assert!(
+            day[0].0.starts_with("t/date=2025-01-15/server=EX01/part-"),
+            "{day:?}"
+        );
+        assert!(lake.files_where("t", |_| false).unwrap().is_empty());
+        let held = lake.holdings(&["t"], |_| true).unwrap();
+        assert_eq!(held.sources["fp-a"].end_offset, 20);
+        assert_eq!(held.sources["fp-a"].rows, 20);
+        assert_eq!(
+            ObjectLake::layout_at(&o, &["t"]).unwrap(),
+            Some(Layout::Files)
+        );
+        // Plain files are neither compacted nor vacuumed in place.
+        let options = CompactOptions::default();
+        assert!(
+            lake.compact(&["t"], &dir.path().join("scratch"), &options)
+                .is_err()
+        );
+        assert!(lake.vacuum(&["t"], MIN_RETENTION, true).is_err());
     }
 
     /// The offsets of every row in the table's current files, sorted.
