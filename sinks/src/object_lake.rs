@@ -260,29 +260,14 @@ impl ObjectLake {
             layout,
             staging: format!("{host}:{}", staging.display()),
             tables: Mutex::new(HashMap::new()),
-            abort_after: std::env::var(ABORT_AFTER_COMMITS)
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            abort_after: test_hook(ABORT_AFTER_COMMITS),
             commits: std::sync::atomic::AtomicU64::new(0),
             uploads: (!staging.as_os_str().is_empty()).then(|| staging.join("_uploads")),
-            part: std::env::var(PART_BYTES)
-                .ok()
-                .and_then(|v| v.parse::<usize>().ok())
-                .map_or(PART, |p| p.max(1024)),
-            abort_after_parts: std::env::var(ABORT_AFTER_PARTS)
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            part: test_hook(PART_BYTES).map_or(PART, |p: usize| p.max(1024)),
+            abort_after_parts: test_hook(ABORT_AFTER_PARTS),
             parts: std::sync::atomic::AtomicU64::new(0),
             creating: tokio::sync::Mutex::new(()),
         }))
-    }
-
-    /// The lake at `location`, to be read only (it writes no journal).
-    pub fn open_for_reading(
-        location: ObjectLocation,
-        layout: Layout,
-    ) -> Result<Arc<ObjectLake>, Error> {
-        Self::open(location, Path::new(""), layout)
     }
 
     /// How the tables under `location` are laid out: Delta if any of `tables` has a log, plain
@@ -1692,6 +1677,12 @@ pub fn partition_of(key: &str) -> Option<(&str, &str)> {
 }
 
 /// The writer's application id in Delta's `txn` actions.
+/// A test hook's number from the environment; unset (as outside the tests) or not a number,
+/// none.
+fn test_hook<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 fn app_id(writer: &str) -> String {
     format!("mailflow-{writer}")
 }
