@@ -125,13 +125,20 @@ fn azurite(dir: &Path) -> Server {
     start(c, port)
 }
 
-/// mailflow with the environment a store's credentials come from.
-fn ingest(env: &[(&str, String)], args: &[&str]) -> Command {
+/// mailflow `args` with the environment a store's credentials come from.
+fn mailflow(env: &[(&str, String)], args: &[&str]) -> Command {
     let mut c = mailflow_command();
-    c.arg("ingest").args(args).arg("--quiet");
+    c.args(args);
     for (k, v) in env {
         c.env(k, v);
     }
+    c
+}
+
+/// `mailflow ingest ARGS --quiet` with `env`.
+fn ingest(env: &[(&str, String)], args: &[&str]) -> Command {
+    let mut c = mailflow(env, &["ingest"]);
+    c.args(args).arg("--quiet");
     c
 }
 
@@ -240,12 +247,10 @@ fn query_counts(lake: &str, env: &[(&str, String)], want: &Value) -> Value {
         .map(|t| format!("SELECT '{t}' AS t, count(*) AS n FROM {t}"))
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let mut c = mailflow_command();
-    c.args(["query", "--lake", lake, "--format", "json", &sql]);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = run_ok(c);
+    let out = run_ok(mailflow(
+        env,
+        &["query", "--lake", lake, "--format", "json", &sql],
+    ));
     let mut counts = serde_json::Map::new();
     for line in out.lines() {
         let row: Value = serde_json::from_str(line).unwrap();
@@ -266,14 +271,8 @@ fn assert_counts(got: &Value, want: &Value) {
 
 /// `mailflow report --format json` of `lake`, with `scope` (`--since DAY`…).
 fn report(lake: &str, env: &[(&str, String)], out: &Path, scope: &[&str]) -> Value {
-    let mut c = mailflow_command();
-    c.args(["report", "--lake", lake, "--format", "json"])
-        .args(scope)
-        .arg("--out")
-        .arg(out);
-    for (k, v) in env {
-        c.env(k, v);
-    }
+    let mut c = mailflow(env, &["report", "--lake", lake, "--format", "json"]);
+    c.args(scope).arg("--out").arg(out);
     run_ok(c);
     serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap()
 }
@@ -660,13 +659,10 @@ fn the_agent_ships_to_an_s3_delta_lake_and_resumes_after_a_kill() {
     )
     .unwrap();
     let agent = |until_idle: bool| {
-        let mut c = mailflow_command();
-        c.args(["run", "--config"]).arg(&config);
+        let mut c = mailflow(&env, &["run", "--config"]);
+        c.arg(&config);
         if until_idle {
             c.arg("--until-idle");
-        }
-        for (k, v) in &env {
-            c.env(k, v);
         }
         c
     };
@@ -777,12 +773,10 @@ fn compaction_of_an_s3_lake_while_a_reader_counts_and_vacuum() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut c = mailflow_command();
-    c.args(["compact", "--lake", uri, "--older-than", "0s"]);
-    for (k, v) in &env {
-        c.env(k, v);
-    }
-    let said = run_ok(c);
+    let said = run_ok(mailflow(
+        &env,
+        &["compact", "--lake", uri, "--older-than", "0s"],
+    ));
     assert!(said.contains("merged into"), "{said}");
     std::fs::write(&stop, b"").unwrap();
     let out = watcher.wait_with_output().unwrap();
@@ -813,12 +807,9 @@ fn compaction_of_an_s3_lake_while_a_reader_counts_and_vacuum() {
 
     // Vacuum: too short a retention is refused; files replaced a moment ago are kept.
     let vacuum = |older: &str| {
-        let mut c = mailflow_command();
-        c.args(["vacuum", "--lake", uri, "--older-than", older]);
-        for (k, v) in &env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
+        mailflow(&env, &["vacuum", "--lake", uri, "--older-than", older])
+            .output()
+            .unwrap()
     };
     let short = vacuum("5m");
     assert!(!short.status.success());
@@ -949,12 +940,9 @@ fn plain_parquet_on_s3_holds_every_line_once_through_kills() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds plain Parquet files"), "{err}");
-    let mut c = mailflow_command();
-    c.args(["compact", "--lake", uri]);
-    for (k, v) in &env {
-        c.env(k, v);
-    }
-    let out = c.output().unwrap();
+    let out = mailflow(&env, &["compact", "--lake", uri])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot be replaced atomically"), "{err}");
