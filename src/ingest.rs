@@ -111,18 +111,6 @@ pub struct LakeTarget {
     pub shown: String,
 }
 
-/// Refuses a command that writes a local Parquet lake (`what`) on a folder of Delta tables.
-pub fn refuse_delta(lake: &Path, what: &str) -> Result<()> {
-    let delta = lake_tables().any(|t| lake.join(t).join("_delta_log").is_dir());
-    if delta {
-        bail!(
-            "{} holds Delta tables: `mailflow {what}` writes plain Parquet tables; give --table-format delta, or another folder",
-            lake.display()
-        );
-    }
-    Ok(())
-}
-
 /// The lake at `lake` when it is one in an object store (a URL: Delta tables, or plain Parquet
 /// files if that is what it holds) or a folder whose tables have a `_delta_log`, opened with
 /// `staging` as its writers' staging folder (as [`LakeTarget::resolve`] picks it, for the
@@ -206,12 +194,19 @@ impl LakeTarget {
         let text = lake.to_string_lossy();
         let url = is_url(&text);
         if !url {
+            let holds_delta = lake_tables().any(|t| lake.join(t).join("_delta_log").is_dir());
             let format = match format {
+                TableFormat::Auto if holds_delta => TableFormat::Delta,
                 TableFormat::Auto => TableFormat::Parquet,
                 f => f,
             };
             if format == TableFormat::Parquet {
-                refuse_delta(lake, "ingest")?;
+                if holds_delta {
+                    bail!(
+                        "{} holds Delta tables: write plain Parquet tables to another folder, or leave out the parquet table format",
+                        lake.display()
+                    );
+                }
                 return Ok(LakeTarget {
                     root: lake.to_path_buf(),
                     object: None,

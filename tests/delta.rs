@@ -604,8 +604,19 @@ fn delta_tables_in_a_folder_and_what_refuses_them() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds no Delta tables"), "{err}");
+    // Without --table-format, a folder of Delta tables stays Delta: a rerun finds it all held.
+    let again = run_ok(ingest(&[], &[logs.to_str().unwrap(), "--parquet", uri]));
+    assert!(again.contains("already in the lake"), "{again}");
+    assert_same(uri, &[], &want, true);
     // One folder, one format.
-    let out = cli::run_mailflow(&["ingest", logs.to_str().unwrap(), "--parquet", uri]);
+    let out = cli::run_mailflow(&[
+        "ingest",
+        logs.to_str().unwrap(),
+        "--parquet",
+        uri,
+        "--table-format",
+        "parquet",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds Delta tables"), "{err}");

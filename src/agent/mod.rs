@@ -186,9 +186,6 @@ impl RunSummary {
 
 /// Runs the agent until a signal (or, with `until_idle`, the input's end).
 pub fn run(opts: AgentOptions) -> Result<RunSummary> {
-    if !mailflow_sinks::store::is_url(&opts.lake.to_string_lossy()) {
-        crate::ingest::refuse_delta(&opts.lake, "run")?;
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // The coordinator, timers and the metrics endpoint need little; every thread holds an
         // allocator heap of its own.
