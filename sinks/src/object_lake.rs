@@ -75,6 +75,11 @@ pub enum Layout {
     Files,
 }
 
+/// The object a plain-files writer puts under the lake before its first upload: what tells
+/// a later run that files without a Delta log are the lake's tables, not a killed Delta run's
+/// uploads.
+pub const PLAIN_MARKER: &str = "_mailflow/plain-parquet";
+
 /// The partition columns of every table, in path order.
 pub const PARTITIONS: [&str; 2] = ["date", "server"];
 
@@ -271,7 +276,9 @@ impl ObjectLake {
     }
 
     /// How the tables under `location` are laid out: Delta if any of `tables` has a log, plain
-    /// files if any holds objects, `None` for an empty location.
+    /// files if a plain writer marked the location ([`PLAIN_MARKER`]), else `None` (an empty
+    /// location, or one holding only the uploads of a Delta run killed before its first
+    /// commit, which are no table).
     pub fn layout_at(location: &ObjectLocation, tables: &[&str]) -> Result<Option<Layout>, Error> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -281,7 +288,6 @@ impl ObjectLake {
                 reason: format!("starting the I/O runtime: {e}"),
             })?;
         let found = runtime.block_on(async {
-            let mut files = false;
             for table in tables {
                 let listed = location
                     .store
@@ -295,9 +301,12 @@ impl ObjectLake {
                 {
                     return Ok(Some(Layout::Delta));
                 }
-                files |= !listed.common_prefixes.is_empty() || !listed.objects.is_empty();
             }
-            Ok::<_, String>(files.then_some(Layout::Files))
+            match location.store.head(&location.path(PLAIN_MARKER)).await {
+                Ok(_) => Ok(Some(Layout::Files)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(store_error(&e)),
+            }
         });
         runtime.shutdown_background();
         found.map_err(|reason| Error::Store {
@@ -567,6 +576,13 @@ impl ObjectLake {
         epoch: u64,
         files: &[Staged],
     ) -> Result<Vec<Committed>, Error> {
+        self.store()
+            .put(
+                &self.location.path(PLAIN_MARKER),
+                PutPayload::from_static(b"plain Hive-partitioned Parquet files, no Delta log\n"),
+            )
+            .await
+            .map_err(|e| self.err(format!("writing {PLAIN_MARKER}"), store_error(&e)))?;
         let journal = self.journal(writer, epoch, files, true);
         let key = self
             .location
