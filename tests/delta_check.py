@@ -185,31 +185,26 @@ def local(lake):
     print(json.dumps(out, sort_keys=True))
 
 
-def bucket(endpoint, name):
+def s3_client(endpoint):
     import boto3
 
-    s3 = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=S3_KEY[0],
         aws_secret_access_key=S3_KEY[1],
         region_name="us-east-1",
     )
-    s3.create_bucket(Bucket=name)
+
+
+def bucket(endpoint, name):
+    s3_client(endpoint).create_bucket(Bucket=name)
     print("bucket ok")
 
 
 def uploads(endpoint, name):
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=S3_KEY[0],
-        aws_secret_access_key=S3_KEY[1],
-        region_name="us-east-1",
-    )
-    print(len(s3.list_multipart_uploads(Bucket=name).get("Uploads", [])))
+    pending = s3_client(endpoint).list_multipart_uploads(Bucket=name).get("Uploads", [])
+    print(len(pending))
 
 
 def container(endpoint, name):

@@ -252,10 +252,7 @@ impl ObjectLake {
             .thread_name("delta-io")
             .enable_all()
             .build()
-            .map_err(|e| Error::Store {
-                location: shown(&location.url),
-                reason: format!("starting the I/O runtime: {e}"),
-            })?;
+            .map_err(|e| runtime_error(&location, &e))?;
         let host = std::env::var("COMPUTERNAME")
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_default();
@@ -283,10 +280,7 @@ impl ObjectLake {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Store {
-                location: shown(&location.url),
-                reason: format!("starting the I/O runtime: {e}"),
-            })?;
+            .map_err(|e| runtime_error(location, &e))?;
         let found = runtime.block_on(async {
             for table in tables {
                 let listed = location
@@ -1693,6 +1687,13 @@ pub fn partition_of(key: &str) -> Option<(&str, &str)> {
 }
 
 /// The writer's application id in Delta's `txn` actions.
+fn runtime_error(location: &ObjectLocation, e: &std::io::Error) -> Error {
+    Error::Store {
+        location: shown(&location.url),
+        reason: format!("starting the I/O runtime: {e}"),
+    }
+}
+
 /// A test hook's number from the environment; unset (as outside the tests) or not a number,
 /// none.
 fn test_hook<T: std::str::FromStr>(name: &str) -> Option<T> {
