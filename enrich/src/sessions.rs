@@ -14,6 +14,7 @@ use arrow_array::types::{Int16Type, Int32Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{ArrowError, SchemaRef};
 use hashbrown::HashMap;
+use memchr::memmem;
 
 use crate::catalog::Severity;
 use crate::correlate::{Clock, Item, Lines, Names, Window};
@@ -662,14 +663,52 @@ fn observe_command(s: &mut Session, cmd: &str) {
     }
 }
 
+/// Substring searches over remarks, built once: `str::contains` builds a searcher on every
+/// call, and the remark path runs several per session (it was 40% of session correlation).
+struct Finders {
+    auth: memmem::Finder<'static>,
+    failed: memmem::Finder<'static>,
+    bulk: memmem::Finder<'static>,
+    mac: memmem::Finder<'static>,
+    key_exchange: memmem::Finder<'static>,
+    negotiation_succeeded: memmem::Finder<'static>,
+}
+
+fn finders() -> &'static Finders {
+    static FINDERS: std::sync::OnceLock<Finders> = std::sync::OnceLock::new();
+    FINDERS.get_or_init(|| Finders {
+        auth: memmem::Finder::new("AUTH"),
+        failed: memmem::Finder::new("failed"),
+        bulk: memmem::Finder::new(BULK),
+        mac: memmem::Finder::new(MAC),
+        key_exchange: memmem::Finder::new(KEY_EXCHANGE),
+        negotiation_succeeded: memmem::Finder::new("negotiation succeeded"),
+    })
+}
+
+/// A remark that reports a failed authentication (`… AUTH … failed …`).
+fn auth_failed(f: &Finders, context: &str) -> bool {
+    let c = context.as_bytes();
+    f.auth.find(c).is_some() && f.failed.find(c).is_some()
+}
+
 fn observe_remark(s: &mut Session, data: &str, context: &str) {
     if data.starts_with("Failed to connect") {
         s.connect_failed = true;
     }
-    // Most remarks are none of these ("Set Session Permissions", "Received certificate", ...):
-    // the first byte turns them away before any comparison.
+    // The remarks Exchange writes in every session carry nothing a session row shows: turned
+    // away before any search.
+    if matches!(
+        context,
+        "" | "Set Session Permissions" | "receiving message" | "sending message"
+    ) {
+        return;
+    }
+    let f = finders();
+    // Most other remarks are none of these ("Received certificate", "receiving message with
+    // InternetMessageId …"): the first byte turns them away before any comparison.
     if !matches!(context.as_bytes().first(), Some(b'C' | b'S' | b'T')) {
-        if context.contains("AUTH") && context.contains("failed") {
+        if auth_failed(f, context) {
             s.auth_outcome = Some("failed");
         }
         return;
@@ -701,13 +740,13 @@ fn observe_remark(s: &mut Session, data: &str, context: &str) {
             s.cert_not_after = t;
         }
     } else if let Some(rest) = context.strip_prefix("TLS protocol ") {
-        if rest.contains("negotiation succeeded") {
+        if f.negotiation_succeeded.find(rest.as_bytes()).is_some() {
             s.tls_ok = true;
-            s.tls = Some(Box::new(Tls::parse(rest)));
+            s.tls = Some(Box::new(Tls::parse(f, rest)));
         }
     } else if context.starts_with("TLS negotiation failed") {
         s.tls_failed = true;
-    } else if context.contains("AUTH") && context.contains("failed") {
+    } else if auth_failed(f, context) {
         s.auth_outcome = Some("failed");
     }
 }
@@ -796,12 +835,12 @@ struct Tls {
 
 impl Tls {
     /// The words of what followed `TLS protocol `.
-    fn parse(line: &str) -> Self {
-        let word = |after: &str| {
-            let rest = if after.is_empty() {
-                line
-            } else {
-                line.split_once(after)?.1
+    fn parse(f: &Finders, line: &str) -> Self {
+        let word = |after: Option<(&memmem::Finder<'_>, usize)>| {
+            let rest = match after {
+                None => line,
+                // The finders' needles are ASCII: the slice starts on a character boundary.
+                Some((finder, len)) => line.get(finder.find(line.as_bytes())? + len..)?,
             };
             rest.split_whitespace()
                 .next()
@@ -810,7 +849,12 @@ impl Tls {
                 .map(Into::into)
         };
         Tls {
-            words: [word(""), word(BULK), word(MAC), word(KEY_EXCHANGE)],
+            words: [
+                word(None),
+                word(Some((&f.bulk, BULK.len()))),
+                word(Some((&f.mac, MAC.len()))),
+                word(Some((&f.key_exchange, KEY_EXCHANGE.len()))),
+            ],
         }
     }
 }
@@ -935,6 +979,7 @@ mod tests {
     #[test]
     fn tls_algorithms_from_schannel_names() {
         let tls = Some(Box::new(Tls::parse(
+            finders(),
             "SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm \
              CALG_AES_128 with strength 128 bits, MAC hash algorithm CALG_SHA_256 with strength \
              0 bits and key exchange algorithm CALG_ECDH_EPHEM with strength 256 bits",
@@ -948,6 +993,7 @@ mod tests {
         );
         // A line cut short names what it has; an unknown algorithm keeps its name.
         let short = Some(Box::new(Tls::parse(
+            finders(),
             "SP_PROT_TLS1_2_CLIENT negotiation succeeded using bulk encryption algorithm CALG_NEW",
         )));
         assert_eq!(tls_word(&short, BULK).map(bulk_cipher_name), Some("NEW"));
