@@ -131,13 +131,13 @@ pub(crate) fn build<'a, T: 'a, C>(
                 Arc::new(b.finish())
             }
             Value::Dict(f) => {
-                let mut b = StringDictionaryBuilder::<Int32Type>::new();
-                items.for_each(|x| b.append_option(f(x, ctx)));
+                let mut b = Runs::default();
+                items.for_each(|x| b.push(f(x, ctx)));
                 Arc::new(b.finish())
             }
             Value::DictMade(f) => {
-                let mut b = StringDictionaryBuilder::<Int32Type>::new();
-                each_made(items, ctx, *f, |v| b.append_option(v));
+                let mut b = Runs::default();
+                each_made(items, ctx, *f, |v| b.push(v));
                 Arc::new(b.finish())
             }
             Value::List(f) => {
@@ -152,6 +152,47 @@ pub(crate) fn build<'a, T: 'a, C>(
         arrays.push(array);
     }
     RecordBatch::try_new(schema, arrays)
+}
+
+/// A dictionary column appended a run at a time: items come sorted by file and offset, so a
+/// session's server, file and connector (and most TLS and outcome values) repeat row after row,
+/// and comparing with the previous value is cheaper than hashing each one into the dictionary.
+#[derive(Default)]
+struct Runs {
+    b: StringDictionaryBuilder<Int32Type>,
+    /// The current run's value (`None`: null) and length.
+    value: Option<String>,
+    len: usize,
+}
+
+impl Runs {
+    fn push(&mut self, v: Option<&str>) {
+        if self.len > 0 && self.value.as_deref() == v {
+            self.len += 1;
+            return;
+        }
+        self.flush();
+        match (&mut self.value, v) {
+            (Some(s), Some(v)) => {
+                s.clear();
+                s.push_str(v);
+            }
+            (value, v) => *value = v.map(str::to_string),
+        }
+        self.len = 1;
+    }
+
+    fn flush(&mut self) {
+        if self.len > 0 {
+            self.b.append_options(self.value.as_deref(), self.len);
+            self.len = 0;
+        }
+    }
+
+    fn finish(mut self) -> arrow_array::DictionaryArray<Int32Type> {
+        self.flush();
+        self.b.finish()
+    }
 }
 
 /// Each item's made value (one scratch string for all), or `None` where `f` says null.
@@ -201,6 +242,36 @@ mod tests {
                 }),
             ),
         ]
+    }
+
+    #[test]
+    fn runs_build_the_same_dictionary_column_as_value_by_value() {
+        let values = [
+            None,
+            Some("a"),
+            Some("a"),
+            None,
+            None,
+            Some("b"),
+            Some("a"),
+            Some(""),
+            Some(""),
+        ];
+        let mut runs = Runs::default();
+        let mut plain = StringDictionaryBuilder::<Int32Type>::new();
+        for v in values {
+            runs.push(v);
+            plain.append_option(v);
+        }
+        let (runs, plain) = (runs.finish(), plain.finish());
+        assert_eq!(runs.len(), values.len());
+        let read = |d: &arrow_array::DictionaryArray<Int32Type>| -> Vec<Option<String>> {
+            let typed = d.downcast_dict::<arrow_array::StringArray>().unwrap();
+            typed.into_iter().map(|v| v.map(str::to_string)).collect()
+        };
+        assert_eq!(read(&runs), read(&plain));
+        assert_eq!(runs.values().len(), 3, "each distinct value once");
+        assert_eq!(Runs::default().finish().len(), 0);
     }
 
     #[test]
