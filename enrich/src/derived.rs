@@ -154,9 +154,10 @@ pub(crate) fn build<'a, T: 'a, C>(
     RecordBatch::try_new(schema, arrays)
 }
 
-/// A dictionary column appended a run at a time: items come sorted by file and offset, so a
-/// session's server, file and connector (and most TLS and outcome values) repeat row after row,
-/// and comparing with the previous value is cheaper than hashing each one into the dictionary.
+/// A dictionary column appended a run at a time: items come sorted (sessions by file and
+/// offset, messages by time), so server, file, connector and most TLS and outcome values repeat
+/// row after row, and comparing with the previous value is cheaper than hashing each one into
+/// the dictionary.
 #[derive(Default)]
 struct Runs {
     b: StringDictionaryBuilder<Int32Type>,

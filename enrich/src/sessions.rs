@@ -700,7 +700,7 @@ fn observe_remark(s: &mut Session, data: &str, context: &str) {
     // away before any search.
     if matches!(
         context,
-        "" | "Set Session Permissions" | "receiving message" | "sending message"
+        "" | "Set Session Permissions" | "receiving message"
     ) {
         return;
     }
