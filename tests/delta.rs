@@ -427,28 +427,29 @@ fn s3_delta_lake_holds_every_line_once_through_reruns_and_kills() {
         "--staging",
         staging.to_str().unwrap(),
         "--max-file-rows",
-        "4000",
+        "1500",
     ];
-    let (mut aborted, mut said, mut finished) = (0, String::new(), String::new());
-    // Each run commits a table or three and stops, so every run still has work left.
+    // Each run commits a table or three and stops. How much each run gets through depends on
+    // how its epochs fall (under load a writer's epoch takes in more rows before it rolls), so
+    // the runs go on until one finishes; seen under CI's load: three aborted runs and their
+    // recoveries had put every raw line in the lake.
+    let (mut aborted, mut between, mut said) = (0, 0, String::new());
     for after in [1, 2, 1, 3, 1, 2] {
         let mut c = ingest(&env, &args);
         c.env("MAILFLOW_TEST_ABORT_AFTER_COMMITS", after.to_string());
         let out = c.output().unwrap();
-        aborted += usize::from(!out.status.success());
         said += &String::from_utf8_lossy(&out.stdout);
-        // Seen once under CI's load (3 of 6 aborted): what a run that was not stopped said.
         if out.status.success() {
-            finished += &format!(
-                "run stopping after {after} commits finished:\n{}{}\n",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            break;
         }
+        aborted += 1;
+        between += usize::from(after > 1);
     }
+    // Stopped at least once after an epoch's first table and before its last, and the journal
+    // recovered by the next run each time.
     assert!(
-        aborted >= 5,
-        "the runs ended before their commits ({aborted} aborted)\n{finished}"
+        aborted >= 3 && between >= 1,
+        "the runs ended before their commits ({aborted} aborted, {between} between tables)\n{said}"
     );
     said += &run_ok(ingest(&env, &args));
     // The run after an abort finds its journal and finishes the epoch's commits.
