@@ -453,6 +453,12 @@ impl Matcher {
         (c >= 4).then_some((1, Diagnosis::Esc(c, s, d)))
     }
 
+    /// Whether any rule diagnoses a row of `table` from row facts alone (see
+    /// [`Matcher::row_only`]).
+    pub fn has_row_rules(&self, table: Table) -> bool {
+        slot(table).is_some_and(|t| !self.row_blocks[t].is_empty())
+    }
+
     /// Diagnoses that need no field value (e.g. a `POISONMESSAGE` event).
     pub fn row_only(&self, table: Table, row: &RowFacts<'_>) -> Option<(u32, Diagnosis)> {
         self.row_blocks[slot(table)?]

@@ -16,6 +16,7 @@ use crate::catalog::{TextField, default_fields, slot};
 use crate::correlate::Names;
 use crate::matcher::{Hit, Matcher, RowFacts};
 use mailflow_parser::Table;
+use mailflow_parser::fields::smtp_reply::find_smtp_reply;
 
 /// Version of the tables mailflow writes: the parser's tables plus the diagnosis columns, and
 /// the derived tables. 3: the parser's version 2 (`custom_data` values are lists); the TLS
@@ -162,7 +163,9 @@ impl<'a> Text<'a> {
     }
 
     /// The value of a row; for a list, its first item.
-    #[inline]
+    // Called several times per row by the classifier and the correlators: a call and its
+    // return cost as much as the lookup.
+    #[inline(always)]
     pub(crate) fn first(&self, row: usize) -> Option<&'a str> {
         match self {
             Text::Plain(a) => a.is_valid(row).then(|| a.value(row)),
@@ -245,6 +248,8 @@ impl Matcher {
             .map(|f| (*f, Text::of(batch, f.name())))
             .collect();
         let mut scratch = Vec::new();
+        // Most tables have no rule on the row alone (an event ID): then no row needs the check.
+        let row_rules = self.has_row_rules(table);
         for (row, slot) in out.iter_mut().enumerate() {
             if let Some(ids) = event_number {
                 use std::fmt::Write as _;
@@ -264,16 +269,19 @@ impl Matcher {
                 information: event.is(row, &information)
                     && context.first(row).is_none_or(str::is_empty),
             };
-            let mut best: Option<(u32, Hit)> = self.row_only(table, &facts).map(|(s, d)| {
-                (
-                    s,
-                    Hit {
-                        diagnosis: d,
-                        field: None,
-                        item: 0,
-                    },
-                )
-            });
+            let mut best: Option<(u32, Hit)> = row_rules
+                .then(|| self.row_only(table, &facts))
+                .flatten()
+                .map(|(s, d)| {
+                    (
+                        s,
+                        Hit {
+                            diagnosis: d,
+                            field: None,
+                            item: 0,
+                        },
+                    )
+                });
             for (f, text) in &fields {
                 if *f == TextField::Data
                     && !facts.information
@@ -290,11 +298,31 @@ impl Matcher {
                         continue;
                     }
                 }
-                if *f == TextField::Context
-                    && let Some(value) = context.first(row)
+                // A remark that names no failure the catalog knows, shows no failed reply and
+                // is no list (`[{LED=…}]`) says nothing: most `*` lines of a session, decided
+                // once per distinct text.
+                if *f == TextField::Data
+                    && facts.information
+                    && !matches!(
+                        facts.event_id,
+                        Some("FAIL" | "DEFER" | "DROP" | "POISONMESSAGE")
+                    )
+                    && let Some(value) = text.first(row)
+                    && !value.starts_with('[')
+                    && !find_smtp_reply(value.as_bytes()).is_some_and(|r| r.code >= 400)
                     && !*remarks
                         .entry(value)
                         .or_insert_with(|| self.names_failure(value))
+                {
+                    continue;
+                }
+                if *f == TextField::Context
+                    && context.first(row).is_none_or(|value| {
+                        value.is_empty()
+                            || !*remarks
+                                .entry(value)
+                                .or_insert_with(|| self.names_failure(value))
+                    })
                 {
                     continue;
                 }

@@ -497,8 +497,14 @@ impl SessionCorrelator {
         let empty = names.id("");
         let mut key: Vec<u8> = Vec::with_capacity(32);
         let mut last_stream: Option<((u32, u32), u32)> = None;
-        for row in 0..batch.num_rows() {
+        let rows = batch.num_rows();
+        let mut row = 0;
+        // Rows come in runs of one session (Exchange writes a command and its reply, or a
+        // burst of remarks, together): the session is looked up once per run, its watermark
+        // moved once, and its last reply copied once.
+        while row < rows {
             let Some(id) = id_col.first(row).filter(|s| !s.is_empty()) else {
+                row += 1;
                 continue;
             };
             let server = server_col.id(row, names).unwrap_or(empty);
@@ -518,32 +524,26 @@ impl SessionCorrelator {
             key.extend_from_slice(&stream.to_le_bytes());
             key.extend_from_slice(&connector.to_le_bytes());
             key.extend_from_slice(id.as_bytes());
-            let t = if time.is_valid(row) {
+            let side = Event::of_id(&mut self.kinds, names, direction);
+            let first_time = if time.is_valid(row) {
                 time.value(row)
             } else {
                 0
             };
-            let source_file = file_col.id(row, names).unwrap_or(empty);
-            let event_id = event_col.id(row, names).unwrap_or(empty);
-            let event = Event::of_id(&mut self.kinds, names, event_id);
-            let side = Event::of_id(&mut self.kinds, names, direction);
-            let offset = offsets.value(row);
+            let first_file = file_col.id(row, names).unwrap_or(empty);
+            let first_offset = offsets.value(row);
             let s = self.window.entry(key.as_slice(), || Session {
                 stream,
                 server,
                 direction,
                 connector,
-                source_file,
-                first_offset: offset,
-                files: Lines::new(source_file, offset),
-                start: t,
-                end: t,
+                source_file: first_file,
+                first_offset,
+                files: Lines::new(first_file, first_offset),
+                start: first_time,
+                end: first_time,
                 ..Session::default()
             });
-            s.files.note(source_file, offset);
-            s.start = s.start.min(t);
-            s.end = s.end.max(t);
-            s.lines += 1;
             if s.local_ip.is_none() {
                 s.local_ip = local_col.first(row).map(str::to_string);
                 s.local_port = local_port.filter(|a| a.is_valid(row)).map(|a| a.value(row));
@@ -552,60 +552,92 @@ impl SessionCorrelator {
                     .filter(|a| a.is_valid(row))
                     .map(|a| a.value(row));
             }
-            let data = data_col.first(row).unwrap_or_default();
-            let context = context_col.first(row).unwrap_or_default();
-            let reply = replies.filter(|r| r.is_valid(row)).map(|r| r.value(row));
-            // Which side speaks: on a receive log the client's commands come in (`<`); on a
-            // send log we are the client and our commands go out (`>`).
-            let command = match (side, event) {
-                (Event::Receive, Event::Receive) | (Event::Send, Event::Send) => Some(data),
-                _ => None,
-            };
-            match event {
-                Event::Disconnect => s.closed = true,
-                Event::Information => observe_remark(s, data, context),
-                _ => {}
+            let mut latest = i64::MIN;
+            let mut last_reply: Option<&str> = None;
+            loop {
+                let t = if time.is_valid(row) {
+                    time.value(row)
+                } else {
+                    0
+                };
+                latest = latest.max(t);
+                let source_file = file_col.id(row, names).unwrap_or(empty);
+                let event_id = event_col.id(row, names).unwrap_or(empty);
+                let event = Event::of_id(&mut self.kinds, names, event_id);
+                s.files.note(source_file, offsets.value(row));
+                s.start = s.start.min(t);
+                s.end = s.end.max(t);
+                s.lines += 1;
+                let data = data_col.first(row).unwrap_or_default();
+                let context = context_col.first(row).unwrap_or_default();
+                let reply = replies.filter(|r| r.is_valid(row)).map(|r| r.value(row));
+                // Which side speaks: on a receive log the client's commands come in (`<`); on a
+                // send log we are the client and our commands go out (`>`).
+                let command = match (side, event) {
+                    (Event::Receive, Event::Receive) | (Event::Send, Event::Send) => Some(data),
+                    _ => None,
+                };
+                match event {
+                    Event::Disconnect => s.closed = true,
+                    Event::Information => observe_remark(s, data, context),
+                    _ => {}
+                }
+                if let Some(cmd) = command {
+                    observe_command(s, cmd);
+                } else if let Some(code) = reply.and_then(|c| u16::try_from(c).ok())
+                    && matches!(event, Event::Send | Event::Receive)
+                {
+                    last_reply = Some(data);
+                    if code >= 400 {
+                        s.worst_reply = s.worst_reply.max(code);
+                    }
+                    if code == 235 {
+                        s.auth_outcome = Some("succeeded");
+                    } else if s.auth_mechanism.is_some() && s.auth_outcome.is_none() && code >= 400
+                    {
+                        s.auth_outcome = Some("failed");
+                    }
+                    // `250 2.6.0 <id> ... Queued mail for delivery`; older versions may leave
+                    // out the enhanced code, never the closing words.
+                    if code == 250
+                        && (data.starts_with("250 2.6.0")
+                            || data.trim_end().ends_with("Queued mail for delivery"))
+                    {
+                        s.messages += 1;
+                        // `250 2.6.0 <message id> [InternalId=…] Queued mail for delivery`.
+                        if let Some(id) = queued_message_id(data) {
+                            s.message_ids.push(id.to_string());
+                        }
+                    }
+                }
+                if let Some(Some(hit)) = hits.get(row) {
+                    let sev = matcher.severity(hit.diagnosis);
+                    let better = s.diagnosis.as_ref().is_none_or(|(best, _, _)| sev > *best);
+                    if better {
+                        let said = if context.is_empty() { data } else { context };
+                        s.diagnosis = Some((sev, hit.diagnosis, said.to_string()));
+                    }
+                }
+                row += 1;
+                // The run ends at the session's last line, or where another session's starts.
+                if s.closed
+                    || row == rows
+                    || id_col.first(row) != Some(id)
+                    || connector_col.id(row, names).unwrap_or(empty) != connector
+                    || server_col.id(row, names).unwrap_or(empty) != server
+                    || direction_col.id(row, names).unwrap_or(empty) != direction
+                {
+                    break;
+                }
             }
-            if let Some(cmd) = command {
-                observe_command(s, cmd);
-            } else if let Some(code) = reply.and_then(|c| u16::try_from(c).ok())
-                && matches!(event, Event::Send | Event::Receive)
-            {
-                // Most lines of a session are replies: the string is reused, not reallocated.
+            // Most lines of a session are replies: the string is reused, not reallocated.
+            if let Some(data) = last_reply {
                 let last = s.last_reply.get_or_insert_with(String::new);
                 last.clear();
                 last.push_str(data);
-                if code >= 400 {
-                    s.worst_reply = s.worst_reply.max(code);
-                }
-                if code == 235 {
-                    s.auth_outcome = Some("succeeded");
-                } else if s.auth_mechanism.is_some() && s.auth_outcome.is_none() && code >= 400 {
-                    s.auth_outcome = Some("failed");
-                }
-                // `250 2.6.0 <id> ... Queued mail for delivery`; older versions may leave out the
-                // enhanced code, never the closing words.
-                if code == 250
-                    && (data.starts_with("250 2.6.0")
-                        || data.trim_end().ends_with("Queued mail for delivery"))
-                {
-                    s.messages += 1;
-                    // `250 2.6.0 <message id> [InternalId=…] Queued mail for delivery`.
-                    if let Some(id) = queued_message_id(data) {
-                        s.message_ids.push(id.to_string());
-                    }
-                }
-            }
-            if let Some(Some(hit)) = hits.get(row) {
-                let sev = matcher.severity(hit.diagnosis);
-                let better = s.diagnosis.as_ref().is_none_or(|(best, _, _)| sev > *best);
-                if better {
-                    let said = if context.is_empty() { data } else { context };
-                    s.diagnosis = Some((sev, hit.diagnosis, said.to_string()));
-                }
             }
             let closed = s.closed;
-            self.window.advance(stream, t);
+            self.window.advance(stream, latest);
             if closed {
                 self.window.close(key.as_slice());
             }
