@@ -802,7 +802,14 @@ struct CertificateLine<'a> {
 
 impl<'a> CertificateLine<'a> {
     fn parse(data: &'a str) -> Option<Self> {
-        let time = |t: &str| mailflow_parser::fields::datetime::parse_datetime_ms(t.as_bytes());
+        // Only a token shaped like an ISO time (`2025-01-17T…`) is parsed as one: most tokens
+        // are names and hex numbers.
+        let time = |t: &str| {
+            let b = t.as_bytes();
+            (b.len() >= 19 && b[4] == b'-' && b[10] == b'T')
+                .then(|| mailflow_parser::fields::datetime::parse_datetime_ms(b))
+                .flatten()
+        };
         let tokens: Vec<(usize, &str)> = data
             .split(' ')
             .scan(0usize, |at, t| {
@@ -965,6 +972,76 @@ fn tls_version(protocol: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `smtp_sessions` rows of a receive log decoded in batches of `batch` rows.
+    fn sessions_of(log: &[u8], batch: usize) -> String {
+        use mailflow_parser::{DecoderBuilder, LogReader, Table};
+        let m = Matcher::new(crate::Catalog::builtin()).unwrap();
+        let decoder = DecoderBuilder::new("EX01/SmtpReceive/RECV2024010100-1.LOG")
+            .with_batch_size(batch)
+            .build();
+        let mut c = SessionCorrelator::new(Duration::from_secs(600));
+        let mut out = Vec::new();
+        for flushed in LogReader::new(decoder, log) {
+            let Some(d) = flushed.unwrap().data else {
+                continue;
+            };
+            if d.table == Table::SmtpProtocol {
+                let hits = m.classify(d.table, &d.batch);
+                c.add(&m, &d.batch, &hits);
+                out.extend(c.take(&m, 1).unwrap());
+            }
+        }
+        out.extend(c.finish(&m).unwrap());
+        // Sessions closed in one batch come sorted; in separate batches, as they close.
+        let table = arrow_cast::pretty::pretty_format_batches(&out)
+            .unwrap()
+            .to_string();
+        let mut rows: Vec<&str> = table.lines().collect();
+        rows.sort_unstable();
+        rows.join("\n")
+    }
+
+    #[test]
+    fn runs_of_a_sessions_lines_correlate_as_lines_one_by_one() {
+        // Session 1 in one run, ended and its id reused at once; sessions 2 and 3 interleaved;
+        // replies, a TLS remark, a queued message and a failure inside runs.
+        let log = b"#Software: Microsoft Exchange Server\r\n\
+#Log-type: SMTP Receive Protocol Log\r\n\
+#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context\r\n\
+2024-01-01T00:00:00.000Z,EX01\\Default,08DC000000000001,0,10.0.0.5:25,203.0.113.9:41822,+,,\r\n\
+2024-01-01T00:00:00.010Z,EX01\\Default,08DC000000000001,1,10.0.0.5:25,203.0.113.9:41822,<,EHLO mx.example.org,\r\n\
+2024-01-01T00:00:00.020Z,EX01\\Default,08DC000000000001,2,10.0.0.5:25,203.0.113.9:41822,>,250-ex01.contoso.com Hello,\r\n\
+2024-01-01T00:00:00.030Z,EX01\\Default,08DC000000000001,3,10.0.0.5:25,203.0.113.9:41822,*,,TLS protocol SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm CALG_AES_256 with strength 256 bits\r\n\
+2024-01-01T00:00:00.040Z,EX01\\Default,08DC000000000001,4,10.0.0.5:25,203.0.113.9:41822,<,MAIL FROM:<a@example.org>,\r\n\
+2024-01-01T00:00:00.050Z,EX01\\Default,08DC000000000001,5,10.0.0.5:25,203.0.113.9:41822,>,250 2.1.0 Sender OK,\r\n\
+2024-01-01T00:00:00.060Z,EX01\\Default,08DC000000000001,6,10.0.0.5:25,203.0.113.9:41822,>,250 2.6.0 <m1@example.org> [InternalId=1] Queued mail for delivery,\r\n\
+2024-01-01T00:00:00.070Z,EX01\\Default,08DC000000000001,7,10.0.0.5:25,203.0.113.9:41822,-,,Local\r\n\
+2024-01-01T00:00:00.080Z,EX01\\Default,08DC000000000001,0,10.0.0.5:25,203.0.113.9:41900,+,,\r\n\
+2024-01-01T00:00:00.090Z,EX01\\Default,08DC000000000001,1,10.0.0.5:25,203.0.113.9:41900,>,421 4.3.2 Service not available,\r\n\
+2024-01-01T00:00:01.000Z,EX01\\Default,08DC000000000002,0,10.0.0.5:25,198.51.100.7:5000,+,,\r\n\
+2024-01-01T00:00:01.001Z,EX01\\Default,08DC000000000003,0,10.0.0.5:25,198.51.100.8:5001,+,,\r\n\
+2024-01-01T00:00:01.010Z,EX01\\Default,08DC000000000002,1,10.0.0.5:25,198.51.100.7:5000,<,STARTTLS,\r\n\
+2024-01-01T00:00:01.011Z,EX01\\Default,08DC000000000003,1,10.0.0.5:25,198.51.100.8:5001,<,AUTH LOGIN,\r\n\
+2024-01-01T00:00:01.020Z,EX01\\Default,08DC000000000002,2,10.0.0.5:25,198.51.100.7:5000,*,,TLS negotiation failed with error NoCredentials\r\n\
+2024-01-01T00:00:01.021Z,EX01\\Default,08DC000000000003,2,10.0.0.5:25,198.51.100.8:5001,>,535 5.7.3 Authentication unsuccessful,\r\n\
+2024-01-01T00:00:01.030Z,EX01\\Default,08DC000000000003,3,10.0.0.5:25,198.51.100.8:5001,-,,Remote\r\n\
+2024-01-01T00:00:01.040Z,EX01\\Default,08DC000000000002,3,10.0.0.5:25,198.51.100.7:5000,-,,Local\r\n";
+        let one_by_one = sessions_of(log, 1);
+        assert_eq!(one_by_one, sessions_of(log, 4096));
+        assert_eq!(one_by_one, sessions_of(log, 3));
+        // Four sessions, the reused id's second one cut off at the end of the input.
+        assert_eq!(
+            one_by_one.matches("08DC00000000000").count(),
+            4,
+            "{one_by_one}"
+        );
+        assert!(
+            one_by_one.contains("421 4.3.2 Service not available"),
+            "{one_by_one}"
+        );
+        assert!(one_by_one.contains("<m1@example.org>"), "{one_by_one}");
+    }
 
     #[test]
     fn the_one_line_certificate_of_a_receive_connector() {
