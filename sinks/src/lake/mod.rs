@@ -170,7 +170,10 @@ impl Default for LakeOptions {
             max_file_rows: 16 << 20,
             max_file_age: Duration::from_secs(300),
             max_open_files: 16,
-            memory_budget: 32 << 20,
+            // Per writer (ingest has one per worker): on 1 GiB of mixed logs 16 MiB peaks at
+            // ~245 MiB RSS against ~305 MiB with 32, the same time and the same bytes on disk;
+            // row groups of the busiest table average ~90k rows (DuckDB's own are 122,880).
+            memory_budget: 16 << 20,
             schema_version: 1,
         }
     }
