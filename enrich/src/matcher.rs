@@ -366,10 +366,7 @@ impl Matcher {
         // field) whether anything more is worth doing before any search.
         let outer = find_smtp_reply(text.as_bytes());
         let outer_failed = outer.is_some_and(|r| r.code >= 400);
-        let failure_event = matches!(
-            row.event_id,
-            Some("FAIL" | "DEFER" | "DROP" | "POISONMESSAGE")
-        );
+        let failure_event = is_failure_event(row);
         // Exchange's own remarks (`*` lines, context, connectivity descriptions, events, a
         // queue's last error) carry failures without a reply code.
         let remark = matches!(
@@ -399,7 +396,8 @@ impl Matcher {
                 any_text = true;
             }
         }
-        // A remark that names no known failure is just a remark (most `*` lines).
+        // A remark that names no known failure and shows none is just a remark (most `*`
+        // lines); keep [`Matcher::remark_shows_failure`] in step, which callers skip them by.
         if !any_text && !outer_failed && !failure_event && !text.starts_with('[') {
             return None;
         }
@@ -453,6 +451,17 @@ impl Matcher {
         (c >= 4).then_some((1, Diagnosis::Esc(c, s, d)))
     }
 
+    /// Whether a remark shows a failure without naming one: a failed reply, a list
+    /// (`[{LED=…}]`), or a failure event's row. [`Matcher::unit`] turns away a remark that
+    /// shows none and names none the catalog knows ([`Matcher::names_failure`]), so a caller
+    /// can skip such a remark without the search (`classify` decides the naming once per
+    /// distinct text).
+    pub fn remark_shows_failure(&self, text: &str, row: &RowFacts<'_>) -> bool {
+        is_failure_event(row)
+            || text.starts_with('[')
+            || find_smtp_reply(text.as_bytes()).is_some_and(|r| r.code >= 400)
+    }
+
     /// Whether any rule diagnoses a row of `table` from row facts alone (see
     /// [`Matcher::row_only`]).
     pub fn has_row_rules(&self, table: Table) -> bool {
@@ -477,6 +486,14 @@ fn compile_error(e: aho_corasick::BuildError) -> crate::catalog::CatalogError {
         key: "text".into(),
         reason: format!("the literal texts do not compile into one automaton: {e}"),
     }
+}
+
+/// Message tracking events that report a failure whatever their text.
+fn is_failure_event(row: &RowFacts<'_>) -> bool {
+    matches!(
+        row.event_id,
+        Some("FAIL" | "DEFER" | "DROP" | "POISONMESSAGE")
+    )
 }
 
 fn row_ok(block: &Block, row: &RowFacts<'_>) -> bool {
@@ -516,6 +533,55 @@ mod tests {
 
     fn matcher() -> Matcher {
         Matcher::new(Catalog::builtin()).unwrap()
+    }
+
+    #[test]
+    fn a_remark_skipped_before_the_search_is_one_the_search_turns_away() {
+        let m = matcher();
+        let mut scratch = Vec::new();
+        let information = RowFacts {
+            information: true,
+            ..RowFacts::default()
+        };
+        let failed = RowFacts {
+            event_id: Some("FAIL"),
+            ..information
+        };
+        let remarks = [
+            "",
+            "Set Session Permissions",
+            "receiving message",
+            "SMTPSubmit SMTPAcceptAnyRecipient SMTPAcceptAnySender",
+            "TLS negotiation failed with error NoCredentials",
+            "TLS negotiation failed with error UnknownCredentials",
+            "451 4.4.0 Primary target IP address responded with: \"421 4.4.1 Connection timed out.\"",
+            "550 5.7.1 Unable to relay",
+            "[{LED=550 5.1.1 RESOLVER.ADR.RecipNotFound; not found};{MSG=}]",
+            "250 2.0.0 OK",
+            "Proxy session established",
+        ];
+        let mut skipped = 0;
+        for row in [information, failed] {
+            for text in remarks {
+                let skip = !m.remark_shows_failure(text, &row) && !m.names_failure(text);
+                let found = m.unit(
+                    Table::SmtpProtocol,
+                    TextField::Data,
+                    text,
+                    &row,
+                    &mut scratch,
+                );
+                assert!(
+                    !skip || found.is_none(),
+                    "{text:?} skipped, diagnosed {found:?}"
+                );
+                skipped += usize::from(skip);
+            }
+        }
+        // The check can fail: most of the plain remarks are skipped, and none that fails is.
+        assert!(skipped >= 4, "{skipped}");
+        assert!(m.remark_shows_failure("550 5.7.1 Unable to relay", &information));
+        assert!(m.names_failure("TLS negotiation failed with error NoCredentials"));
     }
 
     fn diagnose(

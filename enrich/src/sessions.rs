@@ -499,9 +499,9 @@ impl SessionCorrelator {
         let mut last_stream: Option<((u32, u32), u32)> = None;
         let rows = batch.num_rows();
         let mut row = 0;
-        // Rows come in runs of one session (Exchange writes a command and its reply, or a
-        // burst of remarks, together): the session is looked up once per run, its watermark
-        // moved once, and its last reply copied once.
+        // Consecutive lines often belong to one session (a burst of remarks, a command and its
+        // reply; a quiet server writes whole sessions in a row): the session is looked up once
+        // per run of its lines, its watermark moved once, and its last reply copied once.
         while row < rows {
             let Some(id) = id_col.first(row).filter(|s| !s.is_empty()) else {
                 row += 1;
