@@ -10,7 +10,8 @@
 //! stage, to tell the stages' costs apart.
 
 use mailflow_benches::{
-    PARSE_INPUTS, Stages, arg, generated, in_turns, mailflow_parse, mailflow_parse_enrich, median,
+    PARSE_INPUTS, Stages, arg, generated, in_turns, interleave_sessions, mailflow_parse,
+    mailflow_parse_enrich, median,
 };
 use mailflow_enrich::{Catalog, Matcher};
 
@@ -37,7 +38,16 @@ fn main() {
         _ => Stages::All,
     };
     for spec in PARSE_INPUTS.into_iter().filter(|s| s.name.contains(&only)) {
-        let input = generated(spec.kind, mib << 20);
+        let mut input = generated(spec.kind, mib << 20);
+        // `MAILFLOW_BENCH_INTERLEAVE=K`: SMTP sessions interleaved K at a time, as on a busy
+        // server, instead of each session's lines together as the generator writes them.
+        if let Some(k) = std::env::var("MAILFLOW_BENCH_INTERLEAVE")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            && spec.name.starts_with("smtp")
+        {
+            input = interleave_sessions(&input, k);
+        }
         let (rows, _) = mailflow_parse(spec.file_name, &input, batch);
         let (full_rows, sessions, messages) =
             mailflow_parse_enrich(spec.file_name, &input, batch, &matcher, stages);

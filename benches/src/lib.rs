@@ -101,6 +101,40 @@ pub fn generated(kind: LogFile, bytes: usize) -> Vec<u8> {
     fleet_log(kind, bytes, 42).expect("generating bench input")
 }
 
+/// An SMTP protocol log with its sessions interleaved, `k` at a time, as a busy server writes
+/// them: header lines first, then the lines of `k` sessions in turn, each session's own lines in
+/// their order. The generator writes each session's lines together, which flatters whatever
+/// takes consecutive lines of one session together.
+pub fn interleave_sessions(input: &[u8], k: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut sessions: Vec<Vec<&[u8]>> = Vec::new();
+    for line in input.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'#') || line.starts_with(b"\xEF\xBB\xBF") {
+            out.extend_from_slice(line);
+            continue;
+        }
+        // The session id is the third field of a protocol log line.
+        let id = line.split(|&b| b == b',').nth(2).unwrap_or_default();
+        match sessions.last_mut() {
+            Some(s) if s.first().and_then(|l| l.split(|&b| b == b',').nth(2)) == Some(id) => {
+                s.push(line);
+            }
+            _ => sessions.push(vec![line]),
+        }
+    }
+    for group in sessions.chunks(k.max(1)) {
+        let longest = group.iter().map(Vec::len).max().unwrap_or(0);
+        for i in 0..longest {
+            for s in group {
+                if let Some(line) = s.get(i) {
+                    out.extend_from_slice(line);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Decodes a whole buffer with mailflow, the way `ingest` does; returns (data rows, rejects).
 pub fn mailflow_parse(name: &str, input: &[u8], batch_size: usize) -> (usize, usize) {
     mailflow_parse_then(name, input, batch_size, |_, b| b.num_rows())

@@ -502,9 +502,14 @@ impl SessionCorrelator {
         // Consecutive lines often belong to one session (a burst of remarks, a command and its
         // reply; a quiet server writes whole sessions in a row): the session is looked up once
         // per run of its lines, its watermark moved once, and its last reply copied once.
+        // Each line's id, time, file and offset are read once: where a run ends, the next
+        // run's first line has been read already (most runs are one line when a busy server
+        // interleaves its sessions).
+        let mut next_id = if rows > 0 { id_col.first(0) } else { None };
         while row < rows {
-            let Some(id) = id_col.first(row).filter(|s| !s.is_empty()) else {
+            let Some(id) = next_id.filter(|s| !s.is_empty()) else {
                 row += 1;
+                next_id = if row < rows { id_col.first(row) } else { None };
                 continue;
             };
             let server = server_col.id(row, names).unwrap_or(empty);
@@ -525,23 +530,28 @@ impl SessionCorrelator {
             key.extend_from_slice(&connector.to_le_bytes());
             key.extend_from_slice(id.as_bytes());
             let side = Event::of_id(&mut self.kinds, names, direction);
-            let first_time = if time.is_valid(row) {
-                time.value(row)
-            } else {
-                0
+            let time_at = |row: usize| {
+                if time.is_valid(row) {
+                    time.value(row)
+                } else {
+                    0
+                }
             };
-            let first_file = file_col.id(row, names).unwrap_or(empty);
-            let first_offset = offsets.value(row);
+            let (mut t, mut source_file, mut offset) = (
+                time_at(row),
+                file_col.id(row, names).unwrap_or(empty),
+                offsets.value(row),
+            );
             let s = self.window.entry(key.as_slice(), || Session {
                 stream,
                 server,
                 direction,
                 connector,
-                source_file: first_file,
-                first_offset,
-                files: Lines::new(first_file, first_offset),
-                start: first_time,
-                end: first_time,
+                source_file,
+                first_offset: offset,
+                files: Lines::new(source_file, offset),
+                start: t,
+                end: t,
                 ..Session::default()
             });
             if s.local_ip.is_none() {
@@ -555,16 +565,10 @@ impl SessionCorrelator {
             let mut latest = i64::MIN;
             let mut last_reply: Option<&str> = None;
             loop {
-                let t = if time.is_valid(row) {
-                    time.value(row)
-                } else {
-                    0
-                };
                 latest = latest.max(t);
-                let source_file = file_col.id(row, names).unwrap_or(empty);
                 let event_id = event_col.id(row, names).unwrap_or(empty);
                 let event = Event::of_id(&mut self.kinds, names, event_id);
-                s.files.note(source_file, offsets.value(row));
+                s.files.note(source_file, offset);
                 s.start = s.start.min(t);
                 s.end = s.end.max(t);
                 s.lines += 1;
@@ -619,16 +623,21 @@ impl SessionCorrelator {
                     }
                 }
                 row += 1;
+                next_id = if row < rows { id_col.first(row) } else { None };
                 // The run ends at the session's last line, or where another session's starts.
                 if s.closed
-                    || row == rows
-                    || id_col.first(row) != Some(id)
+                    || next_id != Some(id)
                     || connector_col.id(row, names).unwrap_or(empty) != connector
                     || server_col.id(row, names).unwrap_or(empty) != server
                     || direction_col.id(row, names).unwrap_or(empty) != direction
                 {
                     break;
                 }
+                (t, source_file, offset) = (
+                    time_at(row),
+                    file_col.id(row, names).unwrap_or(empty),
+                    offsets.value(row),
+                );
             }
             // Most lines of a session are replies: the string is reused, not reallocated.
             if let Some(data) = last_reply {
