@@ -369,6 +369,73 @@ impl Item for Session {
 }
 
 impl Session {
+    /// Takes in one line of the session; true when the line is a reply, whose text becomes the
+    /// session's last reply (copied once per run of lines by the caller).
+    fn observe(
+        &mut self,
+        side: Event,
+        event: Event,
+        data: &str,
+        context: &str,
+        reply: Option<i16>,
+    ) -> bool {
+        // Which side speaks: on a receive log the client's commands come in (`<`); on a send
+        // log we are the client and our commands go out (`>`).
+        let command = matches!(
+            (side, event),
+            (Event::Receive, Event::Receive) | (Event::Send, Event::Send)
+        );
+        match event {
+            Event::Disconnect => self.closed = true,
+            Event::Information => observe_remark(self, data, context),
+            _ => {}
+        }
+        if command {
+            observe_command(self, data);
+            return false;
+        }
+        let Some(code) = reply.and_then(|c| u16::try_from(c).ok()) else {
+            return false;
+        };
+        if !matches!(event, Event::Send | Event::Receive) {
+            return false;
+        }
+        if code >= 400 {
+            self.worst_reply = self.worst_reply.max(code);
+        }
+        if code == 235 {
+            self.auth_outcome = Some("succeeded");
+        } else if self.auth_mechanism.is_some() && self.auth_outcome.is_none() && code >= 400 {
+            self.auth_outcome = Some("failed");
+        }
+        // `250 2.6.0 <id> ... Queued mail for delivery`; older versions may leave out the
+        // enhanced code, never the closing words.
+        if code == 250
+            && (data.starts_with("250 2.6.0")
+                || data.trim_end().ends_with("Queued mail for delivery"))
+        {
+            self.messages += 1;
+            // `250 2.6.0 <message id> [InternalId=…] Queued mail for delivery`.
+            if let Some(id) = queued_message_id(data) {
+                self.message_ids.push(id.to_string());
+            }
+        }
+        true
+    }
+
+    /// Keeps the most severe diagnosis of the session's lines, with what the line said.
+    fn note_hit(&mut self, matcher: &Matcher, hit: &Hit, data: &str, context: &str) {
+        let sev = matcher.severity(hit.diagnosis);
+        if self
+            .diagnosis
+            .as_ref()
+            .is_none_or(|(best, _, _)| sev > *best)
+        {
+            let said = if context.is_empty() { data } else { context };
+            self.diagnosis = Some((sev, hit.diagnosis, said.to_string()));
+        }
+    }
+
     fn outcome(&self) -> &'static str {
         if self.messages > 0 {
             "delivered"
@@ -505,6 +572,13 @@ impl SessionCorrelator {
         // Each line's id, time, file and offset are read once: where a run ends, the next
         // run's first line has been read already (most runs are one line when a busy server
         // interleaves its sessions).
+        let time_at = |row: usize| {
+            if time.is_valid(row) {
+                time.value(row)
+            } else {
+                0
+            }
+        };
         let mut next_id = if rows > 0 { id_col.first(0) } else { None };
         while row < rows {
             let Some(id) = next_id.filter(|s| !s.is_empty()) else {
@@ -530,13 +604,6 @@ impl SessionCorrelator {
             key.extend_from_slice(&connector.to_le_bytes());
             key.extend_from_slice(id.as_bytes());
             let side = Event::of_id(&mut self.kinds, names, direction);
-            let time_at = |row: usize| {
-                if time.is_valid(row) {
-                    time.value(row)
-                } else {
-                    0
-                }
-            };
             let (mut t, mut source_file, mut offset) = (
                 time_at(row),
                 file_col.id(row, names).unwrap_or(empty),
@@ -575,52 +642,11 @@ impl SessionCorrelator {
                 let data = data_col.first(row).unwrap_or_default();
                 let context = context_col.first(row).unwrap_or_default();
                 let reply = replies.filter(|r| r.is_valid(row)).map(|r| r.value(row));
-                // Which side speaks: on a receive log the client's commands come in (`<`); on a
-                // send log we are the client and our commands go out (`>`).
-                let command = match (side, event) {
-                    (Event::Receive, Event::Receive) | (Event::Send, Event::Send) => Some(data),
-                    _ => None,
-                };
-                match event {
-                    Event::Disconnect => s.closed = true,
-                    Event::Information => observe_remark(s, data, context),
-                    _ => {}
-                }
-                if let Some(cmd) = command {
-                    observe_command(s, cmd);
-                } else if let Some(code) = reply.and_then(|c| u16::try_from(c).ok())
-                    && matches!(event, Event::Send | Event::Receive)
-                {
+                if s.observe(side, event, data, context, reply) {
                     last_reply = Some(data);
-                    if code >= 400 {
-                        s.worst_reply = s.worst_reply.max(code);
-                    }
-                    if code == 235 {
-                        s.auth_outcome = Some("succeeded");
-                    } else if s.auth_mechanism.is_some() && s.auth_outcome.is_none() && code >= 400
-                    {
-                        s.auth_outcome = Some("failed");
-                    }
-                    // `250 2.6.0 <id> ... Queued mail for delivery`; older versions may leave
-                    // out the enhanced code, never the closing words.
-                    if code == 250
-                        && (data.starts_with("250 2.6.0")
-                            || data.trim_end().ends_with("Queued mail for delivery"))
-                    {
-                        s.messages += 1;
-                        // `250 2.6.0 <message id> [InternalId=…] Queued mail for delivery`.
-                        if let Some(id) = queued_message_id(data) {
-                            s.message_ids.push(id.to_string());
-                        }
-                    }
                 }
                 if let Some(Some(hit)) = hits.get(row) {
-                    let sev = matcher.severity(hit.diagnosis);
-                    let better = s.diagnosis.as_ref().is_none_or(|(best, _, _)| sev > *best);
-                    if better {
-                        let said = if context.is_empty() { data } else { context };
-                        s.diagnosis = Some((sev, hit.diagnosis, said.to_string()));
-                    }
+                    s.note_hit(matcher, hit, data, context);
                 }
                 row += 1;
                 next_id = if row < rows { id_col.first(row) } else { None };
