@@ -307,6 +307,8 @@ struct Agent {
     by_fingerprint: HashMap<String, PathBuf>,
     slots: Vec<Slot>,
     slot_of: HashMap<(String, String, String), usize>,
+    /// Which lane each series writes through.
+    lanes_by_load: LaneChoice,
     lanes: Vec<mpsc::Sender<ToLane>>,
     messages: Option<mpsc::Sender<ToMessages>>,
     threads: Vec<std::thread::JoinHandle<Result<Closed>>>,
@@ -328,6 +330,47 @@ const MESSAGES_QUEUE: usize = 4;
 
 /// A series still this long has nothing older to add to message correlation.
 const QUIET: Duration = Duration::from_secs(300);
+
+/// Which lane a new series writes through.
+///
+/// A server's series of one table (its Front End and Hub receive logs and its send logs all
+/// fill `smtp_protocol` and `smtp_sessions` of that server and day) share a lane, so each
+/// partition has one writer: its row groups are its writer's whole budget, not a share of it
+/// (series spread round-robin over two lanes wrote `smtp_protocol` in row groups of 20k rows,
+/// against 100k and more from one writer, and spent 4% more CPU re-interning dictionaries and
+/// making zstd contexts). A new group goes to the lane with the fewest bytes to write.
+#[derive(Debug)]
+struct LaneChoice {
+    bytes: Vec<u64>,
+    of_group: HashMap<(String, Option<Table>), usize>,
+}
+
+impl LaneChoice {
+    fn new(lanes: usize) -> Self {
+        Self {
+            bytes: vec![0; lanes.max(1)],
+            of_group: HashMap::new(),
+        }
+    }
+
+    /// The lane of a series of `server` filling `table`.
+    fn lane(&mut self, server: &str, table: Option<Table>) -> usize {
+        let least = (0..self.bytes.len())
+            .min_by_key(|&k| self.bytes[k])
+            .unwrap_or(0);
+        *self
+            .of_group
+            .entry((server.to_string(), table))
+            .or_insert(least)
+    }
+
+    /// `bytes` more to write through `lane`.
+    fn add(&mut self, lane: usize, bytes: u64) {
+        if let Some(b) = self.bytes.get_mut(lane) {
+            *b += bytes;
+        }
+    }
+}
 
 /// How far in log time a series may run ahead of the slowest with work.
 const LEAD_MS: i64 = 3_600_000;
@@ -404,6 +447,7 @@ impl Agent {
             by_fingerprint: HashMap::new(),
             slots: Vec::new(),
             slot_of: HashMap::new(),
+            lanes_by_load: LaneChoice::new(opts.threads),
             lanes: Vec::new(),
             messages: None,
             threads: Vec::new(),
@@ -768,7 +812,7 @@ impl Agent {
                     state: Some(Box::new(SeriesState::new(stream, tracking))),
                     queue: Vec::new(),
                     current: None,
-                    lane: i % self.opts.threads.max(1),
+                    lane: self.lanes_by_load.lane(&filed_under, table),
                     mark: start.unwrap_or(i64::MIN),
                     ended: false,
                     quiet_told: None,
@@ -798,6 +842,8 @@ impl Agent {
             },
             tracking,
         );
+        self.lanes_by_load
+            .add(self.slots[slot].lane, len.saturating_sub(start_at));
         let s = &mut self.slots[slot];
         let q = Queued {
             path: path.clone(),
@@ -1067,7 +1113,12 @@ impl Agent {
     /// Starts steps for the series that have work, slowest in log time first, while workers are
     /// free and within the lead.
     fn dispatch(&mut self, steps: &mut JoinSet<(usize, Box<SeriesState>, Outcome, Result<()>)>) {
-        let workers = self.opts.threads.max(1);
+        // A step holds its series until its writes are in its lane's queue; while it waits
+        // there its decode thread is free. As many more steps as there are lanes may be under
+        // way, so a lane that is behind does not leave the decoders idle (with only as many
+        // steps as decode threads, the agent read 1 GiB of mixed logs at 0.85x of `ingest`'s
+        // speed; with twice as many, 0.94x, and about the same peak with 2 MiB steps).
+        let workers = self.opts.threads.max(1) * 2;
         if steps.len() >= workers {
             return;
         }
