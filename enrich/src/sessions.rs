@@ -339,8 +339,10 @@ struct Session {
     tls_ok: bool,
     tls_failed: bool,
     /// The protocol and algorithms of a successful negotiation.
-    tls: Option<Box<Tls>>,
-    cert: [Option<String>; 5],
+    tls: Option<Arc<Tls>>,
+    /// Subject, issuer, serial, thumbprint, alternate names; shared by the sessions that saw
+    /// the same certificate line.
+    cert: [Option<Arc<str>>; 5],
     /// Message ids of the messages the session carried (the `250 2.6.0 <id>` replies).
     message_ids: Vec<String>,
     cert_not_before: Option<i64>,
@@ -378,6 +380,7 @@ impl Session {
         data: &str,
         context: &str,
         reply: Option<i16>,
+        remarks: &mut Remarks,
     ) -> bool {
         // Which side speaks: on a receive log the client's commands come in (`<`); on a send
         // log we are the client and our commands go out (`>`).
@@ -387,7 +390,7 @@ impl Session {
         );
         match event {
             Event::Disconnect => self.closed = true,
-            Event::Information => observe_remark(self, data, context),
+            Event::Information => observe_remark(self, data, context, remarks),
             _ => {}
         }
         if command {
@@ -499,6 +502,7 @@ pub struct SessionCorrelator {
     streams: HashMap<(u32, u32), u32>,
     /// By name id: what the name means as an event or a direction (decided once per name).
     kinds: Vec<Event>,
+    remarks: Remarks,
 }
 
 impl SessionCorrelator {
@@ -511,6 +515,7 @@ impl SessionCorrelator {
             names: Names::default(),
             streams: HashMap::new(),
             kinds: Vec::new(),
+            remarks: Remarks::default(),
         }
     }
 
@@ -642,7 +647,7 @@ impl SessionCorrelator {
                 let data = data_col.first(row).unwrap_or_default();
                 let context = context_col.first(row).unwrap_or_default();
                 let reply = replies.filter(|r| r.is_valid(row)).map(|r| r.value(row));
-                if s.observe(side, event, data, context, reply) {
+                if s.observe(side, event, data, context, reply, &mut self.remarks) {
                     last_reply = Some(data);
                 }
                 if let Some(Some(hit)) = hits.get(row) {
@@ -759,7 +764,62 @@ fn auth_failed(f: &Finders, context: &str) -> bool {
     f.auth.find(c).is_some() && f.failed.find(c).is_some()
 }
 
-fn observe_remark(s: &mut Session, data: &str, context: &str) {
+/// The certificate and TLS lines parsed last. A server presents one certificate and
+/// negotiates the same suite session after session: each distinct line is parsed once and the
+/// sessions that saw it share the result (parsing them was a fifth of everything correlation
+/// and diagnosis cost on SMTP receive logs, in instructions).
+#[derive(Debug, Default)]
+struct Remarks {
+    /// The data of a `Sending certificate Subject …` line, and what it says.
+    cert: Option<(Box<str>, Arc<Certificate>)>,
+    /// What followed `TLS protocol ` on a successful negotiation, and its words.
+    tls: Option<(Box<str>, Arc<Tls>)>,
+}
+
+/// A certificate as a session row shows it.
+#[derive(Debug)]
+struct Certificate {
+    fields: [Option<Arc<str>>; 5],
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Remarks {
+    fn certificate(&mut self, data: &str) -> Option<Arc<Certificate>> {
+        if let Some((line, c)) = &self.cert
+            && **line == *data
+        {
+            return Some(Arc::clone(c));
+        }
+        let c = CertificateLine::parse(data)?;
+        let c = Arc::new(Certificate {
+            fields: [
+                Some(c.subject.into()),
+                c.issuer.map(Into::into),
+                Some(c.serial.into()),
+                Some(c.thumbprint.into()),
+                Some(c.names).filter(|n| !n.is_empty()).map(Into::into),
+            ],
+            not_before: c.not_before,
+            not_after: c.not_after,
+        });
+        self.cert = Some((data.into(), Arc::clone(&c)));
+        Some(c)
+    }
+
+    fn tls(&mut self, f: &Finders, rest: &str) -> Arc<Tls> {
+        if let Some((line, t)) = &self.tls
+            && **line == *rest
+        {
+            return Arc::clone(t);
+        }
+        let t = Arc::new(Tls::parse(f, rest));
+        self.tls = Some((rest.into(), Arc::clone(&t)));
+        t
+    }
+}
+
+fn observe_remark(s: &mut Session, data: &str, context: &str, remarks: &mut Remarks) {
     if data.starts_with("Failed to connect") {
         s.connect_failed = true;
     }
@@ -782,17 +842,11 @@ fn observe_remark(s: &mut Session, data: &str, context: &str) {
     }
     if let Some(i) = CERT_ATTRIBUTES.iter().position(|a| *a == context) {
         if !data.is_empty() {
-            s.cert[i] = Some(data.to_string());
+            s.cert[i] = Some(data.into());
         }
     } else if context.starts_with("Sending certificate Subject") {
-        if let Some(c) = CertificateLine::parse(data) {
-            s.cert = [
-                Some(c.subject.to_string()),
-                c.issuer.map(str::to_string),
-                Some(c.serial.to_string()),
-                Some(c.thumbprint.to_string()),
-                Some(c.names.to_string()).filter(|n| !n.is_empty()),
-            ];
+        if let Some(c) = remarks.certificate(data) {
+            s.cert.clone_from(&c.fields);
             s.cert_not_before = Some(c.not_before);
             s.cert_not_after = Some(c.not_after);
         }
@@ -809,7 +863,7 @@ fn observe_remark(s: &mut Session, data: &str, context: &str) {
     } else if let Some(rest) = context.strip_prefix("TLS protocol ") {
         if f.negotiation_succeeded.find(rest.as_bytes()).is_some() {
             s.tls_ok = true;
-            s.tls = Some(Box::new(Tls::parse(f, rest)));
+            s.tls = Some(remarks.tls(f, rest));
         }
     } else if context.starts_with("TLS negotiation failed") {
         s.tls_failed = true;
@@ -935,7 +989,7 @@ impl Tls {
 
 /// The word after `after` (one of [`BULK`], [`MAC`], [`KEY_EXCHANGE`]) in the negotiated TLS
 /// line; its first word, the protocol, for `""`.
-fn tls_word<'a>(tls: &'a Option<Box<Tls>>, after: &str) -> Option<&'a str> {
+fn tls_word<'a>(tls: &'a Option<Arc<Tls>>, after: &str) -> Option<&'a str> {
     let i = match after {
         "" => 0,
         BULK => 1,
@@ -1079,6 +1133,42 @@ mod tests {
     }
 
     #[test]
+    fn sessions_sharing_a_parsed_certificate_or_tls_line_each_show_their_own() {
+        // Certificates X, Y, X and suites AES_256, AES_128, AES_256 in turn: a line equal to
+        // the last one is taken from the cache, a different one parsed anew.
+        let session = |id: u8, cert: &str, bulk: &str| {
+            format!(
+                "2024-01-01T00:00:0{id}.000Z,EX01\\Default,08DC00000000000{id},0,10.0.0.5:25,203.0.113.9:4182{id},+,,\r\n\
+2024-01-01T00:00:0{id}.010Z,EX01\\Default,08DC00000000000{id},1,10.0.0.5:25,203.0.113.9:4182{id},*, CN={cert} CN=Contoso CA 0A1B 3F2504E04F8911D39A0C0305E82C3301ABCDEF1{id} 2025-01-01T00:00:00.000Z 2026-01-01T00:00:00.000Z {cert},Sending certificate Subject Issuer name Serial number Thumbprint Not before Not after Subject alternate names\r\n\
+2024-01-01T00:00:0{id}.020Z,EX01\\Default,08DC00000000000{id},2,10.0.0.5:25,203.0.113.9:4182{id},*,,TLS protocol SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm CALG_{bulk} with strength 256 bits\r\n\
+2024-01-01T00:00:0{id}.030Z,EX01\\Default,08DC00000000000{id},3,10.0.0.5:25,203.0.113.9:4182{id},-,,Local\r\n"
+            )
+        };
+        let log = format!(
+            "#Software: Microsoft Exchange Server\r\n\
+#Log-type: SMTP Receive Protocol Log\r\n\
+#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context\r\n{}{}{}",
+            session(1, "x.contoso.com", "AES_256"),
+            session(2, "y.contoso.com", "AES_128"),
+            session(3, "x.contoso.com", "AES_256"),
+        );
+        let rows = sessions_of(log.as_bytes(), 4096);
+        for (id, cert, cipher) in [
+            (1, "x.contoso.com", "AES256"),
+            (2, "y.contoso.com", "AES128"),
+            (3, "x.contoso.com", "AES256"),
+        ] {
+            let row = rows
+                .lines()
+                .find(|r| r.contains(&format!("08DC00000000000{id}")))
+                .unwrap_or_else(|| panic!("no session {id}: {rows}"));
+            assert!(row.contains(&format!("CN={cert}")), "{row}");
+            assert!(row.contains(&format!("ABCDEF1{id}")), "{row}");
+            assert!(row.contains(cipher), "{row}");
+        }
+    }
+
+    #[test]
     fn the_one_line_certificate_of_a_receive_connector() {
         // Real sample (smtp-receive.artefacts-help.log, sequence 6).
         let c = CertificateLine::parse(" CN=SERVER-HOSTNAME CN=SERVER-HOSTNAME 12DEABC6565646512346ABDC13456894 12DEABC6565646512346ABDC1345689413589876 2020-01-17T15:15:33.000Z 2025-01-17T15:15:33.000Z SERVER-HOSTNAME;SERVER-HOSTNAME.DOMAIN.TEST").unwrap();
@@ -1122,7 +1212,7 @@ mod tests {
 
     #[test]
     fn tls_algorithms_from_schannel_names() {
-        let tls = Some(Box::new(Tls::parse(
+        let tls = Some(Arc::new(Tls::parse(
             finders(),
             "SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm \
              CALG_AES_128 with strength 128 bits, MAC hash algorithm CALG_SHA_256 with strength \
@@ -1136,7 +1226,7 @@ mod tests {
             Some("ECDHE")
         );
         // A line cut short names what it has; an unknown algorithm keeps its name.
-        let short = Some(Box::new(Tls::parse(
+        let short = Some(Arc::new(Tls::parse(
             finders(),
             "SP_PROT_TLS1_2_CLIENT negotiation succeeded using bulk encryption algorithm CALG_NEW",
         )));
