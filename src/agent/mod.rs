@@ -245,7 +245,12 @@ struct Slot {
     queue: Vec<Queued>,
     /// The file being read.
     current: Option<Current>,
-    lane: usize,
+    /// The lane it writes through, chosen before its first step ([`LaneChoice`]).
+    lane: Option<usize>,
+    /// What fills its rows: its server and table.
+    group: (String, Option<Table>),
+    /// Bytes found for it before its lane was chosen.
+    pending: u64,
     /// Log time reached.
     mark: i64,
     ended: bool,
@@ -331,37 +336,48 @@ const MESSAGES_QUEUE: usize = 4;
 /// A series still this long has nothing older to add to message correlation.
 const QUIET: Duration = Duration::from_secs(300);
 
-/// Which lane a new series writes through.
+/// Which lane each series writes through.
 ///
 /// A server's series of one table (its Front End and Hub receive logs and its send logs all
-/// fill `smtp_protocol` and `smtp_sessions` of that server and day) share a lane, so each
-/// partition has one writer: its row groups are its writer's whole budget, not a share of it
-/// (series spread round-robin over two lanes wrote `smtp_protocol` in row groups of 20k rows,
-/// against 100k and more from one writer, and spent 4% more CPU re-interning dictionaries and
-/// making zstd contexts). A new group goes to the lane with the fewest bytes to write.
+/// fill `smtp_protocol` and `smtp_sessions` of that server and day) go to one lane where the
+/// bytes allow, so a partition has one writer and its row groups get that writer's whole
+/// budget: series spread round-robin over two lanes wrote `smtp_protocol` in row groups of ~20k
+/// rows against 50-250k from one writer, and spent 4% more CPU re-interning dictionaries and
+/// making zstd contexts. But one server's SMTP logs are most of its bytes, so a group is split
+/// where keeping it whole would load its lane well past an even share: the lanes encode in
+/// parallel, and the busiest sets the pace.
 #[derive(Debug)]
 struct LaneChoice {
+    /// Bytes given to each lane so far.
     bytes: Vec<u64>,
-    of_group: HashMap<(String, Option<Table>), usize>,
+    /// Each group's first lane.
+    home: HashMap<(String, Option<Table>), usize>,
 }
 
 impl LaneChoice {
     fn new(lanes: usize) -> Self {
         Self {
             bytes: vec![0; lanes.max(1)],
-            of_group: HashMap::new(),
+            home: HashMap::new(),
         }
     }
 
-    /// The lane of a series of `server` filling `table`.
-    fn lane(&mut self, server: &str, table: Option<Table>) -> usize {
+    /// The lane of a new series of `group` with `bytes` to read, when `total` bytes (this
+    /// series and every other given a lane now or before) are to be shared.
+    fn choose(&mut self, group: &(String, Option<Table>), bytes: u64, total: u64) -> usize {
+        let lanes = self.bytes.len() as u64;
+        // An even share and an eighth: a group stays whole within it.
+        let share = total.div_ceil(lanes) + total / lanes / 8;
         let least = (0..self.bytes.len())
             .min_by_key(|&k| self.bytes[k])
             .unwrap_or(0);
-        *self
-            .of_group
-            .entry((server.to_string(), table))
-            .or_insert(least)
+        let lane = match self.home.get(group) {
+            Some(&home) if self.bytes[home] + bytes <= share => home,
+            _ => least,
+        };
+        self.home.entry(group.clone()).or_insert(lane);
+        self.bytes[lane] += bytes;
+        lane
     }
 
     /// `bytes` more to write through `lane`.
@@ -369,6 +385,10 @@ impl LaneChoice {
         if let Some(b) = self.bytes.get_mut(lane) {
             *b += bytes;
         }
+    }
+
+    fn total(&self) -> u64 {
+        self.bytes.iter().sum()
     }
 }
 
@@ -812,7 +832,9 @@ impl Agent {
                     state: Some(Box::new(SeriesState::new(stream, tracking))),
                     queue: Vec::new(),
                     current: None,
-                    lane: self.lanes_by_load.lane(&filed_under, table),
+                    lane: None,
+                    group: (filed_under.clone(), table),
+                    pending: 0,
                     mark: start.unwrap_or(i64::MIN),
                     ended: false,
                     quiet_told: None,
@@ -842,8 +864,11 @@ impl Agent {
             },
             tracking,
         );
-        self.lanes_by_load
-            .add(self.slots[slot].lane, len.saturating_sub(start_at));
+        let bytes = len.saturating_sub(start_at);
+        match self.slots[slot].lane {
+            Some(lane) => self.lanes_by_load.add(lane, bytes),
+            None => self.slots[slot].pending += bytes,
+        }
         let s = &mut self.slots[slot];
         let q = Queued {
             path: path.clone(),
@@ -1110,9 +1135,31 @@ impl Agent {
             .collect()
     }
 
+    /// Gives every series without a lane one, largest first (a backfill's whole folder is
+    /// queued by then, so each series' bytes are known).
+    fn choose_lanes(&mut self) {
+        let mut new: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].lane.is_none())
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        new.sort_by_key(|&i| std::cmp::Reverse(self.slots[i].pending));
+        let total =
+            self.lanes_by_load.total() + new.iter().map(|&i| self.slots[i].pending).sum::<u64>();
+        for i in new {
+            let s = &mut self.slots[i];
+            let lane = self.lanes_by_load.choose(&s.group, s.pending, total);
+            tracing::debug!(series = %escape(&s.stream), lane, bytes = s.pending, "A series' sink lane.");
+            s.lane = Some(lane);
+            s.pending = 0;
+        }
+    }
+
     /// Starts steps for the series that have work, slowest in log time first, while workers are
     /// free and within the lead.
     fn dispatch(&mut self, steps: &mut JoinSet<(usize, Box<SeriesState>, Outcome, Result<()>)>) {
+        self.choose_lanes();
         // A step holds its series until its writes are in its lane's queue; while it waits
         // there its decode thread is free. As many more steps as there are lanes may be under
         // way, so a lane that is behind does not leave the decoders idle (with only as many
@@ -1175,7 +1222,14 @@ impl Agent {
             c.stepped_at = Some(c.seen);
         }
         let ctx = Arc::clone(&self.ctx);
-        let lane = self.lanes[self.slots[i].lane].clone();
+        let lane = match self.slots[i].lane {
+            Some(lane) => lane,
+            None => {
+                self.choose_lanes();
+                self.slots[i].lane.unwrap_or(0)
+            }
+        };
+        let lane = self.lanes[lane.min(self.lanes.len().saturating_sub(1))].clone();
         let messages = self.messages.clone();
         let pool = self.pool.clone();
         steps.spawn(async move {
@@ -1467,4 +1521,74 @@ fn scan(sources: &[Input], known: &HashSet<PathBuf>) -> Result<Vec<Found>> {
             }
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lanes for series of (server, table, MB), given in one look, as `choose_lanes` does.
+    fn lanes(series: &[(&str, Table, u64)]) -> Vec<usize> {
+        let mut c = LaneChoice::new(2);
+        let mut order: Vec<usize> = (0..series.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(series[i].2));
+        let total = series.iter().map(|s| s.2).sum();
+        let mut out = vec![usize::MAX; series.len()];
+        for i in order {
+            let (server, table, mb) = series[i];
+            out[i] = c.choose(&(server.to_string(), Some(table)), mb, total);
+        }
+        out
+    }
+
+    #[test]
+    fn a_servers_series_of_one_table_share_a_lane_unless_that_unbalances_the_lanes() {
+        use Table::{Connectivity, MessageTracking, SmtpProtocol};
+        // Two servers (the mixed bench's sizes): each server's SMTP logs stay on one lane,
+        // and the lanes carry about the same bytes.
+        let two = [
+            ("EX01", SmtpProtocol, 193),
+            ("EX01", SmtpProtocol, 93),
+            ("EX01", SmtpProtocol, 60),
+            ("EX01", MessageTracking, 161),
+            ("EX01", Connectivity, 9),
+            ("EX02", SmtpProtocol, 211),
+            ("EX02", SmtpProtocol, 93),
+            ("EX02", SmtpProtocol, 63),
+            ("EX02", MessageTracking, 178),
+            ("EX02", Connectivity, 12),
+        ];
+        let l = lanes(&two);
+        assert!(l[0] == l[1] && l[1] == l[2], "{l:?}");
+        assert!(l[5] == l[6] && l[6] == l[7], "{l:?}");
+        assert_ne!(l[0], l[5], "{l:?}");
+        let load = |k| -> u64 {
+            (0..two.len())
+                .filter(|&i| l[i] == k)
+                .map(|i| two[i].2)
+                .sum()
+        };
+        assert!(load(0).abs_diff(load(1)) < 60, "{} {}", load(0), load(1));
+        // One server: its SMTP logs are most of its bytes, and one of them goes to the other
+        // lane rather than leave it with little to do.
+        let one = &two[5..];
+        let l = lanes(one);
+        let load = |k| -> u64 {
+            (0..one.len())
+                .filter(|&i| l[i] == k)
+                .map(|i| one[i].2)
+                .sum()
+        };
+        assert!(
+            load(0).abs_diff(load(1)) < 100,
+            "{l:?}: {} {}",
+            load(0),
+            load(1)
+        );
+        assert_eq!(
+            l[0], l[1],
+            "the two largest SMTP series stay together: {l:?}"
+        );
+        assert_ne!(l[0], l[2], "{l:?}");
+    }
 }
