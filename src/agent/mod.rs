@@ -342,8 +342,8 @@ const QUIET: Duration = Duration::from_secs(300);
 /// fill `smtp_protocol` and `smtp_sessions` of that server and day) go to one lane where the
 /// bytes allow, so a partition has one writer and its row groups get that writer's whole
 /// budget: series spread round-robin over two lanes wrote `smtp_protocol` in row groups of ~20k
-/// rows against 50-250k from one writer, and spent 4% more CPU re-interning dictionaries and
-/// making zstd contexts. But one server's SMTP logs are most of its bytes, so a group is split
+/// rows against 50-250k from one writer, and spent about 3% more CPU re-interning dictionaries
+/// and making zstd contexts. But one server's SMTP logs are most of its bytes, so a group is split
 /// where keeping it whole would load its lane well past an even share: the lanes encode in
 /// parallel, and the busiest sets the pace.
 #[derive(Debug)]
