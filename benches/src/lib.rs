@@ -108,6 +108,7 @@ pub fn generated(kind: LogFile, bytes: usize) -> Vec<u8> {
 pub fn interleave_sessions(input: &[u8], k: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut sessions: Vec<Vec<&[u8]>> = Vec::new();
+    let mut last_id: Option<&[u8]> = None;
     for line in input.split_inclusive(|&b| b == b'\n') {
         if line.first() == Some(&b'#') || line.starts_with(b"\xEF\xBB\xBF") {
             out.extend_from_slice(line);
@@ -116,11 +117,10 @@ pub fn interleave_sessions(input: &[u8], k: usize) -> Vec<u8> {
         // The session id is the third field of a protocol log line.
         let id = line.split(|&b| b == b',').nth(2).unwrap_or_default();
         match sessions.last_mut() {
-            Some(s) if s.first().and_then(|l| l.split(|&b| b == b',').nth(2)) == Some(id) => {
-                s.push(line);
-            }
+            Some(s) if last_id == Some(id) => s.push(line),
             _ => sessions.push(vec![line]),
         }
+        last_id = Some(id);
     }
     for group in sessions.chunks(k.max(1)) {
         let longest = group.iter().map(Vec::len).max().unwrap_or(0);

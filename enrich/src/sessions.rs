@@ -764,16 +764,19 @@ fn auth_failed(f: &Finders, context: &str) -> bool {
     f.auth.find(c).is_some() && f.failed.find(c).is_some()
 }
 
-/// The certificate and TLS lines parsed last. A server presents one certificate and
-/// negotiates the same suite session after session: each distinct line is parsed once and the
-/// sessions that saw it share the result (parsing them was a fifth of everything correlation
-/// and diagnosis cost on SMTP receive logs, in instructions).
+/// Certificate and TLS lines already parsed. A receive connector presents one certificate,
+/// and a server negotiates a handful of suites, session after session: each distinct line is
+/// parsed once and the sessions that saw it share the result (parsing them was a fifth of
+/// everything correlation and diagnosis cost on SMTP receive logs, in instructions). Keyed by
+/// the line, not just the last one, so interleaved sessions with different certificates or
+/// suites (several connectors, a send log's many remote hosts) still hit; emptied when it holds
+/// [`Remarks::MAX`] lines, which bounds it on logs where every line differs.
 #[derive(Debug, Default)]
 struct Remarks {
-    /// The data of a `Sending certificate Subject …` line, and what it says.
-    cert: Option<(Box<str>, Arc<Certificate>)>,
-    /// What followed `TLS protocol ` on a successful negotiation, and its words.
-    tls: Option<(Box<str>, Arc<Tls>)>,
+    /// The data of `Sending certificate Subject …` lines, and what each says.
+    certs: HashMap<Box<str>, Arc<Certificate>>,
+    /// What followed `TLS protocol ` on successful negotiations, and the words of each.
+    tls: HashMap<Box<str>, Arc<Tls>>,
 }
 
 /// A certificate as a session row shows it.
@@ -785,10 +788,10 @@ struct Certificate {
 }
 
 impl Remarks {
+    const MAX: usize = 256;
+
     fn certificate(&mut self, data: &str) -> Option<Arc<Certificate>> {
-        if let Some((line, c)) = &self.cert
-            && **line == *data
-        {
+        if let Some(c) = self.certs.get(data) {
             return Some(Arc::clone(c));
         }
         let c = CertificateLine::parse(data)?;
@@ -803,18 +806,22 @@ impl Remarks {
             not_before: c.not_before,
             not_after: c.not_after,
         });
-        self.cert = Some((data.into(), Arc::clone(&c)));
+        if self.certs.len() >= Self::MAX {
+            self.certs.clear();
+        }
+        self.certs.insert(data.into(), Arc::clone(&c));
         Some(c)
     }
 
     fn tls(&mut self, f: &Finders, rest: &str) -> Arc<Tls> {
-        if let Some((line, t)) = &self.tls
-            && **line == *rest
-        {
+        if let Some(t) = self.tls.get(rest) {
             return Arc::clone(t);
         }
         let t = Arc::new(Tls::parse(f, rest));
-        self.tls = Some((rest.into(), Arc::clone(&t)));
+        if self.tls.len() >= Self::MAX {
+            self.tls.clear();
+        }
+        self.tls.insert(rest.into(), Arc::clone(&t));
         t
     }
 }
@@ -1134,8 +1141,9 @@ mod tests {
 
     #[test]
     fn sessions_sharing_a_parsed_certificate_or_tls_line_each_show_their_own() {
-        // Certificates X, Y, X and suites AES_256, AES_128, AES_256 in turn: a line equal to
-        // the last one is taken from the cache, a different one parsed anew.
+        // Certificates X, Y, X and suites AES_256, AES_128, AES_256: a line seen before is
+        // taken from the cache, a new one parsed. Sessions one after the other, then their
+        // lines interleaved as a busy server writes them.
         let session = |id: u8, cert: &str, bulk: &str| {
             format!(
                 "2024-01-01T00:00:0{id}.000Z,EX01\\Default,08DC00000000000{id},0,10.0.0.5:25,203.0.113.9:4182{id},+,,\r\n\
@@ -1144,27 +1152,36 @@ mod tests {
 2024-01-01T00:00:0{id}.030Z,EX01\\Default,08DC00000000000{id},3,10.0.0.5:25,203.0.113.9:4182{id},-,,Local\r\n"
             )
         };
-        let log = format!(
-            "#Software: Microsoft Exchange Server\r\n\
-#Log-type: SMTP Receive Protocol Log\r\n\
-#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context\r\n{}{}{}",
+        let sessions = [
             session(1, "x.contoso.com", "AES_256"),
             session(2, "y.contoso.com", "AES_128"),
             session(3, "x.contoso.com", "AES_256"),
-        );
-        let rows = sessions_of(log.as_bytes(), 4096);
-        for (id, cert, cipher) in [
-            (1, "x.contoso.com", "AES256"),
-            (2, "y.contoso.com", "AES128"),
-            (3, "x.contoso.com", "AES256"),
-        ] {
-            let row = rows
-                .lines()
-                .find(|r| r.contains(&format!("08DC00000000000{id}")))
-                .unwrap_or_else(|| panic!("no session {id}: {rows}"));
-            assert!(row.contains(&format!("CN={cert}")), "{row}");
-            assert!(row.contains(&format!("ABCDEF1{id}")), "{row}");
-            assert!(row.contains(cipher), "{row}");
+        ];
+        let lines: Vec<Vec<&str>> = sessions
+            .iter()
+            .map(|s| s.split_inclusive('\n').collect())
+            .collect();
+        let interleaved: String = (0..4)
+            .flat_map(|i| lines.iter().map(move |l| l[i]))
+            .collect();
+        let header = "#Software: Microsoft Exchange Server\r\n\
+#Log-type: SMTP Receive Protocol Log\r\n\
+#Fields: date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,event,data,context\r\n";
+        for body in [sessions.concat(), interleaved] {
+            let rows = sessions_of(format!("{header}{body}").as_bytes(), 4096);
+            for (id, cert, cipher) in [
+                (1, "x.contoso.com", "AES256"),
+                (2, "y.contoso.com", "AES128"),
+                (3, "x.contoso.com", "AES256"),
+            ] {
+                let row = rows
+                    .lines()
+                    .find(|r| r.contains(&format!("08DC00000000000{id}")))
+                    .unwrap_or_else(|| panic!("no session {id}: {rows}"));
+                assert!(row.contains(&format!("CN={cert}")), "{row}");
+                assert!(row.contains(&format!("ABCDEF1{id}")), "{row}");
+                assert!(row.contains(cipher), "{row}");
+            }
         }
     }
 

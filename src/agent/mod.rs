@@ -362,6 +362,19 @@ impl LaneChoice {
         }
     }
 
+    /// Lanes for new series, each a group and the bytes it has to read: largest first, so a
+    /// group's biggest series settles its lane.
+    fn assign(&mut self, series: &[(&(String, Option<Table>), u64)]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..series.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(series[i].1));
+        let total = self.bytes.iter().sum::<u64>() + series.iter().map(|s| s.1).sum::<u64>();
+        let mut lanes = vec![0; series.len()];
+        for i in order {
+            lanes[i] = self.choose(series[i].0, series[i].1, total);
+        }
+        lanes
+    }
+
     /// The lane of a new series of `group` with `bytes` to read, when `total` bytes (this
     /// series and every other given a lane now or before) are to be shared.
     fn choose(&mut self, group: &(String, Option<Table>), bytes: u64, total: u64) -> usize {
@@ -385,10 +398,6 @@ impl LaneChoice {
         if let Some(b) = self.bytes.get_mut(lane) {
             *b += bytes;
         }
-    }
-
-    fn total(&self) -> u64 {
-        self.bytes.iter().sum()
     }
 }
 
@@ -1138,18 +1147,19 @@ impl Agent {
     /// Gives every series without a lane one, largest first (a backfill's whole folder is
     /// queued by then, so each series' bytes are known).
     fn choose_lanes(&mut self) {
-        let mut new: Vec<usize> = (0..self.slots.len())
+        let new: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].lane.is_none())
             .collect();
         if new.is_empty() {
             return;
         }
-        new.sort_by_key(|&i| std::cmp::Reverse(self.slots[i].pending));
-        let total =
-            self.lanes_by_load.total() + new.iter().map(|&i| self.slots[i].pending).sum::<u64>();
-        for i in new {
+        let series: Vec<_> = new
+            .iter()
+            .map(|&i| (&self.slots[i].group, self.slots[i].pending))
+            .collect();
+        let lanes = self.lanes_by_load.assign(&series);
+        for (i, lane) in new.into_iter().zip(lanes) {
             let s = &mut self.slots[i];
-            let lane = self.lanes_by_load.choose(&s.group, s.pending, total);
             tracing::debug!(series = %escape(&s.stream), lane, bytes = s.pending, "A series' sink lane.");
             s.lane = Some(lane);
             s.pending = 0;
@@ -1527,18 +1537,14 @@ fn scan(sources: &[Input], known: &HashSet<PathBuf>) -> Result<Vec<Found>> {
 mod tests {
     use super::*;
 
-    /// Lanes for series of (server, table, MB), given in one look, as `choose_lanes` does.
+    /// Lanes for series of (server, table, MB), given in one look.
     fn lanes(series: &[(&str, Table, u64)]) -> Vec<usize> {
-        let mut c = LaneChoice::new(2);
-        let mut order: Vec<usize> = (0..series.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(series[i].2));
-        let total = series.iter().map(|s| s.2).sum();
-        let mut out = vec![usize::MAX; series.len()];
-        for i in order {
-            let (server, table, mb) = series[i];
-            out[i] = c.choose(&(server.to_string(), Some(table)), mb, total);
-        }
-        out
+        let groups: Vec<(String, Option<Table>)> = series
+            .iter()
+            .map(|(server, table, _)| (server.to_string(), Some(*table)))
+            .collect();
+        let given: Vec<_> = groups.iter().zip(series).map(|(g, s)| (g, s.2)).collect();
+        LaneChoice::new(2).assign(&given)
     }
 
     #[test]
