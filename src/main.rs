@@ -394,6 +394,7 @@ impl RunArgs {
             until_idle: self.until_idle,
             rotate_after: a.rotate_after.unwrap_or(std::time::Duration::from_secs(10)),
             wrap_sink: None,
+            finite: None,
         })
     }
 }

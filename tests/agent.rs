@@ -623,6 +623,7 @@ fn in_process(
         until_idle: true,
         rotate_after: Duration::ZERO,
         wrap_sink: wrap,
+        finite: None,
     }
 }
 

@@ -56,6 +56,10 @@ pub struct Closed {
     pub counts: Vec<(String, u64)>,
 }
 
+/// The count a lake sink leaves per table of the rows it did not write because the lake held
+/// them already: `<sink>.held.<table>`.
+pub const HELD: &str = "held";
+
 /// A durable output of record batches; see the module docs.
 pub trait Sink: Send + std::fmt::Debug {
     /// The sink's name, for errors and metrics.
@@ -92,7 +96,8 @@ pub struct LakeSink {
     acked: u64,
     resume: Option<Arc<Resume>>,
     /// Rows not written because the lake held them.
-    held: u64,
+    /// Rows not written because the lake held them, per table.
+    held: std::collections::BTreeMap<String, u64>,
 }
 
 /// A lake sink's settings: the lake's root and how files are rolled and encoded.
@@ -129,7 +134,7 @@ impl LakeSinkConfig {
             writes: 0,
             acked: 0,
             resume: self.resume.clone(),
-            held: 0,
+            held: Default::default(),
         })
     }
 }
@@ -142,7 +147,7 @@ impl LakeSink {
 
     /// Rows not written because the lake held them already (see [`Resume`]).
     pub fn held(&self) -> u64 {
-        self.held
+        self.held.values().sum()
     }
 
     fn settle(&mut self, r: Result<(), lake::Error>) -> Result<(), Error> {
@@ -182,7 +187,9 @@ impl Sink for LakeSink {
                         sink: self.name.clone(),
                         source,
                     })?;
-            self.held += dropped;
+            if dropped > 0 {
+                *self.held.entry(table.to_string()).or_default() += dropped;
+            }
             kept.extend(k.map(|b| (table, b)));
         }
         let refs: Vec<(&str, &RecordBatch)> = kept.iter().map(|(t, b)| (*t, b)).collect();
@@ -206,13 +213,18 @@ impl Sink for LakeSink {
 
     fn close(self: Box<Self>) -> Result<Closed, Error> {
         let name = self.name.clone();
+        let counts = self
+            .held
+            .iter()
+            .map(|(table, n)| (format!("{name}.{HELD}.{table}"), *n))
+            .collect();
         let committed = self
             .writer
             .close()
             .map_err(|source| Error::Lake { sink: name, source })?;
         Ok(Closed {
             files: committed.into_iter().map(|c| c.path).collect(),
-            counts: Vec::new(),
+            counts,
         })
     }
 

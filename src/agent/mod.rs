@@ -30,7 +30,8 @@
 //! (`mailflow_sinks::object_lake`), and what the lake holds is read from the tables' current files.
 //!
 //! `--until-idle` ends the input once everything found is read: open sessions and messages
-//! are written as they are, as `ingest` does, and the agent exits (a backfill).
+//! are written as they are, and the agent exits (a backfill). `mailflow ingest` is this same
+//! topology with a finite source and a progress bar ([`Finite`]): there is no second pipeline.
 
 pub mod store;
 
@@ -103,6 +104,23 @@ pub struct AgentOptions {
     pub rotate_after: Duration,
     /// Wraps each sink the agent builds (tests: a sink that stalls or fails on cue).
     pub wrap_sink: Option<SinkWrapper>,
+    /// A finite run, `mailflow ingest`: the same topology over the files found, with what a
+    /// one-shot run adds (see [`Finite`]); `None` for the agent.
+    pub finite: Option<Finite>,
+}
+
+/// What `mailflow ingest` adds to the agent's topology: the files found at the start are the
+/// input (the run ends once they are read, as with `until_idle`), the lake may be emptied
+/// first, progress is drawn, and the summary says what the lake held already and what was left
+/// for a later run. Folders are not looked at again while it runs.
+#[derive(Debug, Clone, Default)]
+pub struct Finite {
+    /// Where the run writes, resolved by the caller (its state folder lives there).
+    pub target: Option<crate::ingest::LakeTarget>,
+    /// Empty the lake's tables first.
+    pub overwrite: bool,
+    /// Moved as bytes are read (hidden when not on a terminal).
+    pub progress: Option<indicatif::ProgressBar>,
 }
 
 /// See [`AgentOptions::wrap_sink`].
@@ -143,6 +161,16 @@ pub struct RunSummary {
     pub delivered: BTreeMap<String, u64>,
     /// Whether it stopped because it was asked to (a signal) rather than at the input's end.
     pub interrupted: bool,
+    /// Rows kept with invalid UTF-8 replaced.
+    pub lossy_rows: u64,
+    /// What the lake already held: files passed over whole, and lines not written again.
+    pub already_in_lake: crate::ingest::AlreadyInLake,
+    /// What was left for a later run because it is still being written.
+    pub held_back: crate::ingest::HeldBack,
+    /// Interrupted commits of an earlier, killed run finished or discarded at the start.
+    pub recovered: crate::ingest::Recovered,
+    /// What emptying the lake first removed (`ingest --overwrite`).
+    pub overwritten: crate::ingest::Overwritten,
 }
 
 impl RunSummary {
@@ -322,6 +350,12 @@ struct Agent {
     _lock: lake::LakeLock,
     /// Where the sinks write: the lake's folder, or the staging folder of Delta tables.
     target: crate::ingest::LakeTarget,
+    /// Bytes queued to read so far (the progress bar's length).
+    queued_bytes: u64,
+    /// How far the lake held each source when the run started.
+    lake_ends: HashMap<String, u64>,
+    /// Files the lake's sessions and messages name (see [`Agent::resume`]).
+    named_in_lake: HashSet<String>,
 }
 
 /// Writes queued per lane: each holds a batch (a few MiB at most), so this bounds the memory
@@ -409,17 +443,32 @@ impl Agent {
     /// a replay must not write again.
     fn start(opts: AgentOptions) -> Result<Self> {
         // A lake in an object store (or of Delta tables) stages under the state folder.
-        let target = crate::ingest::LakeTarget::resolve(
-            &opts.lake,
-            opts.table_format,
-            Some(&opts.state_dir.join("staging")),
-        )?;
+        let target = match opts.finite.as_ref().and_then(|f| f.target.clone()) {
+            Some(t) => t,
+            None => crate::ingest::LakeTarget::resolve(
+                &opts.lake,
+                opts.table_format,
+                Some(&opts.state_dir.join("staging")),
+            )?,
+        };
         let root = &target.root;
+        let mut summary = RunSummary::default();
+        if opts.finite.as_ref().is_some_and(|f| f.overwrite) {
+            lake::ensure_clearable(root)
+                .with_context(|| format!("--overwrite: emptying {}", root.display()))?;
+        }
         std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
         let lock = lake::LakeLock::acquire(root)?;
-        lake::recover(root).context("recovering the lake")?;
+        if opts.finite.as_ref().is_some_and(|f| f.overwrite) {
+            summary.overwritten = crate::ingest::overwrite(root, &opts.state_dir)?;
+        }
+        let recovery = lake::recover(root).context("recovering the lake")?;
+        summary.recovered = crate::ingest::Recovered {
+            journals_replayed: recovery.journals_replayed,
+            temporaries_removed: recovery.temporaries_removed,
+        };
         if let Some(delta) = &target.object {
-            delta
+            summary.recovered.journals_replayed += delta
                 .recover()
                 .with_context(|| format!("recovering {}", target.shown))?;
         }
@@ -449,6 +498,17 @@ impl Agent {
             .context("reading what the lake holds")?,
         };
         crate::ingest::refuse_incompatible_lake(root, &holdings)?;
+        // Files that derived rows in the lake name as their first line's: a killed run may have
+        // committed a session or message without the lines it began with.
+        let named_in_lake: HashSet<String> = holdings
+            .row_files
+            .iter()
+            .filter(|(_, held)| {
+                held.iter()
+                    .any(|(t, _)| t == sessions::TABLE || t == messages::TABLE)
+            })
+            .map(|(file, _)| file.clone())
+            .collect();
         let mut ends: HashMap<String, u64> = holdings
             .sources
             .into_iter()
@@ -481,9 +541,12 @@ impl Agent {
             messages: None,
             threads: Vec::new(),
             pool: Pool::new(opts.threads.max(1))?,
-            summary: RunSummary::default(),
+            summary,
             _lock: lock,
             target,
+            queued_bytes: 0,
+            lake_ends: ends,
+            named_in_lake,
             opts,
         };
         {
@@ -497,11 +560,11 @@ impl Agent {
             }
         }
         // The first look decides what a replay covers before the sinks start.
-        let found = scan(&agent.opts.sources, &HashSet::new())?;
-        agent.take_found(found);
+        let look = scan(&agent.opts.sources, &HashSet::new())?;
+        agent.take_found(look);
         // Files that appear from now on are read whole.
         agent.skip_existing = false;
-        let resume = agent.resume(ends)?;
+        let resume = agent.resume(agent.lake_ends.clone())?;
         agent.start_sinks(resume)?;
         Ok(agent)
     }
@@ -514,13 +577,19 @@ impl Agent {
 
     /// What the lake holds of the lines, sessions and messages this start replays.
     fn resume(&self, ends: HashMap<String, u64>) -> Result<Resume> {
-        // Replayed: files read from before the lake's end of them.
+        // Replayed: files read from before the lake's end of them, and files read from a start
+        // whose sessions or messages the lake holds (a killed run committed them before the
+        // lines they began with).
         let mut days: BTreeSet<String> = BTreeSet::new();
         let mut servers: BTreeSet<String> = BTreeSet::new();
         for slot in &self.slots {
             for q in &slot.queue {
                 let end = ends.get(&q.fingerprint).copied().unwrap_or(0);
-                if q.start_at >= end {
+                let named = q.start_at == 0
+                    && self
+                        .named_in_lake
+                        .contains(q.path.to_string_lossy().as_ref());
+                if q.start_at >= end && !named {
                     continue;
                 }
                 let entry = self.store.entries.get(&q.fingerprint);
@@ -636,7 +705,16 @@ impl Agent {
 
     /// Takes what a look at the folders found: new files into their series, growth and
     /// deletion of known ones.
-    fn take_found(&mut self, found: Vec<Found>) {
+    fn take_found(&mut self, look: Look) {
+        let Look { found, unreadable } = look;
+        // A finite run reports them as failures, once each; the agent looks again.
+        if self.opts.finite.is_some() {
+            for u in unreadable {
+                if !self.summary.failed.iter().any(|f| f.path == u.path) {
+                    self.summary.failed.push(u);
+                }
+            }
+        }
         let mut seen: HashSet<PathBuf> = HashSet::with_capacity(found.len());
         for f in found {
             seen.insert(f.path.clone());
@@ -790,16 +868,42 @@ impl Agent {
             self.known.insert(path, Known::Passed);
             return;
         }
+        // A lake written by a version that identified files otherwise holds them under that.
+        if !self.lake_ends.contains_key(&fp)
+            && let Some(&end) = self
+                .lake_ends
+                .get(&crate::ingest::legacy_fingerprint(&head))
+        {
+            self.lake_ends.insert(fp.clone(), end);
+        }
         let entry = self.lock_keeper().get(&fp).cloned();
-        let start_at = match &entry {
-            Some(e) if e.complete => {
-                self.known.insert(path, Known::Passed);
-                return;
+        let finite = self.opts.finite.is_some();
+        let by_ingest = self.finished_by_ingest.complete_offset(&fp);
+        // Everything of it is in the lake, its sessions and messages included (a later look
+        // that finds it grown reads on from there).
+        let whole = match &entry {
+            Some(e) => e.complete || (finite && len > 0 && e.offset == len),
+            None => finite && len > 0 && by_ingest == len,
+        };
+        if whole {
+            if finite {
+                self.summary.already_in_lake.files += 1;
             }
-            Some(e) if e.offset > len => {
+            self.known.insert(path, Known::Passed);
+            return;
+        }
+        // Exchange only appends: a file shorter than what was read of it, or than the lake
+        // holds of it, was cut or replaced under its first line.
+        let known_end = entry
+            .as_ref()
+            .map(|e| e.offset)
+            .or(self.lake_ends.get(&fp).copied())
+            .unwrap_or(0)
+            .max(by_ingest);
+        let start_at = match &entry {
+            _ if known_end > len => {
                 let reason = format!(
-                    "shorter ({len} bytes) than the {} bytes read of it: truncated or replaced; not read again",
-                    e.offset
+                    "shorter ({len} bytes) than the {known_end} bytes read of it: truncated or replaced; not read again"
                 );
                 tracing::warn!(file = %escape(&path.display().to_string()), %reason, "A file shrank since it was read.");
                 // Counted once, however it was found (while read, or at a look).
@@ -817,7 +921,6 @@ impl Agent {
             }
             Some(e) => e.offset,
             None => {
-                let by_ingest = self.finished_by_ingest.complete_offset(&fp);
                 if by_ingest > 0 {
                     by_ingest.min(len)
                 } else if self.skip_existing {
@@ -874,6 +977,7 @@ impl Agent {
             tracking,
         );
         let bytes = len.saturating_sub(start_at);
+        self.queued_bytes += bytes;
         match self.slots[slot].lane {
             Some(lane) => self.lanes_by_load.add(lane, bytes),
             None => self.slots[slot].pending += bytes,
@@ -973,7 +1077,7 @@ impl Agent {
         let mut tick_timer = tokio::time::interval(Duration::from_secs(1));
         let mut minute = tokio::time::interval(Duration::from_secs(60));
         minute.reset();
-        let mut scanning: Option<tokio::task::JoinHandle<Result<Vec<Found>>>> = None;
+        let mut scanning: Option<tokio::task::JoinHandle<Result<Look>>> = None;
         let mut last_save = Instant::now();
         let mut failure: Option<anyhow::Error> = None;
         let mut ending = false;
@@ -990,9 +1094,9 @@ impl Agent {
                 }
                 if self.all_idle() {
                     // One more look: anything that appeared meanwhile is read first.
-                    let found = scan(&self.opts.sources, &self.known_sources())?;
+                    let look = scan(&self.opts.sources, &self.known_sources())?;
                     let before = self.known.len();
-                    self.take_found(found);
+                    self.take_found(look);
                     if self.known.len() == before && self.all_idle() {
                         ending = true;
                         self.end_all(&mut steps);
@@ -1022,7 +1126,8 @@ impl Agent {
                         }
                     }
                 }
-                _ = scan_timer.tick(), if scanning.is_none() && !ending => {
+                // A finite run reads what it found at the start (and one more look at the end).
+                _ = scan_timer.tick(), if scanning.is_none() && !ending && self.opts.finite.is_none() => {
                     let (sources, known) = (self.opts.sources.clone(), self.known_sources());
                     scanning = Some(tokio::task::spawn_blocking(move || scan(&sources, &known)));
                 }
@@ -1049,6 +1154,7 @@ impl Agent {
                         self.tell_quiet_streams();
                     }
                     self.update_gauges(last_save);
+                    self.show_progress();
                 }
                 _ = save_timer.tick() => {
                     if let Err(e) = self.save().await {
@@ -1131,8 +1237,65 @@ impl Agent {
             .bytes_in
             .load(std::sync::atomic::Ordering::Relaxed);
         self.summary.outputs.sort();
+        self.finish_finite()?;
         self.summary.seconds = started.elapsed().as_secs_f64();
         Ok(self.summary)
+    }
+
+    /// Moves a finite run's progress bar.
+    fn show_progress(&self) {
+        if let Some(bar) = self.opts.finite.as_ref().and_then(|f| f.progress.as_ref()) {
+            bar.set_length(self.queued_bytes);
+            bar.set_position(
+                self.metrics
+                    .bytes_in
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
+    }
+
+    /// What a finite run's summary adds once everything is committed: the files left because
+    /// they have no complete line yet; what the sinks found the lake held already (lines of
+    /// partly written files, not written again, and taken off the rows written); and, in the
+    /// lake's own record, every file this run finished, so `mailflow run` with a state folder
+    /// of its own does not read them again (see `checkpoint`).
+    fn finish_finite(&mut self) -> Result<()> {
+        if self.opts.finite.is_none() {
+            return Ok(());
+        }
+        self.summary.held_back.files = self
+            .known
+            .values()
+            .filter(|k| matches!(k, Known::Pending { .. }))
+            .count() as u64;
+        let held_prefix = format!("lake.{}.", mailflow_sinks::sink::HELD);
+        let held: Vec<(String, u64)> = self
+            .summary
+            .delivered
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(&held_prefix)?.to_string(), *v)))
+            .collect();
+        self.summary
+            .delivered
+            .retain(|k, _| !k.starts_with(&held_prefix));
+        for (table, n) in held {
+            if let Some(rows) = self.summary.rows.get_mut(&table) {
+                *rows = rows.saturating_sub(n);
+            }
+            if table != sessions::TABLE && table != messages::TABLE {
+                self.summary.already_in_lake.lines += n;
+            }
+        }
+        if self.summary.interrupted {
+            return Ok(());
+        }
+        let mut finished = crate::checkpoint::Checkpoints::load(&self.target.root)?;
+        for (fp, e) in self.lock_keeper().entries() {
+            if e.offset > 0 {
+                finished.set(&fp, &e.file, e.offset);
+            }
+        }
+        finished.save()
     }
 
     /// Paths known with a fingerprint or passed over: a scan does not read their heads again.
@@ -1215,7 +1378,14 @@ impl Agent {
     fn end_all(&mut self, steps: &mut JoinSet<(usize, Box<SeriesState>, Outcome, Result<()>)>) {
         for i in 0..self.slots.len() {
             self.slots[i].ended = true;
-            self.spawn_step(i, Order::End, steps);
+            // A file nobody has written to for a while is read to its end, a last line
+            // without its line end included; one written to lately keeps that line back for
+            // Exchange to complete.
+            let finish = self.slots[i]
+                .current
+                .as_ref()
+                .is_some_and(|c| c.changed.elapsed() >= crate::ingest::SETTLE);
+            self.spawn_step(i, Order::End { finish }, steps);
         }
     }
 
@@ -1293,6 +1463,8 @@ impl Agent {
         for (code, n) in outcome.diagnoses {
             *self.summary.diagnoses.entry(code).or_default() += n;
         }
+        self.summary.lossy_rows += outcome.lossy_rows;
+        self.summary.held_back.lines += u64::from(outcome.partial_line);
         if let Some(m) = outcome.mark {
             slot.mark = slot.mark.max(m);
         }
@@ -1512,12 +1684,9 @@ impl Pool {
 }
 
 /// Looks at the folders: every file with its length, and what the files not in `known` are.
-fn scan(sources: &[Input], known: &HashSet<PathBuf>) -> Result<Vec<Found>> {
+fn scan(sources: &[Input], known: &HashSet<PathBuf>) -> Result<Look> {
     let discovered = discover(sources)?;
-    for u in &discovered.unreadable {
-        tracing::warn!(path = %escape(&u.path.display().to_string()), reason = %escape(&u.reason), "Cannot read a folder.");
-    }
-    Ok(discovered
+    let found = discovered
         .files
         .into_iter()
         .map(|(path, source)| {
@@ -1530,7 +1699,18 @@ fn scan(sources: &[Input], known: &HashSet<PathBuf>) -> Result<Vec<Found>> {
                 triage,
             }
         })
-        .collect())
+        .collect();
+    Ok(Look {
+        found,
+        unreadable: discovered.unreadable,
+    })
+}
+
+/// What one look at the folders saw: the files, and the folders that could not be read
+/// (`discover` has logged them).
+struct Look {
+    found: Vec<Found>,
+    unreadable: Vec<Skipped>,
 }
 
 #[cfg(test)]

@@ -76,8 +76,9 @@ pub(crate) enum Order {
     /// Read to the end and close the file: a newer one exists, or it was deleted.
     Finish,
     /// The input ends here (`--until-idle`): close the file read so far, write the open
-    /// sessions as they are.
-    End,
+    /// sessions as they are. With `finish`, the file is read to its end first, a last line
+    /// without its line end included (a file nobody writes any more: see `SETTLE`).
+    End { finish: bool },
 }
 
 /// A file to open.
@@ -105,6 +106,10 @@ pub(crate) struct Outcome {
     pub diagnoses: BTreeMap<String, u64>,
     /// The file was closed: finished, truncated or unreadable (with why, for the latter two).
     pub closed: Option<Closed>,
+    /// Rows of the files closed that had invalid UTF-8 (kept with U+FFFD).
+    pub lossy_rows: u64,
+    /// An End step left a last line without its line end unread (Exchange is writing it).
+    pub partial_line: bool,
 }
 
 #[derive(Debug)]
@@ -126,6 +131,9 @@ pub(crate) struct SeriesState {
     /// Finished files of the series whose lines open sessions may still need.
     recent: Vec<(String, String, u64)>,
     buf: Vec<u8>,
+    /// The file is being read to its end at the input's end, but is not finished (see
+    /// [`Order::End`]).
+    keep_open: bool,
 }
 
 /// The file a series is reading.
@@ -159,6 +167,7 @@ impl SeriesState {
             sizes: BatchSizes::default(),
             recent: Vec::new(),
             buf: Vec::new(),
+            keep_open: false,
         }
     }
 
@@ -190,9 +199,15 @@ impl SeriesState {
         match order {
             Order::Read | Order::Open(_) => self.read(false, ctx, out),
             Order::Finish => self.read(true, ctx, out),
-            Order::End => {
-                let out = self.read(false, ctx, out);
-                self.end(ctx, out)
+            Order::End { finish } => {
+                let reading = self.tail.is_some();
+                self.keep_open = finish;
+                let out = self.read(finish, ctx, out);
+                self.keep_open = false;
+                // Read to its end, but not finished: it is still its series' newest file, and
+                // what Exchange may add to it later is read on from there.
+                let still_open = finish && reading;
+                self.end(ctx, out, still_open)
             }
         }
     }
@@ -265,7 +280,7 @@ impl SeriesState {
             Ok(m) => m.len(),
             Err(e) => {
                 out.closed = Some(Closed::Failed(e.to_string()));
-                self.close();
+                self.close(&mut out);
                 return out;
             }
         };
@@ -275,13 +290,13 @@ impl SeriesState {
             if let Err(e) = self.flush_pending(ctx, &mut out, false) {
                 out.closed = Some(Closed::Failed(format!("{e:#}")));
             }
-            self.close();
+            self.close(&mut out);
             return out;
         }
         let result = self.read_bytes(len, finish, ctx, &mut out);
         if let Err(e) = result {
             out.closed = Some(Closed::Failed(format!("{e:#}")));
-            self.close();
+            self.close(&mut out);
             return out;
         }
         // Events and queue snapshots are written whole, and the end of a file is all that
@@ -302,12 +317,12 @@ impl SeriesState {
                 Ok(()) => Closed::Finished,
                 Err(e) => Closed::Failed(format!("{e:#}")),
             });
-            self.close();
+            self.close(&mut out);
             return out;
         }
         if finish {
             out.closed = Some(Closed::Finished);
-            self.close();
+            self.close(&mut out);
         }
         out
     }
@@ -322,7 +337,7 @@ impl SeriesState {
         if finish && let Some(tail) = self.tail.as_mut() {
             tail.decoder.finish()?;
         }
-        self.flush_pending(ctx, out, finish)
+        self.flush_pending(ctx, out, finish && !self.keep_open)
     }
 
     fn read_chunks(
@@ -481,16 +496,25 @@ impl SeriesState {
 
     /// Closes the file being read: its learned sizes go to the next; it stays among the recent
     /// files while sessions need its lines.
-    fn close(&mut self) {
+    fn close(&mut self, out: &mut Outcome) {
         if let Some(mut t) = self.tail.take() {
+            Self::closing(&mut t, out);
             self.sizes = t.decoder.take_sizes();
             self.recent.push((t.fingerprint, t.name, t.fed));
         }
     }
 
+    /// What a file's decoder has to tell when the file is done with.
+    fn closing(t: &mut Tail, out: &mut Outcome) {
+        out.lossy_rows += t.decoder.stats().lossy_rows;
+        for note in t.decoder.notes() {
+            tracing::warn!("{}", crate::term::escape(&format!("{}: {note}", t.name)));
+        }
+    }
+
     /// The end of the input (`--until-idle`): sessions still open are written as they are,
     /// filed with the last file read, as `ingest` does at the end of a series.
-    fn end(&mut self, ctx: &Ctx, mut out: Outcome) -> Outcome {
+    fn end(&mut self, ctx: &Ctx, mut out: Outcome, last_still_open: bool) -> Outcome {
         let last = self
             .tail
             .as_ref()
@@ -509,15 +533,17 @@ impl SeriesState {
             }
         }
         // Every session is written: nothing holds a file back any more.
+        let n = self.recent.len();
         let mut candidates: Vec<Candidate> = self
             .recent
             .drain(..)
-            .map(|(fingerprint, _, end)| Candidate {
+            .enumerate()
+            .map(|(i, (fingerprint, _, end))| Candidate {
                 fingerprint,
                 offset: end,
                 durable: None,
                 log_time: None,
-                complete: true,
+                complete: !(last_still_open && i + 1 == n),
             })
             .collect();
         if let Some(t) = &self.tail {
@@ -539,6 +565,8 @@ impl SeriesState {
             });
         }
         if let Some(mut t) = self.tail.take() {
+            out.partial_line = t.file.metadata().is_ok_and(|m| m.len() > t.fed);
+            Self::closing(&mut t, &mut out);
             self.sizes = t.decoder.take_sizes();
         }
         out
