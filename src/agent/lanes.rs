@@ -19,6 +19,7 @@ use mailflow_sinks::lake::Source;
 use mailflow_sinks::sink::{Closed, Sink};
 use tokio::sync::mpsc;
 
+use super::Homes;
 use super::metrics::Metrics;
 use super::series::{Candidate, Tracked, Write};
 use super::store::Entry;
@@ -174,8 +175,8 @@ impl Pending {
 pub(crate) fn lane(
     mut rx: mpsc::Receiver<ToLane>,
     mut sink: Box<dyn Sink>,
-    keeper: &Mutex<Keeper>,
-    metrics: &Metrics,
+    (keeper, metrics): (&Mutex<Keeper>, &Metrics),
+    homes: &Homes,
 ) -> Result<Closed> {
     let mut pending = Pending::default();
     let result = (|| -> Result<()> {
@@ -194,6 +195,7 @@ pub(crate) fn lane(
                         metrics.rows_out(t, b.num_rows() as u64);
                     }
                     pending.push(true, Side::Series, w.candidates);
+                    homes.send(w.home, w.parts.into_iter().map(|(_, b)| b).collect());
                 }
                 ToLane::Tick => sink.tick()?,
             }
@@ -243,8 +245,8 @@ const NEEDED_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 pub(crate) fn messages_thread(
     mut rx: mpsc::Receiver<ToMessages>,
     mut sink: Box<dyn Sink>,
-    keeper: &Mutex<Keeper>,
-    metrics: &Metrics,
+    (keeper, metrics): (&Mutex<Keeper>, &Metrics),
+    homes: &Homes,
 ) -> Result<Closed> {
     let mut correlator = MessageCorrelator::new(crate::ingest::MESSAGE_IDLE);
     let mut pending = Pending::default();
@@ -269,8 +271,9 @@ pub(crate) fn messages_thread(
                     continue;
                 }
                 ToMessages::Tracked(t) => {
-                    if let Some(b) = &t.batch {
-                        correlator.add_from(&t.stream, b);
+                    if let Some(b) = t.batch {
+                        correlator.add_from(&t.stream, &b);
+                        homes.send(t.home, vec![b]);
                     }
                     let e = reached
                         .entry(t.fingerprint.clone())

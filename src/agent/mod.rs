@@ -672,10 +672,11 @@ impl Agent {
             let (tx, rx) = mpsc::channel(LANE_QUEUE);
             let sink = build("lake", options.clone())?;
             let (keeper, metrics) = (Arc::clone(&self.keeper), Arc::clone(&self.metrics));
+            let homes = self.pool.homes.clone();
             self.threads.push(
                 std::thread::Builder::new()
                     .name(format!("lane-{k}"))
-                    .spawn(move || lanes::lane(rx, sink, &keeper, &metrics))
+                    .spawn(move || lanes::lane(rx, sink, (&keeper, &metrics), &homes))
                     .context("starting a sink lane")?,
             );
             self.lanes.push(tx);
@@ -686,10 +687,11 @@ impl Agent {
         small.memory_budget = (small.memory_budget / 4).max(1 << 20);
         let sink = build("lake", small)?;
         let (keeper, metrics) = (Arc::clone(&self.keeper), Arc::clone(&self.metrics));
+        let homes = self.pool.homes.clone();
         self.threads.push(
             std::thread::Builder::new()
                 .name("messages".into())
-                .spawn(move || lanes::messages_thread(rx, sink, &keeper, &metrics))
+                .spawn(move || lanes::messages_thread(rx, sink, (&keeper, &metrics), &homes))
                 .context("starting message correlation")?,
         );
         // Tracking series found before the thread started wait for it now.
@@ -1647,28 +1649,72 @@ impl Agent {
 /// pool, which starts threads as it needs them and keeps idle ones a while: each thread has
 /// its own allocator heap, so more threads hold more memory (peak RSS on the 1 GiB fleet bench
 /// 387-393 MiB with this pool, 402-412 MiB with the blocking pool, three runs each).
+///
+/// The batches a step makes are freed by the worker that allocated them: the lanes and the
+/// message thread send them back ([`Homes`]) once written. mimalloc keeps a page freed from
+/// another thread with its owner until the owner collects it, so batches dropped on the lanes
+/// held memory the decoders could not reuse.
 #[derive(Clone)]
 struct Pool {
     jobs: crossbeam_channel::Sender<Box<dyn FnOnce() + Send>>,
+    homes: Homes,
+}
+
+thread_local! {
+    /// This thread's index among the decode workers, if it is one.
+    static DECODE_WORKER: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+/// The decode worker running this code, if any (where the batches it makes go back to).
+pub(crate) fn decode_worker() -> Option<usize> {
+    DECODE_WORKER.with(std::cell::Cell::get)
+}
+
+/// The way back to each decode worker for the batches it allocated.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Homes(Arc<Vec<crossbeam_channel::Sender<Vec<arrow_array::RecordBatch>>>>);
+
+impl Homes {
+    /// Sends `batches` back to the worker that made them (dropped here when it is gone or
+    /// unknown).
+    pub(crate) fn send(&self, home: Option<usize>, batches: Vec<arrow_array::RecordBatch>) {
+        if let Some(tx) = home.and_then(|h| self.0.get(h)) {
+            let _ = tx.send(batches);
+        }
+    }
 }
 
 impl Pool {
     fn new(threads: usize) -> Result<Self> {
         let (jobs, rx) = crossbeam_channel::unbounded::<Box<dyn FnOnce() + Send>>();
+        let mut homes = Vec::with_capacity(threads);
         for k in 0..threads {
             let rx = rx.clone();
+            let (home, returned) = crossbeam_channel::unbounded::<Vec<arrow_array::RecordBatch>>();
+            homes.push(home);
             std::thread::Builder::new()
                 .name(format!("decode-{k}"))
                 .spawn(move || {
-                    // A step that panics fails its series' task (its result never comes);
-                    // the worker lives on.
-                    for job in rx {
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    DECODE_WORKER.with(|w| w.set(Some(k)));
+                    loop {
+                        crossbeam_channel::select! {
+                            recv(rx) -> job => {
+                                let Ok(job) = job else { break };
+                                returned.try_iter().for_each(drop);
+                                // A step that panics fails its series' task (its result never
+                                // comes); the worker lives on.
+                                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                            }
+                            recv(returned) -> batches => drop(batches),
+                        }
                     }
                 })
                 .context("starting a decode worker")?;
         }
-        Ok(Pool { jobs })
+        Ok(Pool {
+            jobs,
+            homes: Homes(Arc::new(homes)),
+        })
     }
 
     /// Runs `f` on a worker; `None` if it panicked.

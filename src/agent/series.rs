@@ -51,6 +51,8 @@ pub(crate) struct Write {
     pub end_offset: u64,
     pub parts: Vec<(&'static str, RecordBatch)>,
     pub candidates: Vec<Candidate>,
+    /// The decode worker that made the batches, which frees them once written.
+    pub home: Option<usize>,
 }
 
 /// A tracking file's progress for message correlation: its rows (if the flush had any) and
@@ -64,6 +66,8 @@ pub(crate) struct Tracked {
     pub batch: Option<RecordBatch>,
     /// The file is finished.
     pub complete: bool,
+    /// The decode worker that made the batch.
+    pub home: Option<usize>,
 }
 
 /// What the coordinator asks of a step.
@@ -455,6 +459,7 @@ impl SeriesState {
                 end_offset: flushed.end_offset,
                 batch: tracked_batch,
                 complete,
+                home: super::decode_worker(),
             });
         }
         // Open and closed-but-unwritten sessions hold the checkpoint of the files they began in.
@@ -490,6 +495,7 @@ impl SeriesState {
             end_offset: flushed.end_offset,
             parts,
             candidates,
+            home: super::decode_worker(),
         });
         Ok(())
     }
@@ -562,6 +568,7 @@ impl SeriesState {
                 end_offset: end,
                 parts,
                 candidates,
+                home: super::decode_worker(),
             });
         }
         if let Some(mut t) = self.tail.take() {
