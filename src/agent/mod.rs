@@ -1270,16 +1270,15 @@ impl Agent {
             .values()
             .filter(|k| matches!(k, Known::Pending { .. }))
             .count() as u64;
-        let held_prefix = format!("lake.{}.", mailflow_sinks::sink::HELD);
+        // `<sink>.held.<table>`, whatever the lake sink is named.
+        let marker = format!(".{}.", mailflow_sinks::sink::HELD);
         let held: Vec<(String, u64)> = self
             .summary
             .delivered
             .iter()
-            .filter_map(|(k, v)| Some((k.strip_prefix(&held_prefix)?.to_string(), *v)))
+            .filter_map(|(k, v)| Some((k.split_once(&marker)?.1.to_string(), *v)))
             .collect();
-        self.summary
-            .delivered
-            .retain(|k, _| !k.starts_with(&held_prefix));
+        self.summary.delivered.retain(|k, _| !k.contains(&marker));
         for (table, n) in held {
             if let Some(rows) = self.summary.rows.get_mut(&table) {
                 *rows = rows.saturating_sub(n);
