@@ -399,6 +399,10 @@ impl ObjectLake {
                 "mailflow {name} (schema of mailflow {})",
                 env!("CARGO_PKG_VERSION")
             ))
+            // A create that loses the race for version 0 must fail, not be retried as version
+            // 1: a second metadata action there fails every append read at version 0 with
+            // "Metadata changed since last commit" (three writers creating one table at once).
+            .with_commit_properties(CommitProperties::default().with_max_retries(0))
             .await;
         match created {
             Ok(t) => {
