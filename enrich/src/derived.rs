@@ -12,6 +12,8 @@ use arrow_array::types::Int32Type;
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use mailflow_parser::schema::DICTIONARY_HINT;
+
 use crate::records::SCHEMA_VERSION;
 
 /// Hands each item of a row's list to the callback; `false` for a null list.
@@ -42,6 +44,9 @@ pub(crate) struct Column<T, C> {
     pub(crate) name: &'static str,
     pub(crate) nullable: bool,
     pub(crate) value: Value<T, C>,
+    /// Nearly every row holds a value of its own (an id, a time): marked in the schema with
+    /// the parser's [`DICTIONARY_HINT`], so a columnar writer does not try a dictionary.
+    pub(crate) distinct: bool,
 }
 
 /// A column; `nullable` says whether the value may be absent.
@@ -54,6 +59,15 @@ pub(crate) const fn col<T, C>(
         name,
         nullable,
         value,
+        distinct: false,
+    }
+}
+
+impl<T, C> Column<T, C> {
+    /// The column's values are nearly all distinct (see [`Column::distinct`]).
+    pub(crate) const fn distinct(mut self) -> Self {
+        self.distinct = true;
+        self
     }
 }
 
@@ -75,7 +89,14 @@ fn data_type<T, C>(value: &Value<T, C>) -> DataType {
 pub(crate) fn schema<T, C>(table: &str, columns: &[Column<T, C>]) -> SchemaRef {
     let fields: Vec<Field> = columns
         .iter()
-        .map(|c| Field::new(c.name, data_type(&c.value), c.nullable))
+        .map(|c| {
+            let field = Field::new(c.name, data_type(&c.value), c.nullable);
+            if c.distinct {
+                field.with_metadata([(DICTIONARY_HINT.to_string(), "false".to_string())].into())
+            } else {
+                field
+            }
+        })
         .collect();
     let metadata = [
         ("mailflow.table".to_string(), table.to_string()),
@@ -299,5 +320,35 @@ mod tests {
             .as_any()
             .downcast_ref::<arrow_array::StringArray>();
         assert_eq!(made.unwrap().value(1), "a+b");
+    }
+
+    #[test]
+    fn ids_and_times_of_the_derived_tables_are_marked_distinct() {
+        let hinted = |schema: &SchemaRef| -> Vec<String> {
+            schema
+                .fields()
+                .iter()
+                .filter(|f| {
+                    f.metadata()
+                        .get(DICTIONARY_HINT)
+                        .is_some_and(|v| v == "false")
+                })
+                .map(|f| f.name().clone())
+                .collect()
+        };
+        assert_eq!(
+            hinted(&crate::sessions::schema()),
+            ["timestamp", "source_offset", "session_id", "end_time"]
+        );
+        assert_eq!(
+            hinted(&crate::messages::schema()),
+            [
+                "timestamp",
+                "source_offset",
+                "message_id",
+                "internal_message_id",
+                "last_seen"
+            ]
+        );
     }
 }

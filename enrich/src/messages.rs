@@ -66,7 +66,7 @@ fn columns() -> &'static [Column<M, Names>] {
     static COLUMNS: OnceLock<Vec<Column<M, Names>>> = OnceLock::new();
     COLUMNS.get_or_init(|| {
         vec![
-            col("timestamp", false, Value::Time(|m: &M, _| Some(m.1.first))),
+            col("timestamp", false, Value::Time(|m: &M, _| Some(m.1.first))).distinct(),
             col(
                 "server",
                 false,
@@ -81,15 +81,17 @@ fn columns() -> &'static [Column<M, Names>] {
                 "source_offset",
                 false,
                 Value::Int64(|m: &M, _| Some(m.1.first_offset)),
-            ),
+            )
+            .distinct(),
             // The key is `m` and the id for a message that has one, `i` and the server's internal id
             // otherwise.
-            col("message_id", true, Value::Text(|m: &M, _| message_id(&m.0))),
+            col("message_id", true, Value::Text(|m: &M, _| message_id(&m.0))).distinct(),
             col(
                 "internal_message_id",
                 true,
                 Value::Int64(|m: &M, _| m.1.internal_id),
-            ),
+            )
+            .distinct(),
             col(
                 "sender_address",
                 true,
@@ -105,7 +107,7 @@ fn columns() -> &'static [Column<M, Names>] {
                 true,
                 Value::Int64(|m: &M, _| m.1.total_bytes),
             ),
-            col("last_seen", false, Value::Time(|m: &M, _| Some(m.1.last))),
+            col("last_seen", false, Value::Time(|m: &M, _| Some(m.1.last))).distinct(),
             col(
                 "latency_ms",
                 false,

@@ -54,7 +54,7 @@ fn some(s: &str) -> Option<&str> {
 /// The table, column by column: what each holds and where it comes from.
 fn columns<'c>() -> Vec<Column<S, Ctx<'c>>> {
     vec![
-        col("timestamp", false, Value::Time(|s: &S, _| Some(s.1.start))),
+        col("timestamp", false, Value::Time(|s: &S, _| Some(s.1.start))).distinct(),
         col(
             "server",
             false,
@@ -69,7 +69,8 @@ fn columns<'c>() -> Vec<Column<S, Ctx<'c>>> {
             "source_offset",
             false,
             Value::Int64(|s: &S, _| Some(s.1.first_offset)),
-        ),
+        )
+        .distinct(),
         col(
             "direction",
             true,
@@ -80,8 +81,8 @@ fn columns<'c>() -> Vec<Column<S, Ctx<'c>>> {
             true,
             Value::Dict(|s: &S, c: &Ctx<'c>| some(c.names.name(s.1.connector))),
         ),
-        col("session_id", true, Value::Text(|s: &S, _| session_id(&s.0))),
-        col("end_time", false, Value::Time(|s: &S, _| Some(s.1.end))),
+        col("session_id", true, Value::Text(|s: &S, _| session_id(&s.0))).distinct(),
+        col("end_time", false, Value::Time(|s: &S, _| Some(s.1.end))).distinct(),
         col(
             "duration_ms",
             false,
