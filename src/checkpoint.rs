@@ -42,10 +42,24 @@ struct OnDisk {
     sources: BTreeMap<String, Entry>,
 }
 
+/// Where the store of the lake at `root` is kept.
+fn store_path(root: &Path) -> PathBuf {
+    root.join("_mailflow").join("checkpoints.json")
+}
+
+/// Removes the file at `path`; a file already gone is no error.
+pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
 impl Checkpoints {
     /// The store of the lake at `root` (empty if it has none yet).
     pub fn load(root: &Path) -> Result<Self> {
-        let path = root.join("_mailflow").join("checkpoints.json");
+        let path = store_path(root);
         let entries = match std::fs::read(&path) {
             Ok(bytes) => {
                 let on_disk: OnDisk = serde_json::from_slice(&bytes).with_context(|| {
@@ -61,6 +75,12 @@ impl Checkpoints {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         Ok(Checkpoints { path, entries })
+    }
+
+    /// Forgets every file the lake at `root` was told is finished (its tables emptied by
+    /// `--overwrite`).
+    pub fn remove(root: &Path) -> Result<()> {
+        remove_if_present(&store_path(root))
     }
 
     /// Whether everything of the source before `len` is finished.

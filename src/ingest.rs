@@ -783,19 +783,8 @@ pub(crate) fn overwrite(root: &Path, state_dir: &Path) -> Result<Overwritten> {
             "--overwrite left a file mailflow did not write in place."
         );
     }
-    for stale in [
-        state_dir.join("checkpoints.json"),
-        root.join("_mailflow").join("checkpoints.json"),
-    ] {
-        match std::fs::remove_file(&stale) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("--overwrite: removing {}", stale.display()));
-            }
-        }
-    }
+    crate::agent::store::Store::remove(state_dir).context("--overwrite")?;
+    crate::checkpoint::Checkpoints::remove(root).context("--overwrite")?;
     Ok(Overwritten {
         files: cleared.files,
         bytes: cleared.bytes,

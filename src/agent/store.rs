@@ -78,6 +78,11 @@ impl Store {
         })
     }
 
+    /// Removes the store in `dir`, if there is one: every source is read again from its start.
+    pub fn remove(dir: &Path) -> Result<()> {
+        crate::checkpoint::remove_if_present(&dir.join("checkpoints.json"))
+    }
+
     /// Writes `entries` as the store in `dir`, durably.
     pub fn save_entries(dir: &Path, entries: BTreeMap<String, Entry>) -> Result<()> {
         Store {
