@@ -64,7 +64,7 @@ pub(crate) const fn col<T, C>(
 }
 
 impl<T, C> Column<T, C> {
-    /// The column's values are nearly all distinct (see [`Column::distinct`]).
+    /// The column's values are nearly all distinct (see the `distinct` field).
     pub(crate) const fn distinct(mut self) -> Self {
         self.distinct = true;
         self

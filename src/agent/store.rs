@@ -49,10 +49,15 @@ pub struct Store {
     pub entries: BTreeMap<String, Entry>,
 }
 
+/// Where the store in `dir` is kept.
+fn path_in(dir: &Path) -> PathBuf {
+    dir.join("checkpoints.json")
+}
+
 impl Store {
     /// The store in `dir` (empty if there is none yet).
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join("checkpoints.json");
+        let path = path_in(dir);
         let (saved_at, entries) = match std::fs::read(&path) {
             Ok(bytes) => {
                 let on_disk: OnDisk = serde_json::from_slice(&bytes).with_context(|| {
@@ -80,13 +85,13 @@ impl Store {
 
     /// Removes the store in `dir`, if there is one: every source is read again from its start.
     pub fn remove(dir: &Path) -> Result<()> {
-        crate::checkpoint::remove_if_present(&dir.join("checkpoints.json"))
+        crate::checkpoint::remove_if_present(&path_in(dir))
     }
 
     /// Writes `entries` as the store in `dir`, durably.
     pub fn save_entries(dir: &Path, entries: BTreeMap<String, Entry>) -> Result<()> {
         Store {
-            path: dir.join("checkpoints.json"),
+            path: path_in(dir),
             saved_at: None,
             entries,
         }
