@@ -424,4 +424,83 @@ mod tests {
         let bounds = server.statistics().expect("other text keeps its bounds");
         assert_eq!(bounds.max_bytes_opt(), Some(&b"EX02"[..]));
     }
+
+    /// The lake's dictionary columns go through the vendored parquet's per-dictionary cache
+    /// (vendor/parquet/PATCHES.md): rows keep their values whether batches share a dictionary
+    /// or not, and the bounds are those of the values rows use, not of every dictionary entry.
+    #[test]
+    fn dictionary_columns_keep_their_values_and_the_bounds_of_what_rows_use() {
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int32Type;
+        use arrow_array::{ArrayRef, DictionaryArray, Int32Array, StringArray};
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        let shared: ArrayRef = Arc::new(StringArray::from(vec!["EX02", "EX01", "EX03"]));
+        let own: ArrayRef = Arc::new(StringArray::from(vec![
+            "ZZ99", "EX03", "AA00", "EX04", "EX02",
+        ]));
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "server",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            true,
+        )]));
+        let batch = |keys: Vec<Option<i32>>, values: &ArrayRef| {
+            let column =
+                DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), values.clone())
+                    .unwrap();
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.parquet");
+        let mut f = ParquetFile::create(
+            path.clone(),
+            dir.path().join(".s.tmp"),
+            schema.clone(),
+            &ParquetOptions::default(),
+        )
+        .unwrap();
+        f.write(&batch(
+            vec![Some(0), Some(0), None, Some(1), Some(0)],
+            &shared,
+        ))
+        .unwrap();
+        f.write(&batch(vec![Some(1), Some(1), Some(0), Some(1)], &shared))
+            .unwrap();
+        f.write(&batch(
+            vec![Some(3), None, Some(1), Some(3), Some(4), Some(1)],
+            &own,
+        ))
+        .unwrap();
+        f.commit().unwrap();
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        let server = reader.metadata().row_group(0).column(0);
+        assert!(server.dictionary_page_offset().is_some());
+        let bounds = server
+            .statistics()
+            .expect("dictionary text keeps its bounds");
+        assert_eq!(bounds.min_bytes_opt(), Some(&b"EX01"[..]));
+        assert_eq!(bounds.max_bytes_opt(), Some(&b"EX04"[..]));
+        assert_eq!(bounds.null_count_opt(), Some(2));
+        let mut read = Vec::new();
+        for batch in reader.build().unwrap() {
+            let batch = batch.unwrap();
+            let column = batch.column(0).as_dictionary::<Int32Type>();
+            let values = column.values().as_string::<i32>();
+            read.extend(
+                column
+                    .keys()
+                    .iter()
+                    .map(|k| k.map(|k| values.value(k as usize).to_string())),
+            );
+        }
+        let expected = [
+            "EX02", "EX02", "", "EX01", "EX02", "EX01", "EX01", "EX02", "EX01", "EX04", "", "EX03",
+            "EX04", "EX02", "EX03",
+        ];
+        let expected: Vec<Option<String>> = expected
+            .iter()
+            .map(|v| (!v.is_empty()).then(|| v.to_string()))
+            .collect();
+        assert_eq!(read, expected);
+    }
 }

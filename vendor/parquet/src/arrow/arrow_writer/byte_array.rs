@@ -30,11 +30,14 @@ use crate::geospatial::statistics::GeospatialStatistics;
 use crate::schema::types::ColumnDescPtr;
 use crate::util::bit_util::num_required_bits;
 use crate::util::interner::{Interner, Storage};
-use arrow_array::types::ByteArrayType;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{ArrowDictionaryKeyType, ByteArrayType};
 use arrow_array::{
-    Array, ArrayAccessor, BinaryArray, BinaryViewArray, DictionaryArray, FixedSizeBinaryArray,
-    GenericByteArray, LargeBinaryArray, LargeStringArray, StringArray, StringViewArray,
+    Array, ArrayAccessor, ArrayRef, BinaryArray, BinaryViewArray, DictionaryArray,
+    FixedSizeBinaryArray, GenericByteArray, LargeBinaryArray, LargeStringArray, StringArray,
+    StringViewArray, TypedDictionaryArray,
 };
+use std::sync::{Arc, Weak};
 use arrow_buffer::{ArrowNativeType, Buffer};
 use arrow_schema::DataType;
 
@@ -341,6 +344,28 @@ struct DictEncoder {
     interner: Interner<ByteArrayStorage>,
     indices: Vec<u64>,
     variable_length_bytes: i64,
+    /// The interned index of each value of the last arrow dictionary encoded
+    dictionary_cache: Option<DictionaryCache>,
+}
+
+/// The interned index of each value of an arrow dictionary, so each value is hashed once
+/// rather than once per row that references it (backported from parquet 60)
+#[derive(Debug)]
+struct DictionaryCache {
+    /// The dictionary's values, to identify the dictionary in later batches. A weak reference,
+    /// so the values aren't kept alive, while their allocation can't be reused by another
+    /// dictionary
+    values: Weak<dyn Array>,
+    /// The interned index of each value, or [`DictionaryCache::NOT_INTERNED`]
+    interned: Vec<u64>,
+}
+
+impl DictionaryCache {
+    const NOT_INTERNED: u64 = u64::MAX;
+
+    fn is_for(&self, dictionary: &ArrayRef) -> bool {
+        std::ptr::addr_eq(self.values.as_ptr(), Arc::as_ptr(dictionary))
+    }
 }
 
 impl DictEncoder {
@@ -360,13 +385,69 @@ impl DictEncoder {
         }
     }
 
+    /// Whether to encode the rows of an arrow dictionary with `dictionary` as its values and
+    /// `num_rows` rows with [`Self::encode_dictionary`]
+    fn use_dictionary_cache(&self, dictionary: &ArrayRef, num_rows: usize) -> bool {
+        // A new cache has a slot per dictionary value, which only pays off if the values are
+        // referenced by enough rows
+        dictionary.len() <= num_rows
+            || self
+                .dictionary_cache
+                .as_ref()
+                .is_some_and(|cache| cache.is_for(dictionary))
+    }
+
+    /// Encode the rows of an arrow dictionary at `indices` to the in-progress page
+    fn encode_dictionary<'a, K, V>(
+        &mut self,
+        values: TypedDictionaryArray<'a, K, V>,
+        indices: &[usize],
+        dictionary: &ArrayRef,
+    ) where
+        K: ArrowDictionaryKeyType,
+        &'a V: ArrayAccessor,
+        <&'a V as ArrayAccessor>::Item: AsRef<[u8]>,
+    {
+        let cache = match &mut self.dictionary_cache {
+            Some(cache) if cache.is_for(dictionary) => cache,
+            cache => cache.insert(DictionaryCache {
+                values: Arc::downgrade(dictionary),
+                interned: vec![DictionaryCache::NOT_INTERNED; dictionary.len()],
+            }),
+        };
+
+        let keys = values.keys().values();
+        let dictionary_values = values.values();
+        self.indices.reserve(indices.len());
+        for &idx in indices {
+            let key = keys[idx].as_usize();
+            let value = dictionary_values.value(key);
+            let value = value.as_ref();
+
+            let mut interned = cache.interned[key];
+            if interned == DictionaryCache::NOT_INTERNED {
+                interned = self.interner.intern(value);
+                cache.interned[key] = interned;
+            }
+            self.indices.push(interned);
+            self.variable_length_bytes += value.len() as i64;
+        }
+    }
+
     fn bit_width(&self) -> u8 {
         let length = self.interner.storage().values.len();
         num_required_bits(length.saturating_sub(1) as u64)
     }
 
     fn estimated_memory_size(&self) -> usize {
-        self.interner.estimated_memory_size() + self.indices.capacity() * std::mem::size_of::<u64>()
+        let dictionary_cache_size = self
+            .dictionary_cache
+            .as_ref()
+            .map(|cache| cache.interned.capacity() * std::mem::size_of::<u64>())
+            .unwrap_or_default();
+        self.interner.estimated_memory_size()
+            + self.indices.capacity() * std::mem::size_of::<u64>()
+            + dictionary_cache_size
     }
 
     fn estimated_data_page_size(&self) -> usize {
@@ -473,6 +554,62 @@ impl ColumnValueEncoder for ByteArrayEncoder {
     }
 
     fn write_gather(&mut self, values: &Self::Values, indices: &[usize]) -> Result<()> {
+        if let DataType::Dictionary(key, value) = values.data_type() {
+            let dictionary = values.as_any_dictionary().values();
+            if self.bloom_filter.is_none()
+                && self.geo_stats_accumulator.is_none()
+                && self.dict_encoder.as_ref().is_some_and(|encoder| {
+                    encoder.use_dictionary_cache(dictionary, indices.len())
+                })
+            {
+                match value.as_ref() {
+                    DataType::Utf8 => downcast_dict_op!(
+                        key,
+                        StringArray,
+                        values,
+                        encode_with_dictionary_cache,
+                        indices,
+                        dictionary,
+                        self
+                    ),
+                    DataType::LargeUtf8 => downcast_dict_op!(
+                        key,
+                        LargeStringArray,
+                        values,
+                        encode_with_dictionary_cache,
+                        indices,
+                        dictionary,
+                        self
+                    ),
+                    DataType::Binary => downcast_dict_op!(
+                        key,
+                        BinaryArray,
+                        values,
+                        encode_with_dictionary_cache,
+                        indices,
+                        dictionary,
+                        self
+                    ),
+                    DataType::LargeBinary => downcast_dict_op!(
+                        key,
+                        LargeBinaryArray,
+                        values,
+                        encode_with_dictionary_cache,
+                        indices,
+                        dictionary,
+                        self
+                    ),
+                    _ => downcast_op!(
+                        values.data_type(),
+                        values,
+                        encode,
+                        indices.iter().copied(),
+                        self
+                    ),
+                }
+                return Ok(());
+            }
+        }
         downcast_op!(
             values.data_type(),
             values,
@@ -679,6 +816,53 @@ where
         Some(dict_encoder) => dict_encoder.encode(values, indices),
         None => encoder.fallback.encode(values, indices),
     }
+}
+
+/// Encodes the rows of an arrow dictionary through the dictionary encoder's cache of interned
+/// keys; its statistics compare each distinct value referenced once, not once per row
+fn encode_with_dictionary_cache<'a, K, V>(
+    values: TypedDictionaryArray<'a, K, V>,
+    indices: &[usize],
+    dictionary: &ArrayRef,
+    encoder: &mut ByteArrayEncoder,
+) where
+    K: ArrowDictionaryKeyType,
+    &'a V: ArrayAccessor,
+    <&'a V as ArrayAccessor>::Item: Copy + Ord + AsRef<[u8]>,
+{
+    if encoder.statistics_enabled != EnabledStatistics::None {
+        let keys = values.keys().values();
+        let dictionary_values = values.values();
+        let mut seen = vec![false; dictionary.len()];
+        let mut bounds: Option<(<&'a V as ArrayAccessor>::Item, <&'a V as ArrayAccessor>::Item)> =
+            None;
+        for &idx in indices {
+            let key = keys[idx].as_usize();
+            if std::mem::replace(&mut seen[key], true) {
+                continue;
+            }
+            let val = dictionary_values.value(key);
+            bounds = Some(match bounds {
+                None => (val, val),
+                Some((min, max)) => (min.min(val), max.max(val)),
+            });
+        }
+        if let Some((min, max)) = bounds {
+            let (min, max): (ByteArray, ByteArray) =
+                (min.as_ref().to_vec().into(), max.as_ref().to_vec().into());
+            if encoder.min_value.as_ref().is_none_or(|m| m > &min) {
+                encoder.min_value = Some(min);
+            }
+            if encoder.max_value.as_ref().is_none_or(|m| m < &max) {
+                encoder.max_value = Some(max);
+            }
+        }
+    }
+    encoder
+        .dict_encoder
+        .as_mut()
+        .expect("dictionary encoder")
+        .encode_dictionary(values, indices, dictionary)
 }
 
 /// Upper bound on any single value's byte length in a view array.

@@ -4041,6 +4041,64 @@ mod tests {
     }
 
     #[test]
+    fn dictionary_cache_keeps_values_and_bounds_of_the_rows_written() {
+        // Three batches: two share one dictionary (the cache is reused), the third has its
+        // own, listing values in another order and some no row references, which must not
+        // reach the statistics
+        let shared: ArrayRef = Arc::new(StringArray::from(vec!["beta", "alpha", "gamma"]));
+        let own: ArrayRef = Arc::new(StringArray::from(vec![
+            "zulu", "gamma", "aardvark", "delta", "beta",
+        ]));
+        let batch = |keys: Vec<Option<i32>>, values: &ArrayRef| {
+            let array = DictionaryArray::<arrow_array::types::Int32Type>::try_new(
+                Int32Array::from(keys),
+                values.clone(),
+            )
+            .unwrap();
+            RecordBatch::try_from_iter([("d", Arc::new(array) as ArrayRef)]).unwrap()
+        };
+        let batches = [
+            batch(vec![Some(0), Some(0), None, Some(1), Some(0)], &shared),
+            batch(vec![Some(1), Some(1), Some(0), Some(1)], &shared),
+            batch(vec![Some(3), None, Some(1), Some(3), Some(4), Some(1)], &own),
+        ];
+        let expected: Vec<Option<&str>> = vec![
+            Some("beta"), Some("beta"), None, Some("alpha"), Some("beta"),
+            Some("alpha"), Some("alpha"), Some("beta"), Some("alpha"),
+            Some("delta"), None, Some("gamma"), Some("delta"), Some("beta"), Some("gamma"),
+        ];
+
+        let props = WriterProperties::builder()
+            .set_data_page_row_count_limit(4)
+            .set_write_batch_size(5)
+            .build();
+        let mut buffer = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut buffer, batches[0].schema(), Some(props)).unwrap();
+        for batch in &batches {
+            writer.write(batch).unwrap();
+        }
+        writer.close().unwrap();
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(buffer)).unwrap();
+        let chunk = reader.metadata().row_group(0).column(0);
+        let stats = chunk.statistics().unwrap();
+        assert_eq!(stats.min_bytes_opt(), Some("alpha".as_bytes()));
+        assert_eq!(stats.max_bytes_opt(), Some("gamma".as_bytes()));
+        assert_eq!(stats.null_count_opt(), Some(2));
+        let mut read = Vec::new();
+        for batch in reader.build().unwrap() {
+            let batch = batch.unwrap();
+            let column = arrow::compute::cast(batch.column(0), &DataType::Utf8).unwrap();
+            let column = column.as_string::<i32>();
+            read.extend(column.iter().map(|v| v.map(str::to_owned)));
+        }
+        let expected: Vec<Option<String>> =
+            expected.into_iter().map(|v| v.map(str::to_owned)).collect();
+        assert_eq!(read, expected);
+    }
+
+    #[test]
     fn arrow_writer_string_dictionary() {
         // define schema
         #[allow(deprecated)]
