@@ -443,10 +443,10 @@ mod tests {
             DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
             true,
         )]));
-        let batch = |keys: Vec<Option<i32>>, values: &ArrayRef| {
-            let column =
-                DictionaryArray::<Int32Type>::try_new(Int32Array::from(keys), values.clone())
-                    .unwrap();
+        // A key of -1 is a null row.
+        let batch = |keys: &[i32], values: &ArrayRef| {
+            let keys = Int32Array::from_iter(keys.iter().map(|&k| (k >= 0).then_some(k)));
+            let column = DictionaryArray::<Int32Type>::try_new(keys, values.clone()).unwrap();
             RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap()
         };
         let dir = tempfile::tempdir().unwrap();
@@ -458,18 +458,10 @@ mod tests {
             &ParquetOptions::default(),
         )
         .unwrap();
-        f.write(&batch(
-            vec![Some(0), Some(0), None, Some(1), Some(0)],
-            &shared,
-        ))
-        .unwrap();
-        f.write(&batch(vec![Some(1), Some(1), Some(0), Some(1)], &shared))
-            .unwrap();
-        f.write(&batch(
-            vec![Some(3), None, Some(1), Some(3), Some(4), Some(1)],
-            &own,
-        ))
-        .unwrap();
+        // Each batch has more rows than dictionary values: the cached path takes all three.
+        f.write(&batch(&[0, 0, -1, 1, 0], &shared)).unwrap();
+        f.write(&batch(&[1, 1, 0, 1], &shared)).unwrap();
+        f.write(&batch(&[3, -1, 1, 3, 4, 1, 4, 3], &own)).unwrap();
         f.commit().unwrap();
 
         let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
@@ -495,7 +487,7 @@ mod tests {
         }
         let expected = [
             "EX02", "EX02", "", "EX01", "EX02", "EX01", "EX01", "EX02", "EX01", "EX04", "", "EX03",
-            "EX04", "EX02", "EX03",
+            "EX04", "EX02", "EX03", "EX02", "EX04",
         ];
         let expected: Vec<Option<String>> = expected
             .iter()

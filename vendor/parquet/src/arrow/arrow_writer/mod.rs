@@ -4044,7 +4044,8 @@ mod tests {
     fn dictionary_cache_keeps_values_and_bounds_of_the_rows_written() {
         // Three batches: two share one dictionary (the cache is reused), the third has its
         // own, listing values in another order and some no row references, which must not
-        // reach the statistics
+        // reach the statistics. Each batch is one mini-batch with more rows than dictionary
+        // values, so all three take the cached path
         let shared: ArrayRef = Arc::new(StringArray::from(vec!["beta", "alpha", "gamma"]));
         let own: ArrayRef = Arc::new(StringArray::from(vec![
             "zulu", "gamma", "aardvark", "delta", "beta",
@@ -4060,17 +4061,21 @@ mod tests {
         let batches = [
             batch(vec![Some(0), Some(0), None, Some(1), Some(0)], &shared),
             batch(vec![Some(1), Some(1), Some(0), Some(1)], &shared),
-            batch(vec![Some(3), None, Some(1), Some(3), Some(4), Some(1)], &own),
+            batch(
+                vec![Some(3), None, Some(1), Some(3), Some(4), Some(1), Some(4), Some(3)],
+                &own,
+            ),
         ];
         let expected: Vec<Option<&str>> = vec![
             Some("beta"), Some("beta"), None, Some("alpha"), Some("beta"),
             Some("alpha"), Some("alpha"), Some("beta"), Some("alpha"),
             Some("delta"), None, Some("gamma"), Some("delta"), Some("beta"), Some("gamma"),
+            Some("beta"), Some("delta"),
         ];
 
         let props = WriterProperties::builder()
             .set_data_page_row_count_limit(4)
-            .set_write_batch_size(5)
+            .set_write_batch_size(8)
             .build();
         let mut buffer = Vec::new();
         let mut writer =
