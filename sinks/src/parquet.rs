@@ -18,6 +18,9 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 
+/// Bytes buffered between the Parquet writer and its file (see `ParquetFile::create`).
+const WRITE_BUFFER: usize = 256 << 10;
+
 /// Field metadata key a producer sets to `"false"` on columns not worth dictionary-encoding
 /// (the same key as `mailflow_parser::schema::DICTIONARY_HINT`; sinks do not depend on the parser).
 pub const DICTIONARY_HINT: &str = "mailflow.dictionary";
@@ -213,8 +216,12 @@ impl ParquetFile {
             path: temp_path.clone(),
             source,
         })?;
+        // The writer hands over whole pages at a row group's close (up to a megabyte each,
+        // written past the buffer) and small headers between them, which is what the buffer
+        // is for. A lane keeps a file open per partition: at 1 MiB each, the buffers were 20 of
+        // the 161 MiB peak heap of the 1 GiB mixed ingest under heaptrack.
         let writer = ArrowWriter::try_new(
-            BufWriter::with_capacity(1 << 20, file),
+            BufWriter::with_capacity(WRITE_BUFFER, file),
             schema,
             Some(properties),
         )
